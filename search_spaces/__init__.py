@@ -1,0 +1,1 @@
+"""Search-space YAML files shipped with kd-study (quickstart, paper grids, full TPE)."""

@@ -1,0 +1,1 @@
+"""Study orchestration: CLI, Ray Tune + Optuna, MLflow tracking, reports, best-config export."""

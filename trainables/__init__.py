@@ -1,0 +1,4 @@
+"""Trainables: data, teacher, samplers, losses, student, the Ray Train loop and evaluation.
+
+Nothing here imports `study`; a trial receives everything through its config and asset paths.
+"""

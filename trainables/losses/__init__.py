@@ -1,0 +1,1 @@
+"""Distillation losses as pure tensor functions (see ../science.md)."""
