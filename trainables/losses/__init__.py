@@ -1,1 +1,73 @@
-"""Distillation losses as pure tensor functions (see ../science.md)."""
+"""Distillation losses as pure tensor functions (science.md §2), re-exported flat.
+
+Every loss takes `student_scores [B, n]`, `teacher_scores [B, n]`, `positive_mask [B, n]` (bool,
+≥ 1 positive per query; KL ignores it) and an optional `valid_mask [B, n]` (False = padding), and
+reduces as the mean over queries of per-query sums (MarginMSE: of per-query pair means).
+`compute_loss` picks one from a `LossConfig`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor
+
+from trainables.config import LossConfig
+from trainables.losses.kl import kl_loss
+from trainables.losses.kl_nll import kl_nll_loss
+from trainables.losses.margin_mse import margin_mse_loss
+from trainables.losses.wkl import ranks_from_scores, wkl_beta, wkl_loss, wkl_terms
+
+__all__ = [
+    "LOSSES",
+    "compute_loss",
+    "kl_loss",
+    "kl_nll_loss",
+    "margin_mse_loss",
+    "ranks_from_scores",
+    "wkl_beta",
+    "wkl_loss",
+    "wkl_terms",
+]
+
+LOSSES: dict[str, Callable[..., Tensor]] = {
+    "kl": kl_loss,
+    "margin_mse": margin_mse_loss,
+    "kl_nll": kl_nll_loss,
+    "wkl": wkl_loss,
+}
+
+
+def compute_loss(
+    loss_cfg: LossConfig,
+    student_scores: Tensor,
+    teacher_scores: Tensor,
+    positive_mask: Tensor,
+    *,
+    beta: Tensor | None = None,
+    step: int = 0,
+    valid_mask: Tensor | None = None,
+) -> Tensor:
+    """The loss `loss_cfg.name` with the config's parameters.
+
+    wkl: γ2 = γ1 − β with `beta` from `wkl_beta` (zeros when None, i.e. γ2 = γ1), and plain KL
+    while `step < loss_cfg.kl_warmup_steps` (the paper's KL warm-up before WKL).
+    """
+    temperatures = {
+        "teacher_temperature": loss_cfg.teacher_temperature,
+        "student_temperature": loss_cfg.student_temperature,
+    }
+    name = loss_cfg.name
+    if name == "kl" or (name == "wkl" and step < loss_cfg.kl_warmup_steps):
+        return kl_loss(student_scores, teacher_scores, positive_mask, valid_mask, **temperatures)
+    if name == "margin_mse":
+        return margin_mse_loss(student_scores, teacher_scores, positive_mask, valid_mask)
+    if name == "kl_nll":
+        return kl_nll_loss(
+            student_scores, teacher_scores, positive_mask, valid_mask, nll_weight=loss_cfg.nll_weight, **temperatures
+        )
+    if name == "wkl":
+        gamma2 = loss_cfg.gamma1 if beta is None else loss_cfg.gamma1 - beta
+        return wkl_loss(
+            student_scores, teacher_scores, positive_mask, loss_cfg.gamma1, gamma2, valid_mask, **temperatures
+        )
+    raise ValueError(f"unknown loss {name!r}: expected one of {sorted(LOSSES)}")

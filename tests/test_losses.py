@@ -1,0 +1,350 @@
+"""Distillation losses (science.md §2): formulas, the WKL gradient theorem, β, numerics."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trainables.config import LossConfig
+from trainables.losses import (
+    LOSSES,
+    compute_loss,
+    kl_loss,
+    kl_nll_loss,
+    margin_mse_loss,
+    ranks_from_scores,
+    wkl_beta,
+    wkl_loss,
+    wkl_terms,
+)
+from trainables.losses.kl import kl_terms
+
+PROPERTY = settings(max_examples=150, deadline=None)
+unit = st.floats(0.01, 0.99)
+
+
+def _batch(batch: int, n: int, seed: int, dtype=torch.float64):
+    """Random scores with 1..n-1 positives per query (several positives when n allows)."""
+    gen = torch.Generator().manual_seed(seed)
+    student = torch.randn(batch, n, generator=gen, dtype=dtype) * 3
+    teacher = torch.randn(batch, n, generator=gen, dtype=dtype) * 3
+    positives = torch.zeros(batch, n, dtype=torch.bool)
+    for row in range(batch):
+        count = int(torch.randint(1, max(2, n), (1,), generator=gen))
+        positives[row, torch.randperm(n, generator=gen)[:count]] = True
+    return student, teacher, positives
+
+
+# ---- closed-form gradient ratio (science.md §2) -------------------------------------------
+def g_formula(p: float, q: float, gamma1: float, gamma2: float, positive: bool) -> float:
+    if positive:
+        return (1 - q) ** (gamma1 - 1) * (gamma1 * q * math.log(p / q) + 1 - q)
+    return q**gamma2 * (1 - gamma2 * math.log(p / q))
+
+
+def g_from_wkl_terms(p: float, q: float, gamma1: float, gamma2: float, positive: bool) -> float:
+    """(∂L_WKL(i)/∂q) / (∂L_KL(i)/∂q) by autograd through the real per-term code, p fixed."""
+    q_leaf = torch.tensor([[q]], dtype=torch.float64, requires_grad=True)
+    log_p = torch.tensor([[math.log(p)]], dtype=torch.float64)
+    mask = torch.tensor([[positive]])
+    (d_wkl,) = torch.autograd.grad(wkl_terms(torch.log(q_leaf), log_p, mask, gamma1, gamma2).sum(), q_leaf)
+    (d_kl,) = torch.autograd.grad(kl_terms(torch.log(q_leaf), log_p).sum(), q_leaf)
+    return float(d_wkl / d_kl)
+
+
+@PROPERTY
+@given(p=unit, q=unit, gamma1=st.floats(0.0, 6.0), gamma2=st.floats(-1.5, 6.0), positive=st.booleans())
+def test_wkl_loss_gradient_ratio_matches_closed_form(p, q, gamma1, gamma2, positive):
+    expected = g_formula(p, q, gamma1, gamma2, positive)
+    # The formula against autograd on the per-term losses written from the paper ...
+    q_leaf = torch.tensor(q, dtype=torch.float64, requires_grad=True)
+    kl_term = p * torch.log(p / q_leaf)
+    weight = (1 - q_leaf) ** gamma1 if positive else q_leaf**gamma2
+    (d_kl,) = torch.autograd.grad(kl_term, q_leaf, retain_graph=True)
+    (d_wkl,) = torch.autograd.grad(weight * kl_term, q_leaf)
+    assert float(d_wkl / d_kl) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # ... and against the terms the real wkl_loss sums.
+    assert g_from_wkl_terms(p, q, gamma1, gamma2, positive) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@PROPERTY
+@given(
+    n=st.integers(2, 6),
+    data=st.data(),
+    gamma1=st.floats(0.0, 6.0),
+    tau_s=st.floats(0.5, 2.0),
+    tau_t=st.floats(0.5, 2.0),
+)
+def test_wkl_loss_score_gradient_is_the_closed_form_ratio_times_kl_through_the_softmax(n, data, gamma1, tau_s, tau_t):
+    logits = st.lists(st.floats(-3.0, 3.0), min_size=n, max_size=n)
+    s = torch.tensor([data.draw(logits)], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([data.draw(logits)], dtype=torch.float64)
+    positive = data.draw(st.lists(st.booleans(), min_size=n, max_size=n).filter(any))
+    gamma2 = data.draw(st.lists(st.floats(-1.0, 6.0), min_size=n, max_size=n))
+    loss = wkl_loss(s, t, torch.tensor([positive]), gamma1, torch.tensor([gamma2], dtype=torch.float64),
+                    teacher_temperature=tau_t, student_temperature=tau_s)
+    (grad,) = torch.autograd.grad(loss, s)
+    q = torch.softmax(s.detach()[0] / tau_s, 0).numpy()
+    p = torch.softmax(t[0] / tau_t, 0).numpy()
+    # ∂L_WKL/∂q_i = g_i · ∂L_KL/∂q_i = g_i · (−p_i/q_i); then the softmax Jacobian (diag q − q qᵀ)/τ_s.
+    v = np.array([g_formula(p[i], q[i], gamma1, gamma2[i], positive[i]) * -p[i] / q[i] for i in range(n)])
+    expected = q * (v - q @ v) / tau_s
+    np.testing.assert_allclose(grad[0].numpy(), expected, rtol=1e-8, atol=1e-11)
+
+
+# ---- Theorem: sign regions of g ----------------------------------------------------------
+@PROPERTY
+@given(q=st.floats(0.01, 0.98), share=st.floats(0.0, 1.0), gamma=st.floats(0.0, 8.0), positive=st.booleans())
+def test_wkl_loss_teacher_better_gives_positive_gradient_ratio(q, share, gamma, positive):
+    # positive: p > q; negative: p < q
+    p = q + (0.99 - q) * share + 1e-3 if positive else q * (1e-3 + (1 - 2e-3) * share)
+    assert g_from_wkl_terms(min(p, 0.995), q, gamma, gamma, positive) > 0
+
+
+@PROPERTY
+@given(q=st.floats(0.01, 0.98), share=st.floats(0.0, 1.0), gamma=st.floats(0.05, 8.0), positive=st.booleans())
+def test_wkl_loss_teacher_worse_gives_gradient_ratio_below_one(q, share, gamma, positive):
+    # positive: p < q; negative: p > q
+    p = q * (1e-3 + (1 - 2e-3) * share) if positive else min(q + (0.99 - q) * share + 1e-3, 0.995)
+    assert g_from_wkl_terms(p, q, gamma, gamma, positive) < 1
+    assert g_from_wkl_terms(p, q, 0.0, 0.0, positive) == pytest.approx(1.0)   # γ = 0 is KL
+
+
+@PROPERTY
+@given(gamma1=st.floats(0.05, 8.0), u=st.floats(0.0, 1.0), f=st.floats(1e-3, 1.0))
+def test_wkl_loss_positive_gradient_ratio_nonpositive_when_q_is_large_against_p(gamma1, u, f):
+    low = 1.0 / (gamma1 + 1.0)
+    q = low + u * (0.99 - low)                  # q ≥ 1/(γ1+1)
+    p = f * q / math.e                          # q ≥ e·p
+    assert g_from_wkl_terms(p, q, gamma1, 0.0, True) <= 1e-12
+
+
+@PROPERTY
+@given(gamma2=st.floats(0.1, 8.0), p=st.floats(0.01, 0.99), f=st.floats(1e-3, 1.0))
+def test_wkl_loss_negative_gradient_ratio_nonpositive_when_p_over_q_exceeds_e_to_one_over_gamma2(gamma2, p, f):
+    q = f * p * math.exp(-1.0 / gamma2)         # p/q ≥ e^(1/γ2)
+    assert g_from_wkl_terms(p, q, 0.0, gamma2, False) <= 1e-12
+
+
+# ---- WKL reduces to KL --------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 2), (3, 5), (8, 17), (4, 64)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_wkl_loss_with_zero_gamma1_and_alpha_equals_kl_loss(shape, dtype):
+    s, t, positives = _batch(*shape, seed=sum(shape), dtype=dtype)
+    beta = wkl_beta(ranks_from_scores(s), positives, alpha=0.0)
+    assert torch.count_nonzero(beta) == 0
+    for tau in (1.0, 0.3):
+        s_w = s.clone().requires_grad_(True)
+        s_k = s.clone().requires_grad_(True)
+        wkl = wkl_loss(s_w, t, positives, 0.0, 0.0 - beta, teacher_temperature=tau, student_temperature=tau)
+        kl = kl_loss(s_k, t, positives, teacher_temperature=tau, student_temperature=tau)
+        assert abs(wkl.item() - kl.item()) < 1e-6
+        wkl.backward(), kl.backward()
+        torch.testing.assert_close(s_w.grad, s_k.grad, rtol=1e-5, atol=1e-7)
+    config = LossConfig(name="wkl", gamma1=0.0, alpha=0.0)
+    assert float(compute_loss(config, s, t, positives, beta=beta)) == pytest.approx(
+        float(compute_loss(LossConfig(name="kl"), s, t, positives)), abs=1e-6)
+
+
+# ---- values on hand examples -------------------------------------------------------------
+def test_kl_loss_matches_hand_computation_and_torch_kl_div():
+    s = torch.tensor([[2.0, 0.5, -1.0]], dtype=torch.float64)
+    t = torch.tensor([[3.0, 1.0, -2.0]], dtype=torch.float64)
+    p, q = torch.softmax(t[0], 0).tolist(), torch.softmax(s[0], 0).tolist()
+    assert float(kl_loss(s, t)) == pytest.approx(sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)), rel=1e-12)
+    s2, t2, _ = _batch(5, 7, seed=0)
+    reference = torch.nn.functional.kl_div(torch.log_softmax(s2 / 2, 1), torch.log_softmax(t2 / 0.5, 1),
+                                           reduction="batchmean", log_target=True)
+    torch.testing.assert_close(kl_loss(s2, t2, teacher_temperature=0.5, student_temperature=2.0), reference)
+
+
+def test_margin_mse_loss_matches_hand_computation():
+    nan = float("nan")
+    s = torch.tensor([[2.0, 0.5, -1.0, 0.0], [1.0, 1.5, 0.0, 7.0]])
+    t = torch.tensor([[3.0, 1.0, -2.0, nan], [2.0, 0.0, 1.0, nan]])
+    positives = torch.tensor([[True, False, False, False], [True, True, False, False]])
+    valid = torch.tensor([[True, True, True, False], [True, True, True, False]])
+    # query 1: pairs (0,1): (1.5 − 2)² = 0.25, (0,2): (3 − 5)² = 4        → mean 2.125
+    # query 2: pairs (0,2): (1 − 1)² = 0,      (1,2): (1.5 − (−1))² = 6.25 → mean 3.125
+    assert float(margin_mse_loss(s, t, positives, valid)) == pytest.approx((2.125 + 3.125) / 2)
+
+
+def test_kl_nll_loss_is_kl_plus_weighted_nll_of_the_positives():
+    s, t, positives = _batch(4, 6, seed=1)
+    log_q = torch.log_softmax(s, 1)
+    nll = -(log_q * positives).sum(1).mean()
+    for weight in (0.0, 0.5, 2.0):
+        expected = kl_loss(s, t) + weight * nll
+        torch.testing.assert_close(kl_nll_loss(s, t, positives, nll_weight=weight), expected)
+
+
+def test_wkl_loss_weights_each_kl_term_as_in_the_paper():
+    s, t, positives = _batch(3, 5, seed=2)
+    gamma2 = torch.rand(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 4
+    q, p = torch.softmax(s, 1).numpy(), torch.softmax(t, 1).numpy()
+    pos, g2 = positives.numpy(), gamma2.numpy()
+    weight = np.where(pos, (1 - q) ** 5.0, q**g2)
+    expected = (weight * p * np.log(p / q)).sum(1).mean()
+    assert float(wkl_loss(s, t, positives, 5.0, gamma2)) == pytest.approx(expected, rel=1e-10)
+
+
+# ---- β and ranks -------------------------------------------------------------------------
+def test_wkl_beta_matches_hand_computation():
+    ranks = torch.tensor([[1, 2, 3, 4]])
+    positives = torch.tensor([[False, True, False, False]])
+    beta = wkl_beta(ranks, positives, alpha=2.0)
+    torch.testing.assert_close(beta, 2.0 * torch.tensor([[0.5, 0.0, 1 / 3 - 0.5, -0.25]]))
+
+
+@PROPERTY
+@given(n=st.integers(2, 30), alpha=st.floats(0.01, 3.0), data=st.data())
+def test_wkl_beta_is_bounded_by_alpha_and_larger_for_better_ranked_negatives(n, alpha, data):
+    permutation = data.draw(st.permutations(list(range(1, n + 1))))
+    ranks = torch.tensor([permutation], dtype=torch.float32)
+    positive = data.draw(st.lists(st.booleans(), min_size=n, max_size=n).filter(any))
+    positives = torch.tensor([positive])
+    beta = wkl_beta(ranks, positives, alpha)
+    assert bool((beta.abs() < alpha).all())
+    negatives = [i for i in range(n) if not positive[i]]
+    by_rank = sorted(negatives, key=lambda i: permutation[i])
+    values = [float(beta[0, i]) for i in by_rank]
+    assert all(a > b for a, b in zip(values, values[1:])), "a better-ranked negative must get a larger β"
+    assert torch.count_nonzero(wkl_beta(ranks, positives, 0.0)) == 0
+
+
+def test_wkl_beta_is_detached_and_zero_at_padding():
+    scores = torch.tensor([[0.3, 2.0, -1.0, 5.0]], requires_grad=True)
+    valid = torch.tensor([[True, True, True, False]])
+    beta = wkl_beta(ranks_from_scores(scores, valid), torch.tensor([[True, False, False, False]]), 1.0, valid)
+    assert not beta.requires_grad and float(beta[0, 3]) == 0.0
+    gamma2 = torch.full((1, 4), 2.0, requires_grad=True)
+    wkl_loss(scores, scores.detach(), torch.tensor([[True, False, False, False]]), 2.0, gamma2, valid).backward()
+    assert gamma2.grad is None, "γ2 (from β) must be a constant in the loss"
+
+
+def test_ranks_from_scores_ranks_highest_first_with_stable_ties_and_padding_last():
+    scores = torch.tensor([[1.0, 3.0, 3.0, 2.0, 9.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    valid = torch.tensor([[True, True, True, True, False], [False, True, True, True, True]])
+    ranks = ranks_from_scores(scores, valid)
+    assert ranks.tolist() == [[4.0, 1.0, 2.0, 3.0, 5.0], [5.0, 1.0, 2.0, 3.0, 4.0]]
+    assert ranks_from_scores(scores[:1]).tolist() == [[5.0, 2.0, 3.0, 4.0, 1.0]]
+
+
+# ---- dispatch -----------------------------------------------------------------------------
+def test_compute_loss_dispatches_each_loss_with_config_parameters():
+    s, t, positives = _batch(4, 6, seed=3)
+    temps = {"teacher_temperature": 0.5, "student_temperature": 2.0}
+    cases = {
+        "kl": kl_loss(s, t, positives, **temps),
+        "margin_mse": margin_mse_loss(s, t, positives),
+        "kl_nll": kl_nll_loss(s, t, positives, nll_weight=0.3, **temps),
+    }
+    for name, expected in cases.items():
+        config = LossConfig(name=name, nll_weight=0.3, **temps)
+        torch.testing.assert_close(compute_loss(config, s, t, positives), expected)
+    beta = wkl_beta(ranks_from_scores(s), positives, 1.0)
+    config = LossConfig(name="wkl", gamma1=3.0, alpha=1.0, kl_warmup_steps=10, **temps)
+    torch.testing.assert_close(compute_loss(config, s, t, positives, beta=beta, step=9), cases["kl"])
+    with_beta = compute_loss(config, s, t, positives, beta=beta, step=10)
+    torch.testing.assert_close(with_beta, wkl_loss(s, t, positives, 3.0, 3.0 - beta, **temps))
+    torch.testing.assert_close(compute_loss(config, s, t, positives, step=10),
+                               wkl_loss(s, t, positives, 3.0, 3.0, **temps))   # beta None = zeros
+    assert float(with_beta) != pytest.approx(float(cases["kl"]))
+    assert set(LOSSES) == {"kl", "margin_mse", "kl_nll", "wkl"}
+
+
+# ---- numerics and padding -----------------------------------------------------------------
+LOSS_CONFIGS = {
+    "kl": LossConfig(name="kl"),
+    "kl_sharp": LossConfig(name="kl", teacher_temperature=0.05, student_temperature=0.05),
+    "margin_mse": LossConfig(name="margin_mse"),
+    "kl_nll": LossConfig(name="kl_nll", nll_weight=1.0),
+    "wkl": LossConfig(name="wkl", gamma1=5.0, alpha=1.0),
+    "wkl_gamma1_0": LossConfig(name="wkl", gamma1=0.0, alpha=0.0),
+    "wkl_negative_gamma2": LossConfig(name="wkl", gamma1=0.5, alpha=1.5),
+}
+EXTREMES = {
+    "scores_pm_1e4": ([[1e4, -1e4, 0.0, 5e3], [-1e4, 1e4, -1e4, 1e4]],
+                      [[-1e4, 1e4, 1e4, -5e3], [1e4, -1e4, 1e4, -1e4]]),
+    "q_to_1_and_q_to_0": ([[60.0, 0.0, -60.0, -60.0], [-60.0, 60.0, 0.0, -60.0]],
+                          [[0.0, 1.0, 2.0, 3.0], [60.0, -60.0, 0.0, 0.0]]),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", sorted(EXTREMES))
+@pytest.mark.parametrize("loss_name", sorted(LOSS_CONFIGS))
+def test_loss_and_gradients_are_finite_on_extreme_scores_and_half_precision(loss_name, case, dtype):
+    student, teacher = EXTREMES[case]
+    s = torch.tensor(student, dtype=dtype, requires_grad=True)
+    t = torch.tensor(teacher, dtype=dtype)
+    positives = torch.tensor([[True, False, False, False], [True, False, True, False]])
+    beta = wkl_beta(ranks_from_scores(s), positives, LOSS_CONFIGS[loss_name].alpha)
+    loss = compute_loss(LOSS_CONFIGS[loss_name], s, t, positives, beta=beta)
+    assert loss.dtype in (torch.float32, torch.float64) and torch.isfinite(loss)
+    loss.backward()
+    assert s.grad is not None and bool(torch.isfinite(s.grad).all())
+
+
+@pytest.mark.parametrize("loss_name", sorted(LOSS_CONFIGS))
+def test_loss_in_half_precision_matches_float32_on_the_same_values(loss_name):
+    s, t, positives = _batch(4, 6, seed=4, dtype=torch.float32)
+    s, t = s.to(torch.float16).float(), t.to(torch.float16).float()   # values exact in fp16
+    beta = wkl_beta(ranks_from_scores(s), positives, LOSS_CONFIGS[loss_name].alpha)
+    full = compute_loss(LOSS_CONFIGS[loss_name], s, t, positives, beta=beta)
+    half = compute_loss(LOSS_CONFIGS[loss_name], s.half(), t.half(), positives, beta=beta)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, full)
+
+
+@pytest.mark.parametrize("loss_name", sorted(LOSS_CONFIGS))
+def test_loss_ignores_padded_candidates(loss_name):
+    s, t, positives = _batch(3, 7, seed=5)
+    sizes = [7, 4, 2]
+    valid = torch.arange(7).expand(3, 7) < torch.tensor(sizes).unsqueeze(1)
+    positives[:, 0] = True                              # a valid positive in every row
+    s_padded = s.masked_fill(~valid, float("nan")).requires_grad_(True)
+    t_padded = t.masked_fill(~valid, float("nan"))
+    config = LOSS_CONFIGS[loss_name]
+    beta = wkl_beta(ranks_from_scores(s_padded, valid), positives, config.alpha, valid)
+    padded = compute_loss(config, s_padded, t_padded, positives, beta=beta, valid_mask=valid)
+    per_query = []
+    for row, size in enumerate(sizes):
+        s_row, t_row, p_row = s[row:row + 1, :size], t[row:row + 1, :size], positives[row:row + 1, :size]
+        beta_row = wkl_beta(ranks_from_scores(s_row), p_row, config.alpha)
+        per_query.append(compute_loss(config, s_row, t_row, p_row, beta=beta_row))
+    torch.testing.assert_close(padded, torch.stack(per_query).mean())
+    padded.backward()
+    assert bool(torch.isfinite(s_padded.grad).all()) and bool((s_padded.grad[~valid] == 0).all())
+
+
+def test_loss_rejects_queries_without_a_positive_and_bad_shapes():
+    s, t, positives = _batch(2, 4, seed=6)
+    positives[1] = False
+    for loss in (margin_mse_loss, kl_nll_loss):
+        with pytest.raises(ValueError, match=r"at least one \(valid\) positive; rows without one: \[1\]"):
+            loss(s, t, positives)
+    with pytest.raises(ValueError, match="at least one"):
+        wkl_loss(s, t, positives, 1.0)
+    with pytest.raises(ValueError, match="must both be"):
+        kl_loss(s, t[:, :3])
+    with pytest.raises(ValueError, match="gamma1 must be non-negative"):
+        wkl_loss(s, t, torch.ones_like(positives), -1.0)
+    with pytest.raises(ValueError, match="gamma2 must broadcast"):
+        wkl_loss(s, t, torch.ones_like(positives), 1.0, torch.zeros(3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_wkl_loss_is_finite_with_negative_gamma2_on_negatives_with_vanishing_q(dtype):
+    # A stale β (ranks from an older student) can give γ2 < 0 where q is now ≈ 0: q^γ2 would overflow.
+    s = torch.tensor([[1e4, -1e4, -1e4, 0.0]], dtype=dtype, requires_grad=True)
+    t = torch.tensor([[0.0, 1e4, 0.0, 1.0]], dtype=dtype)
+    loss = wkl_loss(s, t, torch.tensor([[True, False, False, False]]), 0.5, torch.tensor([[0.0, -3.0, -3.0, -3.0]]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    if dtype != torch.float16:   # weights up to e^30 (MAX_LOG_WEIGHT) overflow fp16's range in the gradient
+        assert bool(torch.isfinite(s.grad).all())

@@ -1,0 +1,183 @@
+"""Candidate samplers of the score-distribution paper: which K pool candidates a query distils from.
+
+Claim (science.md §1): distilling only the teacher's top-scored candidates hides the teacher's
+whole preference structure; drawing K candidates across the full teacher score spectrum
+("stratified") keeps the variance and entropy of the teacher scores and distils better.
+
+Every sampler is a pure function of one query's pool scores:
+
+    sampler(scores: np.ndarray[n] float, k: int, rng: np.random.Generator) -> np.ndarray[k] int64
+
+returning distinct indices into the pool, deterministic for a given `rng` state. `topk` ignores
+`rng`. `sample_candidates` applies one to a NaN-padded batch of pools.
+"""
+from __future__ import annotations
+
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+Sampler = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+
+
+def _check_pool(scores: np.ndarray, k: int) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be one query's pool, shape [n]; got shape {scores.shape}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite (sample_candidates strips NaN padding before sampling)")
+    if not 1 <= k <= scores.shape[0]:
+        raise ValueError(f"k={k} must be between 1 and the pool size {scores.shape[0]}")
+    return scores
+
+
+def _descending_order(scores: np.ndarray) -> np.ndarray:
+    """Pool indices from the highest teacher score down; ties keep pool order (stable)."""
+    return np.argsort(-scores, kind="stable")
+
+
+def topk(scores: np.ndarray, k: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The K candidates with the highest teacher score (classic hard negatives), best first.
+
+    Ties are broken by pool position (earlier first), so the result does not depend on `rng`.
+    """
+    scores = _check_pool(scores, k)
+    return _descending_order(scores)[:k].astype(np.int64)
+
+
+def random(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """K candidates uniformly without replacement (every K-subset equally likely)."""
+    scores = _check_pool(scores, k)
+    return rng.choice(scores.shape[0], size=k, replace=False).astype(np.int64)
+
+
+def quantile_strata(scores: np.ndarray, k: int) -> list[np.ndarray]:
+    """The K strata `stratified` draws from, best stratum first.
+
+    Strata rule: sort the pool by teacher score, highest first, ties kept in pool order; split that
+    order with `np.array_split(order, k)`: n // k candidates per stratum, and the first n % k
+    strata (the highest-scored) hold one extra. Each stratum is a score quantile of the pool.
+    """
+    scores = _check_pool(scores, k)
+    return [stratum.astype(np.int64) for stratum in np.array_split(_descending_order(scores), k)]
+
+
+def stratified(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """One candidate drawn uniformly from each of the K quantile strata (see `quantile_strata`).
+
+    Every part of the teacher's score spectrum is represented; returned best stratum first.
+    """
+    scores = _check_pool(scores, k)
+    n = scores.shape[0]
+    order = _descending_order(scores)
+    sizes = np.full(k, n // k, dtype=np.int64) + (np.arange(k) < n % k)   # == np.array_split sizes
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    return order[starts + rng.integers(0, sizes)].astype(np.int64)
+
+
+def equal_width(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Variant of `stratified` over K equal-width bins of the score *range* (not used by default).
+
+    Bins split [min, max] of the pool into K intervals of equal width, bin 0 holding the highest
+    scores (the maximum belongs to bin 0). Each non-empty bin gives one uniform draw. An empty bin
+    falls back to the nearest bin (by bin distance; on a tie the higher-scored bin) that still has
+    an undrawn candidate and draws uniformly among those, so the K indices stay distinct. A pool of
+    equal scores is one bin. Returned in bin order, highest bin first.
+    """
+    scores = _check_pool(scores, k)
+    low, high = scores.min(), scores.max()
+    if high > low:
+        from_top = np.floor((high - scores) / (high - low) * k).astype(np.int64)
+        bins = np.minimum(from_top, k - 1)
+    else:
+        bins = np.zeros(scores.shape[0], dtype=np.int64)
+    remaining = [list(np.flatnonzero(bins == b)) for b in range(k)]
+    picks = np.full(k, -1, dtype=np.int64)
+    empty = [b for b in range(k) if not remaining[b]]
+    # Non-empty bins draw first so a borrowing empty bin never takes a bin's only candidate.
+    for b in range(k):
+        if remaining[b]:
+            picks[b] = remaining[b].pop(int(rng.integers(len(remaining[b]))))
+    for b in empty:
+        donor = min((d for d in range(k) if remaining[d]), key=lambda d: (abs(d - b), d))
+        picks[b] = remaining[donor].pop(int(rng.integers(len(remaining[donor]))))
+    return picks
+
+
+SAMPLERS: dict[str, Sampler] = {"topk": topk, "random": random, "stratified": stratified}
+
+
+def sample_candidates(
+    name: str,
+    pool_scores: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    on_small_pool: Literal["error", "clip"] = "error",
+) -> list[np.ndarray]:
+    """Sample K candidates per query from a NaN-padded batch of pools.
+
+    `pool_scores` is [B, N] teacher scores with NaN marking padding (anywhere in the row). Returns
+    one int64 array per query of column indices into `pool_scores` (never a padded column).
+    Queries are sampled in order from the one `rng`, so a batch is deterministic for a seed.
+
+    A query whose real pool is smaller than K: `on_small_pool="error"` raises ValueError naming how
+    many queries are affected and the smallest pool size; `"clip"` runs the sampler with K = the
+    pool size, which returns the whole pool for that query (topk: best first; random: a random
+    order; stratified: every candidate, one per stratum), so that query has fewer than K candidates.
+    """
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}: expected one of {sorted(SAMPLERS)}")
+    if on_small_pool not in ("error", "clip"):
+        raise ValueError(f"on_small_pool must be 'error' or 'clip', got {on_small_pool!r}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    pool_scores = np.asarray(pool_scores, dtype=np.float64)
+    if pool_scores.ndim != 2:
+        raise ValueError(f"pool_scores must be [B, N]; got shape {pool_scores.shape}")
+    real = ~np.isnan(pool_scores)
+    pool_sizes = real.sum(axis=1)
+    small = pool_sizes < k
+    if on_small_pool == "error" and small.any():
+        raise ValueError(
+            f"sampler {name!r} needs k={k} candidates but {int(small.sum())} of {len(pool_sizes)} queries "
+            f"have a smaller pool (smallest pool size: {int(pool_sizes.min())}); lower sampler.k or set "
+            "sampler.on_small_pool='clip'"
+        )
+    sampler = SAMPLERS[name]
+    picked = []
+    for row, row_real in zip(pool_scores, real):
+        columns = np.flatnonzero(row_real)
+        if columns.size == 0:
+            picked.append(np.empty(0, dtype=np.int64))
+            continue
+        picked.append(columns[sampler(row[columns], min(k, columns.size), rng)].astype(np.int64))
+    return picked
+
+
+def score_diagnostics(
+    sampled_scores: Sequence[np.ndarray] | np.ndarray, temperature: float = 1.0
+) -> dict[str, float]:
+    """The paper's diagnostic: mean per-query variance and entropy of the sampled teacher scores.
+
+        variance = mean_Q Var(t_Q)            (population variance, ddof=0)
+        entropy  = mean_Q H(softmax(t_Q / τ)) (nats)
+
+    Accepts a list of per-query arrays (lengths may differ) or a [B, k] array; NaN entries are
+    ignored and queries with no score are skipped.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    variances, entropies = [], []
+    for row in sampled_scores:
+        row = np.asarray(row, dtype=np.float64).ravel()
+        row = row[~np.isnan(row)]
+        if row.size == 0:
+            continue
+        variances.append(row.var())
+        z = row / temperature
+        log_p = z - z.max()
+        log_p -= np.log(np.exp(log_p).sum())
+        entropies.append(float(-(np.exp(log_p) * log_p).sum()))
+    if not variances:
+        raise ValueError("score_diagnostics needs at least one query with a sampled score")
+    return {"variance": float(np.mean(variances)), "entropy": float(np.mean(entropies))}
