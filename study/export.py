@@ -1,0 +1,74 @@
+"""Export the best finished trial of a study as a full TrialConfig YAML that `kd-study train` re-runs.
+
+The file is the trial's own `trial_config.yaml` artifact, validated against `TrialConfig` (so a
+config that would not re-run is an error here, not at training time), preceded by a comment
+header naming the study, the trial run and the metric value. It is also logged on the study's
+parent run as `best_config.yaml`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from study.report import (
+    TRIAL_CONFIG_ARTIFACT,
+    ReportError,
+    _client,
+    best_trial,
+    download_artifact,
+    load_study_runs,
+    resolve_metric,
+)
+from trainables.config import ConfigError, TrialConfig
+
+BEST_CONFIG_ARTIFACT = "best_config.yaml"
+
+
+def export_best(name: str, tracking_uri: str, metric: str = "dev_mrr_at_10",
+                out_path: str | Path = "best.yaml", mode: str = "max") -> Path:
+    """Write the best finished trial's full config to `out_path` (and log it on the parent run); return the path.
+
+    `mode="max"` picks the highest `metric`, `"min"` the lowest. Errors (`ReportError`, one line):
+    unknown study, unknown metric (the message lists the available ones), no finished trial, a
+    best trial without a `trial_config.yaml` or with one that `TrialConfig` rejects.
+    """
+    if mode not in ("max", "min"):
+        raise ReportError(f"mode must be 'max' or 'min', got {mode!r}")
+    study = load_study_runs(name, tracking_uri)
+    if study.trials.empty:
+        raise ReportError(f"study {name!r} has no finished trials ({len(study.excluded)} failed/killed)")
+    metric = resolve_metric(study.trials, metric, name)
+    best = best_trial(study.trials, metric, mode)
+    run_id = best["run_id"]
+
+    with tempfile.TemporaryDirectory(prefix="kd_export_") as tmp:
+        source = download_artifact(tracking_uri, run_id, TRIAL_CONFIG_ARTIFACT, tmp)
+        if source is None:
+            raise ReportError(f"best trial run {run_id} of study {name!r} has no {TRIAL_CONFIG_ARTIFACT} artifact")
+        try:
+            config = TrialConfig.from_yaml(source)
+        except ConfigError as error:
+            raise ReportError(f"{TRIAL_CONFIG_ARTIFACT} of run {run_id} is not a valid trial config: {error}") from None
+
+        header = [
+            "# kd-study best trial config: re-run with `kd-study train <this file>`",
+            f"# study: {name}",
+            f"# trial: {best['trial_id']} (MLflow run {run_id}, parent run {study.parent_run_id})",
+            f"# {metric} = {best[metric]:.6g} ({mode} over {len(study.trials)} finished trials)",
+            f"# exported: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        ]
+        body = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+        out = Path(out_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(header) + "\n" + body)
+
+        # The artifact keeps a fixed name whatever the user called the file.
+        logged = Path(tmp) / "log" / BEST_CONFIG_ARTIFACT
+        logged.parent.mkdir()
+        shutil.copyfile(out, logged)
+        _client(tracking_uri).log_artifact(study.parent_run_id, str(logged))
+    return out

@@ -1,0 +1,343 @@
+"""Study report against a real MLflow sqlite store: a parent run and nested trial runs, as tracking writes them."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from study.report import (
+    DAGGER,
+    ReportError,
+    build_report,
+    collect_trials,
+    load_per_query,
+    paired_test,
+    print_report,
+    render_report,
+    report_study,
+    sensitivity_table,
+)
+from trainables.config import TrialConfig
+
+STUDY = "wkl-sweep"
+KL_ONLY = "kl-only"
+N_QUERIES = 30
+QIDS = [f"q{i}" for i in range(N_QUERIES)]
+
+
+@dataclass
+class Store:
+    uri: str
+    parent_id: str
+    kl_only_parent_id: str
+    run_ids: dict[str, str]            # trial_id → run id
+    dev: dict[str, float]              # trial_id → dev_mrr_at_10
+    configs: dict[str, TrialConfig]    # trial_id → config logged as trial_config.yaml
+    optuna_db: Path
+    artifacts: Path
+
+
+def _flatten(raw: dict, prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list) else str(value)
+    return flat
+
+
+def _trial_specs() -> list[dict]:
+    """Per-query dev RR@10 built so the tests know the answer: (γ1=5, α=1) best over 2 seeds,
+    (5, 0) equal up to symmetric noise, (2, 0) lower on every query; KL runs for sampler × K."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.7, N_QUERIES)
+    seed_noise = rng.normal(0.0, 0.05, N_QUERIES)
+    symmetric = np.tile([0.15, -0.15], N_QUERIES // 2)  # mean 0, large spread: no evidence
+    wkl = dict(loss="wkl", sampler="stratified", k=8)
+    kl = dict(loss="kl", gamma1=0.0, alpha=0.0)
+    return [
+        dict(trial="t0", gamma1=5.0, alpha=1.0, seed=0, values=base + seed_noise, **wkl),
+        dict(trial="t1", gamma1=5.0, alpha=1.0, seed=1, values=base - seed_noise, **wkl),
+        dict(trial="t2", gamma1=5.0, alpha=0.0, seed=0, values=base + symmetric - 0.002, **wkl),
+        dict(trial="t3", gamma1=2.0, alpha=0.0, seed=0, values=base - 0.08 + rng.normal(0, 0.01, N_QUERIES), **wkl),
+        dict(trial="t4", gamma1=2.0, alpha=1.0, seed=0, values=base - 0.01 + rng.normal(0, 0.1, N_QUERIES), **wkl),
+        dict(trial="t5", sampler="topk", k=4, seed=0, values=base - 0.05 + rng.normal(0, 0.02, N_QUERIES), **kl),
+        dict(trial="t6", sampler="stratified", k=4, seed=0, values=base - 0.02 + rng.normal(0, 0.02, N_QUERIES), **kl),
+        dict(trial="t7", sampler="stratified", k=8, seed=0, values=base + rng.normal(0, 0.02, N_QUERIES), **kl),
+        # Killed with a record metric: it must never count.
+        dict(trial="t8", gamma1=6.0, alpha=1.5, seed=0, values=np.full(N_QUERIES, 0.99), status="KILLED", **wkl),
+    ]
+
+
+def _log_trial(client, experiment_id: str, parent_id: str, spec: dict, tmp: Path) -> tuple[str, float, TrialConfig]:
+    from mlflow.entities import Metric, Param
+
+    config = TrialConfig().with_overrides({
+        "name": spec["trial"], "seed": spec["seed"], "loss.name": spec["loss"], "loss.gamma1": spec["gamma1"],
+        "loss.alpha": spec["alpha"], "sampler.name": spec["sampler"], "sampler.k": spec["k"],
+    })
+    values = np.clip(spec["values"], 0.0, 1.0)
+    dev = float(values.mean())
+    run = client.create_run(experiment_id, run_name=spec["trial"], tags={
+        "mlflow.parentRunId": parent_id, "kd_study.kind": "trial", "kd_study.name": STUDY,
+        "kd_study.trial_id": spec["trial"], "sampler": spec["sampler"],
+        "loss": spec["loss"], "k": str(spec["k"]),
+    })
+    stratified = spec["sampler"] == "stratified"
+    metrics = {
+        "dev_mrr_at_10": dev, "dev_ndcg_at_10": dev + 0.05, "beir_ndcg_at_10_avg": 0.6 - dev / 4,
+        "beir/scifact/ndcg_at_10": 0.6 - dev / 4, "train/sampled_score_variance": 4.0 if stratified else 0.5,
+        "train/sampled_score_entropy": 2.0 if stratified else 1.2, "time/teacher_s": 12.0,
+        "time/train_s": 30.0 + spec["k"], "time/eval_s": 8.0, "time/overhead_s": 20.0,
+    }
+    client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+                     params=[Param(k, v) for k, v in _flatten(config.model_dump(mode="json")).items()])
+    config_path = tmp / f"{spec['trial']}" / "trial_config.yaml"
+    config_path.parent.mkdir(parents=True)
+    config.to_yaml(config_path)
+    client.log_artifact(run.info.run_id, str(config_path))
+    per_query = {"dev_mrr_at_10": dict(zip(QIDS, values.tolist())),
+                 "dev_ndcg_at_10": dict(zip(QIDS, (values + 0.05).tolist()))}
+    client.log_text(run.info.run_id, json.dumps(per_query), "per_query.json")
+    client.set_terminated(run.info.run_id, spec.get("status", "FINISHED"))
+    return run.info.run_id, dev, config
+
+
+def _migrated_db(base: Path) -> Path:
+    """An empty, migrated MLflow sqlite file, made once per session (migrations take seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    template = base / "mlflow-template" / "mlflow.db"
+    if not template.exists():
+        template.parent.mkdir(exist_ok=True)
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+    return template
+
+
+def make_study_store(root: Path, base: Path) -> Store:
+    """A sqlite MLflow store in `root` with the study `wkl-sweep` (8 finished + 1 killed trial) and `kl-only`."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_migrated_db(base), root / "mlflow.db")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    artifacts = root / "artifacts"
+    experiment_id = client.create_experiment("kd-study", artifact_location=artifacts.as_uri())
+    parent = client.create_run(experiment_id, run_name=STUDY,
+                               tags={"kd_study.name": STUDY, "kd_study.kind": "study"})
+    run_ids, dev, configs = {}, {}, {}
+    for spec in _trial_specs():
+        run_ids[spec["trial"]], dev[spec["trial"]], configs[spec["trial"]] = _log_trial(
+            client, experiment_id, parent.info.run_id, spec, root / "logged")
+    client.set_terminated(parent.info.run_id)
+
+    # A second study in the same store, with no WKL trial and no per-query values.
+    kl_parent = client.create_run(experiment_id, tags={"kd_study.name": KL_ONLY, "kd_study.kind": "study"})
+    for spec in _trial_specs()[5:7]:
+        run_id, *_ = _log_trial(client, experiment_id, kl_parent.info.run_id, {**spec, "trial": "kl-" + spec["trial"]},
+                                root / "logged-kl")
+        client.delete_tag(run_id, "kd_study.trial_id")
+    client.set_terminated(kl_parent.info.run_id)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna_db = root / "optuna.db"
+    study = optuna.create_study(study_name=STUDY, storage=f"sqlite:///{optuna_db}", direction="maximize")
+    distributions = {"loss.gamma1": optuna.distributions.FloatDistribution(0.0, 6.0),
+                     "loss.alpha": optuna.distributions.CategoricalDistribution([0.0, 0.5, 1.0, 1.5]),
+                     "sampler.k": optuna.distributions.CategoricalDistribution([8])}
+    for spec in _trial_specs()[:5]:
+        study.add_trial(optuna.trial.create_trial(
+            params={"loss.gamma1": spec["gamma1"], "loss.alpha": spec["alpha"], "sampler.k": 8},
+            distributions=distributions, value=dev[spec["trial"]]))
+    return Store(uri, parent.info.run_id, kl_parent.info.run_id, run_ids, dev, configs, optuna_db, artifacts)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    return make_study_store(tmp_path_factory.mktemp("store"), tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def written(store, tmp_path_factory) -> Path:
+    """The report of `wkl-sweep`, written once (with Optuna importances) and logged on the parent run."""
+    return report_study(STUDY, store.uri, tmp_path_factory.mktemp("report"), optuna_storage=store.optuna_db)
+
+
+@pytest.fixture(scope="module")
+def trials(store) -> pd.DataFrame:
+    return collect_trials(STUDY, store.uri)
+
+
+@pytest.fixture(scope="module")
+def per_query(store, trials) -> dict:
+    return load_per_query(store.uri, trials["run_id"], metrics=["dev_mrr_at_10"])
+
+
+# ---- collecting -------------------------------------------------------------------------------------
+def test_collect_trials_keeps_finished_runs_with_typed_params(store, trials):
+    assert sorted(trials["trial_id"]) == [f"t{i}" for i in range(8)]  # t8 was KILLED
+    assert set(trials["run_id"]) == {store.run_ids[f"t{i}"] for i in range(8)}
+    assert trials["loss.gamma1"].dtype.kind == "f" and trials["sampler.k"].dtype.kind == "i"
+    t3 = trials.set_index("trial_id").loc["t3"]
+    assert (t3["loss.name"], t3["loss.gamma1"], t3["loss.alpha"]) == ("wkl", 2.0, 0.0)
+    assert t3["dev_mrr_at_10"] == pytest.approx(store.dev["t3"])
+    assert "beir/scifact/ndcg_at_10" in trials.columns and "time/train_s" in trials.columns
+    assert trials.attrs["parent_run_id"] == store.parent_id
+
+
+def test_collect_trials_falls_back_to_run_name_without_trial_tag(store):
+    trials = collect_trials(KL_ONLY, store.uri)
+    assert sorted(trials["trial_id"]) == ["kl-t5", "kl-t6"]
+
+
+def test_unknown_study_is_a_one_line_error(store):
+    with pytest.raises(ReportError, match=r"no study named 'nope' .*known studies: kl-only, wkl-sweep") as error:
+        collect_trials("nope", store.uri)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ReportError, match="no study named 'nope'"):
+        report_study("nope", store.uri, "unused")
+
+
+def test_unknown_metric_lists_the_available_ones(store, tmp_path):
+    with pytest.raises(ReportError, match=r"unknown metric 'dev_map'.*available metrics: .*dev_mrr_at_10") as error:
+        report_study(STUDY, store.uri, tmp_path, metric="dev_map")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "report.md").exists()
+
+
+# ---- sensitivity tables --------------------------------------------------------------------------------
+def test_gamma_alpha_table_has_cell_means_over_seeds(store, trials, per_query):
+    wkl = trials[trials["loss.name"] == "wkl"]
+    table = sensitivity_table(wkl, "loss.gamma1", "loss.alpha", "dev_mrr_at_10", per_query)
+    assert list(table.mean.index) == [2.0, 5.0] and list(table.mean.columns) == [0.0, 1.0]
+    assert table.mean.loc[5.0, 1.0] == pytest.approx((store.dev["t0"] + store.dev["t1"]) / 2)
+    assert table.count.loc[5.0, 1.0] == 2 and table.count.loc[2.0, 0.0] == 1
+    assert table.mean.loc[2.0, 0.0] == pytest.approx(store.dev["t3"])
+    assert table.best == (5.0, 1.0)
+    assert table.formatted().shape == (2, 2)
+
+
+def test_clearly_worse_cell_is_marked_and_noisy_equal_and_best_are_not(trials, per_query):
+    wkl = trials[trials["loss.name"] == "wkl"]
+    table = sensitivity_table(wkl, "loss.gamma1", "loss.alpha", "dev_mrr_at_10", per_query)
+    assert table.worse.loc[2.0, 0.0] and table.p_value.loc[2.0, 0.0] < 1e-6
+    assert table.cell_text(2.0, 0.0).count(DAGGER) == 1
+    assert not table.worse.loc[5.0, 0.0] and table.p_value.loc[5.0, 0.0] > 0.5
+    assert not table.worse.loc[5.0, 1.0] and DAGGER not in table.cell_text(5.0, 1.0)
+    assert table.n_queries.loc[2.0, 0.0] == N_QUERIES
+    markdown = table.to_markdown()
+    assert "**" + table.cell_text(5.0, 1.0) + "**" in markdown and DAGGER in markdown
+
+
+def test_sampler_k_table_leaves_untried_cells_empty(trials, per_query):
+    kl = trials[trials["loss.name"] == "kl"]
+    table = sensitivity_table(kl, "sampler.name", "sampler.k", "dev_mrr_at_10", per_query)
+    assert list(table.mean.index) == ["topk", "stratified"] and list(table.mean.columns) == [4, 8]
+    assert np.isnan(table.mean.loc["topk", 8]) and table.cell_text("topk", 8) == "—"
+    assert table.best == ("stratified", 8)
+    assert table.worse.loc["topk", 4]  # 0.05 below on every query, small noise
+    assert len(table.long()) == 3
+
+
+def test_without_per_query_values_nothing_is_marked(trials):
+    wkl = trials[trials["loss.name"] == "wkl"]
+    table = sensitivity_table(wkl, "loss.gamma1", "loss.alpha", "dev_mrr_at_10")
+    assert not table.worse.to_numpy().any() and not table.tested
+    assert any("no significance test" in n for n in table.notes)
+
+
+def test_paired_test_handles_identical_and_shifted_values():
+    a = pd.Series({"q1": 0.5, "q2": 0.7, "q3": 0.2})
+    assert paired_test(a, a)[0] == 1.0
+    p, diff, n = paired_test(a - 0.1, a)
+    assert p == 0.0 and diff == pytest.approx(-0.1) and n == 3
+    assert np.isnan(paired_test(a.iloc[:1], a)[0])  # one shared query: no test
+
+
+# ---- written report ----------------------------------------------------------------------------------------
+def test_report_writes_tables_heatmaps_and_report_md(written):
+    out = written.parent
+    for stem in ("sensitivity_gamma1_alpha", "sensitivity_sampler_k_kl", "sensitivity_sampler_k_wkl"):
+        for suffix in (".csv", ".md", ".png"):
+            assert (out / f"{stem}{suffix}").stat().st_size > 0, stem + suffix
+        assert (out / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    long = pd.read_csv(out / "sensitivity_gamma1_alpha.csv")
+    assert len(long) == 4 and long["significantly_worse"].sum() >= 1 and long["best"].sum() == 1
+    text = written.read_text()
+    assert "γ1 × α (WKL)" in text and DAGGER in text and "paired t-test" in text
+    assert "## Best trial config" in text and "gamma1: 5.0" in text
+    assert "t8" in text and "KILLED" in text  # listed, not counted
+    assert "8 finished" in text
+
+
+def test_report_tables_of_importances_diagnostics_and_times(written):
+    out = written.parent
+    importances = pd.read_csv(out / "importances.csv")
+    assert set(importances["param"]) == {"loss.gamma1", "loss.alpha"}
+    assert importances["importance"].sum() == pytest.approx(1.0)
+    assert (out / "importances.png").exists()
+    assert "constant in every completed trial, so no importance: sampler.k" in written.read_text()
+    diagnostics = pd.read_csv(out / "sampler_diagnostics.csv")
+    stratified = diagnostics[diagnostics["sampler.name"] == "stratified"]
+    assert (stratified["mean sampled-score variance"] == 4.0).all()
+    assert diagnostics.set_index(["sampler.name", "sampler.k"]).loc[("topk", 4), "n_trials"] == 1
+    times = pd.read_csv(out / "trial_times.csv")
+    assert len(times) == 8
+    assert [c for c in times.columns if c.startswith("time/")] == [
+        "time/teacher_s", "time/train_s", "time/eval_s", "time/overhead_s"]
+
+
+def test_report_files_are_logged_on_the_parent_run(store, written):
+    from mlflow.tracking import MlflowClient
+
+    logged = {Path(f.path).name for f in MlflowClient(store.uri).list_artifacts(store.parent_id, "report")}
+    on_disk = {p.name for p in written.parent.iterdir()}
+    assert logged == on_disk
+    assert {"report.md", "sensitivity_gamma1_alpha.png", "importances.png", "trials.csv"} <= logged
+
+
+def test_report_without_wkl_trials_skips_the_gamma_alpha_table(store, tmp_path):
+    few_trials = tmp_path / "optuna.db"
+    import optuna
+
+    optuna.create_study(study_name=KL_ONLY, storage=f"sqlite:///{few_trials}").add_trial(
+        optuna.trial.create_trial(params={"x": 1.0}, distributions={
+            "x": optuna.distributions.FloatDistribution(0, 2)}, value=0.3))
+    path = report_study(KL_ONLY, store.uri, tmp_path / "out", optuna_storage=few_trials, log_to_parent=False)
+    text = path.read_text()
+    assert "no finished WKL trials: γ1 × α table skipped" in text
+    assert not (tmp_path / "out" / "sensitivity_gamma1_alpha.png").exists()
+    assert (tmp_path / "out" / "sensitivity_sampler_k_kl.png").exists()
+    assert "at least 2 completed Optuna trials, the study has 1" in text
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(store.uri).list_artifacts(store.kl_only_parent_id, "report") == []
+
+
+def test_metric_default_and_explicit_beir_metric(store):
+    report = build_report(STUDY, store.uri)
+    assert report.metric == "dev_mrr_at_10" and report.best["trial_id"] == "t0"
+    beir = build_report(STUDY, store.uri, metric="beir_ndcg_at_10_avg")
+    # No per-query values for the BEIR average: the table exists, unmarked, and says why.
+    table = beir.tables["gamma1_alpha"]
+    assert not table.tested and any("per-query values of beir_ndcg_at_10_avg" in n for n in beir.notes)
+
+
+def test_print_report_renders_tables(store):
+    from rich.console import Console
+
+    console = Console(record=True, width=160, color_system=None)
+    print_report(STUDY, store.uri, console=console)
+    text = console.export_text()
+    assert "Dev MRR@10 by γ1 × α (WKL)" in text and DAGGER in text and "sampler × K (loss: kl)" in text
+    assert "Trial times" in text and "Excluded runs" in text
+    render_report(build_report(KL_ONLY, store.uri), Console(record=True, width=120))
