@@ -132,6 +132,9 @@ class OptimConfig(_Strict):
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (overrides epochs)")
     max_grad_norm: float = Field(1.0, gt=0.0)
     log_every_steps: int = Field(10, ge=1)
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="also checkpoint every N steps (always at each epoch end)"
+    )
 
 
 class EvalConfig(_Strict):
