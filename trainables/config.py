@@ -5,6 +5,7 @@ TrialConfig, so `kd-study train best.yaml` re-runs exactly what a trial ran.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,9 @@ class DatasetRef(_Strict):
                 f"unknown dataset id {value!r}: expected 'quickstart', 'quickstart-numpy', "
                 "'beir:<folder>' or 'irds:<ir_datasets id>'"
             )
+        if value.startswith("beir:"):
+            # Ray moves workers into their trial folder: a relative path must be fixed here, at the edge.
+            value = "beir:" + os.path.abspath(os.path.expanduser(value[5:]))
         return value
 
     @property

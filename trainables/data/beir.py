@@ -1,0 +1,135 @@
+"""`beir:<folder>`: a collection in the BEIR layout on local disk.
+
+Layout: `corpus.jsonl` ({"_id", "title", "text"}), `queries.jsonl` ({"_id", "text"}) and
+`qrels/<split>.tsv` (query-id, corpus-id, integer score; tab- or space-separated; the header line
+`query-id corpus-id score` is optional). Passage text is `title + " " + text` when the title is
+non-empty, else `text`. Only the queries judged in the split's qrels belong to the split
+(queries.jsonl holds the queries of every split).
+
+Bad input:
+- a missing folder or file, a line that is not JSON or has no `_id`, a qrels line that does not
+  parse: `DataError` naming the path (and `file:line`).
+- documented, counted and logged skips (`RetrievalData.skipped`, reason → count), because real
+  collections have them and one bad judgment should not stop a study:
+  `qrels docid not in corpus` (that judgment is dropped), `judged query without text` (the query
+  is absent from queries.jsonl or its text is empty: dropped with its judgments),
+  `query with no judged doc in corpus` (every judgment of the query was dropped), and
+  `duplicate corpus _id` (the first passage is kept).
+
+The fingerprint is a sha256 over the resolved folder id, the split, size and mtime of corpus and
+queries files (cheap for big files, and any rewrite changes it), and the sha256 of the qrels file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from trainables.data.types import DataError, DictCorpus, RetrievalData
+
+log = logging.getLogger(__name__)
+
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+def load_beir(folder: str | Path, split: str, label: str | None = None) -> RetrievalData:
+    """The `split` of the BEIR folder: corpus in memory, queries judged in `qrels/<split>.tsv`."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"beir:{folder}: no such folder {root}")
+    corpus_path, queries_path = root / "corpus.jsonl", root / "queries.jsonl"
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    for path in (corpus_path, queries_path):
+        if not path.is_file():
+            raise DataError(f"beir:{folder}: no such file {path}")
+    if not qrels_path.is_file():
+        available = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
+        raise DataError(f"beir:{folder}: no such file {qrels_path} (splits here: {', '.join(available) or 'none'})")
+
+    skipped: Counter[str] = Counter()
+    qrels = read_qrels(qrels_path)
+    texts = _read_corpus(corpus_path, skipped)
+    all_queries = {_id: str(row.get("text") or "") for _id, row in _read_jsonl(queries_path)}
+
+    queries: dict[str, str] = {}
+    kept_qrels: dict[str, dict[str, int]] = {}
+    for qid, judged in qrels.items():
+        text = all_queries.get(qid, "")
+        if not text.strip():
+            skipped["judged query without text"] += 1
+            continue
+        in_corpus = {doc_id: grade for doc_id, grade in judged.items() if doc_id in texts}
+        skipped["qrels docid not in corpus"] += len(judged) - len(in_corpus)
+        if not in_corpus:
+            skipped["query with no judged doc in corpus"] += 1
+            continue
+        queries[qid] = text
+        kept_qrels[qid] = in_corpus
+
+    name = f"{label or root.name}/{split}"
+    skips = {reason: count for reason, count in skipped.items() if count}
+    for reason, count in skips.items():
+        log.warning("%s: skipped %d (%s)", name, count, reason)
+    return RetrievalData(name=name, corpus=DictCorpus(texts, source=str(corpus_path)), queries=queries,
+                         qrels=kept_qrels, fingerprint=fingerprint(root, split, corpus_path, queries_path, qrels_path),
+                         skipped=skips)
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """qid → docid → grade from a BEIR qrels TSV; a line that does not parse raises `file:line` DataError."""
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if number == 1 and tuple(f.lower() for f in fields) == QRELS_HEADER:
+                continue
+            if len(fields) != 3:
+                raise DataError(f"{path}:{number}: expected 3 fields 'query-id corpus-id score', got {len(fields)}: "
+                                f"{line.strip()!r}")
+            qid, doc_id, score = fields
+            try:
+                grade = int(score)
+            except ValueError:
+                raise DataError(f"{path}:{number}: score must be an integer, got {score!r}") from None
+            qrels.setdefault(qid, {})[doc_id] = grade
+    return qrels
+
+
+def fingerprint(root: Path, split: str, corpus_path: Path, queries_path: Path, qrels_path: Path) -> str:
+    """sha256 over (id, split, size+mtime of corpus and queries, sha256 of the qrels file)."""
+    stats = [[p.stat().st_size, p.stat().st_mtime_ns] for p in (corpus_path, queries_path)]
+    qrels_digest = hashlib.sha256(qrels_path.read_bytes()).hexdigest()
+    key = json.dumps([f"beir:{root.resolve()}", split, stats, qrels_digest])
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _read_corpus(path: Path, skipped: Counter[str]) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for doc_id, row in _read_jsonl(path):
+        if doc_id in texts:
+            skipped["duplicate corpus _id"] += 1
+            continue
+        title, text = str(row.get("title") or ""), str(row.get("text") or "")
+        texts[doc_id] = f"{title} {text}" if title.strip() else text
+    return texts
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(`_id`, row) per non-blank line; malformed lines raise a `file:line` DataError."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}:{number}: invalid JSON: {error.msg}") from None
+            if not isinstance(row, dict) or "_id" not in row:
+                raise DataError(f"{path}:{number}: expected a JSON object with an '_id'")
+            yield str(row["_id"]), row

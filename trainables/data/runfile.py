@@ -1,0 +1,41 @@
+"""TREC run files: `qid Q0 docid rank score tag`, one retrieved document per line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainables.data.types import DataError
+
+
+def read_run_file(path: str | Path) -> dict[str, list[tuple[str, float]]]:
+    """qid → [(docid, score)] in rank order (by the rank column; ties keep file order).
+
+    A line without 6 fields, a non-integer rank, a non-numeric score or a docid listed twice for a
+    query raises DataError("<file>:<line>: ..."); blank lines are ignored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such run file")
+    rows: dict[str, list[tuple[int, int, str, float]]] = {}
+    seen: set[tuple[str, str]] = set()
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 6:
+                raise DataError(f"{path}:{number}: expected 6 fields 'qid Q0 docid rank score tag', "
+                                f"got {len(fields)}: {line.strip()!r}")
+            qid, _, doc_id, rank, score, _ = fields
+            try:
+                rank_value = int(rank)
+            except ValueError:
+                raise DataError(f"{path}:{number}: rank must be an integer, got {rank!r}") from None
+            try:
+                score_value = float(score)
+            except ValueError:
+                raise DataError(f"{path}:{number}: score must be a number, got {score!r}") from None
+            if (qid, doc_id) in seen:
+                raise DataError(f"{path}:{number}: docid {doc_id!r} listed twice for query {qid!r}")
+            seen.add((qid, doc_id))
+            rows.setdefault(qid, []).append((rank_value, number, doc_id, score_value))
+    return {qid: [(doc_id, score) for _, _, doc_id, score in sorted(ranked)] for qid, ranked in rows.items()}

@@ -1,0 +1,92 @@
+"""A sub-corpus for fast evaluation: every judged doc plus N seeded random distractors.
+
+Numbers measured on a sub-corpus are not comparable with full-corpus ones: the name gets a
+`-subset<N>` suffix and the fingerprint changes (metric keys say so too, see EvalConfig).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Iterable, Iterator
+
+from trainables.data.types import DictCorpus, RetrievalData
+
+log = logging.getLogger(__name__)
+
+
+def subset(data: RetrievalData, n_distractors: int, seed: int) -> RetrievalData:
+    """`data` on judged docs + `n_distractors` unjudged docs drawn with `seed` (all when fewer exist).
+
+    One pass over the corpus stream (reservoir sampling), so an 8.8M-passage ir_datasets corpus
+    works without being held in memory; only the kept texts are. The result depends on the seed,
+    N and the corpus order only. Judged docids missing from the corpus are dropped from the qrels
+    (a counted, logged skip, `qrels docid not in corpus`).
+    """
+    if n_distractors < 0:
+        raise ValueError(f"n_distractors must be >= 0, got {n_distractors}")
+    judged = {doc_id for graded in data.qrels.values() for doc_id in graded}
+    judged_texts: dict[str, str] = {}
+
+    def unjudged() -> Iterator[tuple[str, str]]:
+        for doc_id, text in data.corpus:
+            if doc_id in judged:
+                judged_texts[doc_id] = text
+            else:
+                yield doc_id, text
+
+    stream = unjudged()
+    distractors = reservoir_sample(stream, n_distractors, random.Random(seed))
+    deque(stream, maxlen=0)  # finish the pass: judged docs after the last sampled one
+    texts = {doc_id: judged_texts[doc_id] for doc_id in sorted(judged_texts)}
+    texts.update((doc_id, text) for _, doc_id, text in sorted(distractors))
+
+    skipped = dict(data.skipped)
+    qrels = data.qrels
+    missing = len(judged) - len(judged_texts)
+    if missing:
+        skipped["qrels docid not in corpus"] = skipped.get("qrels docid not in corpus", 0) + missing
+        log.warning("%s: %d judged docids are not in the corpus; dropped from the qrels", data.name, missing)
+        qrels = {q: {d: g for d, g in graded.items() if d in judged_texts} for q, graded in qrels.items()}
+    fingerprint = hashlib.sha256(json.dumps([data.fingerprint, "subset", n_distractors, seed]).encode()).hexdigest()
+    name = f"{data.name}-subset{n_distractors}"
+    return RetrievalData(name=name, corpus=DictCorpus(texts, source=name), queries=dict(data.queries), qrels=qrels,
+                         fingerprint=fingerprint, skipped=skipped)
+
+
+def reservoir_sample(items: Iterable[tuple[str, str]], k: int, rng: random.Random) -> list[tuple[int, str, str]]:
+    """k items drawn uniformly from a stream of unknown length: (position, *item), Algorithm L.
+
+    Li (1994): skips ahead geometrically, so it draws O(k log(n/k)) random numbers, not n.
+    """
+    reservoir: list[tuple[int, str, str]] = []
+    if k == 0:
+        return reservoir
+    stream = iter(items)
+    for position, (doc_id, text) in enumerate(stream):
+        reservoir.append((position, doc_id, text))
+        if len(reservoir) == k:
+            break
+    else:
+        return reservoir
+    weight = math.exp(math.log(1.0 - rng.random()) / k)
+    position = k - 1
+    next_pick = position + _skip(weight, rng) + 1
+    for doc_id, text in stream:
+        position += 1
+        if position == next_pick:
+            reservoir[rng.randrange(k)] = (position, doc_id, text)
+            weight *= math.exp(math.log(1.0 - rng.random()) / k)
+            next_pick = position + _skip(weight, rng) + 1
+    return reservoir
+
+
+def _skip(weight: float, rng: random.Random) -> int:
+    if weight >= 1.0:
+        return 0
+    if weight <= 0.0:
+        return 2**62
+    return int(math.floor(math.log(1.0 - rng.random()) / math.log1p(-weight)))
