@@ -1,0 +1,224 @@
+"""Evaluation benchmark: kd-study's `retrieve` + `evaluate_run` against BEIR's exact search + `EvaluateRetrieval`.
+
+Both systems embed with the same student (BEIR through a wrapper exposing `encode_queries` /
+`encode_corpus`), retrieve the top 100 over the same corpus and score nDCG@10, MRR@10 and R@100.
+Two comparisons, each must agree to `--tolerance` (exit 1 otherwise):
+  * end to end: each system's own run and metrics (retrieval + metrics wall time);
+  * metrics only: both metric implementations on BEIR's run (isolates the evaluation semantics).
+
+    python bench/bench_eval.py                                  # scifact_ci, packaged MiniLM, max_len 128
+    python bench/bench_eval.py --data ../shared/data/scifact    # full SciFact test (slow on CPU)
+    python bench/bench_eval.py --model tiny:bert                # random tiny encoder, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import logging
+import os
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact_ci"
+METRICS = ("nDCG@10", "MRR@10", "R@100")
+
+
+class BeirStudent:
+    """BEIR's dense-model protocol around a kd-study BiEncoder (same weights, same texts)."""
+
+    def __init__(self, student):
+        self.student = student
+
+    def encode_queries(self, queries: list[str], batch_size: int, **kwargs):
+        import torch
+
+        return torch.from_numpy(self.student.encode(list(queries), is_query=True, batch_size=batch_size, progress=False))
+
+    def encode_corpus(self, corpus: list[dict[str, str]], batch_size: int, **kwargs):
+        import torch
+
+        texts = [beir_text(doc) for doc in corpus]
+        return torch.from_numpy(self.student.encode(texts, is_query=False, batch_size=batch_size, progress=False))
+
+
+def beir_text(doc: dict[str, str]) -> str:
+    """The corpus convention of trainables.data (title + " " + text when a title exists)."""
+    title, text = doc.get("title", ""), doc.get("text", "")
+    return f"{title} {text}" if title.strip() else text
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a BEIR folder (default: %(default)s)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--model", default="packaged:all-MiniLM-L6-v2", help="student model spec, e.g. tiny:bert")
+    parser.add_argument("--num-layers", type=int, default=None, help="keep the first N layers (default: all)")
+    parser.add_argument("--max-length", type=int, default=128, help="passage max length in tokens")
+    parser.add_argument("--query-max-length", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--repeats", type=int, default=1, help="time each system N times, report the fastest")
+    parser.add_argument("--cache-dir", default=None, help="model cache (default: a temporary folder)")
+    return parser.parse_args(argv)
+
+
+@functools.cache
+def import_beir():
+    """(GenericDataLoader, EvaluateRetrieval, DenseRetrievalExactSearch), unmodified BEIR code.
+
+    `beir.retrieval.search.dense/__init__` also imports the multi-GPU search, which needs Hugging
+    Face `datasets` (not installed here, and not needed): when it is missing, the exact-search
+    module file is imported under a bare `beir.retrieval.search.dense` package instead.
+    """
+    from beir.datasets.data_loader import GenericDataLoader
+    from beir.retrieval.evaluation import EvaluateRetrieval
+
+    try:
+        from beir.retrieval.search.dense import DenseRetrievalExactSearch
+    except ModuleNotFoundError as error:
+        if error.name != "datasets":
+            raise
+        import beir.retrieval.search as search_package
+
+        package = types.ModuleType("beir.retrieval.search.dense")
+        package.__path__ = [str(Path(search_package.__path__[0]) / "dense")]
+        sys.modules[package.__name__] = package
+        from beir.retrieval.search.dense.exact_search import DenseRetrievalExactSearch
+    return GenericDataLoader, EvaluateRetrieval, DenseRetrievalExactSearch
+
+
+def run_beir(student, corpus, queries, qrels, batch_size):
+    _, EvaluateRetrieval, DenseRetrievalExactSearch = import_beir()
+
+    score_function = "cos_sim" if student.similarity == "cosine" else "dot"
+    search = DenseRetrievalExactSearch(BeirStudent(student), batch_size=batch_size, show_progress_bar=False)
+    evaluator = EvaluateRetrieval(search, k_values=[10, 100], score_function=score_function)
+    start = time.perf_counter()
+    results = evaluator.retrieve(corpus, queries)
+    metrics = beir_metrics(qrels, results)  # drops docids equal to their query id from `results`
+    return time.perf_counter() - start, metrics, results
+
+
+def beir_metrics(qrels, results) -> dict[str, float]:
+    _, EvaluateRetrieval, _ = import_beir()
+    ndcg, _map, recall, _precision = EvaluateRetrieval.evaluate(qrels, results, [10, 100])
+    mrr = EvaluateRetrieval.evaluate_custom(qrels, results, [10], metric="mrr")
+    return {"nDCG@10": ndcg["NDCG@10"], "MRR@10": mrr["MRR@10"], "R@100": recall["Recall@100"]}
+
+
+def kd_metrics(run, qrels) -> dict[str, float]:
+    from ir_measures import RR, R, nDCG
+
+    from trainables.evaluate import evaluate_run
+
+    aggregate, _ = evaluate_run(run, qrels, {"nDCG@10": nDCG @ 10, "MRR@10": RR @ 10, "R@100": R @ 100})
+    return aggregate
+
+
+def print_table(title: str, rows: list[tuple[str, float, dict[str, float], float]]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # plain text is enough
+        print(title)
+        print(f"{'system':<58} {'seconds':>8} " + " ".join(f"{m:>8}" for m in METRICS) + f" {'ratio vs beir':>13}")
+        for system, seconds, metrics, ratio in rows:
+            print(f"{system:<58} {seconds:>8.3f} " + " ".join(f"{metrics[m]:>8.4f}" for m in METRICS)
+                  + f" {ratio:>13.2f}")
+        return
+    table = Table(title=title)
+    for column in ("system", "seconds", *METRICS, "ratio vs beir"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    for system, seconds, metrics, ratio in rows:
+        table.add_row(system, f"{seconds:.3f}", *(f"{metrics[m]:.4f}" for m in METRICS), f"{ratio:.2f}")
+    Console(width=140).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.disable(logging.WARNING)  # BEIR logs every metric at INFO
+    try:
+        GenericDataLoader, _, _ = import_beir()
+    except ImportError as error:
+        print(f"beir is not importable ({error}); install it with `pip install --no-deps beir`", file=sys.stderr)
+        return 2
+    import torch
+
+    from trainables.config import StudentConfig
+    from trainables.data import load_data
+    from trainables.evaluate import retrieve
+    from trainables.student import BiEncoder
+
+    cfg = StudentConfig(model=args.model, num_layers=args.num_layers,
+                        query_max_length=args.query_max_length, passage_max_length=args.max_length)
+    with tempfile.TemporaryDirectory(prefix="kd_bench_") as tmp:
+        student = BiEncoder.from_config(cfg, args.cache_dir or tmp)
+    student.eval()
+
+    data = load_data(f"beir:{args.data}", args.split)
+    corpus, queries, qrels = GenericDataLoader(data_folder=str(args.data)).load(split=args.split)
+    if qrels != data.qrels:
+        print("note: BEIR's loader reads different qrels (it always skips the first line as a header)")
+    text_mismatches = sum(beir_text(corpus[d]) != t for d, t in data.corpus)
+    if text_mismatches:
+        print(f"note: {text_mismatches} corpus texts differ between BEIR's loader and trainables.data")
+    same_ids = sum(qid in corpus for qid in queries)
+    if same_ids:
+        print(f"note: {same_ids} query ids are also docids; BEIR drops such documents from its run")
+
+    # warm the thread pools and allocator on real batch shapes before anything is timed
+    warm_up = [text for (_, text), _ in zip(data.corpus, range(args.batch_size))]
+    student.encode(warm_up, is_query=False, batch_size=args.batch_size, progress=False)
+    beir_seconds, kd_seconds = [], []
+    beir_metrics_seconds, kd_metrics_seconds = [], []
+    for _ in range(args.repeats):
+        seconds, beir_end_to_end, beir_run = run_beir(student, corpus, queries, qrels, args.batch_size)
+        beir_seconds.append(seconds)
+
+        start = time.perf_counter()
+        run = retrieve(student, data, top_k=100, index_kind="flat", batch_size=args.batch_size, progress=False)
+        kd_end_to_end = kd_metrics(run, data.qrels)
+        kd_seconds.append(time.perf_counter() - start)
+
+        beir_run_copy = copy.deepcopy(beir_run)
+        start = time.perf_counter()
+        beir_on_beir_run = beir_metrics(qrels, beir_run_copy)
+        beir_metrics_seconds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        kd_on_beir_run = kd_metrics(beir_run, data.qrels)
+        kd_metrics_seconds.append(time.perf_counter() - start)
+    beir_seconds, kd_seconds = min(beir_seconds), min(kd_seconds)
+    beir_metrics_seconds, kd_metrics_seconds = min(beir_metrics_seconds), min(kd_metrics_seconds)
+
+    print(f"{args.data} split={args.split}: {len(data.corpus)} docs, {len(qrels)} judged queries; "
+          f"model {args.model} (layers {args.num_layers or 'all'}, max_len q{args.query_max_length}/"
+          f"p{args.max_length}), {torch.get_num_threads()} torch threads, fastest of {args.repeats}")
+    print_table("retrieval + metrics (each system's own run)", [
+        ("beir DenseRetrievalExactSearch + EvaluateRetrieval", beir_seconds, beir_end_to_end, 1.0),
+        ("kd-study evaluate.retrieve (faiss flat) + evaluate_run", kd_seconds, kd_end_to_end,
+         kd_seconds / beir_seconds),
+    ])
+    print_table("metrics only (both on beir's run)", [
+        ("beir EvaluateRetrieval.evaluate + evaluate_custom(mrr)", beir_metrics_seconds, beir_on_beir_run, 1.0),
+        ("kd-study evaluate_run (ir_measures)", kd_metrics_seconds, kd_on_beir_run,
+         kd_metrics_seconds / beir_metrics_seconds),
+    ])
+
+    worst = max(abs(ours[m] - theirs[m]) for ours, theirs in
+                ((kd_end_to_end, beir_end_to_end), (kd_on_beir_run, beir_on_beir_run)) for m in METRICS)
+    verdict = "PASS" if worst <= args.tolerance else "FAIL"
+    print(f"{verdict}: largest metric difference {worst:.2e} (tolerance {args.tolerance:.0e}; "
+          "BEIR rounds to 5 decimals)")
+    return 0 if verdict == "PASS" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

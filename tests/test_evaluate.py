@@ -1,0 +1,184 @@
+"""trainables/evaluate.py: ir_measures core against hand computations, metric keys, end-to-end on scifact_ci."""
+from __future__ import annotations
+
+import math
+
+import ir_measures
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ir_measures import RR, R, nDCG
+
+from trainables.config import DatasetRef, EvalConfig, StudentConfig
+from trainables.data import load_data, subset
+from trainables.evaluate import DL_MEASURES, EvalResult, eval_sets, evaluate_run, evaluate_student, retrieve
+from trainables.student import BiEncoder
+
+
+def ranked(*doc_ids: str) -> dict[str, float]:
+    """A run row with strictly decreasing scores, first docid ranked first."""
+    return {d: float(len(doc_ids) - i) for i, d in enumerate(doc_ids)}
+
+
+# ---- evaluate_run: the pure core ----------------------------------------------------------------
+def test_rr_at_10_matches_hand_computation():
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1, "d9": 1}, "q3": {"d3": 1}}
+    run = {
+        "q1": ranked("x1", "x2", "d1", "x3"),                           # first relevant at rank 3
+        "q2": ranked("d2", "d9"),                                       # rank 1
+        "q3": ranked(*[f"x{i}" for i in range(10)], "d3"),              # rank 11: beyond the cutoff
+    }
+    aggregate, per_query = evaluate_run(run, qrels, {"rr": RR @ 10})
+    assert per_query["rr"] == pytest.approx({"q1": 1 / 3, "q2": 1.0, "q3": 0.0})
+    assert aggregate["rr"] == pytest.approx((1 / 3 + 1.0 + 0.0) / 3)
+
+
+def test_ndcg_at_10_graded_matches_hand_computation():
+    # trec_eval nDCG: gain = grade, discount = log2(rank + 1), ideal ranking of all judged grades
+    qrels = {"q1": {"a": 1, "c": 3, "d": 2, "z": 0}}
+    run = {"q1": ranked("a", "unjudged", "c", "z")}
+    dcg = 1 / math.log2(2) + 3 / math.log2(4)
+    idcg = 3 / math.log2(2) + 2 / math.log2(3) + 1 / math.log2(4)
+    aggregate, per_query = evaluate_run(run, qrels, {"ndcg": nDCG @ 10})
+    assert per_query["ndcg"]["q1"] == pytest.approx(dcg / idcg)
+    assert aggregate["ndcg"] == pytest.approx(dcg / idcg)
+
+
+def test_trec_dl_rr_and_recall_count_grade_two_and_above():
+    qrels = {"q1": {"g1": 1, "g2": 2, "g3": 3, "g3b": 3}}
+    run = {"q1": ranked("g1", "g2", "x", "g3")}                          # g3b never retrieved
+    aggregate, _ = evaluate_run(run, qrels, DL_MEASURES | {"rr_any": RR @ 10, "recall_any": R @ 1000})
+    assert aggregate["rr_any"] == pytest.approx(1.0)                     # grade 1 is relevant by default
+    assert aggregate["mrr_at_10"] == pytest.approx(1 / 2)                # rel=2: first hit is g2 at rank 2
+    assert aggregate["recall_at_1000"] == pytest.approx(2 / 3)           # g2, g3 of {g2, g3, g3b}
+    assert aggregate["recall_any"] == pytest.approx(3 / 4)
+
+
+def test_query_missing_from_run_counts_zero_and_every_judged_query_has_a_value():
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 2}}
+    run = {"q1": ranked("d1"), "q2": {}, "unjudged": ranked("d1")}       # q3 absent, q2 retrieved nothing
+    measures = {"rr": RR @ 10, "ndcg": nDCG @ 10, "recall": R @ 1000}
+    aggregate, per_query = evaluate_run(run, qrels, measures)
+    for name in measures:
+        assert per_query[name] == {"q1": 1.0, "q2": 0.0, "q3": 0.0}
+        assert aggregate[name] == pytest.approx(1 / 3)
+
+
+def test_evaluate_run_accepts_plain_measures_and_rejects_empty_qrels():
+    aggregate, per_query = evaluate_run({"q": ranked("d")}, {"q": {"d": 1}}, [RR @ 10])
+    assert aggregate == {"RR@10": 1.0} and per_query == {"RR@10": {"q": 1.0}}
+    with pytest.raises(ValueError, match="qrels are empty"):
+        evaluate_run({"q": ranked("d")}, {}, [RR @ 10])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    grades=st.lists(st.integers(0, 3), min_size=1, max_size=12),
+    scores=st.lists(st.floats(-5, 5, allow_nan=False), min_size=0, max_size=12, unique=True),
+    with_missing_query=st.booleans(),
+)
+def test_evaluate_run_agrees_with_ir_measures_and_stays_in_unit_interval(grades, scores, with_missing_query):
+    qrels = {"q1": {f"d{i}": g for i, g in enumerate(grades)}}
+    if with_missing_query:
+        qrels["q2"] = {"d0": 1}
+    run = {"q1": {f"d{i}": s for i, s in enumerate(scores)}}
+    measures = [RR @ 10, nDCG @ 10, R @ 1000, RR(rel=2) @ 10, R(rel=2) @ 1000]
+    aggregate, per_query = evaluate_run(run, qrels, measures)
+    reference = ir_measures.calc_aggregate(measures, qrels, run)
+    for measure in measures:
+        assert aggregate[str(measure)] == pytest.approx(reference[measure])
+        assert set(per_query[str(measure)]) == set(qrels)
+        assert all(0.0 <= v <= 1.0 for v in per_query[str(measure)].values())
+
+
+# ---- metric keys --------------------------------------------------------------------------------
+def test_metric_keys_follow_the_contract_and_carry_the_subset_suffix():
+    refs = dict(dev="beir:data/scifact_ci", beir=["beir:data/scifact", "beir:data/nfcorpus"],
+                dl=[{"id": "beir:data/msmarco_dl19_subset", "name": "dl19"}])
+    full = [k for s in eval_sets(EvalConfig(**refs)) for k in s.measures]
+    assert full == ["dev_mrr_at_10", "dev_ndcg_at_10", "dev_recall_at_1000",
+                    "beir/scifact/ndcg_at_10", "beir/nfcorpus/ndcg_at_10",
+                    "dl19_ndcg_at_10", "dl19_mrr_at_10", "dl19_recall_at_1000"]
+    subset = [k for s in eval_sets(EvalConfig(**refs, subset_distractors=7)) for k in s.measures]
+    assert subset == [f"{k}_subset7" for k in full]
+
+
+def test_two_sets_with_one_label_are_rejected():
+    cfg = EvalConfig(dev=None, beir=["beir:a/scifact", "beir:b/scifact"])
+    with pytest.raises(ValueError, match="beir/scifact/ndcg_at_10.*distinct `name`"):
+        eval_sets(cfg)
+
+
+# ---- end to end with the real student, retrieval and data modules ------------------------------
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory):
+    cfg = StudentConfig(model="tiny:bert", query_max_length=16, passage_max_length=64)
+    return BiEncoder.from_config(cfg, str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def scifact_ci(shared_data):
+    return f"beir:{shared_data / 'scifact_ci'}"
+
+
+@pytest.fixture(scope="module")
+def full_result(tiny_student, scifact_ci) -> EvalResult:
+    cfg = EvalConfig(dev=scifact_ci, beir=[scifact_ci], top_k=100, batch_size=64)
+    return evaluate_student(tiny_student, cfg, seed=0, progress=False)
+
+
+def test_evaluate_student_on_scifact_ci_gives_unit_interval_metrics_and_per_query_scores(full_result, scifact_ci):
+    metrics, per_query = full_result.metrics, full_result.per_query
+    assert set(metrics) == {"dev_mrr_at_10", "dev_ndcg_at_10", "dev_recall_at_1000",
+                            "beir/scifact_ci/ndcg_at_10", "beir_ndcg_at_10_avg"}
+    assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in metrics.values())
+    assert metrics["beir_ndcg_at_10_avg"] == metrics["beir/scifact_ci/ndcg_at_10"] == metrics["dev_ndcg_at_10"]
+    judged = set(load_data(scifact_ci).qrels)
+    assert len(judged) == 50
+    assert set(per_query) == set(metrics) - {"beir_ndcg_at_10_avg"}
+    for key, values in per_query.items():
+        assert set(values) == judged
+        assert metrics[key] == pytest.approx(sum(values.values()) / len(values))
+    # a random encoder still retrieves something, so recall at depth 100 of 1,000 docs is not 0
+    assert metrics["dev_recall_at_1000"] > 0.0
+    assert full_result.timings["total_s"] > 0.0 and "dev/encode_corpus_s" in full_result.timings
+
+
+def test_retrieve_returns_depth_min_top_k_corpus(tiny_student, scifact_ci):
+    data = subset(load_data(scifact_ci), 30, seed=0)
+    run = retrieve(tiny_student, data, top_k=5000, batch_size=64, progress=False)
+    assert set(run) == set(data.qrels)
+    assert {len(docs) for docs in run.values()} == {len(data.corpus)}
+
+
+def test_subset_mode_suffixes_keys_and_keeps_every_judged_doc(tiny_student, scifact_ci):
+    cfg = EvalConfig(dev=scifact_ci, beir=[], dl=[{"id": scifact_ci, "name": "dl"}],
+                     subset_distractors=20, top_k=1000, batch_size=64)
+    result = evaluate_student(tiny_student, cfg, seed=3, progress=False)
+    assert set(result.metrics) == {"dev_mrr_at_10_subset20", "dev_ndcg_at_10_subset20", "dev_recall_at_1000_subset20",
+                                   "dl_ndcg_at_10_subset20", "dl_mrr_at_10_subset20", "dl_recall_at_1000_subset20"}
+    assert set(result.per_query) == set(result.metrics)
+    assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
+    # the run covers the whole sub-corpus (judged docs + 20 < 1000), so recall is 1 for every
+    # query exactly when every judged doc was kept
+    assert set(result.per_query["dev_recall_at_1000_subset20"].values()) == {1.0}
+    # scifact grades are all 1: under the DL convention (relevant = grade >= 2) nothing is relevant
+    assert result.metrics["dl_recall_at_1000_subset20"] == 0.0
+
+
+def test_sharded_corpus_encoding_gives_the_same_metrics_on_rank_zero(tiny_student, scifact_ci, full_result):
+    cfg = EvalConfig(dev=scifact_ci, beir=[], top_k=100, batch_size=64)
+    from_rank1 = []
+
+    def gather_on_rank1(obj):  # rank 1 runs first here and leaves its slice for rank 0
+        from_rank1.append(obj)
+        return [None, obj]
+
+    rank1 = evaluate_student(tiny_student, cfg, seed=0, progress=False, shard=(1, 2, gather_on_rank1))
+    assert rank1.metrics == {} and rank1.per_query == {}
+    slices = iter(from_rank1)
+    rank0 = evaluate_student(tiny_student, cfg, seed=0, progress=False,
+                             shard=(0, 2, lambda obj: [obj, next(slices)]))
+    assert 0 < len(from_rank1[0][0]) < 1000
+    dev_keys = ("dev_mrr_at_10", "dev_ndcg_at_10", "dev_recall_at_1000")
+    assert rank0.metrics == pytest.approx({k: full_result.metrics[k] for k in dev_keys}, abs=1e-6)
