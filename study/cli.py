@@ -1,0 +1,403 @@
+"""`kd-study`: run, resume, train, report and export knowledge-distillation studies.
+
+Thin on purpose: parse arguments, call study.runner / study.report / study.export, print tables.
+Bad inputs (config, data, values, tracking store) end with one line `kd-study: error: ...` on
+stderr and exit 2; a crashed trial or unreachable cluster with one line and exit 1 (finished
+trials are kept); an interrupted study with exit 130 and the command that continues it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+PROG = "kd-study"
+EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
+DESCRIPTION = """\
+Hyperparameter studies of knowledge distillation for dense retrieval (Ray Tune + Optuna + MLflow).
+
+  kd-study run search_spaces/quickstart.yaml      run a study (offline quickstart: 6 trials)
+  kd-study resume quickstart                      continue a study after a killed driver
+  kd-study train best.yaml                        one distillation run, outside Tune
+  kd-study report quickstart                      sensitivity tables from the MLflow store
+  kd-study export quickstart                      best trial's config as a trial YAML
+
+A study's files live in kd-studies/<NAME>/ (--root); its runs in the MLflow store
+(--tracking-uri, default sqlite:///mlruns.db; browse with `mlflow ui --backend-store-uri
+sqlite:///mlruns.db`).
+"""
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("global options")
+    group.add_argument("--ray-address", default=default, metavar="ADDR",
+                       help="join this Ray cluster (e.g. auto, ray://host:10001) instead of starting a local Ray; "
+                            "Ray 2.60 clusters use token auth: set RAY_AUTH_MODE=token and the cluster's token "
+                            "(RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+    group.add_argument("--tracking-uri", default=default, metavar="URI",
+                       help="MLflow tracking store (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db); "
+                            "an http(s) server is checked before anything runs")
+    group.add_argument("--root", default=default, metavar="DIR",
+                       help="folder holding the studies (default: kd-studies)")
+    group.add_argument("--num-cpus", type=int, default=default, metavar="N",
+                       help="CPUs of the local Ray (default: all); ignored with --ray-address")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _global_options(p, suppress=True)
+        return p
+
+    run = command("run", "run a study from a search-space YAML", """\
+Run a study: validate the space (every choice and range end must give a valid trial config),
+check the tracking store, build the shared assets (pools, teacher scores) once, then run
+num_samples trials with Ray Tune + Optuna (TPE, random or an exact grid) and log a parent MLflow
+run with one nested run per trial. At the end: report/ and best.yaml in kd-studies/<NAME>/.
+Interrupt with Ctrl-C (or lose the driver) and continue with `kd-study resume NAME`.""")
+    run.add_argument("space", metavar="SPACE.yaml", help="search space (see search_spaces/*.yaml)")
+    run.add_argument("--name", help="study name (default: study.name in the file)")
+    run.add_argument("--num-samples", type=int, metavar="N", help="override study.num_samples")
+    run.add_argument("--max-concurrent-trials", type=int, metavar="N", help="override study.max_concurrent_trials")
+    run.add_argument("--scheduler", choices=("asha", "none"), help="override study.scheduler (early stopping)")
+    run.add_argument("--algorithm", choices=("tpe", "random", "grid"), help="override study.algorithm")
+    run.add_argument("--seed", type=int, help="override study.seed (the search's seed)")
+    run.add_argument("--multi-objective", action="store_true",
+                     help="optimise dev_mrr_at_10 and beir_ndcg_at_10_avg together (Pareto front)")
+    run.add_argument("--optuna-storage", metavar="URL",
+                     help="Optuna RDB storage (default: sqlite in the study folder), e.g. postgresql://...")
+    run.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the study name)")
+    run.add_argument("--log-models", action="store_true", help="log each trial's trained student as an artifact")
+    run.add_argument("--no-report", action="store_true", help="skip report/ and best.yaml at the end")
+    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="pin",
+                     help="fix a trial config field for every trial (YAML value), e.g. --set optim.epochs=1; "
+                          "a searched field is no longer searched")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate the space and print the plan (trials, grid points); run nothing")
+    run.add_argument("--quiet", action="store_true", help="no live trial table")
+    run.set_defaults(func=cmd_run)
+
+    resume = command("resume", "continue an interrupted study", """\
+Continue study NAME from kd-studies/NAME/: Tune restores its trials and the Optuna searcher;
+finished trials are kept (never re-trained), the trials that were running continue from their
+last checkpoint, errored trials are retried, and each keeps its MLflow run (no duplicates).""")
+    resume.add_argument("name", metavar="NAME")
+    resume.add_argument("--log-models", action="store_true", help="log trained students as artifacts")
+    resume.add_argument("--no-report", action="store_true", help="skip report/ and best.yaml at the end")
+    resume.add_argument("--quiet", action="store_true", help="no live trial table")
+    resume.set_defaults(func=cmd_resume)
+
+    train = command("train", "run one trial config outside Tune", """\
+Prepare the shared assets and run one distillation trial (Ray Train) from a trial config YAML,
+e.g. a study's best.yaml; print Dev MRR@10 and BEIR nDCG@10. Re-running the same config and
+name continues from its last checkpoint (a finished run re-reports its metrics).""")
+    train.add_argument("config", metavar="CONFIG.yaml", help="trial config (trainables.config.TrialConfig)")
+    train.add_argument("--name", help="run name (default: `name` in the config)")
+    train.add_argument("--output-dir", metavar="DIR", help="where runs go (default: output_dir in the config)")
+    train.set_defaults(func=cmd_train)
+
+    report = command("report", "sensitivity tables and paired tests of a study", """\
+Build the report of study NAME from the MLflow store: sensitivity tables (γ1 × α, sampler × K),
+paired per-query t-tests against the best cell, heatmaps and trial timings; print the tables and
+write them to kd-studies/NAME/report/ (or --out).""")
+    report.add_argument("name", metavar="NAME")
+    report.add_argument("--metric", help="metric of the tables (default: the study's)")
+    report.add_argument("--out", metavar="DIR", help="output folder (default: kd-studies/NAME/report)")
+    report.set_defaults(func=cmd_report)
+
+    export = command("export", "write the best trial's config as a trial YAML", """\
+Write the full trial config of study NAME's best finished trial (by --metric) to a YAML that
+`kd-study train` runs as is.""")
+    export.add_argument("name", metavar="NAME")
+    export.add_argument("--metric", help="metric to rank trials by (default: the study's)")
+    export.add_argument("--out", metavar="PATH", help="output file (default: kd-studies/NAME/best.yaml)")
+    export.set_defaults(func=cmd_export)
+    return parser
+
+
+# ---- commands -----------------------------------------------------------------------------------
+def _options(args: argparse.Namespace, **extra: Any):
+    from study.runner import StudyOptions
+
+    return StudyOptions(root=getattr(args, "root", None), tracking_uri=getattr(args, "tracking_uri", None),
+                        ray_address=getattr(args, "ray_address", None), num_cpus=getattr(args, "num_cpus", None),
+                        **extra)
+
+
+def _space_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for flag, key in (("name", "study.name"), ("num_samples", "study.num_samples"),
+                      ("max_concurrent_trials", "study.max_concurrent_trials"), ("scheduler", "study.scheduler"),
+                      ("algorithm", "study.algorithm"), ("seed", "study.seed")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    if getattr(args, "multi_objective", False):
+        overrides["study.objectives"] = [{"metric": "dev_mrr_at_10", "mode": "max"},
+                                         {"metric": "beir_ndcg_at_10_avg", "mode": "max"}]
+        overrides["study.metric"] = None
+    return overrides
+
+
+def _pins(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    pins = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. optim.epochs=1")
+        pins[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return pins
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from study.space import load_space
+
+    pin = _pins(args.pin)
+    space = load_space(args.space, overrides=_space_overrides(args), pin=pin)  # fail fast, before Ray loads
+    if args.dry_run:
+        _print_plan(space)
+        return 0
+    from study.runner import run_study
+
+    opts = _options(args, optuna_storage=args.optuna_storage, experiment=args.experiment,
+                    log_models=args.log_models, report=not args.no_report, verbose=0 if args.quiet else 1)
+    outcome = run_study(args.space, opts, overrides=_space_overrides(args), pin=pin)
+    return _finish(outcome, space.metrics)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from study.runner import resume_study, study_state
+
+    state = study_state(args.name, getattr(args, "root", None))
+    opts = _options(args, log_models=args.log_models, report=not args.no_report, verbose=0 if args.quiet else 1)
+    outcome = resume_study(args.name, opts)
+    return _finish(outcome, state.get("metrics") or [])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from study.runner import train_single
+
+    cfg, result = train_single(args.config, _options(args), name=args.name, output_dir=args.output_dir)
+    rows = _metric_rows(result.metrics)
+    _table(f"{cfg.name}: final metrics", ["metric", "value"], rows)
+    if result.checkpoint_path:
+        print(f"checkpoint: {result.checkpoint_path}")
+    if result.student_dir:
+        print(f"student:    {result.student_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from study.report import print_report, report_study
+    except ImportError as error:
+        raise _Unavailable(f"study.report is not available ({error})") from None
+    name = args.name
+    state = _state_or_empty(name, args)
+    tracking_uri = _tracking_uri(args, state)
+    metric = args.metric or _study_metric(state)
+    out = Path(args.out) if args.out else _study_dir(name, args) / "report"
+    storage = state.get("optuna_storage")
+    path = report_study(name, tracking_uri, out, metric=metric, optuna_storage=storage)
+    print_report(name, tracking_uri, metric=metric, optuna_storage=storage)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from study.export import export_best
+    except ImportError as error:
+        raise _Unavailable(f"study.export is not available ({error})") from None
+    name = args.name
+    state = _state_or_empty(name, args)
+    out = Path(args.out) if args.out else _study_dir(name, args) / "best.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metric = args.metric or _study_metric(state) or "dev_mrr_at_10"
+    mode = "max" if args.metric and args.metric != _study_metric(state) else (state.get("modes") or ["max"])[0]
+    path = export_best(name, _tracking_uri(args, state), metric, out, mode=mode)
+    print(f"best config: {path}  (run it: kd-study train {path})")
+    return 0
+
+
+class _Unavailable(RuntimeError):
+    pass
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+def _study_dir(name: str, args: argparse.Namespace) -> Path:
+    from study.paths import StudyPaths
+
+    return StudyPaths.of(name, getattr(args, "root", None)).dir
+
+
+def _state_or_empty(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from study.paths import StudyPaths
+
+    paths = StudyPaths.of(name, getattr(args, "root", None))
+    return paths.read_state() if paths.exists() else {}
+
+
+def _tracking_uri(args: argparse.Namespace, state: dict[str, Any]) -> str:
+    from study.tracking import check_tracking, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(getattr(args, "tracking_uri", None)) if getattr(args, "tracking_uri", None) \
+        else state.get("tracking_uri") or resolve_tracking_uri(None)
+    check_tracking(uri)
+    return uri
+
+
+def _study_metric(state: dict[str, Any]) -> str | None:
+    metrics = state.get("metrics") or [None]
+    return metrics[0]
+
+
+def _print_plan(space) -> None:
+    study = space.study
+    print(f"study {space.name}: {study.algorithm}, {space.num_samples} trials, "
+          f"{study.max_concurrent_trials} at a time, metric {', '.join(space.metrics)} "
+          f"({', '.join(space.modes)}), scheduler {study.scheduler}, seed {study.seed}")
+    for param in space.params:
+        spec = param.spec.model_dump(exclude_none=True, exclude_defaults=True)
+        print(f"  search {param.name}: {spec}")
+    for key, value in space.fixed.items():
+        print(f"  fixed  {key} = {value!r}")
+    points = space.initial_points()
+    if points:
+        label = "grid points" if study.algorithm == "grid" else "points to evaluate first"
+        print(f"  {len(points)} {label}:")
+        for point in points:
+            print("    " + ", ".join(f"{k}={v}" for k, v in point.items()))
+
+
+SHORT_NAMES = {"loss.gamma1": "γ1", "loss.alpha": "α", "loss.name": "loss", "sampler.name": "sampler",
+               "sampler.k": "K", "optim.lr": "lr", "optim.batch_size": "batch"}
+HEADLINE_LABELS = (("dev_mrr_at_10", "Dev MRR@10"), ("beir_ndcg_at_10_avg", "BEIR nDCG@10 (avg)"))
+
+
+def _metric_rows(metrics: dict[str, Any]) -> list[list[str]]:
+    """Dev MRR@10, BEIR nDCG@10 (average, then per dataset), then other nDCG@10 sets (TREC DL)."""
+    rows = []
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for prefix, label in HEADLINE_LABELS:
+        for key in sorted(k for k in numbers if k.startswith(prefix)):
+            rows.append([label + key[len(prefix):].replace("_", " "), f"{numbers[key]:.4f}"])
+    for key in sorted(k for k in numbers if k.startswith("beir/") and "/ndcg_at_10" in k):
+        rows.append([f"  BEIR {key.split('/')[1]} nDCG@10" + key.split("ndcg_at_10")[1].replace("_", " "),
+                     f"{numbers[key]:.4f}"])
+    for key in sorted(k for k in numbers if "_ndcg_at_10" in k and not k.startswith(("dev_", "beir"))):
+        rows.append([key.replace("_ndcg_at_10", " nDCG@10").replace("_", " "), f"{numbers[key]:.4f}"])
+    return rows
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # pragma: no cover - rich is a dependency
+        print(title)
+        for row in rows:
+            print("  " + "  ".join(row))
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a log file: do not squeeze the table into 80 columns
+        console = Console(width=max(console.width, 200))
+    console.print(table)
+
+
+def _finish(outcome, metrics: list[str]) -> int:
+    """Print the trials table and decide the exit status."""
+    if outcome.rows:
+        params = sorted({k for row in outcome.rows for k in row} - {"trial_id", "status", *metrics})
+        rows = []
+        for row in outcome.rows:
+            rows.append([row["trial_id"], row["status"], *[_fmt(row.get(p)) for p in params],
+                         *[_fmt(row.get(m)) for m in metrics]])
+        headers = [SHORT_NAMES.get(p, p) for p in params]
+        _table(f"study {outcome.name}", ["trial", "status", *headers, *metrics], rows)
+    if outcome.best:
+        print(f"best trial: {outcome.best['trial_id']} ({metrics[0]} = {outcome.best[metrics[0]]:.4f})")
+    if outcome.report_path:
+        print(f"report: {outcome.report_path}")
+    if outcome.best_config_path:
+        print(f"best config: {outcome.best_config_path}  (kd-study train {outcome.best_config_path})")
+    print(f"study folder: {outcome.dir}")
+    if outcome.interrupted:
+        done = len(outcome.finished) + len(outcome.pruned)
+        _error(f"study {outcome.name} interrupted with {done} of {outcome.num_samples} trials done; "
+               f"continue it with `kd-study resume {outcome.name}`")
+        return EXIT_INTERRUPTED
+    if outcome.errored:
+        trial_id, cause = outcome.errored[0]
+        more = f" (and {len(outcome.errored) - 1} more)" if len(outcome.errored) > 1 else ""
+        _error(f"{len(outcome.errored)} of {outcome.num_samples} trials failed; trial {trial_id}: {cause}{more}; "
+               f"{len(outcome.finished)} finished trials are kept (retry the failed ones: kd-study resume {outcome.name})")
+        return EXIT_FAILED
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _error(message: str) -> None:
+    one_line = " ".join(str(message).split())
+    print(f"{PROG}: error: {one_line}", file=sys.stderr, flush=True)
+
+
+def _cause(error: BaseException) -> str:
+    from study.tracking import cause_line
+
+    return cause_line(str(error)) or type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from study.tracking import TrackingError
+        from trainables.config import ConfigError  # noqa: F401 - a ValueError
+    except ImportError as error:  # pragma: no cover - broken install
+        _error(f"kd-study is not installed correctly: {error}")
+        return EXIT_FAILED
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except (ValueError, TrackingError, LookupError, FileNotFoundError) as error:
+        # ConfigError, DataError (ValueError subclasses), ReportError (LookupError), bad stores
+        _error(_cause(error) if not isinstance(error, (ValueError, TrackingError, LookupError)) else str(error))
+        return EXIT_BAD_INPUT
+    except _Unavailable as error:
+        _error(str(error))
+        return EXIT_FAILED
+    except Exception as error:  # noqa: BLE001 - a crashed trial, an unreachable cluster: one line, exit 1
+        _error(_cause(error))
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""MLflow tracking of a study: one parent run per study, one nested run per trial.
+
+The contract other tools read (study/report.py, study/export.py, the MLflow UI):
+- parent run: tags `kd_study.name=<NAME>`, `kd_study.kind=study`, `kd_study.git_sha`, asset keys
+  (`kd_study.asset.<part>`); params: the space file flattened (`study.*`, `search.*`, `fixed.*`);
+  artifacts `space.yaml`, `space.resolved.yaml`, `assets.json` (and `report/` at the end).
+- trial runs: tag `mlflow.parentRunId` (so the UI nests them), `kd_study.kind=trial`,
+  `kd_study.name`, `kd_study.trial_id`, `sampler`, `loss`, `k`; params: every field of the FULL
+  trial config under its dotted name (`loss.gamma1`, `sampler.k`, ...); every reported metric
+  with its training step (final metrics at the last step); artifacts `trial_config.yaml`,
+  `per_query.json` and, with --log-models, `student/`. Status FINISHED only for a trial that
+  finished training and evaluation; KILLED (+ tag `kd_study.state=pruned`) when the scheduler
+  stopped it early; FAILED (+ tag `kd_study.error`) on an error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+STUDY_NAME_TAG = "kd_study.name"
+STUDY_KIND_TAG = "kd_study.kind"
+TRIAL_ID_TAG = "kd_study.trial_id"
+STATE_TAG = "kd_study.state"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+FINAL_METRIC_MARKER = "train/loss_final"   # only the trial's final report carries it (train_loop.py)
+PER_QUERY_FILE = "per_query.json"
+STUDENT_DIR = "student"
+# Tune bookkeeping that is not a training metric.
+_TUNE_KEYS = {
+    "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "time_since_restore",
+    "iterations_since_restore", "timesteps_total", "timesteps_since_restore", "episodes_total",
+    "episode_reward_mean", "done", "pid", "should_checkpoint", "checkpoint_dir_name", "step",
+}
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message is one line."""
+
+
+# ---- the store -----------------------------------------------------------------------------------
+def resolve_tracking_uri(uri: str | None) -> str:
+    """Default `sqlite:///mlruns.db`; a relative sqlite path is made absolute (trials and `resume` may run elsewhere)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri[len("sqlite:///"):]
+        if path and path != ":memory:":
+            uri = "sqlite:///" + str(Path(path).expanduser().resolve())
+    return uri
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (one line) when the store cannot be reached; creates a sqlite store if needed."""
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        except requests.RequestException as error:
+            reason = type(error).__name__
+            if isinstance(error, requests.ConnectionError):
+                reason = "connection refused or host unreachable"
+            elif isinstance(error, requests.Timeout):
+                reason = f"no answer within {timeout:g} s"
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason})") from None
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.parent.is_dir():
+            raise TrackingError(f"MLflow tracking store {uri}: folder {path.parent} does not exist")
+    for attempt in range(3):
+        try:
+            client(uri).search_experiments(max_results=1)
+            return
+        except Exception as error:  # noqa: BLE001 - any store failure is reported as one line
+            # Two processes creating one new sqlite store race on its tables: try again.
+            if attempt == 2 or not uri.startswith("sqlite:"):
+                raise TrackingError(f"MLflow tracking store {uri} is not usable: {_first_line(error)}") from None
+            time.sleep(1 + attempt)
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id_for(mlflow_client, name: str) -> str:
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    return mlflow_client.create_experiment(name)
+
+
+def git_revision(path: str | Path | None = None) -> str:
+    """`<sha>` of the checkout holding the code (`<sha>-dirty` with local changes), or `unknown`."""
+    where = str(path or Path(__file__).resolve().parents[1])
+    try:
+        sha = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def start_parent_run(uri: str, experiment_name: str, study_name: str, *, space_params: Mapping[str, Any],
+                     tags: Mapping[str, str], artifacts: list[Path]) -> tuple[str, str]:
+    """Create the study's parent run; returns (experiment_id, run_id)."""
+    mlflow_client = client(uri)
+    experiment_id = experiment_id_for(mlflow_client, experiment_name)
+    sha = tags.get("kd_study.git_sha", "unknown")
+    run = mlflow_client.create_run(experiment_id, run_name=study_name, tags={
+        STUDY_NAME_TAG: study_name, STUDY_KIND_TAG: "study",
+        **({"mlflow.source.git.commit": sha.removesuffix("-dirty")} if sha != "unknown" else {}),
+        **tags,
+    })
+    run_id = run.info.run_id
+    log_params(mlflow_client, run_id, space_params)
+    for path in artifacts:
+        if path.is_file():
+            mlflow_client.log_artifact(run_id, str(path))
+    return experiment_id, run_id
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    client(uri).update_run(run_id, status="RUNNING")
+
+
+def end_run(uri: str, run_id: str, status: str) -> None:
+    mlflow_client = client(uri)
+    mlflow_client.set_terminated(run_id, status=status)
+
+
+def end_open_trial_runs(uri: str, parent_run_id: str, status: str = "KILLED") -> int:
+    """Close trial runs left RUNNING by an interrupted or killed driver; the trials that resume re-open theirs."""
+    mlflow_client = client(uri)
+    parent = mlflow_client.get_run(parent_run_id)
+    runs = mlflow_client.search_runs([parent.info.experiment_id],
+                                     f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'")
+    for run in runs:
+        mlflow_client.set_tag(run.info.run_id, STATE_TAG, "interrupted")
+        mlflow_client.set_terminated(run.info.run_id, status=status)
+    return len(runs)
+
+
+def log_params(mlflow_client, run_id: str, params: Mapping[str, Any]) -> None:
+    """Params in batches of 100 (the MLflow limit), values as strings (`None` → "None", lists as JSON)."""
+    from mlflow.entities import Param
+
+    items = [Param(k[:250], _param_value(v)) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        mlflow_client.log_batch(run_id, params=items[start:start + 100])
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, (list, dict)):
+        text = json.dumps(value, sort_keys=True)
+    else:
+        text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The reported training/eval metrics of a Tune result (numbers only, Tune bookkeeping dropped)."""
+    out = {}
+    for key, value in result.items():
+        if key in _TUNE_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        out[key] = float(value)
+    return out
+
+
+def flat_config(cfg_json: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg_json.items():
+        if isinstance(value, Mapping):
+            out.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def trial_name(study_name: str, trial_id: str) -> str:
+    """The `name` field of a trial's config (also its folder name under trials/)."""
+    return f"{study_name}-{trial_id}"
+
+
+def run_name(trial_id: str, cfg) -> str:
+    label = f"{cfg.loss.name}"
+    if cfg.loss.name == "wkl":
+        label += f"(γ1={cfg.loss.gamma1:g},α={cfg.loss.alpha:g})"
+    return f"{trial_id} {label} {cfg.sampler.name} k={cfg.sampler.k}"
+
+
+def trial_error_line(trial) -> str:
+    """One line saying why a Tune trial failed (the last line of its error, where Ray puts the cause)."""
+    text = ""
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        if path and Path(path).is_file():
+            text = Path(path).read_text()
+    except OSError:
+        text = ""
+    text = text or str(getattr(trial, "error_msg", "") or "")
+    return cause_line(text) or "unknown error"
+
+
+def cause_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    # Ray appends the trainable's own exception last; skip trailing Ray boilerplate.
+    for line in reversed(lines):
+        if not line.startswith(("File ", "^", "~", "The above exception", "Traceback")):
+            return line
+    return lines[-1] if lines else ""

@@ -1,0 +1,142 @@
+"""kd-study CLI: help for every command, and one-line errors with exit ≠ 0 before anything runs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.cli import main
+
+COMMANDS = ("run", "train", "resume", "report", "export")
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+def kd_study(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The CLI in a fresh interpreter, as a user runs it."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def space_file(tmp_path: Path, **study) -> Path:
+    raw = {"base": {"data": {"pool_depth": 10}, "sampler": {"k": 4}},
+           "search": {"loss.name": {"type": "categorical", "choices": ["kl", "wkl"]},
+                      "loss.gamma1": {"type": "float", "low": 0, "high": 4, "when": {"loss.name": "wkl"}}},
+           "study": {"name": "cli-test", **study}}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("kd-study: error: "), stderr
+    return lines[0]
+
+
+def test_help_lists_every_command(tmp_path):
+    result = kd_study("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+    for option in ("--ray-address", "--tracking-uri"):
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert f"kd-study {command}" in text and len(text.splitlines()) > 8
+    assert "--tracking-uri" in text  # global options work after the command too
+
+
+def test_unknown_key_in_space_exits_2_with_one_line(tmp_path):
+    path = space_file(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["search"]["loss.gamma1"]["upper"] = 3
+    path.write_text(yaml.safe_dump(raw))
+    result = kd_study("run", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert "space.yaml: search.loss.gamma1.upper: unknown key" in line
+    assert not (tmp_path / "kd-studies").exists()
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"search": {"loss.gamma1": {"type": "float", "low": -2, "high": 4}}}, "search.loss.gamma1: -2.0 is invalid"),
+    ({"fixed": {"loss.gamma1": -1}, "search": {"loss.name": {"type": "categorical", "choices": ["kl", "wkl"]}}},
+     "fixed.loss.gamma1: -1 is invalid"),
+    ({"search": {"sampler.k": {"type": "categorical", "choices": [4, 16]}}}, "search.sampler.k: 16 is invalid: sampler.k=16 is larger than data.pool_depth=10"),
+    ({"base": {"data": {"pool_depth": 10, "train": "msmarco"}}}, "unknown dataset id 'msmarco'"),
+], ids=["gamma1<0 range", "gamma1<0 fixed", "k>pool", "unknown dataset"])
+def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, change, expected):
+    path = space_file(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw.update(change)
+    path.write_text(yaml.safe_dump(raw))
+    code = main(["--root", str(tmp_path / "studies"), "run", str(path)])
+    assert code == 2
+    assert expected in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "studies").exists()
+
+
+def test_unreachable_tracking_server_fails_fast(tmp_path):
+    started = time.perf_counter()
+    result = kd_study("--tracking-uri", "http://127.0.0.1:9", "--root", str(tmp_path / "studies"),
+                      "run", str(space_file(tmp_path)), cwd=tmp_path)
+    elapsed = time.perf_counter() - started
+    assert result.returncode != 0
+    line = one_error_line(result.stderr)
+    assert "http://127.0.0.1:9" in line and "unreachable" in line
+    assert elapsed < 30, elapsed
+    assert not (tmp_path / "studies").exists()   # nothing prepared, no trial started
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
+    assert main(["--root", str(tmp_path / "studies"), "run", str(SPACES / "wkl_paper.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "wkl_paper: grid, 28 trials" in out and "28 grid points" in out
+    assert "loss.gamma1=6.0, loss.alpha=1.5" in out
+    assert not (tmp_path / "studies").exists()
+
+
+def test_cli_overrides_are_validated_too(tmp_path, capsys):
+    code = main(["run", str(space_file(tmp_path)), "--algorithm", "grid", "--dry-run"])
+    assert code == 2
+    assert "grid mode needs `choices` or a stepped range" in one_error_line(capsys.readouterr().err)
+
+
+def test_resume_of_an_unknown_study(tmp_path, capsys):
+    (tmp_path / "studies").mkdir()
+    assert main(["--root", str(tmp_path / "studies"), "resume", "nope"]) == 2
+    assert "no study named 'nope'" in one_error_line(capsys.readouterr().err)
+
+
+def test_existing_study_is_not_overwritten(tmp_path, capsys):
+    studies = tmp_path / "studies"
+    (studies / "cli-test").mkdir(parents=True)
+    (studies / "cli-test" / "study.json").write_text("{}")
+    assert main(["--root", str(studies), "run", str(space_file(tmp_path))]) == 2
+    assert "kd-study resume cli-test" in one_error_line(capsys.readouterr().err)
+
+
+def test_train_with_a_bad_config(tmp_path, capsys):
+    config = tmp_path / "trial.yaml"
+    config.write_text(yaml.safe_dump({"loss": {"name": "wkl", "gamma1": -1}}))
+    assert main(["train", str(config)]) == 2
+    assert "trial.yaml: loss.gamma1: Input should be greater than or equal to 0" in one_error_line(capsys.readouterr().err)
+
+
+def test_missing_space_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: no such file" in one_error_line(capsys.readouterr().err)

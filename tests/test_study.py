@@ -1,0 +1,315 @@
+"""Studies end to end: `kd-study run` / `resume` with the real runner, real trials and MLflow.
+
+The slow tests (Ray, 2 Train workers per trial) run each study as its own `kd-study` process, as a
+user runs it, with its own local Ray. Data: ../shared/data/scifact_ci (1,000 docs, 50 queries), a
+tiny random BERT as teacher and student, so a trial costs mostly Ray's start-up. The fast tests
+check the two pieces resume relies on, without Ray: the searcher's restore and the MLflow callback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.space import load_space
+from trainables.config import TrialConfig
+
+FINAL_METRICS = ("dev_mrr_at_10", "beir_ndcg_at_10_avg", "beir/scifact_ci/ndcg_at_10")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One folder for the module: the shared asset cache is built by the first study, reused by the next."""
+    return tmp_path_factory.mktemp("kd-study")
+
+
+def write_space(workdir: Path, shared_data: Path, name: str, study: dict, search: dict | None = None) -> Path:
+    data = {"id": f"beir:{shared_data / 'scifact_ci'}", "split": "test"}
+    space = {
+        "base": {
+            "name": "tiny",
+            "data": {"train": data, "pool_depth": 16, "max_train_queries": 16},
+            "teacher": {"model": "tiny:bert", "query_max_length": 16, "passage_max_length": 48},
+            "student": {"model": "tiny:bert", "query_max_length": 16, "passage_max_length": 48},
+            "sampler": {"name": "stratified", "k": 4},
+            "loss": {"beta_refresh_steps": 2, "beta_pool_depth": 8},
+            "optim": {"lr": 1.0e-3, "batch_size": 8, "epochs": 2, "log_every_steps": 1},
+            "eval": {"dev": data, "beir": [{**data, "name": "scifact_ci"}], "batch_size": 128},
+            "resources": {"num_workers": 2, "cpus_per_worker": 1},
+            "cache_dir": str(workdir / "cache"),
+        },
+        "search": search or {},
+        "study": {"name": name, "max_concurrent_trials": 1, "seed": 0, **study},
+    }
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def cli(workdir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "study.cli", "--tracking-uri", f"sqlite:///{workdir / 'mlruns.db'}",
+            "--root", str(workdir / "studies"), "--num-cpus", "2", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
+            "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray_kds_", dir="/tmp")}
+
+
+def run_cli(workdir: Path, *args: str, timeout: float = 800) -> subprocess.CompletedProcess:
+    started = time.perf_counter()
+    result = subprocess.run(cli(workdir, *args), cwd=workdir, env=env(), capture_output=True, text=True,
+                            timeout=timeout)
+    print(f"kd-study {' '.join(args[:2])}: {time.perf_counter() - started:.0f} s, exit {result.returncode}")
+    if result.returncode != 0:
+        print(result.stdout[-4000:], result.stderr[-4000:])
+    return result
+
+
+def study_runs(workdir: Path, name: str):
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{workdir / 'mlruns.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, f"tags.`kd_study.name` = '{name}'")
+    parents = [r for r in runs if r.data.tags.get("kd_study.kind") == "study"]
+    trials = [r for r in runs if r.data.tags.get("kd_study.kind") == "trial"]
+    return client, parents, trials
+
+
+@pytest.mark.slow
+def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, shared_data):
+    search = {"loss.name": {"type": "categorical", "choices": ["kl", "wkl"]},
+              "loss.gamma1": {"type": "float", "low": 0.0, "high": 4.0, "when": {"loss.name": "wkl"}},
+              "sampler.name": {"type": "categorical", "choices": ["topk", "random", "stratified"]}}
+    points = [{"loss.name": "kl", "sampler.name": "topk"},
+              {"loss.name": "wkl", "loss.gamma1": 2.0, "sampler.name": "stratified"}]
+    space = write_space(workdir, shared_data, "tiny-tpe", {"algorithm": "tpe", "num_samples": 2,
+                                                           "points_to_evaluate": points}, search)
+    result = run_cli(workdir, "run", str(space), "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    client, parents, trials = study_runs(workdir, "tiny-tpe")
+    assert len(parents) == 1 and len(trials) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["kd_study.kind"] == "study" and parent.data.tags["kd_study.git_sha"]
+    assert parent.data.params["search.loss.gamma1"]          # the space file is on the parent
+    assert {"space.yaml", "space.resolved.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+    seen = []
+    for run in trials:
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert run.info.status == "FINISHED"
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["loss"] == params["loss.name"] and tags["sampler"] == params["sampler.name"]
+        assert tags["k"] == params["sampler.k"] == "4"
+        seen.append((params["loss.name"], params["sampler.name"], params["loss.gamma1"]))
+        for key in FINAL_METRICS:
+            assert 0.0 <= metrics[key] <= 1.0, key
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 2  # every report, with its step
+        assert {"optim.lr", "data.pool_depth", "eval.top_k", "resources.num_workers"} <= set(params)
+
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"trial_config.yaml", "per_query.json"} <= artifacts
+        folder = Path(client.download_artifacts(run.info.run_id, "", str(workdir / "dl" / run.info.run_id)))
+        cfg = TrialConfig.from_yaml(folder / "trial_config.yaml")
+        assert cfg.loss.name == params["loss.name"] and cfg.loss.gamma1 == float(params["loss.gamma1"])
+        per_query = json.loads((folder / "per_query.json").read_text())
+        assert len(per_query["dev_mrr_at_10"]) == 50
+    assert sorted(seen) == [("kl", "topk", "0.0"), ("wkl", "stratified", "2.0")]   # the seeded points
+    assert len({r.data.tags["kd_study.trial_id"] for r in trials}) == 2
+
+    study_dir = workdir / "studies" / "tiny-tpe"
+    for name in ("space.yaml", "space.resolved.yaml", "study.json", "assets.json", "optuna.db"):
+        assert (study_dir / name).is_file(), name
+    import optuna
+
+    study = optuna.load_study(study_name="tiny-tpe", storage=f"sqlite:///{study_dir / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+
+
+@pytest.mark.slow
+def test_resume_after_killed_driver_keeps_finished_trials(workdir, shared_data):
+    name = "tiny-grid"
+    space = write_space(workdir, shared_data, name, {"algorithm": "grid"}, {
+        "loss.name": {"type": "categorical", "choices": ["kl", "wkl"]},
+        "loss.gamma1": {"type": "categorical", "choices": [1.0, 3.0], "when": {"loss.name": "wkl"}},
+    })
+    log = open(workdir / f"{name}.run.log", "w")
+    driver = subprocess.Popen(cli(workdir, "run", str(space), "--quiet", "--no-report"), cwd=workdir, env=env(),
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        first = None
+        state = workdir / "studies" / name / "study.json"
+        while time.monotonic() < deadline and driver.poll() is None:
+            # Touch the store only once the driver made it (two processes creating one sqlite store race).
+            if not (state.is_file() and "parent_run_id" in state.read_text()):
+                time.sleep(2)
+                continue
+            _, _, trials = study_runs(workdir, name)
+            finished = [r for r in trials if r.info.status == "FINISHED"]
+            if finished:
+                first = finished[0]
+                break
+            time.sleep(2)
+        assert first is not None, (workdir / f"{name}.run.log").read_text()[-3000:]
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=60)
+    finally:
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=60)
+        log.close()
+
+    study_dir = workdir / "studies" / name
+    first_log = study_dir / "trials" / first.data.tags["kd_study.trial_id"] / "train_log.jsonl"
+    log_before = first_log.read_text()
+
+    result = run_cli(workdir, "resume", name, "--quiet", "--no-report")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    client, parents, trials = study_runs(workdir, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    finished = [r for r in trials if r.info.status == "FINISHED"]
+    assert len(finished) == 3                                                     # exactly num_samples
+    ids = [r.data.tags["kd_study.trial_id"] for r in finished]
+    assert len(set(ids)) == 3                                                     # no duplicated runs
+    points = sorted((r.data.params["loss.name"], r.data.params["loss.gamma1"]) for r in finished)
+    assert points == [("kl", "0.0"), ("wkl", "1.0"), ("wkl", "3.0")]             # the grid, each point once
+    for run in finished:
+        assert all(key in run.data.metrics for key in FINAL_METRICS)
+    # The trial that had finished was neither re-trained nor re-logged.
+    again = client.get_run(first.info.run_id)
+    assert again.info.status == "FINISHED" and again.info.end_time == first.info.end_time
+    assert first_log.read_text() == log_before
+    # Any run left open by the killed driver was closed; trials that resumed re-used theirs.
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in trials)
+    assert len(trials) - len(finished) <= 1
+
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'optuna.db'}")
+    complete = sorted((t.params["loss.name"], t.params.get("loss.gamma1", 0.0))
+                      for t in study.trials if t.state.name == "COMPLETE")
+    assert complete == [("kl", 0.0), ("wkl", 1.0), ("wkl", 3.0)]
+    assert json.loads((study_dir / "study.json").read_text())["status"] == "finished"
+
+
+# ---- fast: the pieces resume relies on ---------------------------------------------------------------
+def grid_space(tmp_path: Path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": {"data": {"pool_depth": 10}, "sampler": {"k": 4}},
+        "search": {"loss.name": {"type": "categorical", "choices": ["kl", "wkl"]},
+                   "loss.gamma1": {"type": "categorical", "choices": [1.0, 3.0], "when": {"loss.name": "wkl"}}},
+        "study": {"name": "g", "algorithm": "grid"}}))
+    return load_space(path)
+
+
+def test_searcher_restore_requeues_a_point_asked_after_the_snapshot(tmp_path):
+    """Tune snapshots every second or so: a trial asked after the last snapshot is unknown on resume."""
+    from study.runner import FINAL_METRIC_MARKER, build_search
+
+    space = grid_space(tmp_path)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    limiter = build_search(space, url, max_concurrent=3)
+    pristine = pickle.dumps(limiter)                               # as pickled into Tune's tuner.pkl
+    search = limiter.searcher
+    first = search.suggest("t1")
+    search.on_trial_complete("t1", {"dev_mrr_at_10": 0.3, FINAL_METRIC_MARKER: 0.1})
+    search.suggest("t2")
+    search.save(str(tmp_path / "snapshot.pkl"))                  # Tune's snapshot
+    orphan = search.suggest("t3")                                 # asked, then the driver is killed
+
+    restored = pickle.loads(pristine).searcher                     # Tuner.restore unpickles, then restores
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    assert restored.suggest("t4") == orphan                       # the lost point runs again
+    restored.on_trial_complete("t2", {"dev_mrr_at_10": 0.4, FINAL_METRIC_MARKER: 0.1})
+    restored.on_trial_complete("t4", {"dev_mrr_at_10": 0.5, FINAL_METRIC_MARKER: 0.1})
+    states = [(t.params, t.state.name) for t in restored._ot_study.trials]
+    complete = [p for p, state in states if state == "COMPLETE"]
+    assert first in complete and orphan in complete
+    assert sorted(map(str, complete)) == sorted(map(str, space.grid_points()))   # the grid, once each
+    assert [state for _, state in states].count("FAIL") == 1      # the orphan's lost attempt
+
+
+def test_searcher_tolerates_results_without_the_metric_and_marks_pruned(tmp_path):
+    from study.runner import build_search
+
+    space = grid_space(tmp_path)
+    search = build_search(space, f"sqlite:///{tmp_path / 'o.db'}", max_concurrent=2).searcher
+    search.suggest("a")
+    search.on_trial_result("a", {"step": 1, "train/loss": 1.0})                 # no metric yet
+    search.on_trial_result("a", {"step": 2, "dev_mrr_at_10": 0.2})              # an intermediate evaluation
+    search.on_trial_complete("a", {"step": 2, "dev_mrr_at_10": 0.2})            # stopped: no final report
+    trial = search._ot_study.trials[0]
+    assert trial.state.name == "PRUNED" and trial.intermediate_values == {2: 0.2}
+
+
+class FakeTrial:
+    def __init__(self, trial_id: str, config: dict, last_result: dict | None = None):
+        self.trial_id, self.config, self.last_result = trial_id, config, last_result or {}
+
+    def __str__(self) -> str:
+        return self.trial_id
+
+
+def test_callback_reuses_runs_across_driver_restarts(tmp_path):
+    import mlflow
+
+    from study import tracking
+    from study.trial_runs import NestedTrialRunsCallback
+
+    space = grid_space(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    experiment_id, parent = tracking.start_parent_run(uri, "g", "g", space_params={}, tags={}, artifacts=[])
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "per_query.json").write_text(json.dumps({"dev_mrr_at_10": {"q1": 1.0}}))
+    final = {"step": 4, "dev_mrr_at_10": 0.5, "beir_ndcg_at_10_avg": 0.4, tracking.FINAL_METRIC_MARKER: 0.1,
+             "checkpoint_path": str(checkpoint)}
+
+    def callback():
+        cb = NestedTrialRunsCallback(uri, experiment_id=experiment_id, parent_run_id=parent, study_name="g",
+                                     space=space)
+        cb.setup()
+        return cb
+
+    done = FakeTrial("done", {"loss.name": "kl"}, final)
+    running = FakeTrial("running", {"loss.name": "wkl", "loss.gamma1": 3.0})
+    first = callback()
+    for trial in (done, running):
+        first.log_trial_start(trial)
+        first.log_trial_result(1, trial, {"step": 1, "train/loss": 1.0})
+    first.log_trial_result(2, done, final)
+    first.log_trial_end(done)
+    # the driver dies here; a resumed driver has a fresh callback (Tune pickles it without state)
+    second = callback()
+    for trial in (done, running):       # Tune replays the finished trial and resumes the running one
+        second.log_trial_start(trial)
+        second.log_trial_result(2, trial, {**final, "dev_mrr_at_10": 0.9})
+    running.last_result = final
+    second.log_trial_end(done)
+    second.log_trial_end(running)
+
+    runs = mlflow.tracking.MlflowClient(uri).search_runs([experiment_id], "tags.`kd_study.kind` = 'trial'")
+    by_id = {r.data.tags["kd_study.trial_id"]: r for r in runs}
+    assert len(runs) == 2 and set(by_id) == {"done", "running"}                    # no duplicates
+    assert by_id["done"].data.metrics["dev_mrr_at_10"] == 0.5                       # replay left it alone
+    assert by_id["running"].data.metrics["dev_mrr_at_10"] == 0.9
+    assert by_id["running"].data.params["loss.gamma1"] == "3.0"
+    assert all(r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent for r in runs)
+    artifacts = {a.path for a in mlflow.tracking.MlflowClient(uri).list_artifacts(by_id["running"].info.run_id)}
+    assert artifacts == {"trial_config.yaml", "per_query.json"}
