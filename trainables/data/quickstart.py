@@ -49,6 +49,8 @@ import inspect
 import json
 import logging
 import os
+import subprocess
+import sys
 import platform
 import re
 import tempfile
@@ -63,7 +65,7 @@ from trainables.data.types import DataError, DictCorpus, RetrievalData
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLIT_SEED = 20240601
 TEST_FRACTION = 0.2
 SPLITS = ("train", "test")
@@ -175,10 +177,29 @@ def cache_path(source: str, cache_dir: str | Path | None = None) -> Path:
 
 
 def ensure_cached(source: str, cache_dir: str | Path | None = None) -> Path:
-    """The cached JSONL of `source`, generated (and written atomically) when absent or unreadable."""
+    """The cached JSONL of `source`, generated (and written atomically) when absent or unreadable.
+
+    Generation runs in a fresh interpreter with a minimal environment: docstrings of live objects
+    depend on what the calling process has imported or patched (test-runner plugins, rich, IPython),
+    and the collection must not.
+    """
     path = cache_path(source, cache_dir)
     if path.is_file() and _readable(path):
         return path
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0", "PYTHONPATH": package_root}
+    script = "import sys; from trainables.data.quickstart import write_records; write_records(sys.argv[1], sys.argv[2])"
+    result = subprocess.run([sys.executable, "-c", script, source, str(path)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0 or not _readable(path):
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DataError(f"{source}: could not generate the quickstart collection into {path}: {last}")
+    return path
+
+
+def write_records(source: str, path: str | Path) -> None:
+    """Generate `source` in this process and write its JSONL to `path` atomically."""
+    path = Path(path)
     records = build_records(source)
     log.info("%s: generated %d query/passage pairs from docstrings into %s", source, len(records), path)
     text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
@@ -192,7 +213,6 @@ def ensure_cached(source: str, cache_dir: str | Path | None = None) -> Path:
             os.unlink(handle.name)
             raise
     os.replace(handle.name, path)
-    return path
 
 
 def _readable(path: Path) -> bool:
