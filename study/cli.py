@@ -92,7 +92,6 @@ Continue study NAME from kd-studies/NAME/: Tune restores its trials and the Optu
 finished trials are kept (never re-trained), the trials that were running continue from their
 last checkpoint, errored trials are retried, and each keeps its MLflow run (no duplicates).""")
     resume.add_argument("name", metavar="NAME")
-    resume.add_argument("--log-models", action="store_true", help="log trained students as artifacts")
     resume.add_argument("--no-report", action="store_true", help="skip report/ and best.yaml at the end")
     resume.add_argument("--quiet", action="store_true", help="no live trial table")
     resume.set_defaults(func=cmd_resume)
@@ -112,7 +111,7 @@ paired per-query t-tests against the best cell, heatmaps and trial timings; prin
 write them to kd-studies/NAME/report/ (or --out).""")
     report.add_argument("name", metavar="NAME")
     report.add_argument("--metric", help="metric of the tables (default: the study's)")
-    report.add_argument("--out", metavar="DIR", help="output folder (default: kd-studies/NAME/report)")
+    report.add_argument("-o", "--out", metavar="DIR", help="output folder (default: kd-studies/NAME/report)")
     report.set_defaults(func=cmd_report)
 
     export = command("export", "write the best trial's config as a trial YAML", """\
@@ -120,7 +119,9 @@ Write the full trial config of study NAME's best finished trial (by --metric) to
 `kd-study train` runs as is.""")
     export.add_argument("name", metavar="NAME")
     export.add_argument("--metric", help="metric to rank trials by (default: the study's)")
-    export.add_argument("--out", metavar="PATH", help="output file (default: kd-studies/NAME/best.yaml)")
+    export.add_argument("--mode", choices=("max", "min"),
+                        help="higher or lower is better (default: the study's mode for its metric, else max)")
+    export.add_argument("-o", "--out", metavar="PATH", help="output file (default: kd-studies/NAME/best.yaml)")
     export.set_defaults(func=cmd_export)
     return parser
 
@@ -169,6 +170,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_plan(space)
         return 0
+    # Fail fast on bad inputs before the heavy imports (Ray Tune, torch) of the runner.
+    from study.preflight import check_new_study, check_ray_address
+    from study.tracking import check_tracking, resolve_tracking_uri
+
+    check_new_study(space.name, getattr(args, "root", None))
+    check_ray_address(getattr(args, "ray_address", None))
+    check_tracking(resolve_tracking_uri(getattr(args, "tracking_uri", None)))
     from study.runner import run_study
 
     opts = _options(args, optuna_storage=args.optuna_storage, experiment=args.experiment,
@@ -178,15 +186,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from study.runner import resume_study, study_state
+    from study.preflight import check_existing_study, check_ray_address
 
-    state = study_state(args.name, getattr(args, "root", None))
-    opts = _options(args, log_models=args.log_models, report=not args.no_report, verbose=0 if args.quiet else 1)
-    outcome = resume_study(args.name, opts)
+    state = check_existing_study(args.name, getattr(args, "root", None)).read_state()
+    check_ray_address(getattr(args, "ray_address", None))
+    from study.runner import resume_study
+
+    opts = _options(args, report=not args.no_report, verbose=0 if args.quiet else 1)
+    outcome = resume_study(args.name, opts)   # --log-models and the other run options come from the study
     return _finish(outcome, state.get("metrics") or [])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from trainables.config import TrialConfig
+
+    TrialConfig.from_yaml(args.config)  # a bad config fails before Ray and torch load
+    from study.preflight import check_ray_address
+
+    check_ray_address(getattr(args, "ray_address", None))
     from study.runner import train_single
 
     cfg, result = train_single(args.config, _options(args), name=args.name, output_dir=args.output_dir)
@@ -226,7 +243,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _study_dir(name, args) / "best.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     metric = args.metric or _study_metric(state) or "dev_mrr_at_10"
-    mode = "max" if args.metric and args.metric != _study_metric(state) else (state.get("modes") or ["max"])[0]
+    mode = args.mode or ("max" if args.metric and args.metric != _study_metric(state)
+                         else (state.get("modes") or ["max"])[0])
     path = export_best(name, _tracking_uri(args, state), metric, out, mode=mode)
     print(f"best config: {path}  (run it: kd-study train {path})")
     return 0
@@ -334,6 +352,8 @@ def _finish(outcome, metrics: list[str]) -> int:
         _table(f"study {outcome.name}", ["trial", "status", *headers, *metrics], rows)
     if outcome.best:
         print(f"best trial: {outcome.best['trial_id']} ({metrics[0]} = {outcome.best[metrics[0]]:.4f})")
+    if outcome.pareto:
+        print(f"Pareto front ({', '.join(metrics)}): {', '.join(outcome.pareto)}")
     if outcome.report_path:
         print(f"report: {outcome.report_path}")
     if outcome.best_config_path:

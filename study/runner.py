@@ -8,14 +8,16 @@ parent + nested runs (study.tracking) → report and best config at the end.
 
 Resume (`kd-study resume NAME`) = `Tuner.restore(<study>/tune, resume_errored=True)`: Tune's
 experiment snapshot restores the trials and the searcher state (OptunaSearch pickles its study
-handle; the study itself lives in the RDB storage). Three gaps of that snapshot (taken every
-≥10 s) are closed here:
+handle; the study itself lives in the RDB storage). The snapshot is taken every second here
+(TUNE_GLOBAL_CHECKPOINT_S; Tune's default is ≥10 s); the gaps it can still leave are closed here:
 - a trial that finished after the last snapshot is replayed, not re-trained: `distil_trial` keeps a
   result marker per trial and re-reports it, and the MLflow callback leaves a FINISHED run alone;
 - an Optuna trial asked after the last snapshot (so unknown to Tune) is marked FAIL and its point
   re-enqueued, so a grid still runs every point exactly once;
 - an errored trial retried by the resume records its result as a new COMPLETE Optuna trial (the
-  failed attempt stays FAIL).
+  failed attempt stays FAIL);
+- MLflow trial runs left RUNNING by the killed driver are closed as KILLED; the trials Tune resumes
+  re-open their own run (study.trial_runs), so no trial gets a second run.
 """
 from __future__ import annotations
 
@@ -38,9 +40,10 @@ from ray.tune.search.optuna import OptunaSearch
 from trainables.config import ConfigError, TrialConfig
 
 from study import tracking
-from study.trial_runs import NestedTrialRunsCallback
 from study.paths import StudyPaths
+from study.preflight import check_existing_study, check_new_study, check_ray_address
 from study.space import SearchSpace, dump_space, load_space
+from study.trial_runs import NestedTrialRunsCallback
 
 log = logging.getLogger("kd_study")
 
@@ -83,6 +86,7 @@ class StudyOutcome:
     unfinished: list[str] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)       # per trial: id, status, params, metrics
     best: dict[str, Any] | None = None
+    pareto: list[str] = field(default_factory=list)                # multi-objective: Pareto-optimal trial ids
     report_path: Path | None = None
     best_config_path: Path | None = None
 
@@ -299,6 +303,7 @@ class _RaySession:
             return ray
         env_vars = {k: os.environ[k] for k in (*RAY_ENV_DEFAULTS, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
                     if k in os.environ}
+        check_ray_address(self.address)
         try:
             if self.address:
                 ray.init(address=self.address, runtime_env={"env_vars": env_vars}, log_to_driver=True)
@@ -363,9 +368,14 @@ def _prepare_assets(space: SearchSpace, paths: StudyPaths, say) -> dict[str, Any
     tmp = paths.assets.with_suffix(".tmp")
     tmp.write_text(json.dumps(info, indent=1, default=str))
     os.replace(tmp, paths.assets)
-    hit = "cache hit" if stats.get("teacher_pairs_scored") == 0 else f"{stats.get('teacher_pairs_scored')} teacher pairs scored"
-    say(f"kd-study: assets ready ({stats.get('n_train_queries')} training queries, {hit})")
+    say(_assets_line(stats))
     return info
+
+
+def _assets_line(stats: dict[str, Any]) -> str:
+    scored = stats.get("teacher_pairs_scored")
+    hit = "cache hit" if scored == 0 else f"{scored} teacher pairs scored"
+    return f"kd-study: assets ready ({stats.get('n_train_queries')} training queries, {hit})"
 
 
 def _check_pool_sizes(space: SearchSpace, stats: dict[str, Any]) -> None:
@@ -409,8 +419,6 @@ def _optuna_storage_url(opts: StudyOptions, paths: StudyPaths) -> str:
 
 
 def _check_optuna_storage(url: str, study_name: str, *, fresh: bool) -> None:
-    import optuna
-
     try:
         storage = optuna.storages.RDBStorage(url)
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
@@ -425,10 +433,8 @@ def run_study(space_path: str | Path, opts: StudyOptions, *, overrides: dict[str
               pin: dict[str, Any] | None = None) -> StudyOutcome:
     """`kd-study run`: validate everything, build assets once, run the Tune study, report."""
     space = load_space(space_path, overrides=overrides, pin=pin)
-    paths = StudyPaths.of(space.name, opts.root)
-    if paths.exists():
-        raise ConfigError(f"study {space.name!r} already exists in {paths.dir}: continue it with "
-                          f"`kd-study resume {space.name}` or choose another name (--name)")
+    paths = check_new_study(space.name, opts.root)
+    check_ray_address(opts.ray_address)
     tracking_uri = tracking.resolve_tracking_uri(opts.tracking_uri)
     tracking.check_tracking(tracking_uri)
     storage_url = _optuna_storage_url(opts, paths)
@@ -436,17 +442,17 @@ def run_study(space_path: str | Path, opts: StudyOptions, *, overrides: dict[str
         _check_optuna_storage(storage_url, space.name, fresh=True)
     space = _absolute(space)
 
-    paths.dir.mkdir(parents=True, exist_ok=True)
-    parent_run_id = None
-    try:
-        shutil.copyfile(space_path, paths.space_copy)
-        paths.space_resolved.write_text(dump_space(space))
-        state = paths.update_state(name=space.name, status="preparing", tracking_uri=tracking_uri,
-                                   optuna_storage=storage_url, experiment=opts.experiment or space.name,
-                                   space_source=str(Path(space_path).resolve()), log_models=opts.log_models,
-                                   num_samples=space.num_samples, metrics=space.metrics, modes=space.modes)
-        with _RaySession(opts.ray_address, opts.num_cpus) as ray:
-            max_concurrent = _concurrency(space, ray, remote=bool(opts.ray_address), say=opts.say)
+    with _RaySession(opts.ray_address, opts.num_cpus) as ray:   # an unreachable cluster fails here
+        max_concurrent = _concurrency(space, ray, remote=bool(opts.ray_address), say=opts.say)
+        paths.dir.mkdir(parents=True, exist_ok=True)
+        parent_run_id = None
+        try:
+            shutil.copyfile(space_path, paths.space_copy)
+            paths.space_resolved.write_text(dump_space(space))
+            state = paths.update_state(name=space.name, status="preparing", tracking_uri=tracking_uri,
+                                       optuna_storage=storage_url, experiment=opts.experiment or space.name,
+                                       space_source=str(Path(space_path).resolve()), log_models=opts.log_models,
+                                       num_samples=space.num_samples, metrics=space.metrics, modes=space.modes)
             assets = _prepare_assets(space, paths, opts.say)
             experiment_id, parent_run_id = tracking.start_parent_run(
                 tracking_uri, state["experiment"], space.name,
@@ -457,25 +463,22 @@ def run_study(space_path: str | Path, opts: StudyOptions, *, overrides: dict[str
                       **{f"kd_study.asset.{k}": v for k, v in assets["keys"].items()}},
                 artifacts=[paths.space_copy, paths.space_resolved, paths.assets],
             )
-            paths.update_state(status="running", experiment_id=experiment_id, parent_run_id=parent_run_id)
-            opts.say(f"kd-study: study {space.name}: {space.num_samples} trials, MLflow {tracking_uri} "
-                     f"(experiment {state['experiment']!r}, parent run {parent_run_id})")
-            tuner = _new_tuner(space, paths, assets, opts, max_concurrent, tracking_uri, experiment_id,
-                               parent_run_id, storage_url)
-            return _fit_and_finish(tuner, space, paths, opts, tracking_uri, parent_run_id, storage_url)
-    except BaseException:
-        if parent_run_id is None:  # nothing ran: leave no half-made study behind (fix the input, run again)
-            shutil.rmtree(paths.dir, ignore_errors=True)
-        raise
+        except BaseException:
+            if parent_run_id is None:  # nothing ran: leave no half-made study behind (fix the input, run again)
+                shutil.rmtree(paths.dir, ignore_errors=True)
+            raise
+        paths.update_state(status="running", experiment_id=experiment_id, parent_run_id=parent_run_id)
+        opts.say(f"kd-study: study {space.name}: {space.num_samples} trials, MLflow {tracking_uri} "
+                 f"(experiment {state['experiment']!r}, parent run {parent_run_id})")
+        tuner = _new_tuner(space, paths, assets, opts, max_concurrent, tracking_uri, experiment_id,
+                           parent_run_id, storage_url)
+        return _fit_and_finish(tuner, space, paths, opts, tracking_uri, parent_run_id, storage_url)
 
 
 def resume_study(name: str, opts: StudyOptions) -> StudyOutcome:
     """`kd-study resume NAME`: restore the Tune experiment (finished trials kept, unfinished and errored re-run)."""
-    paths = StudyPaths.of(name, opts.root)
-    if not paths.exists():
-        studies = sorted(d.name for d in paths.root.iterdir() if (d / "study.json").is_file()) if paths.root.is_dir() else []
-        raise ConfigError(f"no study named {name!r} in {paths.root}"
-                          + (f" (studies there: {', '.join(studies)})" if studies else ""))
+    paths = check_existing_study(name, opts.root)
+    check_ray_address(opts.ray_address)
     state = paths.read_state()
     tracking_uri = state["tracking_uri"]
     if opts.tracking_uri and tracking.resolve_tracking_uri(opts.tracking_uri) != tracking_uri:
@@ -483,7 +486,7 @@ def resume_study(name: str, opts: StudyOptions) -> StudyOutcome:
     tracking.check_tracking(tracking_uri)
     space = load_space(paths.space_resolved)
     storage_url = state.get("optuna_storage") or _optuna_storage_url(opts, paths)
-    opts.log_models = opts.log_models or bool(state.get("log_models"))
+    opts.log_models = bool(state.get("log_models"))
     with _RaySession(opts.ray_address, opts.num_cpus) as ray:
         assets = _prepare_assets(space, paths, opts.say)
         experiment_id = state.get("experiment_id")
@@ -516,8 +519,6 @@ def resume_study(name: str, opts: StudyOptions) -> StudyOutcome:
 
 
 def _delete_optuna_study(url: str, name: str) -> None:
-    import optuna
-
     try:
         optuna.delete_study(study_name=name, storage=url)
     except KeyError:
@@ -612,6 +613,12 @@ def _outcome(space: SearchSpace, paths: StudyPaths, grid, storage_url: str) -> S
             outcome.unfinished.append(trial.trial_id)
             row["status"] = "INTERRUPTED"
         outcome.rows.append(row)
+    if len(space.metrics) > 1:
+        try:
+            front = optuna.load_study(study_name=space.name, storage=storage_url).best_trials
+            outcome.pareto = [t.user_attrs["ray_trial_id"] for t in front if "ray_trial_id" in t.user_attrs]
+        except Exception:  # noqa: BLE001 - informative only
+            outcome.pareto = []
     done = [r for r in outcome.rows if r["status"] == "FINISHED" and r.get(space.metrics[0]) is not None]
     if done:
         sign = 1 if space.modes[0] == "max" else -1
@@ -677,6 +684,7 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
                              f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs (resources.*)")
         opts.say(f"kd-study: preparing shared assets in {cfg.cache_dir} ...")
         assets = prepare_assets(cfg, progress=True)
+        opts.say(_assets_line(assets.stats))
         smallest = assets.stats.get("pool_size_min")
         if smallest is not None and cfg.sampler.on_small_pool == "error" and cfg.sampler.k > smallest:
             raise ConfigError(f"{config_path}: sampler.k: K={cfg.sampler.k} is larger than the smallest candidate "
@@ -685,8 +693,3 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
         return cfg, run_trial(cfg, assets, storage_path=cfg.output_dir, name=cfg.name)
 
 
-def study_state(name: str, root: str | None) -> dict[str, Any]:
-    paths = StudyPaths.of(name, root)
-    if not paths.exists():
-        raise ConfigError(f"no study named {name!r} in {paths.root}")
-    return {**paths.read_state(), "dir": str(paths.dir)}

@@ -280,6 +280,9 @@ class SearchSpace:
     def grid_points(self) -> list[dict[str, Scalar]]:
         """Every point of the grid (grid mode), in file order, each exactly once."""
         if self._grid is None:
+            continuous = [p.name for p in self.params if p.spec.grid_values() is None]
+            if continuous:
+                raise ConfigError(f"{self.source}: no grid: {', '.join(continuous)} have continuous ranges")
             self._grid = list(_enumerate(self, self.params, {}))
         return self._grid
 
@@ -589,21 +592,13 @@ def _validate_study(space: SearchSpace) -> None:
                           f"{len(study.points_to_evaluate)} points_to_evaluate")
 
 
-def flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping → dotted keys; lists stay values (MLflow logs them as JSON)."""
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, f"{dotted}."))
-        else:
-            out[dotted] = value
-    return out
-
-
 def dump_space(space: SearchSpace) -> str:
-    """The space as YAML, with the base resolved inline (what a study folder keeps)."""
+    """The space as YAML with its base resolved inline (fixed values included, re-applying them is a no-op).
+
+    This is what a study folder keeps and `resume` reads: it does not depend on the original file,
+    the base file it named, or the command-line overrides, any of which may change after the run.
+    """
     raw = dict(space.raw)
     raw["base"] = space.base.model_dump(mode="json")
-    raw["fixed"] = {}
-    return yaml.safe_dump(raw, sort_keys=False)
+    raw["fixed"] = dict(space.fixed)
+    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)

@@ -14,7 +14,9 @@ The contract other tools read (study/report.py, study/export.py, the MLflow UI):
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import time
@@ -73,13 +75,26 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"MLflow tracking store {uri}: folder {path.parent} does not exist")
     for attempt in range(3):
         try:
-            client(uri).search_experiments(max_results=1)
+            with _quiet_store_setup():
+                client(uri).search_experiments(max_results=1)
             return
         except Exception as error:  # noqa: BLE001 - any store failure is reported as one line
             # Two processes creating one new sqlite store race on its tables: try again.
             if attempt == 2 or not uri.startswith("sqlite:"):
                 raise TrackingError(f"MLflow tracking store {uri} is not usable: {_first_line(error)}") from None
             time.sleep(1 + attempt)
+
+
+@contextlib.contextmanager
+def _quiet_store_setup():
+    """MLflow announces creating/upgrading a sqlite store's tables on INFO: not news for a CLI user."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def client(uri: str):

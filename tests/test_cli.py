@@ -102,6 +102,14 @@ def test_unreachable_tracking_server_fails_fast(tmp_path):
     assert not (tmp_path / "studies").exists()   # nothing prepared, no trial started
 
 
+def test_unreachable_ray_cluster_fails_fast(tmp_path):
+    result = kd_study("--ray-address", "127.0.0.1:9", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                      "--root", str(tmp_path / "studies"), "run", str(space_file(tmp_path)), cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert "cannot reach the Ray cluster at 127.0.0.1:9" in one_error_line(result.stderr)
+    assert not (tmp_path / "studies").exists()
+
+
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     assert main(["--root", str(tmp_path / "studies"), "run", str(SPACES / "wkl_paper.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out

@@ -8,7 +8,7 @@ import optuna
 import pytest
 import yaml
 
-from study.space import load_space
+from study.space import dump_space, load_space
 from trainables.config import ConfigError, TrialConfig
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -90,6 +90,18 @@ def test_full_space_is_joint_tpe_with_conditional_wkl_params():
     assert ask(space, loss__name="kl").keys().isdisjoint({"loss.gamma1", "loss.alpha", "loss.nll_weight"})
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_resolved_copy_reloads_to_the_same_space(tmp_path, name):
+    """`resume` reads the study folder's resolved copy, never the (editable) original."""
+    space = load_space(SPACES / f"{name}.yaml", overrides={"study.name": "copy"}, pin={"seed": 3})
+    copy = tmp_path / "space.resolved.yaml"
+    copy.write_text(dump_space(space))
+    again = load_space(copy)
+    assert again.base == space.base and again.base.seed == 3 and again.name == "copy"
+    assert again.param_names == space.param_names and again.initial_points() == space.initial_points()
+    assert again.num_samples == space.num_samples and again.metrics == space.metrics
+
+
 # ---- define-by-run and conditionals ----------------------------------------------------------------
 def test_gamma1_and_alpha_are_asked_only_for_wkl(tmp_path):
     space = load_space(write_space(tmp_path))
@@ -158,6 +170,13 @@ def test_default_metric_and_multi_objective(tmp_path):
 def test_cli_style_overrides_replace_study_settings(tmp_path):
     space = load_space(write_space(tmp_path), overrides={"study.name": "other", "study.num_samples": 3})
     assert space.name == "other" and space.num_samples == 3
+
+
+def test_pinning_a_searched_field_stops_searching_it(tmp_path):
+    space = load_space(write_space(tmp_path), pin={"loss.name": "wkl", "optim.epochs": 2})
+    assert "loss.name" not in space.param_names and space.base.loss.name == "wkl"
+    assert {"loss.gamma1", "loss.alpha"} <= set(ask(space))          # their condition now always holds
+    assert space.base.optim.epochs == 2
 
 
 # ---- bad inputs: one line naming the file and the key ----------------------------------------------

@@ -96,7 +96,7 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, shared_data):
               {"loss.name": "wkl", "loss.gamma1": 2.0, "sampler.name": "stratified"}]
     space = write_space(workdir, shared_data, "tiny-tpe", {"algorithm": "tpe", "num_samples": 2,
                                                            "points_to_evaluate": points}, search)
-    result = run_cli(workdir, "run", str(space), "--quiet")
+    result = run_cli(workdir, "run", str(space), "--quiet", "--log-models")
     assert result.returncode == 0, result.stderr[-2000:]
 
     client, parents, trials = study_runs(workdir, "tiny-tpe")
@@ -121,7 +121,7 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, shared_data):
         assert {"optim.lr", "data.pool_depth", "eval.top_k", "resources.num_workers"} <= set(params)
 
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"trial_config.yaml", "per_query.json"} <= artifacts
+        assert {"trial_config.yaml", "per_query.json", "student"} <= artifacts      # --log-models
         folder = Path(client.download_artifacts(run.info.run_id, "", str(workdir / "dl" / run.info.run_id)))
         cfg = TrialConfig.from_yaml(folder / "trial_config.yaml")
         assert cfg.loss.name == params["loss.name"] and cfg.loss.gamma1 == float(params["loss.gamma1"])
@@ -137,6 +137,19 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, shared_data):
 
     study = optuna.load_study(study_name="tiny-tpe", storage=f"sqlite:///{study_dir / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+
+
+@pytest.mark.slow
+def test_train_reruns_the_exported_best_config(workdir):
+    """`kd-study train best.yaml` outside Tune: the study's best trial config, re-run as is."""
+    best = workdir / "studies" / "tiny-tpe" / "best.yaml"
+    if not best.is_file():
+        pytest.skip("needs the study of test_study_logs_one_parent_and_a_nested_run_per_trial")
+    result = run_cli(workdir, "train", str(best), "--name", "best-again", "--output-dir", str(workdir / "runs"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Dev MRR@10" in result.stdout and "BEIR nDCG@10 (avg)" in result.stdout
+    assert "training queries, cache hit)" in result.stderr      # the study's shared assets, reused
+    assert (workdir / "runs" / "best-again" / "trial_config.yaml").is_file()
 
 
 @pytest.mark.slow
@@ -256,6 +269,20 @@ def test_searcher_tolerates_results_without_the_metric_and_marks_pruned(tmp_path
     search.on_trial_complete("a", {"step": 2, "dev_mrr_at_10": 0.2})            # stopped: no final report
     trial = search._ot_study.trials[0]
     assert trial.state.name == "PRUNED" and trial.intermediate_values == {2: 0.2}
+
+
+def test_a_retried_errored_trial_records_its_result(tmp_path):
+    """`kd-study resume` retries errored trials (resume_errored): the success reaches Optuna."""
+    from study.runner import FINAL_METRIC_MARKER, build_search
+
+    limiter = build_search(grid_space(tmp_path), f"sqlite:///{tmp_path / 'o.db'}", max_concurrent=1)
+    params = limiter.suggest("a")
+    limiter.on_trial_complete("a", None, error=True)                             # the first attempt crashed
+    assert limiter.suggest("b") is not None                                      # its slot is free again
+    limiter.on_trial_complete("a", {"dev_mrr_at_10": 0.7, FINAL_METRIC_MARKER: 0.1})  # the retry finished
+    trials = [t for t in limiter.searcher._ot_study.trials if t.state.name != "WAITING"]   # grid points left
+    assert [t.state.name for t in trials] == ["FAIL", "RUNNING", "COMPLETE"]
+    assert trials[2].params == params and trials[2].value == 0.7 and trials[2].user_attrs["retry_of"] == 0
 
 
 class FakeTrial:

@@ -1,0 +1,44 @@
+"""Cheap checks that run before anything heavy is imported or started, so bad inputs fail in seconds."""
+from __future__ import annotations
+
+import socket
+
+from trainables.config import ConfigError
+
+from study.paths import StudyPaths
+
+
+class UnreachableError(RuntimeError):
+    """A service the study needs (the Ray cluster) does not answer; the message is one line."""
+
+
+def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
+    """A `host:port` (or `ray://host:port`) that accepts no connection fails now: ray.init would retry for minutes."""
+    if not address:
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # "auto", "local" or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise UnreachableError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
+
+
+def check_new_study(name: str, root: str | None) -> StudyPaths:
+    paths = StudyPaths.of(name, root)
+    if paths.exists():
+        raise ConfigError(f"study {name!r} already exists in {paths.dir}: continue it with "
+                          f"`kd-study resume {name}` or choose another name (--name)")
+    return paths
+
+
+def check_existing_study(name: str, root: str | None) -> StudyPaths:
+    paths = StudyPaths.of(name, root)
+    if not paths.exists():
+        studies = sorted(d.name for d in paths.root.iterdir() if (d / "study.json").is_file()) \
+            if paths.root.is_dir() else []
+        raise ConfigError(f"no study named {name!r} in {paths.root}"
+                          + (f" (studies there: {', '.join(studies)})" if studies else ""))
+    return paths
