@@ -27,6 +27,7 @@ import torch
 
 from trainables.candidates import Pools, TrainQuery, build_pools
 from trainables.config import ModelConfig, TrialConfig
+from trainables.data import training_queries as data_training_queries
 from trainables.data.types import RetrievalData
 from trainables.models import PACKAGED_MINILM, PACKAGED_MPNET
 from trainables.student import BiEncoder
@@ -138,11 +139,8 @@ def training_queries(data: RetrievalData, max_train_queries: int | None = None, 
 
     With `max_train_queries`, a seeded subset (kept in query order).
     """
-    queries = [(qid, text, data.positives(qid)) for qid, text in data.queries.items()]
-    with_positives = [q for q in queries if q[2]]
-    dropped = len(queries) - len(with_positives)
-    if dropped:
-        log.info("%s: %d queries without a positive are not used for training", data.name, dropped)
+    with_positives = data_training_queries(data)  # logs the skipped queries
+    dropped = len(data.queries) - len(with_positives)
     if max_train_queries is not None and max_train_queries < len(with_positives):
         chosen = np.random.default_rng(seed).choice(len(with_positives), size=max_train_queries, replace=False)
         with_positives = [with_positives[i] for i in sorted(chosen)]
