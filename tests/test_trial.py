@@ -5,7 +5,6 @@ Small on purpose (2 shared CPU cores): a tiny random BERT student, 32 SciFact tr
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def assets(shared_data, tmp_path_factory):
 
 def test_trial_distils_and_reports_final_metrics(ray_local, shared_data, assets, tmp_path):
     cache_dir, prepared = assets
-    cfg = trial_config(shared_data, cache_dir)
+    cfg = trial_config(shared_data, cache_dir, **{"eval.every_steps": 8})
     started = time.perf_counter()
     result = run_trial(cfg, prepared, storage_path=str(tmp_path / "runs"), name="distil")
     elapsed = time.perf_counter() - started
@@ -66,6 +65,8 @@ def test_trial_distils_and_reports_final_metrics(ray_local, shared_data, assets,
     for record in log:
         assert record["train/queries_per_s"] > 0
         assert record["train/sampled_score_variance"] > 0
+    # Intermediate evaluations (what a pruning scheduler reads) at eval.every_steps only.
+    assert [r["step"] for r in log if EVAL_KEYS[0] in r] == [8, 16]
 
     metrics = result.metrics
     assert metrics["step"] == 20 and metrics["train/loss_final"] == pytest.approx(losses[-1])
