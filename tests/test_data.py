@@ -237,6 +237,22 @@ def test_subset_keeps_every_judged_doc_and_is_seed_deterministic(shared_data):
     assert len(subset(data, 0, seed=0).corpus) == len(judged)
 
 
+def test_holdout_splits_a_training_split_into_disjoint_train_and_validation_queries(shared_data):
+    root = shared_data / "scifact"
+    held = load_data(DatasetRef(id=f"beir:{root}", split="train", holdout=100, part="holdout"))
+    rest = load_data(DatasetRef(id=f"beir:{root}", split="train", holdout=100))
+    full = load_data(DatasetRef(id=f"beir:{root}", split="train"))
+    assert len(held.queries) == 100 and all(held.positives(q) for q in held.queries)
+    assert not set(held.queries) & set(rest.queries)
+    assert set(held.queries) | set(rest.queries) == set(full.queries)
+    assert set(held.qrels) <= set(held.queries) and set(rest.qrels) <= set(rest.queries)
+    again = load_data(DatasetRef(id=f"beir:{root}", split="train", holdout=100, part="holdout"))
+    assert again.queries == held.queries and again.fingerprint == held.fingerprint
+    assert len({held.fingerprint, rest.fingerprint, full.fingerprint}) == 3
+    with pytest.raises(ValueError, match="leaves no query to train on"):
+        load_data(DatasetRef(id=f"beir:{root}", split="train", holdout=10_000, part="holdout"))
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(0, 300), k=st.integers(0, 50), seed=st.integers(0, 2**32))
 def test_reservoir_sample_draws_k_distinct_items_of_the_stream(n, k, seed):

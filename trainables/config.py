@@ -31,6 +31,10 @@ class DatasetRef(_Strict):
     id: str
     split: str = "test"
     name: str | None = Field(None, description="label in metric keys; derived from the id when absent")
+    holdout: int | None = Field(
+        None, ge=1, description="split the queries: N seeded queries with a positive are held out (for validation)")
+    part: Literal["rest", "holdout"] = Field(
+        "rest", description="with `holdout`: keep the other queries (train on them) or only the held-out ones")
 
     @field_validator("id")
     @classmethod

@@ -5,11 +5,11 @@ import logging
 
 from trainables.config import DatasetRef
 from trainables.data.runfile import read_run_file
-from trainables.data.subset import subset
+from trainables.data.subset import hold_out, subset
 from trainables.data.types import Corpus, DataError, DictCorpus, RetrievalData
 
-__all__ = ["Corpus", "DataError", "DictCorpus", "RetrievalData", "load_data", "read_run_file", "subset",
-           "training_queries"]
+__all__ = ["Corpus", "DataError", "DictCorpus", "RetrievalData", "hold_out", "load_data", "read_run_file",
+           "subset", "training_queries"]
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,16 @@ VALID_IDS = "'quickstart', 'quickstart-numpy', 'beir:<folder>' or 'irds:<ir_data
 def load_data(ref: DatasetRef | str, split: str | None = None) -> RetrievalData:
     """The collection `ref` names, for `split` (the argument, else the ref's split, else "test").
 
-    `irds:` ids carry their split inside the id; `split` is ignored for them.
+    `irds:` ids carry their split inside the id; `split` is ignored for them. A ref with `holdout`
+    yields only its held-out queries (`part: holdout`) or all the others (`part: rest`).
     """
+    data = _load_source(ref, split)
+    if isinstance(ref, DatasetRef) and ref.holdout is not None:
+        data = hold_out(data, ref.holdout, ref.part)
+    return data
+
+
+def _load_source(ref: DatasetRef | str, split: str | None) -> RetrievalData:
     if isinstance(ref, DatasetRef):
         source_id, split, label = ref.id, split or ref.split, ref.label
     else:

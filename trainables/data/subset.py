@@ -57,6 +57,30 @@ def subset(data: RetrievalData, n_distractors: int, seed: int) -> RetrievalData:
                          fingerprint=fingerprint, skipped=skipped)
 
 
+HOLDOUT_SEED = 20261123  # fixed: every trial and study sees the same validation queries
+
+
+def hold_out(data: RetrievalData, n_queries: int, part: str) -> RetrievalData:
+    """`data` restricted to N seeded queries with a positive (`part="holdout"`) or to all the others ("rest").
+
+    The draw depends only on the sorted query ids and N, so a training split and its validation
+    hold-out never share a query, whatever trial or process builds them.
+    """
+    if part not in ("holdout", "rest"):
+        raise ValueError(f"part must be 'holdout' or 'rest', got {part!r}")
+    candidates = sorted(qid for qid in data.queries if any(g >= 1 for g in data.qrels.get(qid, {}).values()))
+    if n_queries >= len(candidates):
+        raise ValueError(f"{data.name}: holdout={n_queries} leaves no query to train on "
+                         f"({len(candidates)} queries have a positive)")
+    held = set(random.Random(HOLDOUT_SEED).sample(candidates, n_queries))
+    keep = held if part == "holdout" else set(data.queries) - held
+    queries = {qid: text for qid, text in data.queries.items() if qid in keep}
+    qrels = {qid: graded for qid, graded in data.qrels.items() if qid in keep}
+    fingerprint = hashlib.sha256(json.dumps([data.fingerprint, "holdout", n_queries, part]).encode()).hexdigest()
+    return RetrievalData(name=f"{data.name}-{part}{n_queries}", corpus=data.corpus, queries=queries, qrels=qrels,
+                         fingerprint=fingerprint, skipped=dict(data.skipped))
+
+
 def reservoir_sample(items: Iterable[tuple[str, str]], k: int, rng: random.Random) -> list[tuple[int, str, str]]:
     """k items drawn uniformly from a stream of unknown length: (position, *item), Algorithm L.
 
