@@ -109,7 +109,10 @@ name continues from its last checkpoint (a finished run re-reports its metrics).
 Build the report of study NAME from the MLflow store: sensitivity tables (γ1 × α, sampler × K),
 paired per-query t-tests against the best cell, heatmaps and trial timings; print the tables and
 write them to kd-studies/NAME/report/ (or --out).""")
-    report.add_argument("name", metavar="NAME")
+    report.add_argument("name", metavar="NAME", nargs="?", help="study (omit with --document)")
+    report.add_argument("--document", metavar="SPEC.yaml",
+                        help="write a results document over several studies instead (e.g. docs/results.yaml: "
+                             "studies, metrics, grid-vs-search comparisons, bench tables, discussion)")
     report.add_argument("--metric", help="metric of the tables (default: the study's)")
     report.add_argument("-o", "--out", metavar="DIR", help="output folder (default: kd-studies/NAME/report)")
     report.set_defaults(func=cmd_report)
@@ -221,6 +224,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         from study.report import print_report, report_study
     except ImportError as error:
         raise _Unavailable(f"study.report is not available ({error})") from None
+    if args.document:
+        from study.document import write_document
+
+        path = write_document(args.document, _tracking_uri(args, {}), getattr(args, "root", None))
+        print(f"document: {path}")
+        return 0
+    if not args.name:
+        raise ValueError("kd-study report: give a study NAME or --document SPEC.yaml")
     name = args.name
     state = _state_or_empty(name, args)
     tracking_uri = _tracking_uri(args, state)
@@ -312,9 +323,10 @@ def _metric_rows(metrics: dict[str, Any]) -> list[list[str]]:
     for prefix, label in HEADLINE_LABELS:
         for key in sorted(k for k in numbers if k.startswith(prefix)):
             rows.append([label + key[len(prefix):].replace("_", " "), f"{numbers[key]:.4f}"])
-    for key in sorted(k for k in numbers if k.startswith("beir/") and "/ndcg_at_10" in k):
-        rows.append([f"  BEIR {key.split('/')[1]} nDCG@10" + key.split("ndcg_at_10")[1].replace("_", " "),
-                     f"{numbers[key]:.4f}"])
+    for measure, label in (("ndcg_at_10", "nDCG@10"), ("mrr_at_10", "RR@10")):
+        for key in sorted(k for k in numbers if k.startswith("beir/") and f"/{measure}" in k):
+            rows.append([f"  BEIR {key.split('/')[1]} {label}" + key.split(measure)[1].replace("_", " "),
+                         f"{numbers[key]:.4f}"])
     for key in sorted(k for k in numbers if "_ndcg_at_10" in k and not k.startswith(("dev_", "beir"))):
         rows.append([key.replace("_ndcg_at_10", " nDCG@10").replace("_", " "), f"{numbers[key]:.4f}"])
     return rows

@@ -313,7 +313,7 @@ def expected_metric_keys(cfg: TrialConfig) -> list[str]:
     if cfg.eval.dev is not None:
         keys += [f"dev_{m}{suffix}" for m in ("mrr_at_10", "ndcg_at_10", "recall_at_1000")]
     for ref in cfg.eval.beir:
-        keys.append(f"beir/{ref.label}/ndcg_at_10{suffix}")
+        keys += [f"beir/{ref.label}/{m}{suffix}" for m in ("ndcg_at_10", "mrr_at_10")]
     if cfg.eval.beir:
         keys.append(f"beir_ndcg_at_10_avg{suffix}")
     for ref in cfg.eval.dl:

@@ -97,7 +97,8 @@ def test_metric_keys_follow_the_contract_and_carry_the_subset_suffix():
                 dl=[{"id": "beir:data/msmarco_dl19_subset", "name": "dl19"}])
     full = [k for s in eval_sets(EvalConfig(**refs)) for k in s.measures]
     assert full == ["dev_mrr_at_10", "dev_ndcg_at_10", "dev_recall_at_1000",
-                    "beir/scifact/ndcg_at_10", "beir/nfcorpus/ndcg_at_10",
+                    "beir/scifact/ndcg_at_10", "beir/scifact/mrr_at_10",
+                    "beir/nfcorpus/ndcg_at_10", "beir/nfcorpus/mrr_at_10",
                     "dl19_ndcg_at_10", "dl19_mrr_at_10", "dl19_recall_at_1000"]
     subset = [k for s in eval_sets(EvalConfig(**refs, subset_distractors=7)) for k in s.measures]
     assert subset == [f"{k}_subset7" for k in full]
@@ -130,7 +131,7 @@ def full_result(tiny_student, scifact_ci) -> EvalResult:
 def test_evaluate_student_on_scifact_ci_gives_unit_interval_metrics_and_per_query_scores(full_result, scifact_ci):
     metrics, per_query = full_result.metrics, full_result.per_query
     assert set(metrics) == {"dev_mrr_at_10", "dev_ndcg_at_10", "dev_recall_at_1000",
-                            "beir/scifact_ci/ndcg_at_10", "beir_ndcg_at_10_avg"}
+                            "beir/scifact_ci/ndcg_at_10", "beir/scifact_ci/mrr_at_10", "beir_ndcg_at_10_avg"}
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in metrics.values())
     assert metrics["beir_ndcg_at_10_avg"] == metrics["beir/scifact_ci/ndcg_at_10"] == metrics["dev_ndcg_at_10"]
     judged = set(load_data(scifact_ci).qrels)

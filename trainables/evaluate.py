@@ -5,7 +5,8 @@ Metrics follow science.md §3 and are all computed by `ir_measures` (trec_eval s
 | set            | metric key (+ `eval_cfg.metric_suffix` in subset mode) | measure                 |
 |----------------|---------------------------------------------------------|-------------------------|
 | `eval.dev`     | `dev_mrr_at_10`, `dev_ndcg_at_10`, `dev_recall_at_1000` | RR@10, nDCG@10, R@1000  |
-| `eval.beir[i]` | `beir/<label>/ndcg_at_10`; `beir_ndcg_at_10_avg`        | nDCG@10; mean over sets |
+| `eval.beir[i]` | `beir/<label>/ndcg_at_10`, `beir/<label>/mrr_at_10`;    | nDCG@10, RR@10;         |
+|                | `beir_ndcg_at_10_avg`                                   | mean nDCG@10 over sets  |
 | `eval.dl[i]`   | `<label>_ndcg_at_10`, `<label>_mrr_at_10`,              | nDCG@10 (graded gains), |
 |                | `<label>_recall_at_1000`                                | RR(rel=2)@10, R(rel=2)@1000 |
 
@@ -36,7 +37,7 @@ GatherFn = Callable[[Any], list[Any]]
 Shard = tuple[int, int, GatherFn]
 
 DEV_MEASURES = {"mrr_at_10": RR @ 10, "ndcg_at_10": nDCG @ 10, "recall_at_1000": R @ 1000}
-BEIR_MEASURES = {"ndcg_at_10": nDCG @ 10}
+BEIR_MEASURES = {"ndcg_at_10": nDCG @ 10, "mrr_at_10": RR @ 10}
 DL_MEASURES = {"ndcg_at_10": nDCG @ 10, "mrr_at_10": RR(rel=2) @ 10, "recall_at_1000": R(rel=2) @ 1000}
 
 
