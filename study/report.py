@@ -63,7 +63,9 @@ SHORT_AXIS = {"loss.gamma1": "γ1", "loss.alpha": "α", "sampler.name": "sampler
 # Contract tags that stand in for params a tracker did not log.
 TAG_FALLBACKS = {"loss.name": "loss", "sampler.name": "sampler", "sampler.k": "k"}
 MEASURE_LABELS = {"mrr_at_10": "MRR@10", "ndcg_at_10": "nDCG@10", "recall_at_1000": "R@1000"}
-META_COLUMNS = ("run_id", "trial_id", "run_name", "status", "start_time")
+META_COLUMNS = ("run_id", "trial_id", "run_name", "status", "start_time", "end_time")
+WALL_METRIC = "time/trial_wall_s"        # MLflow run start → end: the Tune trial, Ray Train start-up included
+OVERHEAD_METRIC = "time/overhead_s"      # wall − train − eval: Ray, MLflow, model loading, checkpoints
 
 
 class ReportError(LookupError):
@@ -143,13 +145,14 @@ def load_study_runs(name: str, tracking_uri: str) -> StudyRuns:
             "run_name": run.info.run_name,
             "status": run.info.status,
             "start_time": run.info.start_time,
+            "end_time": run.info.end_time,
             **params,
             # A metric named like a param keeps the `metrics.` prefix rather than overwrite it.
             **{(f"metrics.{k}" if k in params else k): v for k, v in run.data.metrics.items()},
         })
     columns = list(META_COLUMNS) + sorted(param_names) + sorted(metric_names - param_names) \
         + sorted(f"metrics.{m}" for m in metric_names & param_names)
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = _with_wall_and_overhead(pd.DataFrame(rows, columns=columns))
     for param in param_names:
         frame[param] = _coerce_column(frame[param])
     frame = frame.sort_values(["start_time", "trial_id"], kind="stable").reset_index(drop=True)
@@ -160,6 +163,18 @@ def load_study_runs(name: str, tracking_uri: str) -> StudyRuns:
     trials.attrs.update(study=name, parent_run_id=parent.info.run_id, metrics=metrics)
     return StudyRuns(name, tracking_uri, parent.info.run_id, parent.info.experiment_id, trials, excluded,
                      tuple(sorted(param_names)), metrics, tuple(notes))
+
+
+def _with_wall_and_overhead(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add each run's wall time and its overhead: what is neither training nor evaluation."""
+    if frame.empty:
+        return frame
+    wall = (frame["end_time"] - frame["start_time"]) / 1000.0
+    frame[WALL_METRIC] = wall.where(frame["end_time"].notna())
+    parts = [c for c in ("time/train_s", "time/eval_s") if c in frame.columns]
+    if parts and OVERHEAD_METRIC not in frame.columns:  # a logged overhead wins
+        frame[OVERHEAD_METRIC] = frame[WALL_METRIC] - frame[parts].sum(axis=1, min_count=len(parts))
+    return frame
 
 
 def collect_trials(name: str, tracking_uri: str) -> pd.DataFrame:
@@ -559,10 +574,10 @@ def sampler_diagnostics(df: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def _time_order(column: str) -> tuple[int, str]:
-    for i, part in enumerate(("teacher", "train", "eval", "overhead")):
+    for i, part in enumerate(("teacher", "train", "eval", "overhead", "wall")):
         if part in column[len(TIME_PREFIX):]:
             return i, column
-    return 4, column
+    return 5, column
 
 
 def trial_times(df: pd.DataFrame) -> pd.DataFrame | None:
@@ -760,7 +775,7 @@ def report_study(name: str, tracking_uri: str, out_dir: str | Path, metric: str 
 
     study, metric = report.study, report.metric
     best = report.best
-    trials_table = study.trials.drop(columns=["start_time"])
+    trials_table = study.trials.drop(columns=["start_time", "end_time"])
     trials_table.to_csv(out / "trials.csv", index=False)
     written.append(out / "trials.csv")
 
