@@ -1,0 +1,290 @@
+"""A results document over several studies: `kd-study report --document docs/results.yaml`.
+
+The spec (YAML) names the studies, the metrics to tabulate, which studies to compare as searches
+(e.g. a grid and a TPE search of the same space), the benchmark tables to include and a
+hand-written discussion file. Everything else is read from the MLflow store and the study folders,
+so re-running the command on the same store rewrites the same document.
+
+    title: SciFact evidence studies
+    output: docs/results.md              # figures go to docs/results/ (beside it)
+    regenerate: ["kd-study run ...", ...] # shown at the top, verbatim
+    studies: [scifact_sampling, scifact_wkl, scifact_wkl_tpe]
+    metrics: [dev_mrr_at_10_subset500, ...]   # tables per study and metric (first = selection metric)
+    search_comparisons: [{grid: scifact_wkl, search: scifact_wkl_tpe}]
+    performance: [bench/results/train.md, bench/results/eval.md]
+    discussion: docs/results_discussion.md
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from study.paths import StudyPaths
+from study.report import (OVERHEAD_METRIC, WALL_METRIC, ReportError, StudyRuns, build_report, frame_to_markdown,
+                          load_study_runs, metric_label, plot_heatmap, plot_importances)
+
+
+class SearchComparison(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grid: str = Field(description="study that enumerates the space")
+    search: str = Field(description="study that searches the same space with a comparable budget")
+
+
+class DocumentSpec(BaseModel):
+    """What `kd-study report --document` writes; paths are relative to the spec file's folder's parent."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str
+    output: str
+    regenerate: list[str] = Field(default_factory=list)
+    studies: list[str] = Field(min_length=1)
+    metrics: list[str] = Field(default_factory=list)
+    search_comparisons: list[SearchComparison] = Field(default_factory=list)
+    performance: list[str] = Field(default_factory=list)
+    discussion: str | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "DocumentSpec":
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise ReportError(f"{path}: cannot read the document spec ({str(error).splitlines()[0]})") from None
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "<top>"
+            raise ReportError(f"{path}: {where}: {first['msg']}") from None
+
+
+# ---- pieces ------------------------------------------------------------------------------------------
+def search_progress(df: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
+    """Best-so-far of `metric` in the order the trials started: how quickly a search reaches its best."""
+    ordered = df.dropna(subset=[metric]).sort_values(["start_time", "trial_id"], kind="stable")
+    values = ordered[metric].astype(float).reset_index(drop=True)
+    best = values.cummax() if mode == "max" else values.cummin()
+    return pd.DataFrame({"trial": np.arange(1, len(values) + 1), "value": values, "best_so_far": best})
+
+
+def budget_checkpoints(progress: pd.DataFrame, budget: int, fractions=(1 / 3, 2 / 3, 1.0)) -> list[tuple[int, float]]:
+    """(trials used, best so far) after each fraction of `budget` trials (NaN when not reached)."""
+    out = []
+    for fraction in fractions:
+        n = max(1, math.ceil(budget * fraction - 1e-9))
+        out.append((n, float(progress["best_so_far"].iloc[n - 1]) if len(progress) >= n else float("nan")))
+    return out
+
+
+def time_split(df: pd.DataFrame) -> dict[str, float]:
+    """Mean seconds per trial: train, eval, overhead, wall, and the overhead's share of the wall time."""
+    out = {}
+    for label, column in (("train", "time/train_s"), ("eval", "time/eval_s"), ("overhead", OVERHEAD_METRIC),
+                          ("wall", WALL_METRIC)):
+        out[label] = float(df[column].mean()) if column in df.columns and df[column].notna().any() else float("nan")
+    out["overhead_share"] = out["overhead"] / out["wall"] if out["wall"] else float("nan")
+    return out
+
+
+def read_assets(name: str, root: str | None) -> dict[str, Any]:
+    """The study's assets.json (shared pools and teacher scores: keys, timings, cache hits), or {}."""
+    path = StudyPaths.of(name, root).assets
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def plot_search_progress(curves: dict[str, pd.DataFrame], grid_best: float, metric: str, path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.6), dpi=130, layout="constrained")
+    ax = fig.subplots()
+    for label, progress in curves.items():
+        ax.step(progress["trial"], progress["best_so_far"], where="post", label=f"{label}: best so far")
+        ax.plot(progress["trial"], progress["value"], ".", alpha=0.35)
+    ax.axhline(grid_best, color="#d62728", linestyle="--", linewidth=1, label="grid best")
+    budget = max(len(p) for p in curves.values())
+    for fraction in (1 / 3, 2 / 3):
+        ax.axvline(budget * fraction, color="#999999", linewidth=0.8)
+    ax.set_xlabel("trials run")
+    ax.set_ylabel(metric_label(metric))
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Search progress: best so far (dots: each trial)", fontsize=11)
+    fig.savefig(path)
+    return path
+
+
+# ---- the document ------------------------------------------------------------------------------------
+@dataclass
+class _Study:
+    name: str
+    runs: StudyRuns
+    state: dict[str, Any]
+    assets: dict[str, Any]
+
+
+def write_document(spec_path: str | Path, tracking_uri: str, root: str | None = None) -> Path:
+    """Build the document the spec describes and return its path (figures in `<output stem>/`)."""
+    spec_path = Path(spec_path)
+    spec = DocumentSpec.from_yaml(spec_path)
+    base = Path.cwd()
+    output = (base / spec.output).resolve()
+    figures = output.with_suffix("")
+    figures.mkdir(parents=True, exist_ok=True)
+    rel = figures.name
+
+    studies = []
+    for name in spec.studies:
+        paths = StudyPaths.of(name, root)
+        state = paths.read_state() if paths.exists() else {}
+        studies.append(_Study(name, load_study_runs(name, tracking_uri), state, read_assets(name, root)))
+
+    header = (f"Generated by `kd-study report --document {spec_path.as_posix()}` on {_dt.date.today().isoformat()} "
+              f"from the MLflow store `{tracking_uri}`; do not edit by hand")
+    header += f" (the discussion is written in `{spec.discussion}`)." if spec.discussion else "."
+    md = [f"# {spec.title}", "", header, ""]
+    if spec.regenerate:
+        md += ["## Regenerate", "", "```bash", *spec.regenerate, "```", ""]
+
+    md += _contents(studies, spec)
+    if spec.discussion:
+        text = (base / spec.discussion).read_text().strip()
+        md += [text, ""]
+
+    for comparison in spec.search_comparisons:
+        md += _comparison_section(comparison, {s.name: s for s in studies}, spec, figures, rel)
+
+    for study in studies:
+        md += _study_section(study, spec, tracking_uri, figures, rel)
+
+    md += _timing_section(studies)
+    if spec.performance:
+        md += ["## Performance (bench/)", ""]
+        for bench in spec.performance:
+            path = base / bench
+            body = path.read_text().strip() if path.is_file() else f"_{bench} is missing: run the benchmark._"
+            md += [f"### `{bench}`", "", body, ""]
+
+    output.write_text("\n".join(md).rstrip() + "\n")
+    return output
+
+
+def _contents(studies: list[_Study], spec: DocumentSpec) -> list[str]:
+    lines = ["## Studies", "", "| study | trials finished | excluded | selection metric | best |", "|---|---|---|---|---|"]
+    for study in studies:
+        df = study.runs.trials
+        metric = _selection_metric(study, spec, df)
+        best = df[metric].max() if metric in df.columns else float("nan")
+        lines.append(f"| {study.name} | {len(df)} | {len(study.runs.excluded)} | {metric_label(metric)} | {best:.4f} |")
+    return lines + [""]
+
+
+def _selection_metric(study: _Study, spec: DocumentSpec, df: pd.DataFrame) -> str:
+    candidates = list(study.state.get("metrics") or []) + spec.metrics
+    for metric in candidates:
+        if metric in df.columns:
+            return metric
+    raise ReportError(f"study {study.name!r}: none of the metrics {candidates} was logged")
+
+
+def _study_section(study: _Study, spec: DocumentSpec, tracking_uri: str, figures: Path, rel: str) -> list[str]:
+    df = study.runs.trials
+    md = [f"## Study `{study.name}`", ""]
+    if df.empty:
+        return md + ["No finished trials.", ""]
+    metrics = [m for m in (spec.metrics or [_selection_metric(study, spec, df)]) if m in df.columns]
+    storage = study.state.get("optuna_storage")
+    first = True
+    for metric in metrics:
+        report = build_report(study.name, tracking_uri, metric, storage if first else None)
+        if first:
+            best = report.best
+            md += [f"{len(df)} finished trials; best by {metric_label(metric)}: `{best['trial_id']}` = "
+                   f"{best[metric]:.4f}.", ""]
+            md += [f"- {n}" for n in report.notes] + ([""] if report.notes else [])
+        for slug, table in report.tables.items():
+            stem = f"{study.name}_{slug}_{_slug(metric)}"
+            plot_heatmap(table, figures / f"{stem}.png")
+            md += [f"### {table.title}", "", f"![{table.title}]({rel}/{stem}.png)", "", table.to_markdown(), "",
+                   table.legend(), *[f"- {n}" for n in table.notes], ""]
+        if first:
+            if report.importances is not None:
+                plot_importances(report.importances, figures / f"{study.name}_importances.png", study.name)
+                md += ["### Parameter importances (Optuna, selection metric)", "",
+                       f"![importances]({rel}/{study.name}_importances.png)", "",
+                       frame_to_markdown(report.importances), ""]
+            elif report.importance_notes:
+                md += ["### Parameter importances", "", *[f"- {n}" for n in report.importance_notes], ""]
+            if report.sampler_diagnostics is not None:
+                md += ["### Sampled teacher scores per sampler", "",
+                       "Mean over trials of the per-query variance and entropy of the K sampled teacher scores.", "",
+                       frame_to_markdown(report.sampler_diagnostics), ""]
+        first = False
+    return md
+
+
+def _comparison_section(comparison: SearchComparison, studies: dict[str, _Study], spec: DocumentSpec,
+                        figures: Path, rel: str) -> list[str]:
+    grid, search = studies.get(comparison.grid), studies.get(comparison.search)
+    if grid is None or search is None:
+        raise ReportError(f"search_comparisons: {comparison.grid!r} and {comparison.search!r} must be in studies")
+    metric = _selection_metric(grid, spec, grid.runs.trials)
+    budget = len(grid.runs.trials)
+    curves = {comparison.grid: search_progress(grid.runs.trials, metric),
+              comparison.search: search_progress(search.runs.trials, metric)}
+    grid_best = float(grid.runs.trials[metric].max())
+    stem = f"search_{comparison.grid}_vs_{comparison.search}"
+    plot_search_progress(curves, grid_best, metric, figures / f"{stem}.png")
+    rows = []
+    for label, progress in curves.items():
+        marks = budget_checkpoints(progress, budget)
+        reached = progress.index[progress["best_so_far"] >= grid_best - 1e-12]
+        first = int(progress["trial"].iloc[reached[0]]) if len(reached) else None
+        rows.append({"study": label, "trials run": len(progress),
+                     **{f"best after {n} trials": value for n, value in marks},
+                     "trials to reach the grid's best": first if first is not None else "not reached"})
+    return [f"## Grid vs search: `{comparison.grid}` vs `{comparison.search}`", "",
+            f"Best {metric_label(metric)} so far after each third of the grid's budget ({budget} trials); "
+            f"the grid's best is {grid_best:.4f}. The grid runs its points in a fixed order, so its curve "
+            "is only a reference.", "",
+            frame_to_markdown(pd.DataFrame(rows)), "", f"![search progress]({rel}/{stem}.png)", ""]
+
+
+def _timing_section(studies: list[_Study]) -> list[str]:
+    rows, asset_rows = [], []
+    for study in studies:
+        split = time_split(study.runs.trials)
+        rows.append({"study": study.name, "trials": len(study.runs.trials), "train s": split["train"],
+                     "eval s": split["eval"], "overhead s": split["overhead"], "wall s": split["wall"],
+                     "overhead share": split["overhead_share"]})
+        stats = study.assets.get("stats", {})
+        if stats:
+            asset_rows.append({"study": study.name, "pools s": stats.get("pools_seconds"),
+                               "pools cache": stats.get("pool_cache_status"),
+                               "teacher s": stats.get("teacher_seconds"),
+                               "teacher cache": stats.get("teacher_cache_status"),
+                               "teacher pairs scored": stats.get("teacher_pairs_scored")})
+    md = ["## Where the time goes", "",
+          "Per trial (means): `train` and `eval` are measured inside the Ray Train loop; `wall` is the trial's "
+          "MLflow run from start to end (Tune trial, Ray Train worker start-up, model loading, checkpoints, "
+          "logging); `overhead` = wall − train − eval. The teacher never runs inside a trial: its scores are "
+          "a shared asset built once per study (below) and read by every trial.", "",
+          frame_to_markdown(pd.DataFrame(rows), digits=3), ""]
+    if asset_rows:
+        hits = sum(1 for r in asset_rows if r["teacher cache"] == "hit")
+        md += ["Shared assets, built by each study's driver before its first trial:", "",
+               frame_to_markdown(pd.DataFrame(asset_rows), digits=1), "",
+               f"Teacher-cache hit rate: {hits} of {len(asset_rows)} studies found the teacher scores cached; "
+               f"every trial ({sum(len(s.runs.trials) for s in studies)} in all) read them from the cache "
+               "and scored 0 pairs itself.", ""]
+    return md
+
+
+def _slug(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in value)
