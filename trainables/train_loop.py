@@ -307,6 +307,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     fault-injection hook: before training step `fail_once_at_step` (1-based) every worker raises
     once if the marker file does not exist yet (rank 0 creates it first, so the retry passes).
     """
+    loop_start = time.perf_counter()
     import ray.train
     import ray.train.torch
 
@@ -360,6 +361,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     window = _Window()
     model.train()
     phase_start = time.perf_counter()
+    setup_seconds, checkpoint_seconds = phase_start - loop_start, 0.0  # inside the worker: what overhead is made of
     plan, plan_epoch_index = None, -1
     fail_at = loop_config.get("fail_once_at_step")
     while completed < steps:
@@ -378,7 +380,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         loss = train_step(model, optimizer, scheduler, inputs, cfg.loss, completed, cfg.optim.max_grad_norm,
                           device, mixed_precision)
         completed += 1
-        window.add(loss, len(batch.query_idx), score_diagnostics(inputs.sampled_teacher_scores), batch.global_size)
+        # Entropy at the teacher temperature the loss uses: the distribution the student is asked to match.
+        diagnostics = score_diagnostics(inputs.sampled_teacher_scores, cfg.loss.teacher_temperature)
+        window.add(loss, len(batch.query_idx), diagnostics, batch.global_size)
 
         metrics: dict[str, Any] = {}
         if completed % cfg.optim.log_every_steps == 0 or completed == steps:
@@ -397,12 +401,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
             metrics.update(result.metrics)
         metrics.update(step=completed, epoch=completed / steps_epoch, **{"time/train_s": train_seconds})
         if checkpoint_now:
+            saving = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="kd-ckpt-") as directory:
                 checkpoint = None
                 if rank == 0:
                     save_train_state(directory)
                     checkpoint = ray.train.Checkpoint.from_directory(directory)
                 ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step_{completed:07d}")
+            checkpoint_seconds += time.perf_counter() - saving
         else:
             ray.train.report(metrics)
         window.restart()
@@ -421,6 +427,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         "epoch": completed / steps_epoch,
         "time/train_s": train_seconds,
         "time/eval_s": eval_seconds,
+        "time/worker_setup_s": setup_seconds,        # this attempt: model, training set, DDP wrap
+        "time/checkpoint_s": checkpoint_seconds,     # this attempt's intermediate checkpoints
     }
     with tempfile.TemporaryDirectory(prefix="kd-final-") as directory:
         checkpoint = None
