@@ -11,6 +11,7 @@ so re-running the command on the same store rewrites the same document.
     studies: [scifact_sampling, scifact_wkl, scifact_wkl_tpe]
     metrics: [dev_mrr_at_10_subset500, ...]   # tables per study and metric (first = selection metric)
     search_comparisons: [{grid: scifact_wkl, search: scifact_wkl_tpe}]
+    reference: [bench/results/reference_scifact.md]   # untrained student and teacher on the same sets
     performance: [bench/results/train.md, bench/results/eval.md]
     discussion: docs/results_discussion.md
 """
@@ -49,6 +50,7 @@ class DocumentSpec(BaseModel):
     studies: list[str] = Field(min_length=1)
     metrics: list[str] = Field(default_factory=list)
     search_comparisons: list[SearchComparison] = Field(default_factory=list)
+    reference: list[str] = Field(default_factory=list)
     performance: list[str] = Field(default_factory=list)
     discussion: str | None = None
 
@@ -153,6 +155,8 @@ def write_document(spec_path: str | Path, tracking_uri: str, root: str | None = 
         md += ["## Regenerate", "", "```bash", *spec.regenerate, "```", ""]
 
     md += _contents(studies, spec)
+    if spec.reference:
+        md += ["## Reference points", ""] + _included(base, spec.reference)
     if spec.discussion:
         text = (base / spec.discussion).read_text().strip()
         md += [text, ""]
@@ -165,14 +169,19 @@ def write_document(spec_path: str | Path, tracking_uri: str, root: str | None = 
 
     md += _timing_section(studies)
     if spec.performance:
-        md += ["## Performance (bench/)", ""]
-        for bench in spec.performance:
-            path = base / bench
-            body = path.read_text().strip() if path.is_file() else f"_{bench} is missing: run the benchmark._"
-            md += [f"### `{bench}`", "", body, ""]
+        md += ["## Performance (bench/)", ""] + _included(base, spec.performance)
 
     output.write_text("\n".join(md).rstrip() + "\n")
     return output
+
+
+def _included(base: Path, files: list[str]) -> list[str]:
+    md = []
+    for name in files:
+        path = base / name
+        body = path.read_text().strip() if path.is_file() else f"_{name} is missing: run the benchmark._"
+        md += [f"### `{name}`", "", body, ""]
+    return md
 
 
 def _contents(studies: list[_Study], spec: DocumentSpec) -> list[str]:

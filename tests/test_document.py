@@ -39,7 +39,7 @@ def document(tmp_path_factory):
     spec = {"title": "Results", "output": "out/results.md", "regenerate": ["kd-study run x.yaml"],
             "studies": [STUDY, KL_ONLY], "metrics": ["dev_mrr_at_10", "beir/scifact/ndcg_at_10"],
             "search_comparisons": [{"grid": STUDY, "search": KL_ONLY}],
-            "performance": ["bench.md", "missing.md"], "discussion": "discussion.md"}
+            "performance": ["bench.md", "missing.md"], "reference": ["bench.md"], "discussion": "discussion.md"}
     (root / "results.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
     return root, store
 
@@ -53,7 +53,7 @@ def test_document_has_every_section_and_its_figures(document, monkeypatch):
     assert text.startswith("# Results\n") and "```bash\nkd-study run x.yaml\n```" in text
     assert "Stratified helps here." in text
     for heading in (f"## Study `{STUDY}`", f"## Study `{KL_ONLY}`", f"## Grid vs search: `{STUDY}` vs `{KL_ONLY}`",
-                    "## Where the time goes", "## Performance (bench/)", "### `bench.md`"):
+                    "## Where the time goes", "## Performance (bench/)", "### `bench.md`", "## Reference points"):
         assert heading in text
     assert "ours | 10" in text and "_missing.md is missing: run the benchmark._" in text
     # Both metrics tabulated (γ1 × α for the WKL study, sampler × K per loss); heatmaps beside the document.

@@ -1,0 +1,59 @@
+"""Reference points of a trial config: the untrained student and the teacher on the trial's own eval sets.
+
+What every trial of a study should be read against: where the student starts (the initial
+student, before any distillation) and what it imitates (the teacher, used as a bi-encoder
+retriever). Both go through the trials' own `evaluate_student`, on the same sets, subsets and
+seed, so the numbers are directly comparable with the study's metrics. Prints a Markdown table.
+
+    python bench/eval_reference.py search_spaces/trial_scifact.yaml > bench/results/reference_scifact.md
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path, help="trial config YAML (e.g. search_spaces/trial_scifact.yaml)")
+    parser.add_argument("--skip-teacher", action="store_true", help="only the untrained student")
+    args = parser.parse_args(argv)
+
+    from trainables.config import TrialConfig
+    from trainables.evaluate import evaluate_student
+    from trainables.student import BiEncoder
+
+    cfg = TrialConfig.from_yaml(args.config)
+    if cfg.teacher.kind != "bi_encoder" and not args.skip_teacher:
+        print(f"{args.config}: a {cfg.teacher.kind} teacher cannot retrieve: use --skip-teacher", file=sys.stderr)
+        return 2
+    models = [("untrained student", cfg.student)] + ([] if args.skip_teacher else [("teacher", cfg.teacher)])
+    rows = []
+    for label, model_cfg in models:
+        started = time.perf_counter()
+        encoder = BiEncoder.from_config(model_cfg, cfg.cache_dir)
+        result = evaluate_student(encoder, cfg.eval, cfg.seed, progress=True)
+        seconds = time.perf_counter() - started
+        layers = model_cfg.num_layers or "all"
+        rows.append((f"{label} ({model_cfg.model}, layers {layers}, passage max len {model_cfg.passage_max_length})",
+                     result.metrics, seconds))
+        print(f"{label}: {seconds:.0f} s", file=sys.stderr)
+
+    keys = sorted({k for _, metrics, _ in rows for k in metrics})
+    print(f"Reference points for `{args.config}` (same eval sets, subsets and seed as its trials):\n")
+    print("| model | " + " | ".join(f"`{k}`" for k in keys) + " | seconds |")
+    print("|---|" + "---|" * (len(keys) + 1))
+    for label, metrics, seconds in rows:
+        print(f"| {label} | " + " | ".join(f"{metrics[k]:.4f}" if k in metrics else "—" for k in keys)
+              + f" | {seconds:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
