@@ -107,8 +107,8 @@ def distil_trial(config: dict[str, Any], *, space: SearchSpace, training_set_pat
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from trainables.assets import Assets
     from trainables.trial import run_trial
+    from trainables.training_set import Assets  # not trainables.assets: its builders import transformers
 
     trial_id = tune.get_context().get_trial_id()
     marker = Path(trials_dir, trial_id, RESULT_MARKER)

@@ -18,7 +18,6 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from trainables.data.types import RetrievalData
 from trainables.models import PACKAGED_MINILM, PACKAGED_MPNET
 from trainables.student import BiEncoder
 from trainables.teacher import build_teacher
-from trainables.training_set import TrainingSet, content_key, is_complete
+from trainables.training_set import Assets, TrainingSet, content_key, is_complete
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +42,6 @@ TRAINSET_VERSION = 1
 # The training-query subset does not follow the trial seed: trials that differ only in seed share
 # one set of pools and teacher scores, so seeds measure training variance alone.
 SUBSET_SEED = 0
-
-
-@dataclass
-class Assets:
-    training_set_path: str
-    keys: dict[str, str] = field(default_factory=dict)
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalData | None = None) -> Assets:

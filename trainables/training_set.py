@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,3 +101,17 @@ def content_key(*parts: object) -> str:
     """A short stable hash of JSON-serialisable parts: the address of a cached asset."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class Assets:
+    """Where a prepared TrainingSet lives, its content keys and build statistics (`assets.prepare_assets`).
+
+    Defined here, not in assets.py, so that a Tune trial actor can name it without importing the
+    asset builders (transformers, faiss, torch.compile machinery: ~9 s of imports per trial on 2 CPUs).
+    """
+
+    training_set_path: str
+    keys: dict[str, str] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
