@@ -340,3 +340,13 @@ def test_callback_reuses_runs_across_driver_restarts(tmp_path):
     assert all(r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent for r in runs)
     artifacts = {a.path for a in mlflow.tracking.MlflowClient(uri).list_artifacts(by_id["running"].info.run_id)}
     assert artifacts == {"trial_config.yaml", "per_query.json"}
+
+
+def test_a_tune_trial_actor_imports_neither_transformers_nor_faiss():
+    """What `distil_trial` imports in each Tune trial actor; the asset builders cost ~9 s of imports per trial."""
+    code = ("import sys, study.runner\n"
+            "from trainables.trial import run_trial\n"
+            "from trainables.training_set import Assets\n"
+            "print(sorted(m for m in ('transformers', 'faiss', 'sentence_transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip() == "[]"
