@@ -54,6 +54,9 @@ RAY_ENV_DEFAULTS = {
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
     "TOKENIZERS_PARALLELISM": "false",
 }
+# A local Ray has no spot nodes to be preempted: skip the watcher actor each TorchTrainer starts
+# (one more Python process per trial). Clusters keep Ray's default.
+LOCAL_RAY_ENV_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 class StudyError(RuntimeError):
@@ -308,6 +311,7 @@ class _RaySession:
             if self.address:
                 ray.init(address=self.address, runtime_env={"env_vars": env_vars}, log_to_driver=True)
             else:
+                env_vars.update({k: os.environ.get(k, v) for k, v in LOCAL_RAY_ENV_DEFAULTS.items()})
                 ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False,
                          runtime_env={"env_vars": env_vars})
         except Exception as error:  # noqa: BLE001
