@@ -555,6 +555,9 @@ def _new_tuner(space, paths, assets, opts, max_concurrent, tracking_uri, experim
             metric=space.metrics[0] if len(space.metrics) == 1 else None,
             mode=space.modes[0] if len(space.metrics) == 1 else None,
             trial_dirname_creator=trial_dirname,
+            # Keep the trial actor (and its imports) for the next trial: every trial asks for the
+            # same {"memory": 1}, and distil_trial holds no state between calls.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=paths.tune_dir.name,
