@@ -90,6 +90,7 @@ def time_split(df: pd.DataFrame) -> dict[str, float]:
     """Mean seconds per trial: train, eval, overhead, wall, and the overhead's share of the wall time."""
     out = {}
     for label, column in (("train", "time/train_s"), ("eval", "time/eval_s"), ("overhead", OVERHEAD_METRIC),
+                          ("worker setup", "time/worker_setup_s"), ("checkpoints", "time/checkpoint_s"),
                           ("wall", WALL_METRIC)):
         out[label] = float(df[column].mean()) if column in df.columns and df[column].notna().any() else float("nan")
     out["overhead_share"] = out["overhead"] / out["wall"] if out["wall"] else float("nan")
@@ -185,7 +186,8 @@ def _included(base: Path, files: list[str]) -> list[str]:
 
 
 def _contents(studies: list[_Study], spec: DocumentSpec) -> list[str]:
-    lines = ["## Studies", "", "| study | trials finished | excluded | selection metric | best |", "|---|---|---|---|---|"]
+    lines = ["## Studies", "", "| study | trials finished | not finished (running, failed, killed) | selection metric | best |",
+             "|---|---|---|---|---|"]
     for study in studies:
         df = study.runs.trials
         metric = _selection_metric(study, spec, df)
@@ -270,8 +272,9 @@ def _timing_section(studies: list[_Study]) -> list[str]:
     for study in studies:
         split = time_split(study.runs.trials)
         rows.append({"study": study.name, "trials": len(study.runs.trials), "train s": split["train"],
-                     "eval s": split["eval"], "overhead s": split["overhead"], "wall s": split["wall"],
-                     "overhead share": split["overhead_share"]})
+                     "eval s": split["eval"], "overhead s": split["overhead"],
+                     "of which worker setup s": split["worker setup"], "of which checkpoints s": split["checkpoints"],
+                     "wall s": split["wall"], "overhead share": split["overhead_share"]})
         stats = study.assets.get("stats", {})
         if stats:
             asset_rows.append({"study": study.name, "pools s": stats.get("pools_seconds"),
@@ -282,8 +285,10 @@ def _timing_section(studies: list[_Study]) -> list[str]:
     md = ["## Where the time goes", "",
           "Per trial (means): `train` and `eval` are measured inside the Ray Train loop; `wall` is the trial's "
           "MLflow run from start to end (Tune trial, Ray Train worker start-up, model loading, checkpoints, "
-          "logging); `overhead` = wall − train − eval. The teacher never runs inside a trial: its scores are "
-          "a shared asset built once per study (below) and read by every trial.", "",
+          "logging); `overhead` = wall − train − eval, of which `worker setup` (model, training set and DDP "
+          "set-up inside the Ray Train worker) and `checkpoints` (intermediate ones) are measured; the rest is "
+          "process start-up, the final checkpoint and logging. The teacher never runs inside a trial: its scores "
+          "are a shared asset built once (below) and read by every trial.", "",
           frame_to_markdown(pd.DataFrame(rows), digits=3), ""]
     if asset_rows:
         hits = sum(1 for r in asset_rows if r["teacher cache"] == "hit")

@@ -26,6 +26,7 @@ def test_time_split_reports_the_overhead_share_of_the_wall_time():
     df = pd.DataFrame({"time/train_s": [60.0, 80.0], "time/eval_s": [20.0, 20.0], "time/overhead_s": [20.0, 0.0],
                        "time/trial_wall_s": [100.0, 100.0]})
     split = time_split(df)
+    assert math.isnan(split["worker setup"])  # not logged: shown as missing, not as 0
     assert (split["train"], split["eval"], split["overhead"], split["wall"]) == (70.0, 20.0, 10.0, 100.0)
     assert split["overhead_share"] == pytest.approx(0.1)
 
