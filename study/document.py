@@ -227,7 +227,7 @@ def _study_section(study: _Study, spec: DocumentSpec, tracking_uri: str, figures
         if first:
             if report.importances is not None:
                 plot_importances(report.importances, figures / f"{study.name}_importances.png", study.name)
-                md += ["### Parameter importances (Optuna, selection metric)", "",
+                md += ["### Parameter importances (Optuna fANOVA, selection metric)", "",
                        f"![importances]({rel}/{study.name}_importances.png)", "",
                        frame_to_markdown(report.importances), ""]
             elif report.importance_notes:
