@@ -13,8 +13,9 @@ size it repeats the uninterrupted run step for step (same batches, weights, opti
 
 WKL's β needs the student's rank of each candidate. A per-query rank table [Q, P + N] (positives,
 then pool columns) starts from the initial student's scores saved in the TrainingSet and is
-refreshed every `loss.beta_refresh_steps` steps by re-scoring each query's positives and its
-`loss.beta_pool_depth` best pool candidates (by initial student rank) with the current student;
+refreshed every `loss.beta_refresh_steps` steps by re-scoring, for the queries the next
+`beta_refresh_steps` steps train on, the positives and the `loss.beta_pool_depth` best pool
+candidates (by initial student rank) with the current student;
 every other pool candidate keeps its relative order behind them (rank > the refreshed set).
 """
 from __future__ import annotations
@@ -129,17 +130,38 @@ def _table_scores(positive_scores: np.ndarray, pool_scores: np.ndarray, ts: Trai
     return torch.where(valid, torch.nan_to_num(scores, nan=-torch.inf), -torch.inf), valid
 
 
+def steps_queries(n_queries: int, cfg: TrialConfig, first_step: int, n_steps: int) -> np.ndarray:
+    """TrainingSet rows of global steps [first_step, first_step + n_steps): the queries those steps train on.
+
+    Mirrors `plan_epoch`'s global order (seeded per epoch, the same on every rank), across epochs.
+    """
+    batch_size, per_epoch = cfg.optim.batch_size, steps_per_epoch(n_queries, cfg.optim.batch_size)
+    rows, orders = [], {}
+    for step in range(first_step, min(first_step + n_steps, total_steps(cfg, n_queries))):
+        epoch, index = divmod(step, per_epoch)
+        if epoch not in orders:
+            orders[epoch] = np.random.default_rng([cfg.seed, epoch]).permutation(n_queries)
+        rows.append(orders[epoch][index * batch_size:(index + 1) * batch_size])
+    return np.unique(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+
+
 def refresh_ranks(
-    student, ts: TrainingSet, table: Tensor, columns: np.ndarray, rank: int, world: int, batch_size: int
+    student, ts: TrainingSet, table: Tensor, columns: np.ndarray, rank: int, world: int, batch_size: int,
+    queries: np.ndarray | None = None,
 ) -> Tensor:
     """A new rank table: positives + refreshed pool columns ranked by the current student (no grad).
 
+    `queries` (TrainingSet rows, the same on every rank) limits the refresh to the queries the steps
+    until the next refresh train on (`steps_queries`); None refreshes all. The rows it writes do not
+    depend on when a row was last refreshed (see below), so a windowed refresh gives the rows those
+    steps read exactly as a full one would, at a fraction of the encoding.
     Queries are sharded over ranks (every world-th) and the rows all-gathered. In each row the
     refreshed set takes ranks 1..m by current score; every other pool candidate follows (ranks > m)
-    in its previous order, so a sampled candidate outside the refreshed depth keeps rank > depth.
+    in its previous order — which is always its initial order, since those columns are never re-scored —
+    so a sampled candidate outside the refreshed depth keeps rank > depth.
     """
     n_pos = ts.positive_doc_idx.shape[1]
-    mine = np.arange(rank, len(ts), world)
+    mine = (np.arange(len(ts)) if queries is None else np.asarray(queries, dtype=np.int64))[rank::world]
     doc_rows = {}
     for q in mine:
         for d in np.concatenate([ts.positive_doc_idx[q], ts.pool_doc_idx[q, columns[q][columns[q] >= 0]]]):
@@ -371,7 +393,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if fail_at is not None and completed + 1 == fail_at:
             _inject_fault_once(loop_config["fail_marker"], fail_at, world)
         if is_refresh_step(cfg.loss, completed):
-            rank_table = refresh_ranks(student, ts, rank_table, refresh_cols, rank, world, cfg.eval.batch_size)
+            # Only the queries trained on until the next refresh: their rows come out as a full refresh's.
+            refreshed = steps_queries(len(ts), cfg, completed, cfg.loss.beta_refresh_steps)
+            rank_table = refresh_ranks(student, ts, rank_table, refresh_cols, rank, world, cfg.eval.batch_size,
+                                       queries=refreshed)
 
         batch = plan[index_in_epoch]
         # Dropout draws depend on (seed, step) only, so a resumed run repeats the uninterrupted one.
