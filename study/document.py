@@ -220,6 +220,8 @@ def _study_section(study: _Study, spec: DocumentSpec, tracking_uri: str, figures
                    f"{best[metric]:.4f}.", ""]
             md += [f"- {n}" for n in report.notes] + ([""] if report.notes else [])
         for slug, table in report.tables.items():
+            if table.mean.shape == (1, 1):
+                continue  # one configuration on both axes (e.g. the WKL study's fixed sampler and K): no table
             stem = f"{study.name}_{slug}_{_slug(metric)}"
             plot_heatmap(table, figures / f"{stem}.png")
             md += [f"### {table.title}", "", f"![{table.title}]({rel}/{stem}.png)", "", table.to_markdown(), "",
