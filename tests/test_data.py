@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import random
 import re
@@ -101,6 +102,18 @@ def test_beir_skips_are_counted_not_fatal(tmp_path):
     assert data.corpus.get_many(["d1", "d2"]) == ["T one", "two"]
     assert data.skipped == {"qrels docid not in corpus": 2, "judged query without text": 2,
                             "query with no judged doc in corpus": 1}
+
+
+def test_beir_fingerprint_follows_content_not_path_or_mtime(tmp_path):
+    """A re-provisioned or copied folder (new path, new mtimes) keeps its caches; an edit does not."""
+    corpus = [{"_id": "d1", "text": "one"}, {"_id": "d2", "text": "two"}]
+    queries = [{"_id": "q1", "text": "first"}]
+    first = write_beir(tmp_path / "a", corpus, queries, "q1 d1 1\n")
+    copy = write_beir(tmp_path / "b", corpus, queries, "q1 d1 1\n")
+    os.utime(copy / "corpus.jsonl", ns=(1, 1))
+    edited = write_beir(tmp_path / "c", corpus[:1] + [{"_id": "d2", "text": "two!"}], queries, "q1 d1 1\n")
+    fingerprints = [load_data(f"beir:{folder}").fingerprint for folder in (first, copy, edited)]
+    assert fingerprints[0] == fingerprints[1] != fingerprints[2]
 
 
 def test_unknown_scheme_lists_the_valid_ones():

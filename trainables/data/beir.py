@@ -16,8 +16,9 @@ Bad input:
   `query with no judged doc in corpus` (every judgment of the query was dropped), and
   `duplicate corpus _id` (the first passage is kept).
 
-The fingerprint is a sha256 over the resolved folder id, the split, size and mtime of corpus and
-queries files (cheap for big files, and any rewrite changes it), and the sha256 of the qrels file.
+The fingerprint is a sha256 over the split and the contents of the corpus, queries and qrels files:
+not their path or mtime, so a re-provisioned or copied folder keeps its cache (the files are read
+in full anyway; hashing adds a fraction of the parse time).
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def load_beir(folder: str | Path, split: str, label: str | None = None) -> Retri
     for reason, count in skips.items():
         log.warning("%s: skipped %d (%s)", name, count, reason)
     return RetrievalData(name=name, corpus=DictCorpus(texts, source=str(corpus_path)), queries=queries,
-                         qrels=kept_qrels, fingerprint=fingerprint(root, split, corpus_path, queries_path, qrels_path),
+                         qrels=kept_qrels, fingerprint=fingerprint(split, corpus_path, queries_path, qrels_path),
                          skipped=skips)
 
 
@@ -101,12 +102,18 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def fingerprint(root: Path, split: str, corpus_path: Path, queries_path: Path, qrels_path: Path) -> str:
-    """sha256 over (id, split, size+mtime of corpus and queries, sha256 of the qrels file)."""
-    stats = [[p.stat().st_size, p.stat().st_mtime_ns] for p in (corpus_path, queries_path)]
-    qrels_digest = hashlib.sha256(qrels_path.read_bytes()).hexdigest()
-    key = json.dumps([f"beir:{root.resolve()}", split, stats, qrels_digest])
+def fingerprint(split: str, corpus_path: Path, queries_path: Path, qrels_path: Path) -> str:
+    """sha256 over (split, sha256 of the corpus, queries and qrels files): content, not path or mtime."""
+    key = json.dumps(["beir", split] + [_file_sha256(p) for p in (corpus_path, queries_path, qrels_path)])
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _read_corpus(path: Path, skipped: Counter[str]) -> dict[str, str]:
