@@ -87,13 +87,18 @@ def budget_checkpoints(progress: pd.DataFrame, budget: int, fractions=(1 / 3, 2 
 
 
 def time_split(df: pd.DataFrame) -> dict[str, float]:
-    """Mean seconds per trial: train, eval, overhead, wall, and the overhead's share of the wall time."""
+    """Median seconds per trial (train, eval, overhead, wall, ...) and the median per-trial overhead share.
+
+    Medians, because a trial resumed after an interruption keeps the downtime in its wall time: one
+    such trial would move a mean by minutes.
+    """
     out = {}
     for label, column in (("train", "time/train_s"), ("eval", "time/eval_s"), ("overhead", OVERHEAD_METRIC),
                           ("worker setup", "time/worker_setup_s"), ("checkpoints", "time/checkpoint_s"),
                           ("wall", WALL_METRIC)):
-        out[label] = float(df[column].mean()) if column in df.columns and df[column].notna().any() else float("nan")
-    out["overhead_share"] = out["overhead"] / out["wall"] if out["wall"] else float("nan")
+        out[label] = float(df[column].median()) if column in df.columns and df[column].notna().any() else float("nan")
+    share = df[OVERHEAD_METRIC] / df[WALL_METRIC] if {OVERHEAD_METRIC, WALL_METRIC} <= set(df.columns) else None
+    out["overhead_share"] = float(share.median()) if share is not None and share.notna().any() else float("nan")
     return out
 
 
@@ -285,7 +290,9 @@ def _timing_section(studies: list[_Study]) -> list[str]:
                                "teacher cache": stats.get("teacher_cache_status"),
                                "teacher pairs scored": stats.get("teacher_pairs_scored")})
     md = ["## Where the time goes", "",
-          "Per trial (means): `train` and `eval` are measured inside the Ray Train loop; `wall` is the trial's "
+          "Per trial (medians, so that a trial resumed after an interruption, which keeps the downtime in its wall "
+          "time, does not move them; the share is the median of the trials' shares): `train` and `eval` are "
+          "measured inside the Ray Train loop; `wall` is the trial's "
           "MLflow run from start to end (Tune trial, Ray Train worker start-up, model loading, checkpoints, "
           "logging); `overhead` = wall − train − eval, of which `worker setup` (model, training set and DDP "
           "set-up inside the Ray Train worker) and `checkpoints` (intermediate ones) are measured; the rest is "
