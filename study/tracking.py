@@ -26,6 +26,8 @@ from typing import Any, Mapping
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 STUDY_NAME_TAG = "kd_study.name"
 STUDY_KIND_TAG = "kd_study.kind"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"      # read by MLflow 3's UI to pick the default view
+MODEL_TRAINING_KIND = "custom_model_development"
 TRIAL_ID_TAG = "kd_study.trial_id"
 STATE_TAG = "kd_study.state"
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -104,12 +106,20 @@ def client(uri: str):
 
 
 def experiment_id_for(mlflow_client, name: str) -> str:
+    """The experiment `name` (restored if deleted, created if missing), marked as model training.
+
+    The kind tag says these are model-training runs, not GenAI traces: MLflow 3 UIs that read it open
+    the runs table (3.17 decides by its own GenAI / Model-training switch; the README says how).
+    A kind someone set by hand is kept.
+    """
     experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            mlflow_client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    return mlflow_client.create_experiment(name)
+    if experiment is None:
+        return mlflow_client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+    if experiment.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(experiment.experiment_id)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return experiment.experiment_id
 
 
 def git_revision(path: str | Path | None = None) -> str:

@@ -293,6 +293,21 @@ class FakeTrial:
         return self.trial_id
 
 
+def test_study_experiments_open_on_the_runs_table_in_mlflow_ui(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from study import tracking
+
+    mlflow_client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    older = mlflow_client.create_experiment("older")                     # made before the tag existed
+    chosen = mlflow_client.create_experiment("chosen", tags={tracking.EXPERIMENT_KIND_TAG: "genai_development"})
+    new = tracking.experiment_id_for(mlflow_client, "new")
+    assert tracking.experiment_id_for(mlflow_client, "older") == older
+    assert tracking.experiment_id_for(mlflow_client, "chosen") == chosen
+    kinds = {e: mlflow_client.get_experiment(e).tags.get(tracking.EXPERIMENT_KIND_TAG) for e in (new, older, chosen)}
+    assert kinds == {new: "custom_model_development", older: "custom_model_development", chosen: "genai_development"}
+
+
 def test_callback_reuses_runs_across_driver_restarts(tmp_path):
     import mlflow
 
