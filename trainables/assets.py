@@ -28,6 +28,7 @@ from trainables.candidates import Pools, TrainQuery, build_pools
 from trainables.config import ModelConfig, TrialConfig
 from trainables.data import training_queries as data_training_queries
 from trainables.data.types import RetrievalData
+from trainables.hashing import file_sha256
 from trainables.models import PACKAGED_MINILM, PACKAGED_MPNET
 from trainables.student import BiEncoder
 from trainables.teacher import build_teacher
@@ -146,7 +147,7 @@ def asset_keys(cfg: TrialConfig, data: RetrievalData, queries: list[TrainQuery])
     pool = content_key(
         "pools", POOLS_VERSION, data.fingerprint, query_digest,
         cfg.student.model_dump(), model_identity(cfg.student), cfg.data.pool_depth,
-        _file_digest(Path(candidates)) if candidates else None,
+        _candidates_file_digest(Path(candidates)) if candidates else None,
     )
     teacher = content_key(
         "teacher", TEACHER_VERSION, cfg.teacher.model_dump(exclude={"batch_size"}), model_identity(cfg.teacher),
@@ -179,14 +180,10 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _file_digest(path: Path) -> str:
+def _candidates_file_digest(path: Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"data.candidates_file: {path} not found")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 # ---- cache files ----------------------------------------------------------------------------------
@@ -196,7 +193,7 @@ def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
     try:
         np.savez(tmp, **arrays)
-        digest = _file_digest(tmp)
+        digest = file_sha256(tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

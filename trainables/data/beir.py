@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.data.types import DataError, DictCorpus, RetrievalData
+from trainables.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +105,8 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 def fingerprint(split: str, corpus_path: Path, queries_path: Path, qrels_path: Path) -> str:
     """sha256 over (split, sha256 of the corpus, queries and qrels files): content, not path or mtime."""
-    key = json.dumps(["beir", split] + [_file_sha256(p) for p in (corpus_path, queries_path, qrels_path)])
+    key = json.dumps(["beir", split] + [file_sha256(p) for p in (corpus_path, queries_path, qrels_path)])
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_corpus(path: Path, skipped: Counter[str]) -> dict[str, str]:
