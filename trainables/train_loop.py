@@ -79,11 +79,16 @@ def check_sizes(n_queries: int, batch_size: int, world: int) -> None:
         )
 
 
+def epoch_order(n_queries: int, cfg: TrialConfig, epoch: int) -> np.ndarray:
+    """The order epoch `epoch` visits the TrainingSet rows in: global batch i is rows [i*B, (i+1)*B)."""
+    return np.random.default_rng([cfg.seed, epoch]).permutation(n_queries)
+
+
 def plan_epoch(ts: TrainingSet, cfg: TrialConfig, epoch: int, rank: int, world: int) -> list[RankBatch]:
     """This rank's batches for `epoch`, deterministic in (seed, epoch, rank); candidates re-drawn every epoch."""
     n_queries, batch_size = len(ts), cfg.optim.batch_size
     check_sizes(n_queries, batch_size, world)
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(n_queries)
+    order = epoch_order(n_queries, cfg, epoch)
     shares, sizes = [], []
     for step in range(steps_per_epoch(n_queries, batch_size)):
         global_batch = order[step * batch_size:(step + 1) * batch_size]
@@ -133,14 +138,14 @@ def _table_scores(positive_scores: np.ndarray, pool_scores: np.ndarray, ts: Trai
 def steps_queries(n_queries: int, cfg: TrialConfig, first_step: int, n_steps: int) -> np.ndarray:
     """TrainingSet rows of global steps [first_step, first_step + n_steps): the queries those steps train on.
 
-    Mirrors `plan_epoch`'s global order (seeded per epoch, the same on every rank), across epochs.
+    `plan_epoch`'s global batches (`epoch_order`, the same on every rank), across epochs.
     """
     batch_size, per_epoch = cfg.optim.batch_size, steps_per_epoch(n_queries, cfg.optim.batch_size)
     rows, orders = [], {}
     for step in range(first_step, min(first_step + n_steps, total_steps(cfg, n_queries))):
         epoch, index = divmod(step, per_epoch)
         if epoch not in orders:
-            orders[epoch] = np.random.default_rng([cfg.seed, epoch]).permutation(n_queries)
+            orders[epoch] = epoch_order(n_queries, cfg, epoch)
         rows.append(orders[epoch][index * batch_size:(index + 1) * batch_size])
     return np.unique(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
 
