@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from study.paths import StudyPaths
 from study.report import (OVERHEAD_METRIC, WALL_METRIC, ReportError, StudyRuns, build_report, frame_to_markdown,
-                          load_study_runs, metric_label, plot_heatmap, plot_importances)
+                          load_per_query, load_study_runs, metric_label, plot_heatmap, plot_importances)
 
 
 class SearchComparison(BaseModel):
@@ -216,9 +216,11 @@ def _study_section(study: _Study, spec: DocumentSpec, tracking_uri: str, figures
         return md + ["No finished trials.", ""]
     metrics = [m for m in (spec.metrics or [_selection_metric(study, spec, df)]) if m in df.columns]
     storage = study.state.get("optuna_storage")
+    per_query = load_per_query(tracking_uri, df["run_id"], metrics=metrics)  # once for every metric's tables
     first = True
     for metric in metrics:
-        report = build_report(study.name, tracking_uri, metric, storage if first else None)
+        report = build_report(study.name, tracking_uri, metric, storage if first else None, runs=study.runs,
+                              per_query=per_query)
         if first:
             best = report.best
             md += [f"{len(df)} finished trials; best by {metric_label(metric)}: `{best['trial_id']}` = "

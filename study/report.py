@@ -611,9 +611,14 @@ class StudyReport:
 
 def build_report(name: str, tracking_uri: str, metric: str | None = None,
                  optuna_storage: str | os.PathLike | None = None, *,
-                 significance: float = SIGNIFICANCE) -> StudyReport:
-    """Read the study from MLflow (and Optuna) and compute every table of the report."""
-    study = load_study_runs(name, tracking_uri)
+                 significance: float = SIGNIFICANCE, runs: StudyRuns | None = None,
+                 per_query: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> StudyReport:
+    """Read the study from MLflow (and Optuna) and compute every table of the report.
+
+    `runs` and `per_query` (`load_study_runs`, `load_per_query` with this metric among its metrics)
+    skip reading them again: a caller reporting several metrics of one study loads them once.
+    """
+    study = runs if runs is not None else load_study_runs(name, tracking_uri)
     df = study.trials
     if df.empty:
         raise ReportError(f"study {name!r} has no finished trials ({len(study.excluded)} failed/killed)")
@@ -626,7 +631,8 @@ def build_report(name: str, tracking_uri: str, metric: str | None = None,
     if best_config is None:
         report.notes.append(f"best trial run {best['run_id']} has no {TRIAL_CONFIG_ARTIFACT} artifact")
 
-    per_query = load_per_query(tracking_uri, df["run_id"], metrics=[metric])
+    if per_query is None:
+        per_query = load_per_query(tracking_uri, df["run_id"], metrics=[metric])
     if not any(metric in v for v in per_query.values()):
         report.notes.append(f"no trial has per-query values of {metric} in {PER_QUERY_ARTIFACT}: "
                             "tables carry no significance marks")
