@@ -68,7 +68,7 @@ def hold_out(data: RetrievalData, n_queries: int, part: str) -> RetrievalData:
     """
     if part not in ("holdout", "rest"):
         raise ValueError(f"part must be 'holdout' or 'rest', got {part!r}")
-    candidates = sorted(qid for qid in data.queries if any(g >= 1 for g in data.qrels.get(qid, {}).values()))
+    candidates = sorted(qid for qid in data.queries if data.positives(qid))
     if n_queries >= len(candidates):
         raise ValueError(f"{data.name}: holdout={n_queries} leaves no query to train on "
                          f"({len(candidates)} queries have a positive)")
