@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Sequence
+
+from trainables.config import ConfigError
+from trainables.errors import Failure
 
 PROG = "kd-study"
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -160,7 +164,7 @@ def _pins(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. optim.epochs=1")
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. optim.epochs=1")
         pins[key.strip()] = yaml.safe_load(value) if value.strip() else None
     return pins
 
@@ -231,7 +235,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"document: {path}")
         return 0
     if not args.name:
-        raise ValueError("kd-study report: give a study NAME or --document SPEC.yaml")
+        raise ConfigError("kd-study report: give a study NAME or --document SPEC.yaml")
     name = args.name
     state = _state_or_empty(name, args)
     tracking_uri = _tracking_uri(args, state)
@@ -261,8 +265,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Unavailable(RuntimeError):
-    pass
+class _Unavailable(Failure):
+    """A part of kd-study that is not installed (an optional import failed)."""
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -408,26 +412,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from study.tracking import TrackingError
-        from trainables.config import ConfigError  # noqa: F401 - a ValueError
-    except ImportError as error:  # pragma: no cover - broken install
-        _error(f"kd-study is not installed correctly: {error}")
-        return EXIT_FAILED
+    from trainables.errors import KdStudyError
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED
-    except (ValueError, TrackingError, LookupError, FileNotFoundError) as error:
-        # ConfigError, DataError (ValueError subclasses), ReportError (LookupError), bad stores
-        _error(_cause(error) if not isinstance(error, (ValueError, TrackingError, LookupError)) else str(error))
-        return EXIT_BAD_INPUT
-    except _Unavailable as error:
-        _error(str(error))
-        return EXIT_FAILED
-    except Exception as error:  # noqa: BLE001 - a crashed trial, an unreachable cluster: one line, exit 1
-        _error(_cause(error))
+    except KdStudyError as error:  # BadInput → 2, Failure → 1: one line, the cause says what to do
+        _error(_cause(error))  # a Ray-wrapped error carries the worker's traceback: keep its last line
+        return error.exit_code
+    except Exception as error:  # noqa: BLE001 - a bug, not bad input: the traceback, then one line
+        traceback.print_exc(file=sys.stderr)
+        _error(f"internal error: {_cause(error)} (a bug in kd-study: the traceback is above)")
         return EXIT_FAILED
 
 

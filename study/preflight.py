@@ -4,11 +4,12 @@ from __future__ import annotations
 import socket
 
 from trainables.config import ConfigError
+from trainables.errors import Failure
 
 from study.paths import StudyPaths
 
 
-class UnreachableError(RuntimeError):
+class UnreachableError(Failure):
     """A service the study needs (the Ray cluster) does not answer; the message is one line."""
 
 

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trainables.errors import BadInput
+
 STUDY_NAME_TAG = "kd_study.name"
 STUDY_KIND_TAG = "kd_study.kind"
 TRIAL_ID_TAG = "kd_study.trial_id"
@@ -68,7 +70,7 @@ WALL_METRIC = "time/trial_wall_s"        # MLflow run start → end: the Tune tr
 OVERHEAD_METRIC = "time/overhead_s"      # wall − train − eval: Ray, MLflow, model loading, checkpoints
 
 
-class ReportError(LookupError):
+class ReportError(BadInput, LookupError):
     """A study, metric or artifact the report or export needs is missing; the message is one line."""
 
 

@@ -38,6 +38,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables.config import ConfigError, TrialConfig
+from trainables.errors import Failure
 
 from study import tracking
 from study.paths import StudyPaths
@@ -59,7 +60,7 @@ RAY_ENV_DEFAULTS = {
 LOCAL_RAY_ENV_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
-class StudyError(RuntimeError):
+class StudyError(Failure):
     """A study-level failure that is not a bad input (Ray unreachable, trials crashed); one line."""
 
 

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from trainables.errors import BadInput
+
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 STUDY_NAME_TAG = "kd_study.name"
 STUDY_KIND_TAG = "kd_study.kind"
@@ -42,7 +44,7 @@ _TUNE_KEYS = {
 }
 
 
-class TrackingError(RuntimeError):
+class TrackingError(BadInput):
     """The tracking store cannot be used; the message is one line."""
 
 

@@ -148,3 +148,38 @@ def test_train_with_a_bad_config(tmp_path, capsys):
 def test_missing_space_file(tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml: no such file" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_value_error_from_numpy_is_a_bug_not_bad_input(tmp_path, monkeypatch, capsys):
+    """Only kd-study's own BadInput errors exit 2: numpy's ValueError inside a trial is a bug (exit 1 + traceback)."""
+    import numpy as np
+
+    import study.runner
+
+    def crash(*args, **kwargs):
+        np.zeros(-1)  # ValueError: negative dimensions are not allowed
+
+    monkeypatch.setattr(study.runner, "train_single", crash)
+    config = tmp_path / "trial.yaml"
+    config.write_text("name: t\n")
+    code = main(["train", str(config)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback" in err and "negative dimensions" in err
+    assert "internal error" in err.splitlines()[-1]
+
+
+def test_bad_input_and_failure_errors_carry_their_exit_status():
+    from study.preflight import UnreachableError
+    from study.report import ReportError
+    from study.runner import StudyError
+    from study.tracking import TrackingError
+    from trainables.config import ConfigError
+    from trainables.data.types import DataError
+    from trainables.errors import BadInput, Failure
+    from trainables.models import ModelError
+
+    for bad_input in (ConfigError, DataError, ModelError, ReportError, TrackingError):
+        assert issubclass(bad_input, BadInput) and bad_input("x").exit_code == 2
+    for failure in (StudyError, UnreachableError):
+        assert issubclass(failure, Failure) and failure("x").exit_code == 1

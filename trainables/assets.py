@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from trainables.candidates import Pools, TrainQuery, build_pools
-from trainables.config import ModelConfig, TrialConfig
+from trainables.config import ConfigError, ModelConfig, TrialConfig
 from trainables.data import training_queries as data_training_queries
-from trainables.data.types import RetrievalData
+from trainables.data.types import DataError, RetrievalData
 from trainables.hashing import file_sha256
 from trainables.models import PACKAGED_MINILM, PACKAGED_MPNET
 from trainables.student import BiEncoder
@@ -62,7 +62,7 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
         data = load_data(cfg.data.train)
     queries, stats["queries_without_positives"] = training_queries(data, cfg.data.max_train_queries)
     if not queries:
-        raise ValueError(f"{data.name}: no training query has a positive (grade >= 1) in the qrels")
+        raise DataError(f"{data.name}: no training query has a positive (grade >= 1) in the qrels")
     stats["n_train_queries"] = len(queries)
     stats["data_seconds"] = time.perf_counter() - started
 
@@ -182,7 +182,7 @@ def _version(dist: str) -> str | None:
 
 def _candidates_file_digest(path: Path) -> str:
     if not path.is_file():
-        raise FileNotFoundError(f"data.candidates_file: {path} not found")
+        raise ConfigError(f"data.candidates_file: {path} not found")
     return file_sha256(path)
 
 

@@ -12,8 +12,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trainables.errors import BadInput
 
-class ConfigError(ValueError):
+
+class ConfigError(BadInput):
     """A config file or dict that does not validate; the message names the file and the key."""
 
 

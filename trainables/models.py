@@ -24,6 +24,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from trainables.config import ModelConfig
+from trainables.errors import BadInput
 from trainables.hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ TINY_BERT_SEED = 0
 _MARKER = "kd_complete.json"
 
 
-class ModelError(ValueError):
+class ModelError(BadInput):
     """A model spec that cannot be resolved or loaded; the message says what to do."""
 
 

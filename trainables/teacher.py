@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from trainables.config import TeacherConfig
-from trainables.models import resolve_model_path, truncate_layers
+from trainables.models import ModelError, resolve_model_path, truncate_layers
 from trainables.student import BiEncoder
 
 
@@ -69,7 +69,7 @@ class CrossEncoderTeacher(Teacher):
         super().__init__()
         num_labels = model.config.num_labels
         if num_labels not in (1, 2):
-            raise ValueError(f"cross-encoder teacher needs a 1- or 2-label head, got num_labels={num_labels}")
+            raise ModelError(f"cross-encoder teacher needs a 1- or 2-label head, got num_labels={num_labels}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length

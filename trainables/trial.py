@@ -19,7 +19,7 @@ import ray.train
 import yaml
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from trainables.config import TrialConfig
+from trainables.config import ConfigError, TrialConfig
 from trainables.train_loop import FINAL_METRICS, PER_QUERY, STUDENT_DIR, train_loop_per_worker
 
 TRAIN_LOG = "train_log.jsonl"            # beside the checkpoints: every report of rank 0, one JSON per line
@@ -57,7 +57,7 @@ def build_trainer(
     run_dir = Path(storage_path).resolve() / name
     _claim_run_dir(run_dir, cfg)
     if cfg.optim.batch_size < cfg.resources.num_workers:
-        raise ValueError(
+        raise ConfigError(
             f"optim.batch_size={cfg.optim.batch_size} < resources.num_workers={cfg.resources.num_workers}: "
             "every worker needs at least one query per step"
         )
@@ -155,7 +155,7 @@ def _claim_run_dir(run_dir: Path, cfg: TrialConfig) -> None:
         found = yaml.safe_load(record.read_text())
         if found != wanted:
             changed = sorted(_changed_keys(found, wanted))
-            raise ValueError(
+            raise ConfigError(
                 f"{run_dir} holds a run of a different trial config (changed: {', '.join(changed) or '?'}); "
                 "resuming it would mix two trials: use another name or delete the folder"
             )

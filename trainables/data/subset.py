@@ -13,7 +13,7 @@ import random
 from collections import deque
 from collections.abc import Iterable, Iterator
 
-from trainables.data.types import DictCorpus, RetrievalData
+from trainables.data.types import DataError, DictCorpus, RetrievalData
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def hold_out(data: RetrievalData, n_queries: int, part: str) -> RetrievalData:
         raise ValueError(f"part must be 'holdout' or 'rest', got {part!r}")
     candidates = sorted(qid for qid in data.queries if data.positives(qid))
     if n_queries >= len(candidates):
-        raise ValueError(f"{data.name}: holdout={n_queries} leaves no query to train on "
+        raise DataError(f"{data.name}: holdout={n_queries} leaves no query to train on "
                          f"({len(candidates)} queries have a positive)")
     held = set(random.Random(HOLDOUT_SEED).sample(candidates, n_queries))
     keep = held if part == "holdout" else set(data.queries) - held

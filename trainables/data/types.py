@@ -5,8 +5,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from trainables.errors import BadInput
 
-class DataError(ValueError):
+
+class DataError(BadInput):
     """Bad or missing input data; the message names the source (file and line where known)."""
 
 

@@ -1,0 +1,30 @@
+"""The one error hierarchy of kd-study: what the CLI reports as bad input, and what as a failure.
+
+Every error kd-study raises on purpose derives from `KdStudyError` and carries its exit status:
+- `BadInput` (exit 2): the user can fix it (a config key, a data file, a study name, a store URI);
+  its message is one line that names the file, key or value.
+- `Failure` (exit 1): the input was fine but the work could not be done (a cluster that does not
+  answer, trials that crashed); finished trials are kept.
+Anything else that escapes (a `ValueError` from numpy, a `KeyError` in our code) is a bug: the CLI
+prints its traceback and exits 1, never "bad input". `BadInput` also is a `ValueError` and
+`Failure` a `RuntimeError`, so callers that catch the built-in kinds keep working.
+"""
+from __future__ import annotations
+
+
+class KdStudyError(Exception):
+    """Base of every error kd-study raises on purpose; `exit_code` is the CLI's exit status."""
+
+    exit_code = 1
+
+
+class BadInput(KdStudyError, ValueError):
+    """An input the user can fix; the message is one line naming the file, key or value."""
+
+    exit_code = 2
+
+
+class Failure(KdStudyError, RuntimeError):
+    """Valid input, but the work failed (unreachable service, crashed trials); one line."""
+
+    exit_code = 1
