@@ -36,21 +36,18 @@ import numpy as np
 import pandas as pd
 
 from trainables.errors import BadInput
+from trainables.outputs import TIME_PREFIX
 
-STUDY_NAME_TAG = "kd_study.name"
-STUDY_KIND_TAG = "kd_study.kind"
-TRIAL_ID_TAG = "kd_study.trial_id"
-PARENT_RUN_TAG = "mlflow.parentRunId"
-TRIAL_CONFIG_ARTIFACT = "trial_config.yaml"
-PER_QUERY_ARTIFACT = "per_query.json"
-REPORT_ARTIFACT_DIR = "report"
+from study.tags import (
+    OVERHEAD_METRIC, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, REPORT_ARTIFACT_DIR, STUDY_KIND_TAG, STUDY_NAME_TAG,
+    TAG_FALLBACKS, TRIAL_CONFIG_ARTIFACT, TRIAL_ID_TAG, WALL_METRIC,
+)
 
 DEFAULT_METRICS = ("dev_mrr_at_10", "beir_ndcg_at_10_avg")
 SIGNIFICANCE = 0.05
 DAGGER = "†"
 VARIANCE_METRIC = "train/sampled_score_variance"
 ENTROPY_METRIC = "train/sampled_score_entropy"
-TIME_PREFIX = "time/"
 # Table order of the papers; anything else follows alphabetically.
 KNOWN_ORDER = ("topk", "random", "stratified", "kl", "margin_mse", "kl_nll", "wkl")
 AXIS_LABELS = {
@@ -62,12 +59,8 @@ AXIS_LABELS = {
 }
 SHORT_AXIS = {"loss.gamma1": "γ1", "loss.alpha": "α", "sampler.name": "sampler", "sampler.k": "K",
               "loss.name": "loss"}
-# Contract tags that stand in for params a tracker did not log.
-TAG_FALLBACKS = {"loss.name": "loss", "sampler.name": "sampler", "sampler.k": "k"}
 MEASURE_LABELS = {"mrr_at_10": "MRR@10", "ndcg_at_10": "nDCG@10", "recall_at_1000": "R@1000"}
 META_COLUMNS = ("run_id", "trial_id", "run_name", "status", "start_time", "end_time")
-WALL_METRIC = "time/trial_wall_s"        # MLflow run start → end: the Tune trial, Ray Train start-up included
-OVERHEAD_METRIC = "time/overhead_s"      # wall − train − eval: Ray, MLflow, model loading, checkpoints
 
 
 class ReportError(BadInput, LookupError):

@@ -40,7 +40,7 @@ from ray.tune.search.optuna import OptunaSearch
 from trainables.config import ConfigError, TrialConfig
 from trainables.errors import Failure
 
-from study import tracking
+from study import tags, tracking
 from study.paths import StudyPaths
 from study.preflight import check_existing_study, check_new_study, check_ray_address
 from study.space import SearchSpace, dump_space, load_space
@@ -462,10 +462,10 @@ def run_study(space_path: str | Path, opts: StudyOptions, *, overrides: dict[str
             experiment_id, parent_run_id = tracking.start_parent_run(
                 tracking_uri, state["experiment"], space.name,
                 space_params=_space_params(space),
-                tags={"kd_study.git_sha": tracking.git_revision(), "kd_study.study_dir": str(paths.dir),
-                      "kd_study.algorithm": space.study.algorithm,
-                      "kd_study.metric": ",".join(space.metrics),
-                      **{f"kd_study.asset.{k}": v for k, v in assets["keys"].items()}},
+                tags={tags.GIT_SHA_TAG: tracking.git_revision(), tags.STUDY_DIR_TAG: str(paths.dir),
+                      tags.ALGORITHM_TAG: space.study.algorithm,
+                      tags.METRIC_TAG: ",".join(space.metrics),
+                      **{tags.ASSET_TAG_PREFIX + k: v for k, v in assets["keys"].items()}},
                 artifacts=[paths.space_copy, paths.space_resolved, paths.assets],
             )
         except BaseException:
@@ -499,8 +499,8 @@ def resume_study(name: str, opts: StudyOptions) -> StudyOutcome:
         if parent_run_id is None:  # killed before the parent run existed
             experiment_id, parent_run_id = tracking.start_parent_run(
                 tracking_uri, state.get("experiment") or name, name, space_params=_space_params(space),
-                tags={"kd_study.git_sha": tracking.git_revision(), "kd_study.study_dir": str(paths.dir),
-                      **{f"kd_study.asset.{k}": v for k, v in assets["keys"].items()}},
+                tags={tags.GIT_SHA_TAG: tracking.git_revision(), tags.STUDY_DIR_TAG: str(paths.dir),
+                      **{tags.ASSET_TAG_PREFIX + k: v for k, v in assets["keys"].items()}},
                 artifacts=[paths.space_copy, paths.space_resolved, paths.assets])
         else:
             tracking.reopen_run(tracking_uri, parent_run_id)

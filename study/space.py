@@ -39,6 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.config import ConfigError, TrialConfig, format_validation_error, read_yaml_mapping
+from trainables.outputs import FINAL_LOSS
 
 Scalar = bool | int | float | str | None
 ALGORITHMS = ("tpe", "grid", "random")
@@ -318,7 +319,7 @@ def expected_metric_keys(cfg: TrialConfig) -> list[str]:
         keys.append(f"beir_ndcg_at_10_avg{suffix}")
     for ref in cfg.eval.dl:
         keys += [f"{ref.label}_{m}{suffix}" for m in ("ndcg_at_10", "mrr_at_10", "recall_at_1000")]
-    return keys + ["train/loss_final"]
+    return keys + [FINAL_LOSS]
 
 
 # ---- loading and validation --------------------------------------------------------------------

@@ -23,19 +23,15 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from trainables import outputs
 from trainables.errors import BadInput
 
+from study.tags import (
+    EXPERIMENT_KIND_TAG, GIT_SHA_TAG, MODEL_TRAINING_KIND, PARENT_RUN_TAG, STATE_TAG, STUDY_KIND_TAG, STUDY_NAME_TAG,
+)
+
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
-STUDY_NAME_TAG = "kd_study.name"
-STUDY_KIND_TAG = "kd_study.kind"
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"      # read by MLflow 3's UI to pick the default view
-MODEL_TRAINING_KIND = "custom_model_development"
-TRIAL_ID_TAG = "kd_study.trial_id"
-STATE_TAG = "kd_study.state"
-PARENT_RUN_TAG = "mlflow.parentRunId"
-FINAL_METRIC_MARKER = "train/loss_final"   # only the trial's final report carries it (train_loop.py)
-PER_QUERY_FILE = "per_query.json"
-STUDENT_DIR = "student"
+FINAL_METRIC_MARKER = outputs.FINAL_LOSS   # only the trial's final report carries it
 # Tune bookkeeping that is not a training metric.
 _TUNE_KEYS = {
     "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "time_since_restore",
@@ -142,7 +138,7 @@ def start_parent_run(uri: str, experiment_name: str, study_name: str, *, space_p
     """Create the study's parent run; returns (experiment_id, run_id)."""
     mlflow_client = client(uri)
     experiment_id = experiment_id_for(mlflow_client, experiment_name)
-    sha = tags.get("kd_study.git_sha", "unknown")
+    sha = tags.get(GIT_SHA_TAG, "unknown")
     run = mlflow_client.create_run(experiment_id, run_name=study_name, tags={
         STUDY_NAME_TAG: study_name, STUDY_KIND_TAG: "study",
         **({"mlflow.source.git.commit": sha.removesuffix("-dirty")} if sha != "unknown" else {}),

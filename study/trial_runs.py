@@ -12,9 +12,12 @@ from typing import Any
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+from study.tags import (
+    CHECKPOINT_TAG, ERROR_TAG, MISSING_ARTIFACTS_TAG, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, SEARCHED_TAG, STATE_TAG,
+    STUDENT_ARTIFACT_DIR, STUDY_KIND_TAG, STUDY_NAME_TAG, TAG_FALLBACKS, TRIAL_CONFIG_ARTIFACT, TRIAL_ID_TAG,
+)
 from study.tracking import (
-    FINAL_METRIC_MARKER, PARENT_RUN_TAG, PER_QUERY_FILE, STATE_TAG, STUDENT_DIR, STUDY_KIND_TAG, STUDY_NAME_TAG,
-    TRIAL_ID_TAG, client, flat_config, log_params, numeric_metrics, run_name, trial_error_line, trial_name,
+    FINAL_METRIC_MARKER, client, flat_config, log_params, numeric_metrics, run_name, trial_error_line, trial_name,
 )
 
 
@@ -75,21 +78,19 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
             self.mlflow.update_run(run_id, status="RUNNING")
             self.mlflow.set_tag(run_id, STATE_TAG, "resumed")
         else:
+            params = flat_config(cfg.model_dump(mode="json"))
             run = self.mlflow.create_run(self.experiment_id, run_name=run_name(trial_id, cfg), tags={
                 PARENT_RUN_TAG: self.parent_run_id,
                 STUDY_NAME_TAG: self.study_name,
                 STUDY_KIND_TAG: "trial",
                 TRIAL_ID_TAG: trial_id,
-                "sampler": cfg.sampler.name,
-                "loss": cfg.loss.name,
-                "k": str(cfg.sampler.k),
-                "kd_study.searched": ",".join(sorted(trial.config)),
+                **{tag: str(params[param]) for param, tag in TAG_FALLBACKS.items()},
+                SEARCHED_TAG: ",".join(sorted(trial.config)),
             })
             run_id = run.info.run_id
-            params = flat_config(cfg.model_dump(mode="json"))
             log_params(self.mlflow, run_id, params)
             with tempfile.TemporaryDirectory(prefix="kd_trial_cfg_") as tmp:
-                path = Path(tmp) / "trial_config.yaml"
+                path = Path(tmp) / TRIAL_CONFIG_ARTIFACT
                 cfg.to_yaml(path)
                 self.mlflow.log_artifact(run_id, str(path))
         self._runs[trial_id] = run_id
@@ -115,7 +116,7 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
         last = trial.last_result or {}
         if failed:
             self.mlflow.set_tag(run_id, STATE_TAG, "failed")
-            self.mlflow.set_tag(run_id, "kd_study.error", trial_error_line(trial)[:5000])
+            self.mlflow.set_tag(run_id, ERROR_TAG, trial_error_line(trial)[:5000])
             self.mlflow.set_terminated(run_id, status="FAILED")
             return
         if FINAL_METRIC_MARKER not in last:
@@ -124,20 +125,20 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
             return
         checkpoint = last.get("checkpoint_path")
         missing = []
-        if checkpoint and Path(checkpoint, PER_QUERY_FILE).is_file():
-            self.mlflow.log_artifact(run_id, str(Path(checkpoint, PER_QUERY_FILE)))
+        if checkpoint and Path(checkpoint, PER_QUERY_ARTIFACT).is_file():
+            self.mlflow.log_artifact(run_id, str(Path(checkpoint, PER_QUERY_ARTIFACT)))
         else:
-            missing.append(PER_QUERY_FILE)
+            missing.append(PER_QUERY_ARTIFACT)
         if self.log_models:
-            student = Path(checkpoint or "", STUDENT_DIR)
+            student = Path(checkpoint or "", STUDENT_ARTIFACT_DIR)
             if checkpoint and student.is_dir():
-                self.mlflow.log_artifacts(run_id, str(student), artifact_path=STUDENT_DIR)
+                self.mlflow.log_artifacts(run_id, str(student), artifact_path=STUDENT_ARTIFACT_DIR)
             else:
-                missing.append(STUDENT_DIR)
+                missing.append(STUDENT_ARTIFACT_DIR)
         if missing:
-            self.mlflow.set_tag(run_id, "kd_study.missing_artifacts", ",".join(missing))
+            self.mlflow.set_tag(run_id, MISSING_ARTIFACTS_TAG, ",".join(missing))
         if checkpoint:
-            self.mlflow.set_tag(run_id, "kd_study.checkpoint", str(checkpoint))
+            self.mlflow.set_tag(run_id, CHECKPOINT_TAG, str(checkpoint))
         self.mlflow.set_tag(run_id, STATE_TAG, "finished")
         self.mlflow.set_terminated(run_id, status="FINISHED")
 

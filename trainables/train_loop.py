@@ -36,14 +36,12 @@ from torch import Tensor, nn
 from trainables.config import LossConfig, TrialConfig
 from trainables.losses import compute_loss, ranks_from_scores, wkl_beta
 from trainables.samplers import sample_candidates, score_diagnostics
+from trainables.outputs import (
+    CHECKPOINT_SECONDS, EVAL_SECONDS, FINAL_LOSS, FINAL_METRICS, PER_QUERY, RESUMED_FROM, STUDENT_DIR, TRAIN_SECONDS,
+    TRAIN_STATE, TRIAL_CONFIG, WORKER_SETUP_SECONDS,
+)
 from trainables.training_set import TrainingSet
 
-# Files inside a checkpoint directory.
-TRAIN_STATE = "train_state.pt"          # student + optimizer + scheduler + step + rank table
-STUDENT_DIR = "student"                 # final checkpoint: BiEncoder.save (plain transformers folder)
-PER_QUERY = "per_query.json"            # final checkpoint: {metric_key: {qid: value}}
-TRIAL_CONFIG = "trial_config.yaml"      # final checkpoint: the TrialConfig that produced it
-FINAL_METRICS = "final_metrics.json"    # final checkpoint: the final report; marks a finished trial
 STATE_FORMAT = 1
 
 
@@ -429,7 +427,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if evaluate_now:
             result = evaluate_student(student, cfg.eval, cfg.seed, progress=False, shard=_shard(rank, world))
             metrics.update(result.metrics)
-        metrics.update(step=completed, epoch=completed / steps_epoch, **{"time/train_s": train_seconds})
+        metrics.update(step=completed, epoch=completed / steps_epoch, **{TRAIN_SECONDS: train_seconds})
         if checkpoint_now:
             saving = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="kd-ckpt-") as directory:
@@ -451,14 +449,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     eval_seconds = time.perf_counter() - eval_start
     final = {
         **result.metrics,
-        "train/loss_final": last_loss,
-        "train/resumed_from_step": resumed_from,
+        FINAL_LOSS: last_loss,
+        RESUMED_FROM: resumed_from,
         "step": completed,
         "epoch": completed / steps_epoch,
-        "time/train_s": train_seconds,
-        "time/eval_s": eval_seconds,
-        "time/worker_setup_s": setup_seconds,        # this attempt: model, training set, DDP wrap
-        "time/checkpoint_s": checkpoint_seconds,     # this attempt's intermediate checkpoints
+        TRAIN_SECONDS: train_seconds,
+        EVAL_SECONDS: eval_seconds,
+        WORKER_SETUP_SECONDS: setup_seconds,        # this attempt: model, training set, DDP wrap
+        CHECKPOINT_SECONDS: checkpoint_seconds,     # this attempt's intermediate checkpoints
     }
     with tempfile.TemporaryDirectory(prefix="kd-final-") as directory:
         checkpoint = None

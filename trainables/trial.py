@@ -20,10 +20,10 @@ import yaml
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from trainables.config import ConfigError, TrialConfig
-from trainables.train_loop import FINAL_METRICS, PER_QUERY, STUDENT_DIR, train_loop_per_worker
+from trainables.outputs import FINAL_METRICS, PER_QUERY, STUDENT_DIR, TRAIN_LOG, TRIAL_CONFIG
+from trainables.train_loop import train_loop_per_worker
 
-TRAIN_LOG = "train_log.jsonl"            # beside the checkpoints: every report of rank 0, one JSON per line
-RUN_CONFIG = "trial_config.yaml"         # beside the checkpoints: the config this run directory belongs to
+RUN_CONFIG = TRIAL_CONFIG               # beside the checkpoints: the config this run directory belongs to
 
 
 @dataclass

@@ -1,0 +1,38 @@
+"""The MLflow names a study writes and reads back, written once: tags, artifact names, derived metrics.
+
+`study.tracking` and `study.trial_runs` write them, `study.report` and `study.export` read them; the
+checkpoint files they mirror are named in `trainables.outputs`.
+"""
+from __future__ import annotations
+
+from trainables import outputs
+
+# Tags.
+STUDY_NAME_TAG = "kd_study.name"
+STUDY_KIND_TAG = "kd_study.kind"                   # "study" (the parent run) or "trial"
+TRIAL_ID_TAG = "kd_study.trial_id"
+STATE_TAG = "kd_study.state"                       # "pruned" on a trial the scheduler stopped early
+ERROR_TAG = "kd_study.error"
+SEARCHED_TAG = "kd_study.searched"
+MISSING_ARTIFACTS_TAG = "kd_study.missing_artifacts"
+CHECKPOINT_TAG = "kd_study.checkpoint"
+GIT_SHA_TAG = "kd_study.git_sha"
+STUDY_DIR_TAG = "kd_study.study_dir"
+ALGORITHM_TAG = "kd_study.algorithm"
+METRIC_TAG = "kd_study.metric"
+ASSET_TAG_PREFIX = "kd_study.asset."
+PARENT_RUN_TAG = "mlflow.parentRunId"              # MLflow's own: the UI nests a run under it
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"      # read by MLflow 3's UI to pick the default view
+MODEL_TRAINING_KIND = "custom_model_development"
+# Contract tags that stand in for params a tracker did not log (param → tag).
+TAG_FALLBACKS = {"loss.name": "loss", "sampler.name": "sampler", "sampler.k": "k"}
+
+# Artifacts of a trial run (the names of the trial's own checkpoint files).
+TRIAL_CONFIG_ARTIFACT = outputs.TRIAL_CONFIG
+PER_QUERY_ARTIFACT = outputs.PER_QUERY
+STUDENT_ARTIFACT_DIR = outputs.STUDENT_DIR
+REPORT_ARTIFACT_DIR = "report"                     # on the parent run
+
+# Metrics the study layer derives from a trial run.
+WALL_METRIC = "time/trial_wall_s"        # MLflow run start → end: the Tune trial, Ray Train start-up included
+OVERHEAD_METRIC = "time/overhead_s"      # wall − train − eval: Ray, MLflow, model loading, checkpoints
