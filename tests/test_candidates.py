@@ -18,9 +18,9 @@ from trainables.student import BiEncoder
 MAX_DOCS = 300  # all judged docs of scifact_ci + distractors: keeps CPU encoding to a second or two
 
 
-def scifact_ci(shared_data: Path, max_docs: int | None = MAX_DOCS) -> RetrievalData:
+def scifact_ci(sample_data: Path, max_docs: int | None = MAX_DOCS) -> RetrievalData:
     """scifact_ci (BEIR layout), the corpus cut to judged docs + the first distractors in file order."""
-    folder = shared_data / "scifact_ci"
+    folder = sample_data / "scifact_ci"
     try:
         from trainables.data import load_data
     except ImportError:  # the beir loader is being written in parallel: read the files directly
@@ -55,8 +55,8 @@ def _read_beir(folder: Path, split: str) -> RetrievalData:
 
 
 @pytest.fixture(scope="module")
-def data(shared_data) -> RetrievalData:
-    return scifact_ci(shared_data)
+def data(sample_data) -> RetrievalData:
+    return scifact_ci(sample_data)
 
 
 @pytest.fixture(scope="module")

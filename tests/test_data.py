@@ -51,8 +51,8 @@ def test_scifact_has_the_documented_sizes_per_split(shared_data):
     assert test.fingerprint != train.fingerprint
 
 
-def test_beir_passage_is_title_space_text(shared_data):
-    folder = shared_data / "scifact"
+def test_beir_passage_is_title_space_text(sample_data):
+    folder = sample_data / "scifact_ci"
     row = json.loads((folder / "corpus.jsonl").open().readline())
     data = load_data(f"beir:{folder}")
     assert data.corpus[row["_id"]] == f"{row['title']} {row['text']}"
@@ -60,12 +60,14 @@ def test_beir_passage_is_title_space_text(shared_data):
         data.corpus.get_many(["no-such-doc"])
 
 
-def test_scifact_ci_and_dl19_subset_load_with_graded_qrels(shared_data):
-    ci = load_data(DatasetRef(id=f"beir:{shared_data / 'scifact_ci'}"))
+def test_scifact_ci_and_dl19_sample_load_with_graded_qrels(sample_data):
+    ci = load_data(DatasetRef(id=f"beir:{sample_data / 'scifact_ci'}"))
     assert (len(ci.corpus), len(ci.queries), sum(map(len, ci.qrels.values()))) == (1000, 50, 60)
-    dl = load_data(f"beir:{shared_data / 'msmarco_dl19_subset'}")
-    # 50 queries in the file, 43 judged; the qrels file has no header line
-    assert (len(dl.corpus), len(dl.queries), sum(map(len, dl.qrels.values()))) == (5000, 43, 4102)
+    train = load_data(DatasetRef(id=f"beir:{sample_data / 'scifact_ci'}", split="train"))
+    assert len(train.queries) == 189 and not set(train.queries) & set(ci.queries)
+    dl = load_data(f"beir:{sample_data / 'dl19_sample'}")
+    # 5 queries in the file, 4 judged; the qrels file has no header line
+    assert (len(dl.corpus), len(dl.queries), sum(map(len, dl.qrels.values()))) == (296, 4, 296)
     assert {g for graded in dl.qrels.values() for g in graded.values()} == {1, 2, 3}
     qid = next(iter(dl.qrels))
     grades = [dl.qrels[qid][d] for d in dl.positives(qid)]
@@ -73,11 +75,11 @@ def test_scifact_ci_and_dl19_subset_load_with_graded_qrels(shared_data):
     assert len(dl.positives(qid, min_grade=2)) == sum(g >= 2 for g in dl.qrels[qid].values())
 
 
-def test_beir_bad_input_names_the_path_or_line(tmp_path, shared_data):
+def test_beir_bad_input_names_the_path_or_line(tmp_path, sample_data):
     with pytest.raises(DataError, match=re.escape(str(tmp_path / "absent"))):
         load_data(f"beir:{tmp_path / 'absent'}")
     with pytest.raises(DataError, match=r"qrels/dev\.tsv.*splits here: test, train"):
-        load_data(f"beir:{shared_data / 'scifact'}", "dev")
+        load_data(f"beir:{sample_data / 'scifact_ci'}", "dev")
     docs = [{"_id": "d1", "title": "", "text": "one"}]
     header = "query-id\tcorpus-id\tscore\n"
     bad = write_beir(tmp_path / "bad", docs, [{"_id": "q1", "text": "q"}], header + "q1\td1\t1\nq1\td1\thigh\n")
@@ -123,10 +125,10 @@ def test_unknown_scheme_lists_the_valid_ones():
         load_data("beir:")
 
 
-def test_training_queries_keep_queries_with_a_positive(tmp_path, shared_data):
-    dl = load_data(f"beir:{shared_data / 'msmarco_dl19_subset'}")
+def test_training_queries_keep_queries_with_a_positive(tmp_path, sample_data):
+    dl = load_data(f"beir:{sample_data / 'dl19_sample'}")
     queries = training_queries(dl)
-    assert len(queries) == 43 and all(positives == dl.positives(qid) for qid, _, positives in queries)
+    assert len(queries) == 4 and all(positives == dl.positives(qid) for qid, _, positives in queries)
     corpus = [{"_id": "d1", "text": "one"}, {"_id": "d2", "text": "two"}]
     queries_rows = [{"_id": "q1", "text": "a"}, {"_id": "q2", "text": "b"}]
     folder = write_beir(tmp_path / "g", corpus, queries_rows, "q1 d1 0\nq1 d2 0\nq2 d1 0\nq2 d2 2\n")
@@ -158,34 +160,33 @@ def irds_home(tmp_path, monkeypatch):
     sys.modules.update(saved)
 
 
-def test_irds_beir_scifact_test_offline_streams_the_corpus(irds_home, shared_data):
+def test_irds_beir_scifact_test_offline_streams_the_corpus(irds_home, sample_data):
     # ir_datasets cannot download here. Its beir module looks for the archive it would download at
     # $IR_DATASETS_HOME/beir/scifact/source.zip (downloads.json cache_path; no checksum of a present
     # file) and reads scifact/{corpus,queries}.jsonl and scifact/qrels/<split>.tsv inside it, so we
-    # pre-populate exactly that file from the shared copy of the same BEIR release.
+    # pre-populate exactly that file, here with the shipped sample of the same BEIR release.
     archive = irds_home / "beir" / "scifact" / "source.zip"
     archive.parent.mkdir(parents=True)
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as handle:
         for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv", "qrels/train.tsv"):
-            handle.write(shared_data / "scifact" / name, f"scifact/{name}")
+            handle.write(sample_data / "scifact_ci" / name, f"scifact/{name}")
 
     data = load_data("irds:beir/scifact/test", split="ignored-for-irds")
     assert data.name == "beir/scifact/test" and data.skipped == {}
-    assert (len(data.queries), sum(map(len, data.qrels.values()))) == (300, 339)
-    assert len(data.corpus) == 5183
+    assert (len(data.queries), sum(map(len, data.qrels.values()))) == (50, 60)
     assert not isinstance(data.corpus, DictCorpus)
     first = list(islice(data.corpus, 3))
     assert len(first) == 3 and all(isinstance(d, str) and t for d, t in first)
-    assert sum(1 for _ in data.corpus) == 5183
+    assert sum(1 for _ in data.corpus) == 1000
     # the same collection through the BEIR reader: identical queries, qrels and passage texts
-    beir = load_data(f"beir:{shared_data / 'scifact'}", "test")
+    beir = load_data(f"beir:{sample_data / 'scifact_ci'}", "test")
     assert data.queries == beir.queries and data.qrels == beir.qrels
     judged = sorted({d for graded in data.qrels.values() for d in graded})
     assert data.corpus.get_many(judged) == beir.corpus.get_many(judged)
     with pytest.raises(DataError, match="unknown docid 'no-such-doc'"):
         data.corpus.get_many(["no-such-doc"])
-    # a streamed corpus pickles as its id (Ray workers reopen it), not as 5,183 passages
-    assert len(pickle.dumps(data.corpus)) < 500 and len(pickle.loads(pickle.dumps(data.corpus))) == 5183
+    # a streamed corpus pickles as its id (Ray workers reopen it), not as 1,000 passages
+    assert len(pickle.dumps(data.corpus)) < 500 and sum(1 for _ in pickle.loads(pickle.dumps(data.corpus))) == 1000
     small = subset(data, 40, seed=0)
     assert set(judged) <= {d for d, _ in small.corpus} and len(small.corpus) == len(judged) + 40
 
@@ -233,8 +234,8 @@ def test_read_run_file_errors_name_file_and_line(tmp_path):
 
 
 # ---- subset ---------------------------------------------------------------------------------------
-def test_subset_keeps_every_judged_doc_and_is_seed_deterministic(shared_data):
-    data = load_data(f"beir:{shared_data / 'scifact_ci'}")
+def test_subset_keeps_every_judged_doc_and_is_seed_deterministic(sample_data):
+    data = load_data(f"beir:{sample_data / 'scifact_ci'}")
     judged = {d for graded in data.qrels.values() for d in graded}
     small = subset(data, 100, seed=7)
     ids = [d for d, _ in small.corpus]
@@ -250,8 +251,8 @@ def test_subset_keeps_every_judged_doc_and_is_seed_deterministic(shared_data):
     assert len(subset(data, 0, seed=0).corpus) == len(judged)
 
 
-def test_holdout_splits_a_training_split_into_disjoint_train_and_validation_queries(shared_data):
-    root = shared_data / "scifact"
+def test_holdout_splits_a_training_split_into_disjoint_train_and_validation_queries(sample_data):
+    root = sample_data / "scifact_ci"
     held = load_data(DatasetRef(id=f"beir:{root}", split="train", holdout=100, part="holdout"))
     rest = load_data(DatasetRef(id=f"beir:{root}", split="train", holdout=100))
     full = load_data(DatasetRef(id=f"beir:{root}", split="train"))

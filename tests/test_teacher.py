@@ -88,9 +88,9 @@ def test_teacher_rejects_mismatched_inputs(cache_dir):
         teacher.score(QUERIES, PASSAGES[:1])
 
 
-def _trial(shared_data: Path, cache_dir: Path, **teacher) -> TrialConfig:
+def _trial(sample_data: Path, cache_dir: Path, **teacher) -> TrialConfig:
     return TrialConfig.from_dict({
-        "data": {"train": {"id": f"beir:{shared_data / 'scifact_ci'}", "split": "test"},
+        "data": {"train": {"id": f"beir:{sample_data / 'scifact_ci'}", "split": "test"},
                  "pool_depth": 10, "max_train_queries": 6},
         "student": {"model": "tiny:bert", "num_layers": 1, "query_max_length": 16, "passage_max_length": 32},
         "teacher": {"model": "tiny:bert", "query_max_length": 16, "passage_max_length": 32, **teacher},
@@ -99,9 +99,9 @@ def _trial(shared_data: Path, cache_dir: Path, **teacher) -> TrialConfig:
     })
 
 
-def test_teacher_scores_are_cached_and_a_corrupt_cache_is_rebuilt(shared_data, tmp_path, monkeypatch):
-    data = scifact_ci(shared_data)
-    cfg = _trial(shared_data, tmp_path / "cache")
+def test_teacher_scores_are_cached_and_a_corrupt_cache_is_rebuilt(sample_data, tmp_path, monkeypatch):
+    data = scifact_ci(sample_data)
+    cfg = _trial(sample_data, tmp_path / "cache")
 
     first = prepare_assets(cfg, progress=False, data=data)
     assert not first.stats["pool_cache_hit"] and not first.stats["teacher_cache_hit"]
@@ -146,11 +146,11 @@ def test_teacher_scores_are_cached_and_a_corrupt_cache_is_rebuilt(shared_data, t
     assert prepare_assets(cfg, progress=False, data=data).stats["teacher_cache_status"] == "corrupt"
 
 
-def test_teacher_cache_key_follows_the_teacher_config(shared_data, tmp_path):
-    data = scifact_ci(shared_data)
-    base = prepare_assets(_trial(shared_data, tmp_path), progress=False, data=data)
-    other = prepare_assets(_trial(shared_data, tmp_path, passage_max_length=24), progress=False, data=data)
+def test_teacher_cache_key_follows_the_teacher_config(sample_data, tmp_path):
+    data = scifact_ci(sample_data)
+    base = prepare_assets(_trial(sample_data, tmp_path), progress=False, data=data)
+    other = prepare_assets(_trial(sample_data, tmp_path, passage_max_length=24), progress=False, data=data)
     assert other.keys["pools"] == base.keys["pools"] and other.stats["pool_cache_hit"]
     assert other.keys["teacher"] != base.keys["teacher"] and other.stats["teacher_pairs_scored"] > 0
-    same = prepare_assets(_trial(shared_data, tmp_path, batch_size=3), progress=False, data=data)
+    same = prepare_assets(_trial(sample_data, tmp_path, batch_size=3), progress=False, data=data)
     assert same.keys["teacher"] == base.keys["teacher"] and same.stats["teacher_pairs_scored"] == 0
