@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
-import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +30,14 @@ from trainables.hashing import file_sha256
 from trainables.models import PACKAGED_MINILM, PACKAGED_MPNET
 from trainables.student import BiEncoder
 from trainables.teacher import build_teacher
-from trainables.training_set import Assets, TrainingSet, content_key, is_complete
+from trainables.training_set import Assets, TrainingSet, content_key, is_complete, load_npz_checked, save_npz_atomic
 
 log = logging.getLogger(__name__)
 
 # Bump when the layout or meaning of a cached file changes.
 POOLS_VERSION = 1
 TEACHER_VERSION = 1
-TRAINSET_VERSION = 1
+TRAINSET_VERSION = 2   # 2: strings as UTF-8 buffers, loadable without pickle
 # The training-query subset does not follow the trial seed: trials that differ only in seed share
 # one set of pools and teacher scores, so seeds measure training variance alone.
 SUBSET_SEED = 0
@@ -184,37 +182,6 @@ def _candidates_file_digest(path: Path) -> str:
     if not path.is_file():
         raise ConfigError(f"data.candidates_file: {path} not found")
     return file_sha256(path)
-
-
-# ---- cache files ----------------------------------------------------------------------------------
-def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write `path` via a unique temp file + rename, then its sha256 sidecar (is_complete checks both)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
-    try:
-        np.savez(tmp, **arrays)
-        digest = file_sha256(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    sidecar_tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.sha256")
-    sidecar_tmp.write_text(digest)
-    sidecar_tmp.replace(path.with_suffix(".sha256"))
-
-
-def load_npz_checked(path: Path) -> tuple[dict[str, np.ndarray] | None, str]:
-    """(arrays, "hit"), or (None, "miss") when absent, or (None, "corrupt") when it fails its checksum."""
-    if not path.exists():
-        return None, "miss"
-    if not is_complete(path):
-        log.warning("%s: corrupt or partial (checksum mismatch or missing sidecar); rebuilding", path)
-        return None, "corrupt"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {name: z[name] for name in z.files}, "hit"
-    except Exception as error:  # a checksummed file that still does not parse: rebuild, never use
-        log.warning("%s: unreadable (%s); rebuilding", path, error)
-        return None, "corrupt"
 
 
 def _teacher_arrays(pools: Pools, scores: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from trainables.hashing import file_sha256
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,40 +53,76 @@ class TrainingSet:
 
     # ---- storage ------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write `path` (.npz) atomically with a sha256 sidecar so a partial file is never used."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            query_ids=np.array(self.query_ids, dtype=object),
-            query_texts=np.array(self.query_texts, dtype=object),
-            doc_ids=np.array(self.doc_ids, dtype=object),
-            doc_texts=np.array(self.doc_texts, dtype=object),
-            positive_doc_idx=self.positive_doc_idx,
-            pool_doc_idx=self.pool_doc_idx,
-            teacher_positive_scores=self.teacher_positive_scores,
-            teacher_pool_scores=self.teacher_pool_scores,
-            student_positive_scores=self.student_positive_scores,
-            student_pool_scores=self.student_pool_scores,
-        )
-        digest = file_sha256(tmp)
-        tmp.replace(path)
-        path.with_suffix(".sha256").write_text(digest)
+        """Write `path` (.npz) atomically with a sha256 sidecar so a partial file is never used.
+
+        Strings are stored as one UTF-8 buffer + offsets, never as pickled object arrays: loading
+        a cache file must not be able to run code.
+        """
+        arrays = {name: getattr(self, name) for name in _ARRAY_FIELDS}
+        for name in _STRING_FIELDS:
+            arrays[f"{name}_utf8"], arrays[f"{name}_offsets"] = _pack_strings(getattr(self, name))
+        save_npz_atomic(Path(path), arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainingSet":
         path = Path(path)
         if not is_complete(path):
             raise ValueError(f"{path}: missing or corrupt training set (checksum mismatch)")
-        with np.load(path, allow_pickle=True) as z:
-            return cls(
-                query_ids=list(z["query_ids"]), query_texts=list(z["query_texts"]),
-                doc_ids=list(z["doc_ids"]), doc_texts=list(z["doc_texts"]),
-                positive_doc_idx=z["positive_doc_idx"], pool_doc_idx=z["pool_doc_idx"],
-                teacher_positive_scores=z["teacher_positive_scores"], teacher_pool_scores=z["teacher_pool_scores"],
-                student_positive_scores=z["student_positive_scores"], student_pool_scores=z["student_pool_scores"],
-            )
+        with np.load(path, allow_pickle=False) as z:
+            strings = {name: _unpack_strings(z[f"{name}_utf8"], z[f"{name}_offsets"]) for name in _STRING_FIELDS}
+            return cls(**strings, **{name: z[name] for name in _ARRAY_FIELDS})
+
+
+_STRING_FIELDS = ("query_ids", "query_texts", "doc_ids", "doc_texts")
+_ARRAY_FIELDS = ("positive_doc_idx", "pool_doc_idx", "teacher_positive_scores", "teacher_pool_scores",
+                 "student_positive_scores", "student_pool_scores")
+
+
+def _pack_strings(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One uint8 buffer of UTF-8 bytes + int64 end offsets: compact for ragged texts, no pickle."""
+    encoded = [text.encode("utf-8") for text in strings]
+    offsets = np.cumsum([len(b) for b in encoded], dtype=np.int64) if encoded else np.zeros(0, np.int64)
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def _unpack_strings(buffer: np.ndarray, offsets: np.ndarray) -> list[str]:
+    data = buffer.tobytes()
+    starts = np.concatenate([[0], offsets[:-1]]) if len(offsets) else offsets
+    return [data[a:b].decode("utf-8") for a, b in zip(starts.tolist(), offsets.tolist())]
+
+
+# ---- checksummed cache files -------------------------------------------------------------------
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write `path` via a unique temp file + rename, then its sha256 sidecar the same way (is_complete checks both)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        digest = file_sha256(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    sidecar_tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.sha256")
+    try:
+        sidecar_tmp.write_text(digest)
+        sidecar_tmp.replace(path.with_suffix(".sha256"))
+    finally:
+        sidecar_tmp.unlink(missing_ok=True)
+
+
+def load_npz_checked(path: Path) -> tuple[dict[str, np.ndarray] | None, str]:
+    """(arrays, "hit"), or (None, "miss") when absent, or (None, "corrupt") when it fails its checksum."""
+    if not path.exists():
+        return None, "miss"
+    if not is_complete(path):
+        log.warning("%s: corrupt or partial (checksum mismatch or missing sidecar); rebuilding", path)
+        return None, "corrupt"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}, "hit"
+    except Exception as error:  # noqa: BLE001 - a checksummed file that still does not parse: rebuild, never use
+        log.warning("%s: unreadable (%s); rebuilding", path, error)
+        return None, "corrupt"
 
 
 def is_complete(path: str | Path) -> bool:
