@@ -154,3 +154,32 @@ def test_teacher_cache_key_follows_the_teacher_config(sample_data, tmp_path):
     assert other.keys["teacher"] != base.keys["teacher"] and other.stats["teacher_pairs_scored"] > 0
     same = prepare_assets(_trial(sample_data, tmp_path, batch_size=3), progress=False, data=data)
     assert same.keys["teacher"] == base.keys["teacher"] and same.stats["teacher_pairs_scored"] == 0
+
+
+_PREPARE_IN_A_PROCESS = """
+import json, sys
+from trainables.assets import prepare_assets
+from trainables.config import TrialConfig
+cfg = TrialConfig.from_yaml(sys.argv[1])
+stats = prepare_assets(cfg, progress=False).stats
+print(json.dumps({k: stats[k] for k in ("pool_cache_status", "teacher_cache_status", "teacher_pairs_scored")}))
+"""
+
+
+def test_two_processes_preparing_one_cache_build_each_asset_once(sample_data, tmp_path):
+    """A lock per cache entry: the second process waits for the first, then reuses what it built."""
+    import json
+    import subprocess
+    import sys
+
+    config = tmp_path / "trial.yaml"
+    _trial(sample_data, tmp_path / "cache").to_yaml(config)
+    procs = [subprocess.Popen([sys.executable, "-c", _PREPARE_IN_A_PROCESS, str(config)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    stats = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    assert sorted(s["pool_cache_status"] for s in stats) == ["hit", "miss"]
+    assert sorted(s["teacher_cache_status"] for s in stats) == ["hit", "miss"]
+    assert sorted(s["teacher_pairs_scored"] > 0 for s in stats) == [False, True]
+    assert not list((tmp_path / "cache").rglob(".*tmp*")), "no temporary file is left behind"

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from trainables.candidates import Pools, TrainQuery, build_pools
 from trainables.config import ConfigError, ModelConfig, TrialConfig
@@ -69,17 +70,18 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
     # ---- pools ------------------------------------------------------------------------------
     started = time.perf_counter()
     pool_path = cache / "pools" / f"{keys['pools']}.npz"
-    arrays, stats["pool_cache_status"] = load_npz_checked(pool_path)
-    pools = Pools.from_arrays(arrays) if arrays is not None else None
-    if pools is not None and pools.query_ids != [q for q, _, _ in queries]:
-        log.warning("%s: holds other queries than expected; rebuilding", pool_path)
-        pools, stats["pool_cache_status"] = None, "corrupt"
-    if pools is None:
-        student = BiEncoder.from_config(cfg.student, cfg.cache_dir).to(device)
-        pools = build_pools(data, queries, student, cfg.data.pool_depth, cfg.data.candidates_file, progress,
-                            batch_size=cfg.eval.batch_size)
-        del student
-        save_npz_atomic(pool_path, pools.to_arrays())
+    with entry_lock(pool_path):  # a second study building the same pools waits, then reads them
+        arrays, stats["pool_cache_status"] = load_npz_checked(pool_path)
+        pools = Pools.from_arrays(arrays) if arrays is not None else None
+        if pools is not None and pools.query_ids != [q for q, _, _ in queries]:
+            log.warning("%s: holds other queries than expected; rebuilding", pool_path)
+            pools, stats["pool_cache_status"] = None, "corrupt"
+        if pools is None:
+            student = BiEncoder.from_config(cfg.student, cfg.cache_dir).to(device)
+            pools = build_pools(data, queries, student, cfg.data.pool_depth, cfg.data.candidates_file, progress,
+                                batch_size=cfg.eval.batch_size)
+            del student
+            save_npz_atomic(pool_path, pools.to_arrays())
     stats["pool_cache_hit"] = stats["pool_cache_status"] == "hit"
     stats["pools_seconds"] = time.perf_counter() - started
     sizes = np.array([len(p) for p in pools.doc_ids])
@@ -89,39 +91,48 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
     started = time.perf_counter()
     texts: dict[str, str] = {}
     teacher_path = cache / "teacher" / f"{keys['teacher']}.npz"
-    arrays, stats["teacher_cache_status"] = load_npz_checked(teacher_path)
-    if arrays is not None and not _teacher_arrays_fit(arrays, pools):
-        log.warning("%s: does not fit pools %s; rebuilding", teacher_path, keys["pools"])
-        arrays, stats["teacher_cache_status"] = None, "corrupt"
     stats["teacher_pairs_scored"] = stats["teacher_forward_passes"] = 0
-    if arrays is None:
-        texts = _doc_texts(data, pools)
-        teacher = build_teacher(cfg.teacher, cfg.cache_dir, device)
-        scores = teacher.score(
-            [t for _, t, _ in queries],
-            [[texts[d] for d in pos + pool] for pos, pool in zip(pools.positive_doc_ids, pools.doc_ids)],
-            progress=progress,
-        )
-        stats["teacher_pairs_scored"] = teacher.pairs_scored
-        stats["teacher_forward_passes"] = teacher.forward_passes
-        del teacher
-        arrays = _teacher_arrays(pools, scores)
-        save_npz_atomic(teacher_path, arrays)
+    with entry_lock(teacher_path):
+        arrays, stats["teacher_cache_status"] = load_npz_checked(teacher_path)
+        if arrays is not None and not _teacher_arrays_fit(arrays, pools):
+            log.warning("%s: does not fit pools %s; rebuilding", teacher_path, keys["pools"])
+            arrays, stats["teacher_cache_status"] = None, "corrupt"
+        if arrays is None:
+            texts = _doc_texts(data, pools)
+            teacher = build_teacher(cfg.teacher, cfg.cache_dir, device)
+            scores = teacher.score(
+                [t for _, t, _ in queries],
+                [[texts[d] for d in pos + pool] for pos, pool in zip(pools.positive_doc_ids, pools.doc_ids)],
+                progress=progress,
+            )
+            stats["teacher_pairs_scored"] = teacher.pairs_scored
+            stats["teacher_forward_passes"] = teacher.forward_passes
+            del teacher
+            arrays = _teacher_arrays(pools, scores)
+            save_npz_atomic(teacher_path, arrays)
     stats["teacher_cache_hit"] = stats["teacher_cache_status"] == "hit"
     stats["teacher_seconds"] = time.perf_counter() - started
 
     # ---- training set ---------------------------------------------------------------------------
     started = time.perf_counter()
     trainset_path = cache / "trainsets" / f"{keys['training_set']}.npz"
-    reuse = stats["pool_cache_hit"] and stats["teacher_cache_hit"] and is_complete(trainset_path)
-    if not reuse:
-        texts = texts or _doc_texts(data, pools)
-        assemble_training_set(queries, pools, arrays, texts).save(trainset_path)
+    with entry_lock(trainset_path):
+        reuse = stats["pool_cache_hit"] and stats["teacher_cache_hit"] and is_complete(trainset_path)
+        if not reuse:
+            texts = texts or _doc_texts(data, pools)
+            assemble_training_set(queries, pools, arrays, texts).save(trainset_path)
     stats["trainset_cache_hit"] = reuse
     stats["trainset_seconds"] = time.perf_counter() - started
     log.info("assets ready: %s (pools %s, teacher %s, %d pairs scored)", trainset_path,
              stats["pool_cache_status"], stats["teacher_cache_status"], stats["teacher_pairs_scored"])
     return Assets(str(trainset_path), keys, stats)
+
+
+def entry_lock(path: Path) -> FileLock:
+    """An inter-process lock for one cache entry (`<entry>.lock` beside it): two studies or trials
+    preparing the same asset at once build it once; the other waits, then finds it complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_suffix(".lock")))
 
 
 # ---- inputs and keys -----------------------------------------------------------------------------
