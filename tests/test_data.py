@@ -342,3 +342,52 @@ def test_quickstart_rebuilds_a_corrupt_cache_file(tmp_path):
     path.write_text('{"id": "x", "split": "tr')
     assert ensure_cached("quickstart-numpy", tmp_path).read_bytes() == good
     assert not list(path.parent.glob("*.tmp"))
+
+
+# ---- checking every set a trial touches, before the work ----------------------------------------
+def _broken_sets(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """name → (dataset id for eval.dev, the message check_datasets must give)."""
+    docs = [{"_id": "d1", "title": "", "text": "one"}, {"_id": "d2", "text": "two"}]
+    queries = [{"_id": "q1", "text": "first"}]
+    corrupt = write_beir(tmp_path / "corrupt", docs, queries, "q1 d1 1\n")
+    with (corrupt / "corpus.jsonl").open("a") as handle:
+        handle.write('{"_id": "d3", "text": \n')
+    absent_docs = write_beir(tmp_path / "absent_docs", docs, queries, "q1 gone 1\n")
+    no_queries = write_beir(tmp_path / "no_queries", docs, queries, "q1 d1 1\n")
+    (no_queries / "queries.jsonl").unlink()
+    return {
+        "missing folder": (f"beir:{tmp_path / 'nowhere'}", r"eval\.dev: beir:.*nowhere: no such folder"),
+        "corrupt corpus line": (f"beir:{corrupt}", r"eval\.dev: .*corrupt/corpus\.jsonl:3: invalid JSON"),
+        "qrels naming absent docs": (f"beir:{absent_docs}", r"eval\.dev: absent_docs/test: no query has a positive"),
+        "missing queries.jsonl": (f"beir:{no_queries}", r"eval\.dev: beir:.*no such file .*queries\.jsonl"),
+        "unknown irds id": ("irds:not/a/dataset", r"eval\.dev: unknown ir_datasets id 'not/a/dataset'"),
+        "label not a metric key": (f"beir:{tmp_path / 'scifact(v2)'}", r"eval\.dev: label 'scifact\(v2\)' cannot be part"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing folder", "corrupt corpus line", "qrels naming absent docs",
+                                  "missing queries.jsonl", "unknown irds id", "label not a metric key"])
+def test_check_datasets_names_the_broken_evaluation_set(tmp_path, sample_data, case):
+    from trainables.config import TrialConfig
+    from trainables.data.check import check_datasets
+
+    dataset_id, message = _broken_sets(tmp_path)[case]
+    cfg = TrialConfig.from_dict({"data": {"train": {"id": f"beir:{sample_data / 'scifact_ci'}", "split": "train"}},
+                                 "eval": {"dev": {"id": dataset_id, "split": "test"}}})
+    with pytest.raises(DataError, match=message) as caught:
+        check_datasets(cfg, source="trial.yaml")
+    assert str(caught.value).startswith("trial.yaml: ") and "\n" not in str(caught.value)
+
+
+def test_check_datasets_returns_the_training_data_and_a_line_per_set(sample_data):
+    from trainables.config import TrialConfig
+    from trainables.data.check import check_datasets
+
+    cfg = TrialConfig.from_dict({
+        "data": {"train": {"id": f"beir:{sample_data / 'scifact_ci'}", "split": "train"}},
+        "eval": {"dev": {"id": f"beir:{sample_data / 'scifact_ci'}", "split": "test"},
+                 "dl": [{"id": f"beir:{sample_data / 'dl19_sample'}", "split": "test"}], "beir": []}})
+    train, checked = check_datasets(cfg)
+    assert train.name == "scifact_ci/train" and len(train.queries) == 189
+    assert [(c.role, c.queries, c.docs) for c in checked] == [
+        ("data.train", 189, 1000), ("eval.dev", 50, 1000), ("eval.dl[0]", 4, 296)]

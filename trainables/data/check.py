@@ -1,0 +1,69 @@
+"""Every data set a trial will touch, checked before any work starts.
+
+A typo in an evaluation set used to surface at a trial's final evaluation, after its training: on a
+sweep, in every trial. `check_datasets` loads each set the config names (training data and every
+`eval.dev` / `eval.beir` / `eval.dl` set) the way a trial will, and says in one line what is wrong:
+a missing folder or split, the first line that does not parse (file:line), a set whose qrels leave no
+query with a positive (grade ≥ 1), a label that cannot be part of an MLflow metric key. It returns
+the loaded training data, so the caller can build the shared assets from it without reading it twice.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from trainables.config import DatasetRef, TrialConfig
+from trainables.data import load_data
+from trainables.data.types import DataError, RetrievalData
+
+# MLflow's rule for metric and param names (mlflow.utils.validation): letters, digits, '_', '-', '.',
+# ' ', ':' and '/'. A label becomes part of metric keys (`beir/<label>/ndcg_at_10`).
+METRIC_KEY_CHARS = re.compile(r"^[/\w.\- :]*$")
+
+
+@dataclass(frozen=True)
+class CheckedSet:
+    role: str            # "data.train", "eval.dev", "eval.beir[0]", "eval.dl[1]"
+    ref: DatasetRef
+    queries: int         # queries with a positive
+    docs: int | None     # corpus size, where known without reading it
+
+
+def eval_refs(cfg: TrialConfig) -> list[tuple[str, DatasetRef]]:
+    """(role, ref) of every evaluation set of `cfg`, in the order a trial evaluates them."""
+    refs = [("eval.dev", cfg.eval.dev)] if cfg.eval.dev is not None else []
+    refs += [(f"eval.beir[{i}]", ref) for i, ref in enumerate(cfg.eval.beir)]
+    refs += [(f"eval.dl[{i}]", ref) for i, ref in enumerate(cfg.eval.dl)]
+    return refs
+
+
+def check_datasets(cfg: TrialConfig, *, source: str = "") -> tuple[RetrievalData, list[CheckedSet]]:
+    """Load and check the training data and every evaluation set; DataError (one line) on the first problem.
+
+    `source` (the config file) prefixes messages. Returns the training data and a summary per set.
+    """
+    prefix = f"{source}: " if source else ""
+    checked, train = [], None
+    for role, ref in [("data.train", cfg.data.train), *eval_refs(cfg)]:
+        if not METRIC_KEY_CHARS.match(ref.label):
+            raise DataError(f"{prefix}{role}: label {ref.label!r} cannot be part of an MLflow metric key "
+                            "(letters, digits, '_', '-', '.', ' ', ':', '/'): give the set a `name`")
+        try:
+            data = load_data(ref)
+        except DataError as error:
+            raise DataError(f"{prefix}{role}: {error}") from None
+        with_positive = sum(1 for qid in data.queries if data.positives(qid))
+        if not with_positive:
+            raise DataError(f"{prefix}{role}: {data.name}: no query has a positive (grade >= 1) in its qrels "
+                            f"({len(data.queries)} queries, skipped: {data.skipped or 'none'})")
+        checked.append(CheckedSet(role, ref, with_positive, _size(data)))
+        if role == "data.train":
+            train = data
+    return train, checked
+
+
+def _size(data: RetrievalData) -> int | None:
+    try:
+        return len(data.corpus)
+    except DataError:  # a streamed corpus whose size needs its files
+        return None
