@@ -30,8 +30,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from study.paths import StudyPaths
-from study.report import (OVERHEAD_METRIC, WALL_METRIC, ReportError, StudyRuns, build_report, frame_to_markdown,
-                          load_per_query, load_study_runs, metric_label, plot_heatmap, plot_importances)
+from study.report import (ReportError, StudyRuns, best_trial, build_report, frame_to_markdown, load_per_query,
+                          load_study_runs, metric_label, mode_for, plot_heatmap, plot_importances,
+                          plot_search_progress)
+from study.report.text import slug
+from study.tags import OVERHEAD_METRIC, WALL_METRIC
+from trainables.outputs import CHECKPOINT_SECONDS, EVAL_SECONDS, TRAIN_SECONDS, WORKER_SETUP_SECONDS
 
 
 class SearchComparison(BaseModel):
@@ -93,8 +97,8 @@ def time_split(df: pd.DataFrame) -> dict[str, float]:
     such trial would move a mean by minutes.
     """
     out = {}
-    for label, column in (("train", "time/train_s"), ("eval", "time/eval_s"), ("overhead", OVERHEAD_METRIC),
-                          ("worker setup", "time/worker_setup_s"), ("checkpoints", "time/checkpoint_s"),
+    for label, column in (("train", TRAIN_SECONDS), ("eval", EVAL_SECONDS), ("overhead", OVERHEAD_METRIC),
+                          ("worker setup", WORKER_SETUP_SECONDS), ("checkpoints", CHECKPOINT_SECONDS),
                           ("wall", WALL_METRIC)):
         out[label] = float(df[column].median()) if column in df.columns and df[column].notna().any() else float("nan")
     share = df[OVERHEAD_METRIC] / df[WALL_METRIC] if {OVERHEAD_METRIC, WALL_METRIC} <= set(df.columns) else None
@@ -103,29 +107,9 @@ def time_split(df: pd.DataFrame) -> dict[str, float]:
 
 
 def read_assets(name: str, root: str | None) -> dict[str, Any]:
-    """The study's assets.json (shared pools and teacher scores: keys, timings, cache hits), or {}."""
+    """The study's assets file (`StudyPaths.assets`: shared pools and teacher scores, timings, cache hits), or {}."""
     path = StudyPaths.of(name, root).assets
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def plot_search_progress(curves: dict[str, pd.DataFrame], grid_best: float, metric: str, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 3.6), dpi=130, layout="constrained")
-    ax = fig.subplots()
-    for label, progress in curves.items():
-        ax.step(progress["trial"], progress["best_so_far"], where="post", label=f"{label}: best so far")
-        ax.plot(progress["trial"], progress["value"], ".", alpha=0.35)
-    ax.axhline(grid_best, color="#d62728", linestyle="--", linewidth=1, label="grid best")
-    budget = max(len(p) for p in curves.values())
-    for fraction in (1 / 3, 2 / 3):
-        ax.axvline(budget * fraction, color="#999999", linewidth=0.8)
-    ax.set_xlabel("trials run")
-    ax.set_ylabel(metric_label(metric))
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("Search progress: best so far (dots: each trial)", fontsize=11)
-    fig.savefig(path)
-    return path
 
 
 # ---- the document ------------------------------------------------------------------------------------
@@ -196,13 +180,22 @@ def _contents(studies: list[_Study], spec: DocumentSpec) -> list[str]:
     for study in studies:
         df = study.runs.trials
         metric = _selection_metric(study, spec, df)
-        best = df[metric].max() if metric in df.columns else float("nan")
+        best = _best_value(study.runs, metric)
         lines.append(f"| {study.name} | {len(df)} | {len(study.runs.excluded)} | {metric_label(metric)} | {best:.4f} |")
     return lines + [""]
 
 
+def _best_value(runs: StudyRuns, metric: str) -> float:
+    """The study's best value of `metric`, judged in the study's own mode; NaN when no trial has one."""
+    try:
+        return float(best_trial(runs.trials, metric, mode_for(runs, metric))[metric])
+    except ReportError:
+        return float("nan")
+
+
 def _selection_metric(study: _Study, spec: DocumentSpec, df: pd.DataFrame) -> str:
-    candidates = list(study.state.get("metrics") or []) + spec.metrics
+    own = [metric for metric, _ in study.runs.objectives]
+    candidates = list(study.state.get("metrics") or []) + own + spec.metrics
     for metric in candidates:
         if metric in df.columns:
             return metric
@@ -226,10 +219,10 @@ def _study_section(study: _Study, spec: DocumentSpec, tracking_uri: str, figures
             md += [f"{len(df)} finished trials; best by {metric_label(metric)}: `{best['trial_id']}` = "
                    f"{best[metric]:.4f}.", ""]
             md += [f"- {n}" for n in report.notes] + ([""] if report.notes else [])
-        for slug, table in report.tables.items():
+        for key, table in report.tables.items():
             if table.mean.shape == (1, 1):
                 continue  # one configuration on both axes (e.g. the WKL study's fixed sampler and K): no table
-            stem = f"{study.name}_{slug}_{_slug(metric)}"
+            stem = f"{study.name}_{key}_{slug(metric)}"
             plot_heatmap(table, figures / f"{stem}.png")
             md += [f"### {table.title}", "", f"![{table.title}]({rel}/{stem}.png)", "", table.to_markdown(), "",
                    table.legend(), *[f"- {n}" for n in table.notes], ""]
@@ -255,16 +248,18 @@ def _comparison_section(comparison: SearchComparison, studies: dict[str, _Study]
     if grid is None or search is None:
         raise ReportError(f"search_comparisons: {comparison.grid!r} and {comparison.search!r} must be in studies")
     metric = _selection_metric(grid, spec, grid.runs.trials)
+    mode = mode_for(grid.runs, metric)
     budget = len(grid.runs.trials)
-    curves = {comparison.grid: search_progress(grid.runs.trials, metric),
-              comparison.search: search_progress(search.runs.trials, metric)}
-    grid_best = float(grid.runs.trials[metric].max())
+    curves = {comparison.grid: search_progress(grid.runs.trials, metric, mode),
+              comparison.search: search_progress(search.runs.trials, metric, mode)}
+    grid_best = _best_value(grid.runs, metric)
     stem = f"search_{comparison.grid}_vs_{comparison.search}"
-    plot_search_progress(curves, grid_best, metric, figures / f"{stem}.png")
+    plot_search_progress(curves, grid_best, metric, figures / f"{stem}.png", mode)
     rows = []
     for label, progress in curves.items():
         marks = budget_checkpoints(progress, budget)
-        reached = progress.index[progress["best_so_far"] >= grid_best - 1e-12]
+        gap = progress["best_so_far"] - grid_best if mode == "max" else grid_best - progress["best_so_far"]
+        reached = progress.index[gap >= -1e-12]
         first = int(progress["trial"].iloc[reached[0]]) if len(reached) else None
         rows.append({"study": label, "trials run": len(progress),
                      **{f"best after {n} trials": value for n, value in marks},
@@ -310,6 +305,3 @@ def _timing_section(studies: list[_Study]) -> list[str]:
                "and scored 0 pairs itself.", ""]
     return md
 
-
-def _slug(value: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in value)

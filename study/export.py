@@ -1,9 +1,9 @@
 """Export the best finished trial of a study as a full TrialConfig YAML that `kd-study train` re-runs.
 
-The file is the trial's own `trial_config.yaml` artifact, validated against `TrialConfig` (so a
-config that would not re-run is an error here, not at training time), preceded by a comment
-header naming the study, the trial run and the metric value. It is also logged on the study's
-parent run as `best_config.yaml`.
+The file is the trial's own TRIAL_CONFIG_ARTIFACT, validated against `TrialConfig` (so a config
+that would not re-run is an error here, not at training time), preceded by a comment header naming
+the study, the trial run and the metric value. It is also logged on the study's parent run as
+BEST_CONFIG_ARTIFACT. The best trial is the one the report names (`study.report.choose_best`).
 """
 from __future__ import annotations
 
@@ -14,36 +14,25 @@ from pathlib import Path
 
 import yaml
 
-from study.report import (
-    TRIAL_CONFIG_ARTIFACT,
-    ReportError,
-    _client,
-    best_trial,
-    download_artifact,
-    load_study_runs,
-    resolve_metric,
-)
+from study.report import ReportError, check_mode, choose_best, download_artifact, load_study_runs, log_on_parent
+from study.tags import BEST_CONFIG_ARTIFACT, TRIAL_CONFIG_ARTIFACT
 from trainables.config import ConfigError, TrialConfig
 
-BEST_CONFIG_ARTIFACT = "best_config.yaml"
 
-
-def export_best(name: str, tracking_uri: str, metric: str = "dev_mrr_at_10",
-                out_path: str | Path = "best.yaml", mode: str = "max") -> Path:
+def export_best(name: str, tracking_uri: str, metric: str | None = None,
+                out_path: str | Path = "best.yaml", mode: str | None = None) -> Path:
     """Write the best finished trial's full config to `out_path` (and log it on the parent run); return the path.
 
-    `mode="max"` picks the highest `metric`, `"min"` the lowest. Errors (`ReportError`, one line):
-    unknown study, unknown metric (the message lists the available ones), no finished trial, a
-    best trial without a `trial_config.yaml` or with one that `TrialConfig` rejects.
+    `metric` and `mode` default to the study's own objective; `mode="max"` picks the highest
+    `metric`, `"min"` the lowest. Errors (`ReportError`, one line): unknown study, unknown metric
+    (the message lists the available ones), no finished trial, a best trial without a
+    TRIAL_CONFIG_ARTIFACT or with one that `TrialConfig` rejects.
     """
-    if mode not in ("max", "min"):
-        raise ReportError(f"mode must be 'max' or 'min', got {mode!r}")
+    if mode is not None:
+        check_mode(mode)
     study = load_study_runs(name, tracking_uri)
-    if study.trials.empty:
-        raise ReportError(f"study {name!r} has no finished trials ({len(study.excluded)} failed/killed)")
-    metric = resolve_metric(study.trials, metric, name)
-    best = best_trial(study.trials, metric, mode)
-    run_id = best["run_id"]
+    best = choose_best(study, metric, mode)
+    run_id = best.trial["run_id"]
 
     with tempfile.TemporaryDirectory(prefix="kd_export_") as tmp:
         source = download_artifact(tracking_uri, run_id, TRIAL_CONFIG_ARTIFACT, tmp)
@@ -57,8 +46,8 @@ def export_best(name: str, tracking_uri: str, metric: str = "dev_mrr_at_10",
         header = [
             "# kd-study best trial config: re-run with `kd-study train <this file>`",
             f"# study: {name}",
-            f"# trial: {best['trial_id']} (MLflow run {run_id}, parent run {study.parent_run_id})",
-            f"# {metric} = {best[metric]:.6g} ({mode} over {len(study.trials)} finished trials)",
+            f"# trial: {best.trial['trial_id']} (MLflow run {run_id}, parent run {study.parent_run_id})",
+            f"# {best.metric} = {best.trial[best.metric]:.6g} ({best.mode} over {len(study.trials)} finished trials)",
             f"# exported: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
         ]
         body = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
@@ -70,5 +59,5 @@ def export_best(name: str, tracking_uri: str, metric: str = "dev_mrr_at_10",
         logged = Path(tmp) / "log" / BEST_CONFIG_ARTIFACT
         logged.parent.mkdir()
         shutil.copyfile(out, logged)
-        _client(tracking_uri).log_artifact(study.parent_run_id, str(logged))
+        log_on_parent(study, [logged])
     return out

@@ -36,3 +36,11 @@ REPORT_ARTIFACT_DIR = "report"                     # on the parent run
 # Metrics the study layer derives from a trial run.
 WALL_METRIC = "time/trial_wall_s"        # MLflow run start → end: the Tune trial, Ray Train start-up included
 OVERHEAD_METRIC = "time/overhead_s"      # wall − train − eval: Ray, MLflow, model loading, checkpoints
+
+# Read back from the parent run by the report and export.
+STUDY_KIND = "study"                     # STUDY_KIND_TAG of the parent run
+# The space file's `study:` block, logged as `study.<field>` params; objectives as JSON ([{metric, mode}]).
+STUDY_METRIC_PARAM = "study.metric"
+STUDY_MODE_PARAM = "study.mode"
+STUDY_OBJECTIVES_PARAM = "study.objectives"
+BEST_CONFIG_ARTIFACT = "best_config.yaml"   # on the parent run: the best trial's config (kd-study export)

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from study.export import export_best
 from study.report import (
     DAGGER,
     ReportError,
+    best_trial,
     build_report,
     collect_trials,
     load_per_query,
@@ -22,6 +24,7 @@ from study.report import (
     report_study,
     sensitivity_table,
 )
+from study.report.runs import study_objectives
 from trainables.config import TrialConfig
 
 STUDY = "wkl-sweep"
@@ -96,6 +99,7 @@ def _log_trial(client, experiment_id: str, parent_id: str, spec: dict, tmp: Path
         "beir/scifact/ndcg_at_10": 0.6 - dev / 4, "train/sampled_score_variance": 4.0 if stratified else 0.5,
         "train/sampled_score_entropy": 2.0 if stratified else 1.2, "time/teacher_s": 12.0,
         "time/train_s": 30.0 + spec["k"], "time/eval_s": 8.0, "time/overhead_s": 20.0,
+        **spec.get("extra_metrics", {}),
     }
     client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
                      params=[Param(k, v) for k, v in _flatten(config.model_dump(mode="json")).items()])
@@ -159,6 +163,37 @@ def make_study_store(root: Path, base: Path) -> Store:
             params={"loss.gamma1": spec["gamma1"], "loss.alpha": spec["alpha"], "sampler.k": 8},
             distributions=distributions, value=dev[spec["trial"]]))
     return Store(uri, parent.info.run_id, kl_parent.info.run_id, run_ids, dev, configs, optuna_db, artifacts)
+
+
+LOSS_MIN = "loss-min"
+# A `mode: min` study: the lowest final training loss wins. t2 has it; t0 has the highest Dev MRR@10
+# (what a report that ignored the study's mode would name); the killed t8 has an even lower loss.
+MIN_LOSSES = {"t0": 0.40, "t1": 0.42, "t2": 0.20, "t3": 0.60, "t4": 0.55, "t8": 0.01}
+
+
+def make_min_study_store(root: Path, base: Path) -> Store:
+    """A sqlite MLflow store with the study `loss-min`, whose parent run logs `study.metric`/`study.mode: min`."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_migrated_db(base), root / "mlflow.db")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("kd-study", artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(experiment_id, run_name=LOSS_MIN,
+                               tags={"kd_study.name": LOSS_MIN, "kd_study.kind": "study"})
+    # As tracking.log_params writes the space file's `study:` block.
+    client.log_batch(parent.info.run_id, params=[Param("study.metric", "train/loss_final"), Param("study.mode", "min"),
+                                                 Param("study.objectives", "None")])
+    run_ids, dev, configs = {}, {}, {}
+    for spec in _trial_specs():
+        if spec["trial"] in MIN_LOSSES:
+            spec = {**spec, "extra_metrics": {"train/loss_final": MIN_LOSSES[spec["trial"]]}}
+            run_ids[spec["trial"]], dev[spec["trial"]], configs[spec["trial"]] = _log_trial(
+                client, experiment_id, parent.info.run_id, spec, root / "logged")
+    client.set_terminated(parent.info.run_id)
+    return Store(uri, parent.info.run_id, "", run_ids, dev, configs, root / "no-optuna.db", root / "artifacts")
 
 
 @pytest.fixture(scope="module")
@@ -342,3 +377,65 @@ def test_print_report_renders_tables(store):
     assert "Dev MRR@10 by γ1 × α (WKL)" in text and DAGGER in text and "sampler × K (loss: kl)" in text
     assert "Trial times" in text and "Excluded runs" in text
     render_report(build_report(KL_ONLY, store.uri), Console(record=True, width=120))
+
+
+# ---- the study's own metric and mode ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def min_store(tmp_path_factory) -> Store:
+    return make_min_study_store(tmp_path_factory.mktemp("min-store"), tmp_path_factory.getbasetemp())
+
+
+def test_min_study_reports_and_exports_the_same_best_trial(min_store, tmp_path):
+    path = report_study(LOSS_MIN, min_store.uri, tmp_path / "report", log_to_parent=False)
+    exported = export_best(LOSS_MIN, min_store.uri, out_path=tmp_path / "best.yaml")
+    text = path.read_text()
+    assert "- metric: train/loss_final (`train/loss_final`), lower is better" in text
+    assert f"- best trial: `t2` (run `{min_store.run_ids['t2']}`): train/loss_final = 0.2000" in text
+    assert TrialConfig.from_yaml(exported) == min_store.configs["t2"]
+    assert "# train/loss_final = 0.2 (min over 5 finished trials)" in exported.read_text()
+    # An explicit metric the study did not optimise is judged higher-is-better, in both.
+    assert build_report(LOSS_MIN, min_store.uri, metric="dev_mrr_at_10").best["trial_id"] == "t0"
+    export_best(LOSS_MIN, min_store.uri, metric="dev_mrr_at_10", out_path=tmp_path / "dev.yaml")
+    assert TrialConfig.from_yaml(tmp_path / "dev.yaml") == min_store.configs["t0"]
+
+
+def test_min_study_tables_pick_the_lowest_cell(min_store):
+    report = build_report(LOSS_MIN, min_store.uri)
+    table = report.tables["gamma1_alpha"]
+    assert (report.metric, report.mode, table.mode) == ("train/loss_final", "min", "min")
+    assert table.best == (5.0, 0.0) and table.mean.loc[5.0, 0.0] == pytest.approx(0.20)
+    assert "lower is better" in table.legend()
+    assert build_report(LOSS_MIN, min_store.uri, mode="max").tables["gamma1_alpha"].best == (2.0, 0.0)
+
+
+def test_min_mode_marks_cells_above_the_best():
+    qids = [f"q{i}" for i in range(20)]
+    base = np.linspace(1.0, 3.0, 20)
+    runs = {"low": base, "high": base + 0.5 + np.tile([0.01, -0.01], 10),
+            "equal": base + 0.002 + np.tile([0.3, -0.3], 10)}  # higher on average, but no evidence
+    df = pd.DataFrame({"run_id": list(runs), "sampler.name": ["stratified", "topk", "random"],
+                       "sampler.k": [8, 8, 8], "dev_rank": [float(v.mean()) for v in runs.values()]})
+    per_query = {run: {"dev_rank": dict(zip(qids, values.tolist()))} for run, values in runs.items()}
+    low = sensitivity_table(df, "sampler.name", "sampler.k", "dev_rank", per_query, mode="min")
+    assert low.best == ("stratified", 8)
+    assert low.worse.loc["topk", 8] and not low.worse.loc["random", 8]
+    high = sensitivity_table(df, "sampler.name", "sampler.k", "dev_rank", per_query, mode="max")
+    assert high.best == ("topk", 8) and high.worse.loc["stratified", 8]
+
+
+def test_best_trial_honours_mode_and_skips_non_finite_values():
+    df = pd.DataFrame({"trial_id": list("abcde"), "m": [0.3, np.inf, 0.1, np.nan, -np.inf]})
+    assert best_trial(df, "m")["trial_id"] == "a"
+    assert best_trial(df, "m", "min")["trial_id"] == "c"
+    with pytest.raises(ReportError, match="no finished trial has metric 'm'"):
+        best_trial(df.iloc[[1, 3, 4]], "m")
+    with pytest.raises(ReportError, match="mode must be 'max' or 'min'"):
+        best_trial(df, "m", "best")
+
+
+def test_study_objectives_read_from_the_parent_runs_params():
+    assert study_objectives({"study.metric": "m", "study.mode": "min", "study.objectives": "None"}) == (("m", "min"),)
+    objectives = '[{"metric": "a", "mode": "max"}, {"metric": "b", "mode": "min"}]'
+    assert study_objectives({"study.metric": "None", "study.mode": "max", "study.objectives": objectives}) == (
+        ("a", "max"), ("b", "min"))
+    assert study_objectives({}) == ()

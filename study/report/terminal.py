@@ -1,0 +1,73 @@
+"""The report in a terminal: a computed `StudyReport`'s tables drawn with rich."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from study.report.build import StudyReport
+from study.report.sensitivity import SensitivityTable
+from study.report.text import better, corner, fmt_label, key_params, metric_label
+from study.report.trial_tables import with_mean_row
+
+
+def render_report(report: StudyReport, console=None) -> None:
+    """Print a computed report's tables with rich."""
+    from rich.console import Console
+
+    console = console or Console()
+    study, metric, best = report.study, report.metric, report.best
+    console.rule(f"kd-study report: {study.name}")
+    console.print(f"{len(study.trials)} finished trials, {len(study.excluded)} excluded · metric "
+                  f"{metric_label(metric)} ({metric}, {better(report.mode)} is better) · "
+                  f"best trial {best['trial_id']} = {best[metric]:.4f}" + key_params(best), highlight=False)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for table in report.tables.values():
+        _print_sensitivity(table, console)
+    if report.importances is not None:
+        console.print(_rich_table(report.importances, "Parameter importances (Optuna)"))
+    for note in report.importance_notes:
+        console.print(f"[yellow]importances:[/] {note}", highlight=False)
+    if report.sampler_diagnostics is not None:
+        console.print(_rich_table(report.sampler_diagnostics, "Sampled teacher scores per sampler"))
+    if report.trial_times is not None:
+        console.print(_rich_table(with_mean_row(report.trial_times), "Trial times (s)", digits=1))
+    if len(study.excluded):
+        console.print(_rich_table(study.excluded, "Excluded runs (not FINISHED)"))
+
+
+def _print_sensitivity(table: SensitivityTable, console) -> None:
+    """The grid with the best cell green and † cells red; title and legend outside it."""
+    from rich.table import Table
+
+    # Title and legend outside the grid: a narrow grid would wrap them line by line.
+    console.print()
+    console.print(f"[bold]{table.title}[/]", highlight=False)
+    grid = Table()
+    grid.add_column(corner(table.rows, table.cols), style="bold")
+    for c in table.mean.columns:
+        grid.add_column(fmt_label(c), justify="right")
+    for r in table.mean.index:
+        cells = []
+        for c in table.mean.columns:
+            text = table.cell_text(r, c)
+            style = "bold green" if (r, c) == table.best else "red" if table.worse.loc[r, c] else ""
+            cells.append(f"[{style}]{text}[/]" if style else text)
+        grid.add_row(fmt_label(r), *cells)
+    console.print(grid)
+    console.print(table.legend(), style="dim", highlight=False)
+    for note in table.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+def _rich_table(frame: pd.DataFrame, title: str, digits: int = 4):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column])
+        table.add_column(str(column), justify="right" if numeric else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[("—" if pd.isna(v) else f"{v:.{digits}f}") if isinstance(v, (float, np.floating))
+                        else fmt_label(v) for v in row])
+    return table
