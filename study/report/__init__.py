@@ -13,13 +13,13 @@ import os
 from pathlib import Path
 
 from study.report.best import (DEFAULT_METRICS, Best, available_metrics, best_trial, check_mode, choose_best,
-                                   mode_for, resolve_metric)
+                               mode_for, resolve_metric)
 from study.report.build import StudyReport, build_report
 from study.report.figures import plot_heatmap, plot_importances, plot_search_progress
 from study.report.importances import param_importances
 from study.report.markdown import REPORT_FILE, report_markdown, report_sections, write_file
 from study.report.runs import (META_COLUMNS, ReportError, StudyRuns, collect_trials, download_artifact,
-                                   load_per_query, load_study_runs, log_on_parent, mlflow_client)
+                               load_per_query, load_study_runs, log_on_parent, mlflow_client)
 from study.report.sensitivity import DAGGER, SIGNIFICANCE, SensitivityTable, paired_test, sensitivity_table
 from study.report.terminal import render_report
 from study.report.text import frame_to_markdown, metric_label

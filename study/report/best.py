@@ -16,7 +16,9 @@ import pandas as pd
 
 from study.report.runs import META_COLUMNS, ReportError, StudyRuns
 
-DEFAULT_METRICS = ("dev_mrr_at_10", "beir_ndcg_at_10_avg")
+DEV_MRR_AT_10 = "dev_mrr_at_10"
+BEIR_NDCG_AT_10_AVG = "beir_ndcg_at_10_avg"   # the mean over the BEIR sets
+DEFAULT_METRICS = (DEV_MRR_AT_10, BEIR_NDCG_AT_10_AVG)
 MODES = ("max", "min")
 
 
@@ -64,12 +66,12 @@ def best_trial(df: pd.DataFrame, metric: str, mode: str = "max") -> pd.Series:
     """
     check_mode(mode)
     values = pd.to_numeric(df[metric], errors="coerce").to_numpy(dtype=float) if metric in df.columns \
-        else np.empty(0)
-    scored = df[np.isfinite(values)]
-    if scored.empty:
+        else np.full(len(df), np.nan)
+    finite = np.isfinite(values)
+    if not finite.any():
         raise ReportError(f"no finished trial has metric {metric!r}")
-    finite = values[np.isfinite(values)]
-    return scored.iloc[int(np.argmax(finite) if mode == "max" else np.argmin(finite))]
+    position = np.argmax(values[finite]) if mode == "max" else np.argmin(values[finite])
+    return df[finite].iloc[int(position)]
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import pandas as pd
 
 from study.report.best import choose_best
 from study.report.importances import param_importances
-from study.report.runs import PerQuery, ReportError, StudyRuns, load_per_query, load_study_runs, \
-    read_artifact_text
+from study.report.runs import (PerQuery, ReportError, StudyRuns, load_per_query, load_study_runs,
+                               read_artifact_text)
 from study.report.sensitivity import SIGNIFICANCE, SensitivityTable, sensitivity_table
 from study.report.text import metric_label, ordered, slug
 from study.report.trial_tables import ENTROPY_METRIC, VARIANCE_METRIC, sampler_diagnostics, trial_times

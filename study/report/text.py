@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.report.best import DEFAULT_METRICS
+from study.report.best import BEIR_NDCG_AT_10_AVG
 
 # Table order of the papers; anything else follows alphabetically.
 KNOWN_ORDER = ("topk", "random", "stratified", "kl", "margin_mse", "kl_nll", "wkl")
@@ -23,7 +23,6 @@ AXIS_LABELS = {
 SHORT_AXIS = {"loss.gamma1": "γ1", "loss.alpha": "α", "sampler.name": "sampler", "sampler.k": "K",
               "loss.name": "loss"}
 MEASURE_LABELS = {"mrr_at_10": "MRR@10", "ndcg_at_10": "nDCG@10", "recall_at_1000": "R@1000"}
-_BEIR_AVERAGE = DEFAULT_METRICS[1]
 
 
 def metric_label(key: str) -> str:
@@ -32,7 +31,7 @@ def metric_label(key: str) -> str:
     subset = re.fullmatch(r"(.*)_subset(\d+)", key)
     if subset:
         key, suffix = subset.group(1), f" (judged + {subset.group(2)} distractors)"
-    if key == _BEIR_AVERAGE:
+    if key == BEIR_NDCG_AT_10_AVG:
         return "BEIR nDCG@10 (avg)" + suffix
     if key.startswith("beir/") and key.count("/") == 2:
         _, dataset, measure = key.split("/")
