@@ -23,136 +23,42 @@ product of every parameter's values (choices, or a stepped range), honouring `wh
 grid is run exactly once per point. Everything is validated before anything runs: each choice and
 both ends of each range are applied to the base config and must give a valid TrialConfig (so
 γ1 < 0 or K > pool depth fail here, naming the file and the key).
+
+Here: the file's schema, `SearchSpace`, `load_space` and `dump_space`. One parameter's spec is in
+study/params.py, the rules a space must meet in study/space_checks.py, the grid's enumeration in
+study/grid.py.
 """
 from __future__ import annotations
 
-import json
-import math
 import re
-import typing
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.config import ConfigError, TrialConfig, format_validation_error, read_yaml_mapping
+from trainables.config import ConfigError, TrialConfig, read_yaml_mapping
 from trainables.outputs import FINAL_LOSS
 
-Scalar = bool | int | float | str | None
+from study import grid
+from study.params import ParamSpec, Scalar, SearchParam, Strict, holds
+from study.space_checks import check_override, check_params, order_params, settle_study
+
+__all__ = ["ALGORITHMS", "AshaSettings", "Objective", "ParamSpec", "Scalar", "SearchParam", "SearchSpace",
+           "SpaceFile", "StudySettings", "dump_space", "expected_metric_keys", "load_space"]
+
 ALGORITHMS = ("tpe", "grid", "random")
-# Fields that shape the shared assets (pools, teacher scores, training set; see trainables/assets.py).
-# A trial that searched one would need assets of its own, so they may only be fixed.
-ASSET_FIELDS = ("data.", "student.", "teacher.", "cache_dir")
-ASSET_FIELD_EXCEPTIONS = ("teacher.batch_size",)
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ParamSpec(_Strict):
-    """How one dotted TrialConfig field is searched."""
-
-    type: Literal["float", "int", "loguniform", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    step: float | None = Field(None, gt=0)
-    choices: list[Scalar] | None = None
-    when: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _shape(self) -> "ParamSpec":
-        if self.type == "categorical":
-            if not self.choices:
-                raise ValueError("categorical needs a non-empty `choices` list")
-            if self.low is not None or self.high is not None or self.step is not None:
-                raise ValueError("categorical takes `choices`, not low/high/step")
-            if len({json.dumps(c) for c in self.choices}) != len(self.choices):
-                raise ValueError(f"choices repeat a value: {self.choices}")
-            return self
-        if self.choices is not None:
-            raise ValueError(f"{self.type} takes low/high (and step), not `choices`")
-        if self.low is None or self.high is None:
-            raise ValueError(f"{self.type} needs both `low` and `high`")
-        if self.low > self.high:
-            raise ValueError(f"low={self.low} is above high={self.high}")
-        if self.type == "loguniform":
-            if self.low <= 0:
-                raise ValueError(f"loguniform needs low > 0, got {self.low}")
-            if self.step is not None:
-                raise ValueError("loguniform takes no `step`")
-        if self.type == "int":
-            for name in ("low", "high", "step"):
-                value = getattr(self, name)
-                if value is not None and value != int(value):
-                    raise ValueError(f"int needs a whole `{name}`, got {value}")
-        return self
-
-    def condition(self) -> dict[str, list[Scalar]]:
-        """`when` with every value as a list of allowed values."""
-        return {k: (v if isinstance(v, list) else [v]) for k, v in self.when.items()}
-
-    def extremes(self) -> list[Scalar]:
-        """The values validated before a study starts: every choice, or both ends of the range."""
-        if self.type == "categorical":
-            return list(self.choices)
-        return [self._typed(self.low), self._typed(self.high)]
-
-    def grid_values(self) -> list[Scalar] | None:
-        """Every value of a categorical or stepped range; None when the range is continuous."""
-        if self.type == "categorical":
-            return list(self.choices)
-        if self.type == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        if self.step is None:
-            return None
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        return [round(self.low + i * self.step, 10) for i in range(count)]
-
-    def contains(self, value: Any) -> bool:
-        if self.type == "categorical":
-            return any(value == c and type(value) is type(c) or _same_number(value, c) for c in self.choices)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if not self.low - 1e-12 <= value <= self.high + 1e-12:
-            return False
-        if self.type == "int" and value != int(value):
-            return False
-        if self.step is not None:
-            ratio = (value - self.low) / self.step
-            return abs(ratio - round(ratio)) < 1e-8
-        return True
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        """Declare this parameter on an Optuna trial (define-by-run) and return its value."""
-        if self.type == "categorical":
-            return trial.suggest_categorical(name, self.choices)
-        if self.type == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1))
-        if self.type == "loguniform":
-            return trial.suggest_float(name, self.low, self.high, log=True)
-        return trial.suggest_float(name, self.low, self.high, step=self.step)
-
-    def _typed(self, value: float) -> int | float:
-        return int(value) if self.type == "int" else float(value)
-
-
-def _same_number(a: Any, b: Any) -> bool:
-    numbers = (int, float)
-    return (isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool)
-            and not isinstance(b, bool) and a == b)
-
-
-class Objective(_Strict):
+class Objective(Strict):
     metric: str
     mode: Literal["max", "min"] = "max"
 
 
-class AshaSettings(_Strict):
+class AshaSettings(Strict):
     """ASHA on the intermediate evaluations (`eval.every_steps`), time measured in training steps."""
 
     grace_period: int | None = Field(None, ge=1, description="steps before a trial can be stopped; default eval.every_steps")
@@ -160,7 +66,12 @@ class AshaSettings(_Strict):
     max_t: int | None = Field(None, ge=1, description="default: the base config's total training steps")
 
 
-class StudySettings(_Strict):
+class StudySettings(Strict):
+    """The `study:` section. Frozen: the defaults that depend on the rest of the space (metric,
+    num_samples) are settled into new settings by study.space_checks.settle_study."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     name: str
     algorithm: Literal["tpe", "grid", "random"] = "tpe"
     num_samples: int | None = Field(None, ge=1, description="trials; grid mode: the grid size")
@@ -198,18 +109,24 @@ class StudySettings(_Strict):
             raise ValueError("scheduler asha needs one metric; multi-objective studies run with scheduler: none")
         return self
 
+    @property
+    def metrics(self) -> list[str]:
+        if self.objectives:
+            return [o.metric for o in self.objectives]
+        return [self.metric]
 
-class SpaceFile(_Strict):
+    @property
+    def modes(self) -> list[str]:
+        if self.objectives:
+            return [o.mode for o in self.objectives]
+        return [self.mode]
+
+
+class SpaceFile(Strict):
     base: str | dict[str, Any] = Field(default_factory=dict)
     fixed: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, ParamSpec] = Field(default_factory=dict)
     study: StudySettings
-
-
-@dataclass(frozen=True)
-class SearchParam:
-    name: str
-    spec: ParamSpec
 
 
 @dataclass
@@ -232,19 +149,15 @@ class SearchSpace:
 
     @property
     def metrics(self) -> list[str]:
-        if self.study.objectives:
-            return [o.metric for o in self.study.objectives]
-        return [self.study.metric]
+        return self.study.metrics
 
     @property
     def modes(self) -> list[str]:
-        if self.study.objectives:
-            return [o.mode for o in self.study.objectives]
-        return [self.study.mode]
+        return self.study.modes
 
     @property
     def num_samples(self) -> int:
-        return self.study.num_samples  # filled in by load_space
+        return self.study.num_samples  # settled by load_space
 
     @property
     def param_names(self) -> list[str]:
@@ -261,7 +174,7 @@ class SearchSpace:
         """Whether `param`'s `when` holds, reading searched values first, then base + fixed."""
         for dotted, allowed in param.spec.condition().items():
             value = chosen[dotted] if dotted in chosen else self.static_value(dotted)
-            if not any(value == a or _same_number(value, a) for a in allowed):
+            if not holds(value, allowed):
                 return False
         return True
 
@@ -279,12 +192,9 @@ class SearchSpace:
         return self.base.with_overrides(overrides, source=f"{self.source}: trial {name or ''}".rstrip())
 
     def grid_points(self) -> list[dict[str, Scalar]]:
-        """Every point of the grid (grid mode), in file order, each exactly once."""
+        """Every point of the grid (grid mode), in file order, each exactly once (study/grid.py)."""
         if self._grid is None:
-            continuous = [p.name for p in self.params if p.spec.grid_values() is None]
-            if continuous:
-                raise ConfigError(f"{self.source}: no grid: {', '.join(continuous)} have continuous ranges")
-            self._grid = list(_enumerate(self, self.params, {}))
+            self._grid = grid.grid_points(self.params, self.is_active, self.source)
         return self._grid
 
     def initial_points(self) -> list[dict[str, Scalar]]:
@@ -293,18 +203,6 @@ class SearchSpace:
 
     def final_metric_keys(self) -> list[str]:
         return expected_metric_keys(self.base)
-
-
-def _enumerate(space: SearchSpace, params: list[SearchParam], chosen: dict[str, Scalar]) -> Iterator[dict[str, Scalar]]:
-    if not params:
-        yield dict(chosen)
-        return
-    first, rest = params[0], params[1:]
-    if not space.is_active(first, chosen):
-        yield from _enumerate(space, rest, chosen)
-        return
-    for value in first.spec.grid_values():
-        yield from _enumerate(space, rest, {**chosen, first.name: value})
 
 
 def expected_metric_keys(cfg: TrialConfig) -> list[str]:
@@ -362,15 +260,14 @@ def load_space(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
     for dotted, value in parsed.fixed.items():
         if dotted in search:
             raise ConfigError(f"{source}: fixed.{dotted}: also searched in `search`; give it in one place")
-        _check_override(base_cfg, {dotted: value}, f"{source}: fixed.{dotted}", value)
+        check_override(base_cfg, {dotted: value}, f"{source}: fixed.{dotted}", value)
     base = _apply(base_cfg, parsed.fixed, f"{source}: fixed")
 
-    params = _order_params(search, source)
+    params = order_params(search, source)
     space = SearchSpace(source=source, raw=raw, base=base, fixed=dict(parsed.fixed), params=params,
                         study=study, base_source=base_source)
-    _validate_params(space)
-    _validate_study(space)
-    return space
+    check_params(space)
+    return replace(space, study=settle_study(space))
 
 
 def _with_dotted(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
@@ -433,164 +330,6 @@ def _load_base(base: str | dict[str, Any], space_path: Path) -> tuple[TrialConfi
 
 def _apply(cfg: TrialConfig, overrides: dict[str, Any], source: str) -> TrialConfig:
     return cfg.with_overrides(overrides, source=source) if overrides else cfg
-
-
-def _check_override(cfg: TrialConfig, overrides: dict[str, Any], where: str, value: Any) -> None:
-    """Apply overrides to `cfg`; a failure names `where` (file + key) and what TrialConfig expected."""
-    for dotted in overrides:
-        if not _is_field(dotted):
-            raise ConfigError(f"{where}: {dotted!r} is not a trial config field")
-    raw = cfg.model_dump(mode="json")
-    from trainables.config import set_dotted
-
-    for dotted, v in overrides.items():
-        set_dotted(raw, dotted, v)
-    try:
-        TrialConfig.model_validate(raw)
-    except ValidationError as error:
-        problems = format_validation_error(error, "").split("; ")
-        detail = "; ".join(p.removeprefix(": ").replace("<root>: ", "") for p in problems)
-        raise ConfigError(f"{where}: {value!r} is invalid: {detail}") from None
-
-
-def _is_field(dotted: str) -> bool:
-    """Whether a dotted path names a leaf (or whole sub-config) of TrialConfig."""
-    model: Any = TrialConfig
-    for part in dotted.split("."):
-        fields = getattr(model, "model_fields", None)
-        if fields is None or part not in fields:
-            return False
-        model = _model_of(fields[part].annotation)
-    return True
-
-
-def _model_of(annotation: Any) -> Any:
-    """The pydantic model inside `X | None` (or X itself); anything else is a leaf."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-    return models[0] if len(models) == 1 else annotation
-
-
-def _order_params(search: dict[str, ParamSpec], source: str) -> list[SearchParam]:
-    """File order, moved so that a parameter comes after every searched field its `when` reads."""
-    ordered: list[SearchParam] = []
-    placed: set[str] = set()
-    visiting: set[str] = set()
-
-    def place(name: str) -> None:
-        if name in placed:
-            return
-        if name in visiting:
-            raise ConfigError(f"{source}: search.{name}.when: conditions form a cycle")
-        visiting.add(name)
-        for dep in search[name].when:
-            if dep in search:
-                place(dep)
-        visiting.discard(name)
-        placed.add(name)
-        ordered.append(SearchParam(name, search[name]))
-
-    for name in search:
-        place(name)
-    return ordered
-
-
-def _validate_params(space: SearchSpace) -> None:
-    src = space.source
-    for param in space.params:
-        where = f"{src}: search.{param.name}"
-        if not _is_field(param.name):
-            raise ConfigError(f"{where}: {param.name!r} is not a trial config field")
-        if param.name.startswith(ASSET_FIELDS) and param.name not in ASSET_FIELD_EXCEPTIONS:
-            raise ConfigError(f"{where}: {param.name} shapes the shared assets (pools, teacher scores) built "
-                              "once per study; it cannot be searched: put it in `fixed` or the base config")
-        if space.study.algorithm == "grid" and param.spec.grid_values() is None:
-            raise ConfigError(f"{where}: grid mode needs `choices` or a stepped range (add `step`)")
-        # conditions read known fields, can hold, and name values the field can take
-        activation: dict[str, Any] = {}
-        for dotted, allowed in param.spec.condition().items():
-            if dotted == param.name:
-                raise ConfigError(f"{where}.when: a parameter cannot depend on itself")
-            if not _is_field(dotted):
-                raise ConfigError(f"{where}.when: {dotted!r} is not a trial config field")
-            searched = next((p for p in space.params if p.name == dotted), None)
-            if searched is None:
-                value = space.static_value(dotted)
-                if not any(value == a or _same_number(value, a) for a in allowed):
-                    raise ConfigError(f"{where}.when: {dotted} is fixed to {value!r}, so the condition "
-                                      f"{dotted} in {allowed} never holds (search {dotted} or drop the parameter)")
-            else:
-                reachable = [a for a in allowed if searched.spec.contains(a)]
-                if not reachable:
-                    raise ConfigError(f"{where}.when: {dotted} never takes {allowed} "
-                                      f"(its search is {_describe(searched.spec)})")
-                activation[dotted] = reachable[0]
-        # every choice / both ends of the range give a valid TrialConfig (with its condition holding)
-        for value in param.spec.extremes():
-            _check_override(space.base, {**activation, param.name: value}, where, value)
-
-
-def _describe(spec: ParamSpec) -> str:
-    if spec.type == "categorical":
-        return f"choices {spec.choices}"
-    return f"{spec.type} [{spec.low}, {spec.high}]" + (f" step {spec.step}" if spec.step else "")
-
-
-def _validate_study(space: SearchSpace) -> None:
-    src, study = space.source, space.study
-    if study.algorithm != "grid" and not space.params:
-        raise ConfigError(f"{src}: search: empty; nothing to search (add parameters, or use `kd-study train`)")
-    # metric(s) must be reported by every trial of this base config
-    known = space.final_metric_keys()
-    if study.objectives is None and study.metric is None:
-        study.metric = next((k for k in known if k.startswith("dev_mrr_at_10")),
-                            next((k for k in known if k.startswith("beir_ndcg_at_10_avg")), known[0]))
-    for i, metric in enumerate(space.metrics):
-        key = "study.metric" if study.objectives is None else f"study.objectives.{i}.metric"
-        if metric not in known:
-            raise ConfigError(f"{src}: {key}: {metric!r} is not reported by trials of this base config "
-                              f"(expected one of: {', '.join(known)})")
-    if study.scheduler == "asha" and space.base.eval.every_steps is None:
-        raise ConfigError(f"{src}: study.scheduler: asha stops trials on intermediate evaluations: "
-                          "set eval.every_steps in the base config or in `fixed`")
-    # points to evaluate: searched keys, values inside the search, conditions respected
-    for i, point in enumerate(study.points_to_evaluate):
-        where = f"{src}: study.points_to_evaluate.{i}"
-        by_name = {p.name: p for p in space.params}
-        for dotted, value in point.items():
-            if dotted not in by_name:
-                raise ConfigError(f"{where}.{dotted}: not a searched parameter (expected one of: "
-                                  f"{', '.join(by_name)})")
-            if not by_name[dotted].spec.contains(value):
-                raise ConfigError(f"{where}.{dotted}: {value!r} is outside its search ({_describe(by_name[dotted].spec)})")
-        chosen: dict[str, Any] = {}
-        for param in space.params:
-            active = space.is_active(param, chosen)
-            if param.name in point:
-                if not active:
-                    raise ConfigError(f"{where}.{param.name}: given, but its condition {param.spec.when} does "
-                                      "not hold in this point")
-                chosen[param.name] = point[param.name]
-        space.trial_config(point)  # a point's combination must be a valid config too
-    if study.algorithm == "grid":
-        if study.points_to_evaluate:
-            raise ConfigError(f"{src}: study.points_to_evaluate: grid mode evaluates the whole grid; drop it")
-        size = len(space.grid_points())
-        if study.num_samples is not None and study.num_samples != size:
-            raise ConfigError(f"{src}: study.num_samples: grid mode runs each of the {size} grid points once: "
-                              f"leave num_samples out or set it to {size} (got {study.num_samples})")
-        study.num_samples = size
-        for point in space.grid_points():
-            try:
-                space.trial_config(point)
-            except ConfigError as error:
-                raise ConfigError(f"{src}: study.grid: point {point} is invalid: {error}") from None
-    elif study.num_samples is None:
-        study.num_samples = max(10, len(study.points_to_evaluate))
-    elif study.num_samples < len(study.points_to_evaluate):
-        raise ConfigError(f"{src}: study.num_samples: {study.num_samples} is fewer than the "
-                          f"{len(study.points_to_evaluate)} points_to_evaluate")
 
 
 def dump_space(space: SearchSpace) -> str:

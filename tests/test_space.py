@@ -1,14 +1,17 @@
-"""study/space.py: parsing, conditional define-by-run, exact grids, and one-line errors for bad spaces."""
+"""study/space.py with params, grid, space_checks: parsing, define-by-run, exact grids, one-line errors."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from study.space import dump_space, load_space
+from study.space import StudySettings, dump_space, load_space
+from study.space_checks import settle_study
 from trainables.config import ConfigError, TrialConfig
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -170,6 +173,19 @@ def test_default_metric_and_multi_objective(tmp_path):
 def test_cli_style_overrides_replace_study_settings(tmp_path):
     space = load_space(write_space(tmp_path), overrides={"study.name": "other", "study.num_samples": 3})
     assert space.name == "other" and space.num_samples == 3
+
+
+def test_settling_the_study_returns_new_settings_and_leaves_the_parsed_ones(tmp_path):
+    """The default metric and the grid's size are filled into new settings; validation mutates nothing."""
+    search = {"sampler.k": {"type": "categorical", "choices": [2, 4]}, "seed": {"type": "int", "low": 0, "high": 2}}
+    space = load_space(write_space(tmp_path, search=search, study={"algorithm": "grid"}))
+    parsed = replace(space, study=StudySettings(name="t", algorithm="grid"))
+    settled = settle_study(parsed)
+    assert settled.metric == "dev_mrr_at_10" and settled.num_samples == 6 == len(space.grid_points())
+    assert settled == space.study
+    assert parsed.study.metric is None and parsed.study.num_samples is None
+    with pytest.raises(ValidationError, match="frozen"):
+        space.study.num_samples = 7
 
 
 def test_pinning_a_searched_field_stops_searching_it(tmp_path):
