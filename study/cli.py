@@ -1,6 +1,7 @@
 """`kd-study`: run, resume, train, report and export knowledge-distillation studies.
 
-Thin on purpose: parse arguments, call study.runner / study.report / study.export, print tables.
+Thin on purpose: parse arguments into typed things (a loaded SearchSpace, StudyOptions), hand them
+to study.runner / study.report / study.export, and print what they return with study.console.
 Bad inputs (config, data, values, tracking store) end with one line `kd-study: error: ...` on
 stderr and exit 2; a crashed trial or unreachable cluster with one line and exit 1 (finished
 trials are kept); an interrupted study with exit 130 and the command that continues it.
@@ -17,7 +18,9 @@ from typing import Any, Sequence
 from trainables.config import ConfigError
 from trainables.errors import Failure
 
-PROG = "kd-study"
+from study import console
+from study.console import PROG
+
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 DESCRIPTION = """\
@@ -172,36 +175,24 @@ def _pins(items: list[str]) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     from study.space import load_space
 
-    pin = _pins(args.pin)
-    space = load_space(args.space, overrides=_space_overrides(args), pin=pin)  # fail fast, before Ray loads
+    # Fail fast on a bad space, before the runner imports Ray; the runner runs the preflight checks.
+    space = load_space(args.space, overrides=_space_overrides(args), pin=_pins(args.pin))
     if args.dry_run:
-        _print_plan(space)
+        console.print_plan(space)
         return 0
-    # Fail fast on bad inputs before the heavy imports (Ray Tune, torch) of the runner.
-    from study.preflight import check_new_study, check_ray_address
-    from study.tracking import check_tracking, resolve_tracking_uri
-
-    check_new_study(space.name, getattr(args, "root", None))
-    check_ray_address(getattr(args, "ray_address", None))
-    check_tracking(resolve_tracking_uri(getattr(args, "tracking_uri", None)))
     from study.runner import run_study
 
     opts = _options(args, optuna_storage=args.optuna_storage, experiment=args.experiment,
                     log_models=args.log_models, report=not args.no_report, verbose=0 if args.quiet else 1)
-    outcome = run_study(args.space, opts, overrides=_space_overrides(args), pin=pin)
-    return _finish(outcome, space.metrics)
+    return _finish(run_study(space, opts), space.metrics)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from study.preflight import check_existing_study, check_ray_address
-
-    state = check_existing_study(args.name, getattr(args, "root", None)).read_state()
-    check_ray_address(getattr(args, "ray_address", None))
     from study.runner import resume_study
 
     opts = _options(args, report=not args.no_report, verbose=0 if args.quiet else 1)
     outcome = resume_study(args.name, opts)   # --log-models and the other run options come from the study
-    return _finish(outcome, state.get("metrics") or [])
+    return _finish(outcome, _state_or_empty(args.name, args).get("metrics") or [])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -214,12 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from study.runner import train_single
 
     cfg, result = train_single(args.config, _options(args), name=args.name, output_dir=args.output_dir)
-    rows = _metric_rows(result.metrics)
-    _table(f"{cfg.name}: final metrics", ["metric", "value"], rows)
-    if result.checkpoint_path:
-        print(f"checkpoint: {result.checkpoint_path}")
-    if result.student_dir:
-        print(f"student:    {result.student_dir}")
+    console.print_trial_result(cfg.name, result)
     return 0
 
 
@@ -297,109 +283,22 @@ def _study_metric(state: dict[str, Any]) -> str | None:
     return metrics[0]
 
 
-def _print_plan(space) -> None:
-    study = space.study
-    print(f"study {space.name}: {study.algorithm}, {space.num_samples} trials, "
-          f"{study.max_concurrent_trials} at a time, metric {', '.join(space.metrics)} "
-          f"({', '.join(space.modes)}), scheduler {study.scheduler}, seed {study.seed}")
-    for param in space.params:
-        spec = param.spec.model_dump(exclude_none=True, exclude_defaults=True)
-        print(f"  search {param.name}: {spec}")
-    for key, value in space.fixed.items():
-        print(f"  fixed  {key} = {value!r}")
-    points = space.initial_points()
-    if points:
-        label = "grid points" if study.algorithm == "grid" else "points to evaluate first"
-        print(f"  {len(points)} {label}:")
-        for point in points:
-            print("    " + ", ".join(f"{k}={v}" for k, v in point.items()))
-
-
-SHORT_NAMES = {"loss.gamma1": "γ1", "loss.alpha": "α", "loss.name": "loss", "sampler.name": "sampler",
-               "sampler.k": "K", "optim.lr": "lr", "optim.batch_size": "batch"}
-HEADLINE_LABELS = (("dev_mrr_at_10", "Dev MRR@10"), ("beir_ndcg_at_10_avg", "BEIR nDCG@10 (avg)"))
-
-
-def _metric_rows(metrics: dict[str, Any]) -> list[list[str]]:
-    """Dev MRR@10, BEIR nDCG@10 (average, then per dataset), then other nDCG@10 sets (TREC DL)."""
-    rows = []
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for prefix, label in HEADLINE_LABELS:
-        for key in sorted(k for k in numbers if k.startswith(prefix)):
-            rows.append([label + key[len(prefix):].replace("_", " "), f"{numbers[key]:.4f}"])
-    for measure, label in (("ndcg_at_10", "nDCG@10"), ("mrr_at_10", "RR@10")):
-        for key in sorted(k for k in numbers if k.startswith("beir/") and f"/{measure}" in k):
-            rows.append([f"  BEIR {key.split('/')[1]} {label}" + key.split(measure)[1].replace("_", " "),
-                         f"{numbers[key]:.4f}"])
-    for key in sorted(k for k in numbers if "_ndcg_at_10" in k and not k.startswith(("dev_", "beir"))):
-        rows.append([key.replace("_ndcg_at_10", " nDCG@10").replace("_", " "), f"{numbers[key]:.4f}"])
-    return rows
-
-
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # pragma: no cover - rich is a dependency
-        print(title)
-        for row in rows:
-            print("  " + "  ".join(row))
-        return
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    console = Console()
-    if not console.is_terminal:  # a pipe or a log file: do not squeeze the table into 80 columns
-        console = Console(width=max(console.width, 200))
-    console.print(table)
-
-
 def _finish(outcome, metrics: list[str]) -> int:
-    """Print the trials table and decide the exit status."""
-    if outcome.rows:
-        params = sorted({k for row in outcome.rows for k in row} - {"trial_id", "status", *metrics})
-        rows = []
-        for row in outcome.rows:
-            rows.append([row["trial_id"], row["status"], *[_fmt(row.get(p)) for p in params],
-                         *[_fmt(row.get(m)) for m in metrics]])
-        headers = [SHORT_NAMES.get(p, p) for p in params]
-        _table(f"study {outcome.name}", ["trial", "status", *headers, *metrics], rows)
-    if outcome.best:
-        print(f"best trial: {outcome.best['trial_id']} ({metrics[0]} = {outcome.best[metrics[0]]:.4f})")
-    if outcome.pareto:
-        print(f"Pareto front ({', '.join(metrics)}): {', '.join(outcome.pareto)}")
-    if outcome.report_path:
-        print(f"report: {outcome.report_path}")
-    if outcome.best_config_path:
-        print(f"best config: {outcome.best_config_path}  (kd-study train {outcome.best_config_path})")
-    print(f"study folder: {outcome.dir}")
+    """Print the outcome; an interrupted study exits 130, one with failed trials 1 (finished trials are kept)."""
+    console.print_outcome(outcome, metrics)
     if outcome.interrupted:
         done = len(outcome.finished) + len(outcome.pruned)
-        _error(f"study {outcome.name} interrupted with {done} of {outcome.num_samples} trials done; "
-               f"continue it with `kd-study resume {outcome.name}`")
+        console.error(f"study {outcome.name} interrupted with {done} of {outcome.num_samples} trials done; "
+                      f"continue it with `kd-study resume {outcome.name}`")
         return EXIT_INTERRUPTED
     if outcome.errored:
         trial_id, cause = outcome.errored[0]
         more = f" (and {len(outcome.errored) - 1} more)" if len(outcome.errored) > 1 else ""
-        _error(f"{len(outcome.errored)} of {outcome.num_samples} trials failed; trial {trial_id}: {cause}{more}; "
-               f"{len(outcome.finished)} finished trials are kept (retry the failed ones: kd-study resume {outcome.name})")
+        console.error(f"{len(outcome.errored)} of {outcome.num_samples} trials failed; trial {trial_id}: "
+                      f"{cause}{more}; {len(outcome.finished)} finished trials are kept (retry the failed ones: "
+                      f"kd-study resume {outcome.name})")
         return EXIT_FAILED
     return 0
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _error(message: str) -> None:
-    one_line = " ".join(str(message).split())
-    print(f"{PROG}: error: {one_line}", file=sys.stderr, flush=True)
 
 
 def _cause(error: BaseException) -> str:
@@ -417,14 +316,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        _error("interrupted")
+        console.error("interrupted")
         return EXIT_INTERRUPTED
     except KdStudyError as error:  # BadInput → 2, Failure → 1: one line, the cause says what to do
-        _error(_cause(error))  # a Ray-wrapped error carries the worker's traceback: keep its last line
+        console.error(_cause(error))  # a Ray-wrapped error carries the worker's traceback: keep its last line
         return error.exit_code
     except Exception as error:  # noqa: BLE001 - a bug, not bad input: the traceback, then one line
         traceback.print_exc(file=sys.stderr)
-        _error(f"internal error: {_cause(error)} (a bug in kd-study: the traceback is above)")
+        console.error(f"internal error: {_cause(error)} (a bug in kd-study: the traceback is above)")
         return EXIT_FAILED
 
 

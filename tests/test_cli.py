@@ -1,6 +1,7 @@
 """kd-study CLI: help for every command, and one-line errors with exit ≠ 0 before anything runs."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -116,6 +117,60 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     assert "wkl_paper: grid, 28 trials" in out and "28 grid points" in out
     assert "loss.gamma1=6.0, loss.alpha=1.5" in out
     assert not (tmp_path / "studies").exists()
+
+
+def test_run_hands_the_loaded_space_and_options_to_the_runner(tmp_path, monkeypatch, capsys):
+    """The CLI loads the space once (with its overrides and --set) and the runner gets it as is."""
+    import study.runner
+    from study.space import SearchSpace
+
+    handed = {}
+
+    def run_study(space, opts):
+        handed.update(space=space, opts=opts)
+        return study.runner.StudyOutcome(space.name, Path(opts.root) / space.name, space.num_samples,
+                                         finished=["t1", "t2", "t3"])
+
+    monkeypatch.setattr(study.runner, "run_study", run_study)
+    studies = tmp_path / "studies"
+    assert main(["--root", str(studies), "run", str(space_file(tmp_path)), "--num-samples", "3",
+                 "--set", "optim.epochs=2", "--quiet"]) == 0
+    space, opts = handed["space"], handed["opts"]
+    assert isinstance(space, SearchSpace) and space.num_samples == 3 and space.base.optim.epochs == 2
+    assert opts.root == str(studies) and opts.verbose == 0
+    assert f"study folder: {studies / 'cli-test'}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ended,code,expected", [
+    ({"finished": ["t1"]}, 130,
+     "study cli-test interrupted with 1 of 3 trials done; continue it with `kd-study resume cli-test`"),
+    ({"finished": ["t1", "t2"], "errored": [("t3", "CUDA out of memory")]}, 1,
+     "1 of 3 trials failed; trial t3: CUDA out of memory; 2 finished trials are kept"),
+], ids=["interrupted", "a trial failed"])
+def test_an_unfinished_study_exits_nonzero_and_says_how_to_continue(tmp_path, monkeypatch, capsys, ended, code,
+                                                                   expected):
+    import study.runner
+
+    monkeypatch.setattr(study.runner, "run_study",
+                        lambda space, opts: study.runner.StudyOutcome(space.name, tmp_path, 3, **ended))
+    assert main(["--root", str(tmp_path / "studies"), "run", str(space_file(tmp_path))]) == code
+    assert expected in one_error_line(capsys.readouterr().err)
+
+
+def test_resume_prints_the_trials_by_the_studys_metric(tmp_path, monkeypatch, capsys):
+    import study.runner
+
+    studies = tmp_path / "studies"
+    (studies / "cli-test").mkdir(parents=True)
+    (studies / "cli-test" / "study.json").write_text(json.dumps({"metrics": ["dev_mrr_at_10"]}))
+    row = {"trial_id": "t1", "status": "TERMINATED", "loss.name": "kl", "dev_mrr_at_10": 0.25}
+
+    def resume_study(name, opts):
+        return study.runner.StudyOutcome(name, studies / name, 1, finished=["t1"], rows=[row], best=row)
+
+    monkeypatch.setattr(study.runner, "resume_study", resume_study)
+    assert main(["--root", str(studies), "resume", "cli-test"]) == 0
+    assert "best trial: t1 (dev_mrr_at_10 = 0.2500)" in capsys.readouterr().out
 
 
 def test_cli_overrides_are_validated_too(tmp_path, capsys):
