@@ -12,6 +12,7 @@ from ir_measures import RR, R, nDCG
 from trainables.config import DatasetRef, EvalConfig, StudentConfig
 from trainables.data import load_data, subset
 from trainables.evaluate import DL_MEASURES, EvalResult, eval_sets, evaluate_run, evaluate_student, retrieve
+from trainables.outputs import FINAL_LOSS, eval_metric_keys, final_metric_keys
 from trainables.student import BiEncoder
 
 
@@ -104,6 +105,17 @@ def test_metric_keys_follow_the_contract_and_carry_the_subset_suffix():
     assert subset == [f"{k}_subset7" for k in full]
 
 
+def test_the_light_key_list_is_the_keys_eval_sets_evaluate_plus_the_beir_average():
+    refs = dict(dev="beir:data/scifact_ci", beir=["beir:data/scifact", "beir:data/nfcorpus"],
+                dl=[{"id": "beir:data/msmarco_dl19_subset", "name": "dl19"}])
+    for cfg in (EvalConfig(**refs), EvalConfig(**refs, subset_distractors=7)):
+        per_set = [k for s in eval_sets(cfg) for k in s.measures]
+        assert eval_metric_keys(cfg) == per_set + [f"beir_ndcg_at_10_avg{cfg.metric_suffix}"]
+        assert final_metric_keys(cfg) == eval_metric_keys(cfg) + [FINAL_LOSS]
+    no_beir = EvalConfig(dev="beir:data/scifact_ci", beir=[])
+    assert eval_metric_keys(no_beir) == [k for s in eval_sets(no_beir) for k in s.measures]
+
+
 def test_two_sets_with_one_label_are_rejected():
     cfg = EvalConfig(dev=None, beir=["beir:a/scifact", "beir:b/scifact"])
     with pytest.raises(ValueError, match="beir/scifact/ndcg_at_10.*distinct `name`"):
@@ -132,6 +144,7 @@ def test_evaluate_student_on_scifact_ci_gives_unit_interval_metrics_and_per_quer
     metrics, per_query = full_result.metrics, full_result.per_query
     assert set(metrics) == {"dev_mrr_at_10", "dev_ndcg_at_10", "dev_recall_at_1000",
                             "beir/scifact_ci/ndcg_at_10", "beir/scifact_ci/mrr_at_10", "beir_ndcg_at_10_avg"}
+    assert list(metrics) == eval_metric_keys(EvalConfig(dev=scifact_ci, beir=[scifact_ci]))
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in metrics.values())
     assert metrics["beir_ndcg_at_10_avg"] == metrics["beir/scifact_ci/ndcg_at_10"] == metrics["dev_ndcg_at_10"]
     judged = set(load_data(scifact_ci).qrels)

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
+from trainables.config import ConfigError, TrialConfig
 from trainables.samplers import (
     SAMPLERS,
+    check_k_fits_pool,
     equal_width,
     quantile_strata,
     random,
@@ -172,6 +174,24 @@ def _padded_pools() -> np.ndarray:
 def test_sample_candidates_raises_naming_affected_queries_when_k_exceeds_the_pool():
     with pytest.raises(ValueError, match=r"k=5 .* 2 of 3 queries .*smallest pool size: 3"):
         sample_candidates("stratified", _padded_pools(), 5, np.random.default_rng(0))
+
+
+def test_k_larger_than_the_smallest_pool_is_one_config_error_naming_k_the_pool_and_the_fix():
+    with pytest.raises(ConfigError, match=r"^space\.yaml: sampler\.k=16 is larger than the smallest candidate pool "
+                                          r"\(7 candidates\): lower K or set sampler\.on_small_pool: clip$"):
+        check_k_fits_pool(16, 7, "error", where="space.yaml: sampler.k")
+    check_k_fits_pool(16, 7, "clip")          # clip: small pools give their whole pool
+    check_k_fits_pool(7, 7, "error")          # K = the smallest pool fits
+    check_k_fits_pool(16, None, "error")      # pools not known yet
+
+
+def test_the_config_checks_k_against_pool_depth_by_the_same_rule():
+    raw = {"data": {"pool_depth": 10}, "sampler": {"k": 16}}
+    with pytest.raises(ConfigError, match=r"trial\.yaml: .*sampler\.k=16 is larger than data\.pool_depth=10: lower K or "
+                                          r"set sampler\.on_small_pool: clip"):
+        TrialConfig.from_dict(raw, source="trial.yaml")
+    clipped = TrialConfig.from_dict({**raw, "sampler": {"k": 16, "on_small_pool": "clip"}})
+    assert clipped.sampler.k == 16
 
 
 def test_sample_candidates_clip_returns_the_whole_pool_for_small_pools():

@@ -202,10 +202,11 @@ class TrialConfig(_Strict):
 
     @model_validator(mode="after")
     def _k_fits_pool(self) -> "TrialConfig":
-        if self.sampler.k > self.data.pool_depth:
-            raise ValueError(
-                f"sampler.k={self.sampler.k} is larger than data.pool_depth={self.data.pool_depth}"
-            )
+        """No pool is deeper than `data.pool_depth`; the real pools are checked once they exist."""
+        from trainables.samplers import check_k_fits_pool   # samplers imports this module
+
+        check_k_fits_pool(self.sampler.k, self.data.pool_depth, self.sampler.on_small_pool,
+                          pool=f"data.pool_depth={self.data.pool_depth}")
         return self
 
     # ---- loading and saving -------------------------------------------------------------

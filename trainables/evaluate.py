@@ -1,14 +1,15 @@
 """Evaluation of a student: encode → faiss inner-product search → ir_measures, with per-query scores.
 
-Metrics follow science.md §3 and are all computed by `ir_measures` (trec_eval semantics):
+Metrics follow science.md §3 and are all computed by `ir_measures` (trec_eval semantics). Their
+keys are built once, in `trainables.outputs` (`set_metric_keys`, `eval_metric_keys`); this module maps
+each measure name to its measure:
 
-| set            | metric key (+ `eval_cfg.metric_suffix` in subset mode) | measure                 |
-|----------------|---------------------------------------------------------|-------------------------|
-| `eval.dev`     | `dev_mrr_at_10`, `dev_ndcg_at_10`, `dev_recall_at_1000` | RR@10, nDCG@10, R@1000  |
-| `eval.beir[i]` | `beir/<label>/ndcg_at_10`, `beir/<label>/mrr_at_10`;    | nDCG@10, RR@10;         |
-|                | `beir_ndcg_at_10_avg`                                   | mean nDCG@10 over sets  |
-| `eval.dl[i]`   | `<label>_ndcg_at_10`, `<label>_mrr_at_10`,              | nDCG@10 (graded gains), |
-|                | `<label>_recall_at_1000`                                | RR(rel=2)@10, R(rel=2)@1000 |
+| set            | measure names (outputs.*_MEASURE_NAMES) | measure                            |
+|----------------|-----------------------------------------|------------------------------------|
+| `eval.dev`     | mrr_at_10, ndcg_at_10, recall_at_1000   | RR@10, nDCG@10, R@1000             |
+| `eval.beir[i]` | ndcg_at_10, mrr_at_10 (+ the average    | nDCG@10, RR@10                     |
+|                | nDCG@10 over the sets)                  |                                    |
+| `eval.dl[i]`   | ndcg_at_10, mrr_at_10, recall_at_1000   | nDCG@10 (graded gains), RR(rel=2)@10, R(rel=2)@1000 |
 
 TREC DL qrels are graded 0–3; nDCG uses the grades as gains, RR and recall count grade ≥ 2 as
 relevant (the official DL convention). A judged query that is missing from the run (no text, or
@@ -30,15 +31,22 @@ from tqdm.auto import tqdm
 from trainables import retrieval
 from trainables.config import DatasetRef, EvalConfig
 from trainables.data import RetrievalData, load_data, subset
+from trainables.outputs import (
+    BEIR_AVERAGED_MEASURE, BEIR_MEASURE_NAMES, DEV_MEASURE_NAMES, DL_MEASURE_NAMES, beir_average_key, eval_set_refs,
+    set_metric_keys,
+)
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
 GatherFn = Callable[[Any], list[Any]]
 Shard = tuple[int, int, GatherFn]
 
-DEV_MEASURES = {"mrr_at_10": RR @ 10, "ndcg_at_10": nDCG @ 10, "recall_at_1000": R @ 1000}
-BEIR_MEASURES = {"ndcg_at_10": nDCG @ 10, "mrr_at_10": RR @ 10}
-DL_MEASURES = {"ndcg_at_10": nDCG @ 10, "mrr_at_10": RR(rel=2) @ 10, "recall_at_1000": R(rel=2) @ 1000}
+_MEASURES = {"mrr_at_10": RR @ 10, "ndcg_at_10": nDCG @ 10, "recall_at_1000": R @ 1000}
+_DL_MEASURES = {**_MEASURES, "mrr_at_10": RR(rel=2) @ 10, "recall_at_1000": R(rel=2) @ 1000}
+DEV_MEASURES = {name: _MEASURES[name] for name in DEV_MEASURE_NAMES}
+BEIR_MEASURES = {name: _MEASURES[name] for name in BEIR_MEASURE_NAMES}
+DL_MEASURES = {name: _DL_MEASURES[name] for name in DL_MEASURE_NAMES}
+MEASURES = {"dev": DEV_MEASURES, "beir": BEIR_MEASURES, "dl": DL_MEASURES}
 
 
 @dataclass(frozen=True)
@@ -156,13 +164,10 @@ def _retrieve_timed(student, data, top_k, index_kind, batch_size, progress, shar
 def eval_sets(eval_cfg: EvalConfig) -> list[EvalSet]:
     """The configured sets with their final metric keys; duplicate keys (two sets, one label) are an error."""
     suffix = eval_cfg.metric_suffix
-    sets = []
-    if eval_cfg.dev is not None:
-        sets.append(EvalSet("dev", eval_cfg.dev, {f"dev_{m}{suffix}": v for m, v in DEV_MEASURES.items()}))
-    for ref in eval_cfg.beir:
-        sets.append(EvalSet("beir", ref, {f"beir/{ref.label}/{m}{suffix}": v for m, v in BEIR_MEASURES.items()}))
-    for ref in eval_cfg.dl:
-        sets.append(EvalSet("dl", ref, {f"{ref.label}_{m}{suffix}": v for m, v in DL_MEASURES.items()}))
+    sets = [
+        EvalSet(kind, ref, {key: MEASURES[kind][name] for name, key in set_metric_keys(kind, ref.label, suffix).items()})
+        for kind, ref in eval_set_refs(eval_cfg)
+    ]
     seen: dict[str, str] = {}
     for eval_set in sets:
         for key in eval_set.measures:
@@ -214,8 +219,9 @@ def evaluate_student(
         metrics.update(aggregate)
         per_query.update(set_per_query)
         if eval_set.kind == "beir":
-            beir_ndcg.append(aggregate[f"beir/{eval_set.ref.label}/ndcg_at_10{eval_cfg.metric_suffix}"])
+            averaged = set_metric_keys("beir", eval_set.ref.label, eval_cfg.metric_suffix)[BEIR_AVERAGED_MEASURE]
+            beir_ndcg.append(aggregate[averaged])
     if beir_ndcg:
-        metrics[f"beir_ndcg_at_10_avg{eval_cfg.metric_suffix}"] = float(np.mean(beir_ndcg))
+        metrics[beir_average_key(eval_cfg.metric_suffix)] = float(np.mean(beir_ndcg))
     timings["total_s"] = time.perf_counter() - total_start
     return EvalResult(metrics=metrics, per_query=per_query, timings=timings)

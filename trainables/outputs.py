@@ -1,9 +1,15 @@
-"""What a trial writes and reports, named once: checkpoint file names and the final report's keys.
+"""What a trial writes and reports, named once: checkpoint file names, report keys and final metric keys.
 
 The study layer (`study/`) reads these names back (MLflow artifacts, resume markers, reports), so
-they live here, below it, and are imported there; nothing else spells them.
+they live here, below it, and are imported there; nothing else spells them. Light to import (no
+torch, faiss or ir_measures): the study's processes import it.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from trainables.config import DatasetRef, EvalConfig
 
 # Files inside a checkpoint directory.
 TRAIN_STATE = "train_state.pt"          # student + optimizer + scheduler + step + rank table
@@ -16,8 +22,54 @@ TRAIN_LOG = "train_log.jsonl"           # beside the checkpoints: every report o
 # Keys of the trial's reports.
 FINAL_LOSS = "train/loss_final"         # only the final report carries it: marks a finished trial's result
 RESUMED_FROM = "train/resumed_from_step"
+TRAIN_LOSS = "train/loss"               # mean loss over the queries since the last log
+LEARNING_RATE = "train/lr"
+SAMPLED_SCORE_VARIANCE = "train/sampled_score_variance"   # mean per-query variance of the sampled teacher scores
+SAMPLED_SCORE_ENTROPY = "train/sampled_score_entropy"     # mean per-query entropy at the loss's teacher temperature
+QUERIES_PER_SECOND = "train/queries_per_s"
 TRAIN_SECONDS = "time/train_s"
 EVAL_SECONDS = "time/eval_s"
 WORKER_SETUP_SECONDS = "time/worker_setup_s"   # this attempt: model, training set, DDP wrap
 CHECKPOINT_SECONDS = "time/checkpoint_s"       # this attempt's intermediate checkpoints
 TIME_PREFIX = "time/"
+
+# Evaluation metrics (science.md §3): the measures of each kind of evaluation set, by name;
+# trainables/evaluate.py maps each name to its ir_measures measure.
+DEV_MEASURE_NAMES = ("mrr_at_10", "ndcg_at_10", "recall_at_1000")
+BEIR_MEASURE_NAMES = ("ndcg_at_10", "mrr_at_10")
+DL_MEASURE_NAMES = ("ndcg_at_10", "mrr_at_10", "recall_at_1000")
+BEIR_AVERAGED_MEASURE = "ndcg_at_10"    # also reported as its mean over the BEIR sets
+MEASURE_NAMES = {"dev": DEV_MEASURE_NAMES, "beir": BEIR_MEASURE_NAMES, "dl": DL_MEASURE_NAMES}
+
+
+def eval_set_refs(eval_cfg: EvalConfig) -> Iterator[tuple[str, DatasetRef]]:
+    """(kind, ref) of every configured evaluation set in report order: dev, then BEIR, then DL."""
+    if eval_cfg.dev is not None:
+        yield "dev", eval_cfg.dev
+    for ref in eval_cfg.beir:
+        yield "beir", ref
+    for ref in eval_cfg.dl:
+        yield "dl", ref
+
+
+def set_metric_keys(kind: str, label: str, suffix: str = "") -> dict[str, str]:
+    """{measure name: metric key} of one evaluation set, e.g. `beir/scifact/ndcg_at_10` (+ subset suffix)."""
+    prefix = {"dev": "dev_", "beir": f"beir/{label}/", "dl": f"{label}_"}[kind]
+    return {name: f"{prefix}{name}{suffix}" for name in MEASURE_NAMES[kind]}
+
+
+def beir_average_key(suffix: str = "") -> str:
+    """The key of the mean of `BEIR_AVERAGED_MEASURE` over the BEIR sets."""
+    return f"beir_{BEIR_AVERAGED_MEASURE}_avg{suffix}"
+
+
+def eval_metric_keys(eval_cfg: EvalConfig) -> list[str]:
+    """Every metric key `evaluate_student` reports for `eval_cfg` (`eval_cfg.metric_suffix` in subset mode)."""
+    suffix = eval_cfg.metric_suffix
+    keys = [key for kind, ref in eval_set_refs(eval_cfg) for key in set_metric_keys(kind, ref.label, suffix).values()]
+    return keys + [beir_average_key(suffix)] if eval_cfg.beir else keys
+
+
+def final_metric_keys(eval_cfg: EvalConfig) -> list[str]:
+    """The metrics a finished trial's final report carries that a study can rank trials by."""
+    return [*eval_metric_keys(eval_cfg), FINAL_LOSS]

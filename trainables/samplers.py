@@ -9,7 +9,8 @@ Every sampler is a pure function of one query's pool scores:
     sampler(scores: np.ndarray[n] float, k: int, rng: np.random.Generator) -> np.ndarray[k] int64
 
 returning distinct indices into the pool, deterministic for a given `rng` state. `topk` ignores
-`rng`. `sample_candidates` applies one to a NaN-padded batch of pools.
+`rng`. `sample_candidates` applies one to a NaN-padded batch of pools; `check_k_fits_pool` is the
+one rule for K against the pools, checked wherever the pool sizes become known.
 """
 from __future__ import annotations
 
@@ -17,7 +18,24 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
+from trainables.config import ConfigError
+
 Sampler = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+
+
+def check_k_fits_pool(
+    k: int, smallest_pool: int | None, on_small_pool: str, where: str = "sampler.k", *, pool: str | None = None
+) -> None:
+    """K candidates per query need pools of at least K, unless small pools are clipped (`on_small_pool: clip`).
+
+    Raises ConfigError, one line naming K (`where`, the key or file and key), the smallest pool and
+    the fix. `smallest_pool` None (not known yet) passes. `pool` words the pool when it is not the
+    smallest real one, e.g. `data.pool_depth=10` before the pools exist.
+    """
+    if smallest_pool is None or on_small_pool == "clip" or k <= smallest_pool:
+        return
+    pool = pool or f"the smallest candidate pool ({smallest_pool} candidates)"
+    raise ConfigError(f"{where}={k} is larger than {pool}: lower K or set sampler.on_small_pool: clip")
 
 
 def _check_pool(scores: np.ndarray, k: int) -> np.ndarray:
@@ -120,10 +138,11 @@ def sample_candidates(
     one int64 array per query of column indices into `pool_scores` (never a padded column).
     Queries are sampled in order from the one `rng`, so a batch is deterministic for a seed.
 
-    A query whose real pool is smaller than K: `on_small_pool="error"` raises ValueError naming how
-    many queries are affected and the smallest pool size; `"clip"` runs the sampler with K = the
-    pool size, which returns the whole pool for that query (topk: best first; random: a random
-    order; stratified: every candidate, one per stratum), so that query has fewer than K candidates.
+    A query whose real pool is smaller than K: `on_small_pool="error"` raises ConfigError
+    (`check_k_fits_pool`) naming how many queries are affected and the smallest pool size; `"clip"`
+    runs the sampler with K = the pool size, which returns the whole pool for that query (topk: best
+    first; random: a random order; stratified: every candidate, one per stratum), so that query has
+    fewer than K candidates.
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}: expected one of {sorted(SAMPLERS)}")
@@ -136,13 +155,10 @@ def sample_candidates(
         raise ValueError(f"pool_scores must be [B, N]; got shape {pool_scores.shape}")
     real = ~np.isnan(pool_scores)
     pool_sizes = real.sum(axis=1)
-    small = pool_sizes < k
-    if on_small_pool == "error" and small.any():
-        raise ValueError(
-            f"sampler {name!r} needs k={k} candidates but {int(small.sum())} of {len(pool_sizes)} queries "
-            f"have a smaller pool (smallest pool size: {int(pool_sizes.min())}); lower sampler.k or set "
-            "sampler.on_small_pool='clip'"
-        )
+    if len(pool_sizes):
+        smallest, n_small = int(pool_sizes.min()), int((pool_sizes < k).sum())
+        check_k_fits_pool(k, smallest, on_small_pool,
+                          pool=f"the pool of {n_small} of {len(pool_sizes)} queries (smallest pool size: {smallest})")
     sampler = SAMPLERS[name]
     picked = []
     for row, row_real in zip(pool_scores, real):
