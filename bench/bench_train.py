@@ -2,16 +2,16 @@
 
 Every system trains the same student (packaged MiniLM, first `--num-layers` layers, mean pooling,
 cosine) from the same weights with the same loss on the same batches: the queries, positives and K
-sampled candidates of `trainables.train_loop.plan_epoch` (rank 0 of 1), teacher scores from the same
+sampled candidates of `trainables.epoch_plan.plan_epoch` (rank 0 of 1), teacher scores from the same
 cached TrainingSet, AdamW + linear schedule + gradient clipping. Only steps are timed (tokenise →
 forward → loss → backward → clip → optimizer): model loading, Ray start-up and the first
 `--warmup-steps` steps are excluded.
 
   * sentence-transformers: `MarginMSELoss` / `DistillKLDivLoss` (dot product of normalised
     embeddings = cosine) on [query, positive, candidate_1..K] columns, one process.
-  * kd-study in-process: `build_step_inputs` + `train_step` of train_loop.py, one process, no Ray.
+  * kd-study in-process: `build_step_inputs` + `train_step` of train_step.py, one process, no Ray.
   * kd-study Ray Train: the real trial (`build_trainer`), 1 worker with all CPUs, and 2 DDP workers
-    (gloo) with one CPU each; queries/s from the loop's own `train/queries_per_s` windows
+    (gloo) with one CPU each; queries/s from the loop's own `outputs.QUERIES_PER_SECOND` windows
     (each rank draws its own candidates there, from `default_rng([seed, epoch, rank])`).
 
     python bench/bench_train.py                           # 30 steps, batch 16, K=4, MiniLM-L2, max_len 64
@@ -75,7 +75,7 @@ def bench_config(args: argparse.Namespace, loss: str):
 
 def planned_batches(ts, cfg, steps: int):
     """The first `steps` single-process batches of the trial (what every in-process system trains on)."""
-    from trainables.train_loop import plan_epoch, steps_per_epoch
+    from trainables.epoch_plan import plan_epoch, steps_per_epoch
 
     per_epoch = steps_per_epoch(len(ts), cfg.optim.batch_size)
     plans = {}
@@ -146,12 +146,12 @@ def run_sentence_transformers(ts, cfg, args, loss_name: str) -> tuple[float, flo
 
 
 def run_in_process(ts, cfg, args) -> tuple[float, float]:
-    """(queries/s, first-batch loss in eval mode) of train_loop's step code without Ray."""
+    """(queries/s, first-batch loss in eval mode) of the Ray Train loop's step (train_step.py) without Ray."""
     import torch
 
     from trainables.losses import compute_loss
     from trainables.student import BiEncoder
-    from trainables.train_loop import DistillScorer, build_step_inputs, make_optimizer, train_step
+    from trainables.train_step import DistillScorer, build_step_inputs, make_optimizer, train_step
 
     torch.manual_seed(cfg.seed)
     model = DistillScorer(BiEncoder.from_config(cfg.student, cfg.cache_dir))
@@ -175,6 +175,7 @@ def run_in_process(ts, cfg, args) -> tuple[float, float]:
 
 def run_ray(training_set_path: str, cfg, workers: int, storage: str) -> float:
     """Global queries/s of the real trial under Ray Train, from its log windows after the first."""
+    from trainables.outputs import QUERIES_PER_SECOND
     from trainables.trial import build_trainer, read_train_log
 
     cpus = 2 / workers
@@ -183,10 +184,10 @@ def run_ray(training_set_path: str, cfg, workers: int, storage: str) -> float:
     result = build_trainer(cfg, training_set_path, storage_path=storage, name=name, max_failures=0).fit()
     if result.error is not None:
         raise result.error
-    windows = [r for r in read_train_log(storage, name) if "train/queries_per_s" in r][1:]
+    windows = [r for r in read_train_log(storage, name) if QUERIES_PER_SECOND in r][1:]
     window_queries = [cfg.optim.batch_size * (r["step"] - prev["step"]) for prev, r in
                       zip([{"step": cfg.optim.log_every_steps}] + windows[:-1], windows)]
-    return sum(window_queries) / sum(q / r["train/queries_per_s"] for q, r in zip(window_queries, windows))
+    return sum(window_queries) / sum(q / r[QUERIES_PER_SECOND] for q, r in zip(window_queries, windows))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,8 @@ import torch
 
 from trainables.config import TrialConfig
 from trainables.student import BiEncoder
-from trainables.train_loop import (initial_rank_table, plan_epoch, refresh_columns, refresh_ranks, steps_per_epoch,
-                                   steps_queries)
+from trainables.epoch_plan import RankPlan, plan_epoch, steps_per_epoch, steps_queries
+from trainables.losses import initial_rank_table, refresh_columns, refresh_ranks
 from trainables.training_set import TrainingSet
 
 
@@ -47,6 +47,18 @@ def test_steps_queries_are_the_queries_every_rank_trains_on_in_those_steps(prepa
             expected |= set(plans[epoch][index].query_idx.tolist())
     assert set(steps_queries(len(ts), cfg, first, n_steps).tolist()) == expected
     assert len(steps_queries(len(ts), cfg, 10_000, 3)) == 0   # past the last step: nothing to refresh
+
+
+def test_the_loops_rank_plan_gives_every_step_the_batch_of_its_epochs_plan(prepared):
+    cfg, ts, _ = prepared
+    per_epoch = steps_per_epoch(len(ts), cfg.optim.batch_size)
+    plan = RankPlan(ts, cfg, 1, 2)
+    for step in range(2 * per_epoch + 1):
+        epoch, index = divmod(step, per_epoch)
+        expected, got = plan_epoch(ts, cfg, epoch, 1, 2)[index], plan.batch(step)
+        assert np.array_equal(got.query_idx, expected.query_idx)
+        assert np.array_equal(got.positive_col, expected.positive_col)
+        assert np.array_equal(got.candidate_col, expected.candidate_col)
 
 
 def test_windowed_refresh_writes_the_rows_a_full_refresh_writes_whatever_the_table_history(prepared):

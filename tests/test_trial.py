@@ -1,4 +1,5 @@
-"""trainables/trial.py + train_loop.py: a real distillation trial under Ray Train (2 DDP workers, gloo).
+"""trainables/trial.py + train_loop.py (and the modules it drives): a real distillation trial under
+Ray Train (2 DDP workers, gloo).
 
 Small on purpose (2 shared CPU cores): a tiny random BERT student, 32 SciFact training queries with
 20-candidate pools, short max lengths, and evaluation on scifact_ci's judged docs + 200 distractors.

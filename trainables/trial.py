@@ -99,7 +99,7 @@ def run_trial(
     `tune.with_resources(fn, {"memory": 1})` (`{"cpu": 0}` is rejected) — otherwise on a small
     machine the function's CPU plus the workers' CPUs exceed the cluster and the worker group never
     starts. Also raise `RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S` (e.g. 300) on a loaded machine.
-    Evaluation metrics (`dev_mrr_at_10`, `beir_ndcg_at_10_avg`, ...) appear only in the final report
+    Evaluation metrics (`outputs.eval_metric_keys`) appear only in the final report
     and in the `eval.every_steps` reports, while Tune by default requires its metric in every
     result: set `TUNE_DISABLE_STRICT_METRIC_CHECKING=1` in the study driver (ASHA and the median
     rule skip results without the metric; the searcher reads the final one).
@@ -114,7 +114,7 @@ def run_trial(
 
 
 def read_trial_result(checkpoint_path: str | None, metrics: dict[str, Any] | None = None) -> TrialResult:
-    """A TrialResult from a final checkpoint directory (student/, per_query.json, final_metrics.json)."""
+    """A TrialResult from a final checkpoint directory (the files `checkpoints.save_final` writes)."""
     if checkpoint_path is None or not Path(checkpoint_path, FINAL_METRICS).is_file():
         return TrialResult(metrics=dict(metrics or {}), checkpoint_path=checkpoint_path)
     folder = Path(checkpoint_path)

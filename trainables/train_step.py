@@ -1,0 +1,136 @@
+"""One distillation step: a rank's batch → student scores → `compute_loss` → optimizer step.
+
+Per query the loss sees its positive (column 0) and K candidates; teacher scores come from the
+TrainingSet, student scores from the model being trained, in one forward so DDP sees one forward per
+step. Shared by the Ray Train loop (train_loop.py) and bench/bench_train.py (one process, no Ray).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from trainables.config import LossConfig, TrialConfig
+from trainables.epoch_plan import RankBatch
+from trainables.losses import compute_loss, wkl_beta
+
+if TYPE_CHECKING:
+    from trainables.training_set import TrainingSet
+
+
+class DistillScorer(nn.Module):
+    """Student scores [b, n] of each query's n passages in one forward, so DDP sees one forward per step."""
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(self, queries, passages, n: int) -> Tensor:
+        q_emb = self.student.embed(queries)
+        p_emb = self.student.embed(passages).reshape(q_emb.shape[0], n, -1)
+        return self.student.score(q_emb, p_emb)
+
+
+@dataclass
+class StepInputs:
+    queries: Any                   # BatchEncoding [b]
+    passages: Any                  # BatchEncoding [b * n], query-major
+    n: int                         # passages per query: 1 positive + K candidates
+    teacher_scores: Tensor         # [b, n]
+    positive_mask: Tensor          # [b, n] bool, column 0
+    valid_mask: Tensor             # [b, n] bool, False where a small pool was clipped
+    student_ranks: Tensor | None   # [b, n] rank table entries for β (WKL only)
+    sampled_teacher_scores: list[np.ndarray]   # per query, the K candidates' teacher scores
+    loss_weight: float             # b · world / global batch: DDP's gradient mean = mean over all queries
+
+
+def build_step_inputs(student, ts: TrainingSet, batch: RankBatch, world: int, rank_table: Tensor | None) -> StepInputs:
+    """Tokenised texts and aligned teacher scores / masks for one rank's share of a step."""
+    q, pos, cand = batch.query_idx, batch.positive_col, batch.candidate_col
+    valid_cand = cand >= 0
+    safe_cand = np.where(valid_cand, cand, 0)
+    docs = np.concatenate([ts.positive_doc_idx[q, pos][:, None], ts.pool_doc_idx[q[:, None], safe_cand]], axis=1)
+    valid = np.concatenate([np.ones((len(q), 1), dtype=bool), valid_cand], axis=1)
+    teacher = np.concatenate(
+        [ts.teacher_positive_scores[q, pos][:, None], ts.teacher_pool_scores[q[:, None], safe_cand]], axis=1
+    )
+    teacher = np.where(valid, teacher, 0.0).astype(np.float32)
+    texts = [ts.doc_texts[d] if ok else "" for d, ok in zip(docs.ravel(), valid.ravel())]
+    positive_mask = np.zeros_like(valid)
+    positive_mask[:, 0] = True
+    ranks = None
+    if rank_table is not None:
+        n_pos = ts.positive_doc_idx.shape[1]
+        cols = np.concatenate([pos[:, None], n_pos + safe_cand], axis=1)
+        ranks = rank_table[torch.from_numpy(q)[:, None], torch.from_numpy(cols)]
+        ranks = torch.where(torch.from_numpy(valid), ranks, float(rank_table.shape[1] + 1))
+    return StepInputs(
+        queries=student.tokenize([ts.query_texts[i] for i in q], is_query=True),
+        passages=student.tokenize(texts, is_query=False),
+        n=docs.shape[1],
+        teacher_scores=torch.from_numpy(teacher),
+        positive_mask=torch.from_numpy(positive_mask),
+        valid_mask=torch.from_numpy(valid),
+        student_ranks=ranks,
+        sampled_teacher_scores=[row[ok] for row, ok in zip(teacher[:, 1:], valid[:, 1:])],
+        loss_weight=len(q) * world / batch.global_size,
+    )
+
+
+def autocast_context(device: torch.device, mixed_precision: bool):
+    """bf16 autocast on GPU when asked; full precision on CPU (autocast there is slow and unhelpful)."""
+    if device.type == "cuda" and mixed_precision:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    inputs: StepInputs,
+    loss_cfg: LossConfig,
+    step: int,
+    max_grad_norm: float,
+    device: torch.device,
+    mixed_precision: bool = False,
+) -> float:
+    """Forward, `compute_loss`, backward (DDP all-reduce), clip, optimizer and LR-scheduler step.
+
+    `step` is the number of completed steps (for the KL warm-up of WKL). Returns this rank's loss.
+    """
+    teacher = inputs.teacher_scores.to(device)
+    positives = inputs.positive_mask.to(device)
+    valid = inputs.valid_mask.to(device)
+    beta = None
+    if loss_cfg.name == "wkl" and inputs.student_ranks is not None:
+        beta = wkl_beta(inputs.student_ranks.to(device), positives, loss_cfg.alpha, valid)
+    with autocast_context(device, mixed_precision):
+        student_scores = model(inputs.queries, inputs.passages, inputs.n)
+    loss = compute_loss(loss_cfg, student_scores.float(), teacher, positives, beta=beta, step=step, valid_mask=valid)
+    optimizer.zero_grad(set_to_none=True)
+    (loss * inputs.loss_weight).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach())
+
+
+def make_optimizer(model: nn.Module, cfg: TrialConfig, steps: int):
+    """AdamW (no decay on biases and LayerNorm) with linear warm-up then linear decay to 0."""
+    from transformers import get_linear_schedule_with_warmup
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.optim.lr,
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.optim.warmup_ratio * steps), steps)
+    return optimizer, scheduler
