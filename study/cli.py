@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from trainables.config import ConfigError
 from trainables.errors import Failure
+from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
 from study import console
 from study.console import PROG
@@ -154,8 +155,8 @@ def _space_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             overrides[key] = value
     if getattr(args, "multi_objective", False):
-        overrides["study.objectives"] = [{"metric": "dev_mrr_at_10", "mode": "max"},
-                                         {"metric": "beir_ndcg_at_10_avg", "mode": "max"}]
+        overrides["study.objectives"] = [{"metric": DEV_MRR_AT_10, "mode": "max"},
+                                         {"metric": BEIR_NDCG_AT_10_AVG, "mode": "max"}]
         overrides["study.metric"] = None
     return overrides
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
+
 if TYPE_CHECKING:
     from study.runner import StudyOutcome
     from study.space import SearchSpace
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
 PROG = "kd-study"
 SHORT_NAMES = {"loss.gamma1": "γ1", "loss.alpha": "α", "loss.name": "loss", "sampler.name": "sampler",
                "sampler.k": "K", "optim.lr": "lr", "optim.batch_size": "batch"}
-HEADLINE_LABELS = (("dev_mrr_at_10", "Dev MRR@10"), ("beir_ndcg_at_10_avg", "BEIR nDCG@10 (avg)"))
+HEADLINE_LABELS = ((DEV_MRR_AT_10, "Dev MRR@10"), (BEIR_NDCG_AT_10_AVG, "BEIR nDCG@10 (avg)"))
 
 
 def print_plan(space: SearchSpace) -> None:

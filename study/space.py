@@ -40,7 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.config import ConfigError, TrialConfig, read_yaml_mapping
-from trainables.outputs import FINAL_LOSS
+from trainables.outputs import final_metric_keys
 
 from study import grid
 from study.params import ParamSpec, Scalar, SearchParam, Strict, holds
@@ -206,18 +206,8 @@ class SearchSpace:
 
 
 def expected_metric_keys(cfg: TrialConfig) -> list[str]:
-    """Final metric keys a trial of `cfg` reports (mirrors trainables/evaluate.eval_sets, without its imports)."""
-    suffix = cfg.eval.metric_suffix
-    keys = []
-    if cfg.eval.dev is not None:
-        keys += [f"dev_{m}{suffix}" for m in ("mrr_at_10", "ndcg_at_10", "recall_at_1000")]
-    for ref in cfg.eval.beir:
-        keys += [f"beir/{ref.label}/{m}{suffix}" for m in ("ndcg_at_10", "mrr_at_10")]
-    if cfg.eval.beir:
-        keys.append(f"beir_ndcg_at_10_avg{suffix}")
-    for ref in cfg.eval.dl:
-        keys += [f"{ref.label}_{m}{suffix}" for m in ("ndcg_at_10", "mrr_at_10", "recall_at_1000")]
-    return keys + [FINAL_LOSS]
+    """Final metric keys a trial of `cfg` reports: the one list evaluation also derives its keys from."""
+    return final_metric_keys(cfg.eval)
 
 
 # ---- loading and validation --------------------------------------------------------------------

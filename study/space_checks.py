@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from trainables.config import ConfigError, TrialConfig, format_validation_error, set_dotted
+from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
 from study.params import ParamSpec, SearchParam, holds
 
@@ -136,8 +137,8 @@ def settle_study(space: SearchSpace) -> StudySettings:
     known = space.final_metric_keys()
     if study.objectives is None and study.metric is None:
         study = study.model_copy(update={"metric": next(
-            (k for k in known if k.startswith("dev_mrr_at_10")),
-            next((k for k in known if k.startswith("beir_ndcg_at_10_avg")), known[0]))})
+            (k for k in known if k.startswith(DEV_MRR_AT_10)),
+            next((k for k in known if k.startswith(BEIR_NDCG_AT_10_AVG)), known[0]))})
     for i, metric in enumerate(study.metrics):
         key = "study.metric" if study.objectives is None else f"study.objectives.{i}.metric"
         if metric not in known:

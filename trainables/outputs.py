@@ -63,6 +63,11 @@ def beir_average_key(suffix: str = "") -> str:
     return f"beir_{BEIR_AVERAGED_MEASURE}_avg{suffix}"
 
 
+# The papers' headline metrics: Dev MRR@10 (in domain) and nDCG@10 averaged over the BEIR sets.
+DEV_MRR_AT_10 = set_metric_keys("dev", "dev")["mrr_at_10"]
+BEIR_NDCG_AT_10_AVG = beir_average_key()
+
+
 def eval_metric_keys(eval_cfg: EvalConfig) -> list[str]:
     """Every metric key `evaluate_student` reports for `eval_cfg` (`eval_cfg.metric_suffix` in subset mode)."""
     suffix = eval_cfg.metric_suffix

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
+
 from study.report.runs import META_COLUMNS, ReportError, StudyRuns
 
-DEV_MRR_AT_10 = "dev_mrr_at_10"
-BEIR_NDCG_AT_10_AVG = "beir_ndcg_at_10_avg"   # the mean over the BEIR sets
 DEFAULT_METRICS = (DEV_MRR_AT_10, BEIR_NDCG_AT_10_AVG)
 MODES = ("max", "min")
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 import pandas as pd
 
 from study.report.text import ordered
+from trainables.outputs import SAMPLED_SCORE_ENTROPY as ENTROPY_METRIC
+from trainables.outputs import SAMPLED_SCORE_VARIANCE as VARIANCE_METRIC
 from trainables.outputs import TIME_PREFIX
-
-# Logged by the training loop (trainables/train_loop.py) on every report.
-VARIANCE_METRIC = "train/sampled_score_variance"
-ENTROPY_METRIC = "train/sampled_score_entropy"
 
 
 def sampler_diagnostics(df: pd.DataFrame) -> pd.DataFrame | None:
