@@ -7,6 +7,11 @@ from trainables.config import ConfigError
 from trainables.errors import Failure
 
 from study.paths import StudyPaths
+from study.tracking import cause_line
+
+
+class StudyError(Failure):
+    """A study-level failure that is not a bad input (Ray unreachable, trials crashed); one line."""
 
 
 class UnreachableError(Failure):
@@ -38,8 +43,22 @@ def check_new_study(name: str, root: str | None) -> StudyPaths:
 def check_existing_study(name: str, root: str | None) -> StudyPaths:
     paths = StudyPaths.of(name, root)
     if not paths.exists():
-        studies = sorted(d.name for d in paths.root.iterdir() if (d / "study.json").is_file()) \
+        studies = sorted(d.name for d in paths.root.iterdir() if StudyPaths(paths.root, d.name).exists()) \
             if paths.root.is_dir() else []
         raise ConfigError(f"no study named {name!r} in {paths.root}"
                           + (f" (studies there: {', '.join(studies)})" if studies else ""))
     return paths
+
+
+def check_optuna_storage(url: str, study_name: str) -> None:
+    """An --optuna-storage that cannot be opened, or already holds a study of this name, fails now."""
+    import optuna
+
+    try:
+        storage = optuna.storages.RDBStorage(url)
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except Exception as error:  # noqa: BLE001
+        raise StudyError(f"Optuna storage {url} is not usable: {cause_line(str(error))}") from None
+    if study_name in names:
+        raise StudyError(f"Optuna storage {url} already holds a study named {study_name!r}: "
+                         "delete it, or give this study another name (--name)")

@@ -233,7 +233,9 @@ def grid_space(tmp_path: Path):
 
 def test_searcher_restore_requeues_a_point_asked_after_the_snapshot(tmp_path):
     """Tune snapshots every second or so: a trial asked after the last snapshot is unknown on resume."""
-    from study.runner import FINAL_METRIC_MARKER, build_search
+    from study.compat import searcher_study
+    from study.search import build_search
+    from study.tracking import FINAL_METRIC_MARKER
 
     space = grid_space(tmp_path)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -251,7 +253,7 @@ def test_searcher_restore_requeues_a_point_asked_after_the_snapshot(tmp_path):
     assert restored.suggest("t4") == orphan                       # the lost point runs again
     restored.on_trial_complete("t2", {"dev_mrr_at_10": 0.4, FINAL_METRIC_MARKER: 0.1})
     restored.on_trial_complete("t4", {"dev_mrr_at_10": 0.5, FINAL_METRIC_MARKER: 0.1})
-    states = [(t.params, t.state.name) for t in restored._ot_study.trials]
+    states = [(t.params, t.state.name) for t in searcher_study(restored).trials]
     complete = [p for p, state in states if state == "COMPLETE"]
     assert first in complete and orphan in complete
     assert sorted(map(str, complete)) == sorted(map(str, space.grid_points()))   # the grid, once each
@@ -259,7 +261,8 @@ def test_searcher_restore_requeues_a_point_asked_after_the_snapshot(tmp_path):
 
 
 def test_searcher_tolerates_results_without_the_metric_and_marks_pruned(tmp_path):
-    from study.runner import build_search
+    from study.compat import searcher_study
+    from study.search import build_search
 
     space = grid_space(tmp_path)
     search = build_search(space, f"sqlite:///{tmp_path / 'o.db'}", max_concurrent=2).searcher
@@ -267,20 +270,22 @@ def test_searcher_tolerates_results_without_the_metric_and_marks_pruned(tmp_path
     search.on_trial_result("a", {"step": 1, "train/loss": 1.0})                 # no metric yet
     search.on_trial_result("a", {"step": 2, "dev_mrr_at_10": 0.2})              # an intermediate evaluation
     search.on_trial_complete("a", {"step": 2, "dev_mrr_at_10": 0.2})            # stopped: no final report
-    trial = search._ot_study.trials[0]
+    trial = searcher_study(search).trials[0]
     assert trial.state.name == "PRUNED" and trial.intermediate_values == {2: 0.2}
 
 
 def test_a_retried_errored_trial_records_its_result(tmp_path):
     """`kd-study resume` retries errored trials (resume_errored): the success reaches Optuna."""
-    from study.runner import FINAL_METRIC_MARKER, build_search
+    from study.compat import searcher_study
+    from study.search import build_search
+    from study.tracking import FINAL_METRIC_MARKER
 
     limiter = build_search(grid_space(tmp_path), f"sqlite:///{tmp_path / 'o.db'}", max_concurrent=1)
     params = limiter.suggest("a")
     limiter.on_trial_complete("a", None, error=True)                             # the first attempt crashed
     assert limiter.suggest("b") is not None                                      # its slot is free again
     limiter.on_trial_complete("a", {"dev_mrr_at_10": 0.7, FINAL_METRIC_MARKER: 0.1})  # the retry finished
-    trials = [t for t in limiter.searcher._ot_study.trials if t.state.name != "WAITING"]   # grid points left
+    trials = [t for t in searcher_study(limiter.searcher).trials if t.state.name != "WAITING"]   # grid points left
     assert [t.state.name for t in trials] == ["FAIL", "RUNNING", "COMPLETE"]
     assert trials[2].params == params and trials[2].value == 0.7 and trials[2].user_attrs["retry_of"] == 0
 
@@ -359,9 +364,29 @@ def test_callback_reuses_runs_across_driver_restarts(tmp_path):
 
 def test_a_tune_trial_actor_imports_neither_transformers_nor_faiss():
     """What `distil_trial` imports in each Tune trial actor; the asset builders cost ~9 s of imports per trial."""
-    code = ("import sys, study.runner\n"
+    code = ("import sys, study.runner, study.trainable\n"
             "from trainables.trial import run_trial\n"
             "from trainables.training_set import Assets\n"
             "print(sorted(m for m in ('transformers', 'faiss', 'sentence_transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_cli_imports_the_runner_before_ray_optuna_or_torch():
+    """`kd-study run` imports study.runner and still fails in seconds on a bad input."""
+    code = ("import sys, study.runner\n"
+            "print(sorted(m for m in ('ray', 'optuna', 'torch', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_study_started_before_the_runner_was_split_still_unpickles():
+    """Tune pickled these classes as `study.runner.<name>` into the tune/ folder of older studies."""
+    import study.search
+    import study.trainable
+    import study.tuner
+
+    moved = {"StudySearch": study.search, "StudyLimiter": study.search, "TrialLines": study.tuner,
+             "trial_dirname": study.tuner, "distil_trial": study.trainable}
+    for name, home in moved.items():
+        assert pickle.loads(f"cstudy.runner\n{name}\n.".encode()) is getattr(home, name)

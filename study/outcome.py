@@ -1,0 +1,64 @@
+"""What a study run ended with: each trial finished, pruned, errored or interrupted, and the best."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study import compat
+from study.paths import StudyPaths
+from study.space import SearchSpace
+from study.tracking import FINAL_METRIC_MARKER, trial_error_line
+
+
+@dataclass
+class StudyOutcome:
+    name: str
+    dir: Path
+    num_samples: int
+    finished: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    errored: list[tuple[str, str]] = field(default_factory=list)   # (trial_id, one-line cause)
+    unfinished: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)       # per trial: id, status, params, metrics
+    best: dict[str, Any] | None = None
+    pareto: list[str] = field(default_factory=list)                # multi-objective: Pareto-optimal trial ids
+    report_path: Path | None = None
+    best_config_path: Path | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.unfinished) or (len(self.finished) + len(self.pruned) + len(self.errored)) < self.num_samples
+
+
+def collect_outcome(space: SearchSpace, paths: StudyPaths, grid, storage_url: str) -> StudyOutcome:
+    """The outcome of `Tuner.fit()`'s ResultGrid (None when the driver was interrupted), read with the Optuna study."""
+    from study.search import pareto_trial_ids, trial_states
+
+    outcome = StudyOutcome(space.name, paths.dir, space.num_samples)
+    trials = compat.result_grid_trials(grid) if grid is not None else []
+    optuna_states = trial_states(storage_url, space.name)
+    for trial in trials:
+        last = trial.last_result or {}
+        row = {"trial_id": trial.trial_id, "status": trial.status, **dict(trial.config),
+               **{m: last.get(m) for m in space.metrics}}
+        if trial.status == "ERROR":
+            outcome.errored.append((trial.trial_id, trial_error_line(trial)))
+            row["status"] = "ERROR"
+        elif trial.status == "TERMINATED" and FINAL_METRIC_MARKER in last:
+            outcome.finished.append(trial.trial_id)
+            row["status"] = "FINISHED"
+        elif trial.status == "TERMINATED" and optuna_states.get(trial.trial_id) == "PRUNED":
+            outcome.pruned.append(trial.trial_id)
+            row["status"] = "PRUNED"
+        else:  # running or paused when the study was interrupted
+            outcome.unfinished.append(trial.trial_id)
+            row["status"] = "INTERRUPTED"
+        outcome.rows.append(row)
+    if len(space.metrics) > 1:
+        outcome.pareto = pareto_trial_ids(storage_url, space.name)
+    done = [r for r in outcome.rows if r["status"] == "FINISHED" and r.get(space.metrics[0]) is not None]
+    if done:
+        sign = 1 if space.modes[0] == "max" else -1
+        outcome.best = max(done, key=lambda r: sign * r[space.metrics[0]])
+    return outcome

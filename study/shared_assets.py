@@ -1,0 +1,57 @@
+"""A study's shared assets: built once from the base config (pools, teacher scores, training set).
+
+Recorded in the study folder (`StudyPaths.assets`) so that trials, `resume` and the MLflow parent
+run name the same content-addressed cache entries; every K the study can try must fit the pools.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, TypedDict
+
+from trainables.samplers import check_k_fits_pool
+
+from study.paths import StudyPaths
+from study.space import SearchSpace
+
+
+class AssetsRecord(TypedDict):
+    training_set_path: str     # the .npz every trial reads
+    keys: dict[str, str]       # part → cache key (pools, teacher scores, training set)
+    stats: dict[str, Any]      # build statistics: training queries, smallest pool, pairs scored
+
+
+def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[str], None]) -> AssetsRecord:
+    from trainables.assets import prepare_assets
+
+    say(f"kd-study: preparing shared assets (pools, teacher scores) in {space.base.cache_dir} ...")
+    assets = prepare_assets(space.base, progress=True)
+    stats = {k: v for k, v in assets.stats.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    info = AssetsRecord(training_set_path=assets.training_set_path, keys=assets.keys, stats=stats)
+    check_pool_sizes(space, stats)
+    tmp = paths.assets.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=1, default=str))
+    os.replace(tmp, paths.assets)
+    say(assets_line(stats))
+    return info
+
+
+def assets_line(stats: dict[str, Any]) -> str:
+    scored = stats.get("teacher_pairs_scored")
+    hit = "cache hit" if scored == 0 else f"{scored} teacher pairs scored"
+    return f"kd-study: assets ready ({stats.get('n_train_queries')} training queries, {hit})"
+
+
+def check_pool_sizes(space: SearchSpace, stats: dict[str, Any]) -> None:
+    """Every K the study can try must fit the smallest real pool, before any trial (unless clipped)."""
+    smallest = stats.get("pool_size_min")
+    ks = [space.base.sampler.k]
+    on_small_pool = space.base.sampler.on_small_pool
+    for param in space.params:
+        if param.name == "sampler.k":
+            ks += [int(v) for v in param.spec.extremes()]
+        if param.name == "sampler.on_small_pool":
+            on_small_pool = "error"  # some trials may use it
+    check_k_fits_pool(max(ks), smallest, on_small_pool, where=f"{space.source}: sampler.k",
+                      pool=f"the smallest candidate pool ({smallest} candidates; "
+                           f"data.pool_depth={space.base.data.pool_depth})")
