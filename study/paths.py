@@ -6,7 +6,7 @@
     assets.json           shared asset keys, paths and build statistics
     optuna.db             Optuna storage (sqlite) unless --optuna-storage names another RDB
     tune/                 Ray Tune experiment (Tuner.restore reads it)
-    trials/<trial_id>/    each trial's Ray Train run: checkpoints, train_log.jsonl, trial_config.yaml
+    trials/<trial_id>/    each trial's Ray Train run: checkpoints, its train log and config (trainables.outputs)
     report/               tables and figures (study.report)
     best.yaml             best trial's full config (study.export): `kd-study train best.yaml`
 """

@@ -1,16 +1,18 @@
 """MLflow tracking of a study: one parent run per study, one nested run per trial.
 
-The contract other tools read (study/report.py, study/export.py, the MLflow UI):
-- parent run: tags `kd_study.name=<NAME>`, `kd_study.kind=study`, `kd_study.git_sha`, asset keys
-  (`kd_study.asset.<part>`); params: the space file flattened (`study.*`, `search.*`, `fixed.*`);
-  artifacts `space.yaml`, `space.resolved.yaml`, `assets.json` (and `report/` at the end).
-- trial runs: tag `mlflow.parentRunId` (so the UI nests them), `kd_study.kind=trial`,
-  `kd_study.name`, `kd_study.trial_id`, `sampler`, `loss`, `k`; params: every field of the FULL
-  trial config under its dotted name (`loss.gamma1`, `sampler.k`, ...); every reported metric
-  with its training step (final metrics at the last step); artifacts `trial_config.yaml`,
-  `per_query.json` and, with --log-models, `student/`. Status FINISHED only for a trial that
-  finished training and evaluation; KILLED (+ tag `kd_study.state=pruned`) when the scheduler
-  stopped it early; FAILED (+ tag `kd_study.error`) on an error.
+The contract other tools read (study.report, study.export, the MLflow UI); every name is a
+constant of study.tags:
+- parent run: tags STUDY_NAME_TAG = <NAME>, STUDY_KIND_TAG = STUDY_KIND, GIT_SHA_TAG, STUDY_DIR_TAG,
+  ALGORITHM_TAG, METRIC_TAG and the asset keys (ASSET_TAG_PREFIX + <part>); params: the space file
+  flattened (`study.*`, `search.*`, `fixed.*`); artifacts: the study folder's space copy, resolved
+  space and assets record (study.paths), and REPORT_ARTIFACT_DIR at the end.
+- trial runs: tag PARENT_RUN_TAG (so the UI nests them), STUDY_KIND_TAG, STUDY_NAME_TAG,
+  TRIAL_ID_TAG, SEARCHED_TAG and the TAG_FALLBACKS of sampler, loss and K; params: every field of
+  the FULL trial config under its dotted name (`loss.gamma1`, `sampler.k`, ...); every reported
+  metric with its training step (final metrics at the last step); artifacts TRIAL_CONFIG_ARTIFACT,
+  PER_QUERY_ARTIFACT and, with --log-models, STUDENT_ARTIFACT_DIR. Status FINISHED only for a
+  trial that finished training and evaluation; KILLED (+ STATE_TAG pruned) when the scheduler
+  stopped it early; FAILED (+ ERROR_TAG) on an error. study.trial_runs writes them.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from trainables import outputs
 from trainables.errors import BadInput
 
 from study.tags import (
-    EXPERIMENT_KIND_TAG, GIT_SHA_TAG, MODEL_TRAINING_KIND, PARENT_RUN_TAG, STATE_TAG, STUDY_KIND_TAG, STUDY_NAME_TAG,
+    EXPERIMENT_KIND_TAG, GIT_SHA_TAG, MODEL_TRAINING_KIND, PARENT_RUN_TAG, STATE_TAG, STUDY_KIND, STUDY_KIND_TAG,
+    STUDY_NAME_TAG,
 )
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
@@ -136,12 +139,14 @@ def git_revision(path: str | Path | None = None) -> str:
 def start_parent_run(uri: str, experiment_name: str, study_name: str, *, space_params: Mapping[str, Any],
                      tags: Mapping[str, str], artifacts: list[Path]) -> tuple[str, str]:
     """Create the study's parent run; returns (experiment_id, run_id)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
     mlflow_client = client(uri)
     experiment_id = experiment_id_for(mlflow_client, experiment_name)
     sha = tags.get(GIT_SHA_TAG, "unknown")
     run = mlflow_client.create_run(experiment_id, run_name=study_name, tags={
-        STUDY_NAME_TAG: study_name, STUDY_KIND_TAG: "study",
-        **({"mlflow.source.git.commit": sha.removesuffix("-dirty")} if sha != "unknown" else {}),
+        STUDY_NAME_TAG: study_name, STUDY_KIND_TAG: STUDY_KIND,
+        **({MLFLOW_GIT_COMMIT: sha.removesuffix("-dirty")} if sha != "unknown" else {}),
         **tags,
     })
     run_id = run.info.run_id

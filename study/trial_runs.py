@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from study.tags import (
     CHECKPOINT_TAG, ERROR_TAG, MISSING_ARTIFACTS_TAG, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, SEARCHED_TAG, STATE_TAG,
@@ -24,7 +25,7 @@ from study.tracking import (
 class NestedTrialRunsCallback(MLflowLoggerCallback):
     """Ray's `MLflowLoggerCallback`, with each trial's run nested under the study's parent run.
 
-    Runs are keyed by the Tune trial id (tag `kd_study.trial_id`), looked up in the store rather than
+    Runs are keyed by the Tune trial id (tag TRIAL_ID_TAG), looked up in the store rather than
     held in memory: after a killed driver and `kd-study resume`, a trial re-uses its run instead of
     creating a duplicate, and a trial that had already finished (and is replayed by Tune because the
     experiment snapshot predates its end) leaves its run untouched.
@@ -45,7 +46,7 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
     # The callback is pickled with the Tuner (tuner.pkl): keep only plain settings.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_client=None, _runs={}, _untouched=set(), mlflow_util=None, _trial_runs={})
+        state.update(_client=None, _runs={}, _untouched=set(), mlflow_util=None)
         return state
 
     def setup(self, *args, **kwargs) -> None:
@@ -123,7 +124,7 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
             self.mlflow.set_tag(run_id, STATE_TAG, "pruned")
             self.mlflow.set_terminated(run_id, status="KILLED")
             return
-        checkpoint = last.get("checkpoint_path")
+        checkpoint = last.get(CHECKPOINT_PATH_KEY)
         missing = []
         if checkpoint and Path(checkpoint, PER_QUERY_ARTIFACT).is_file():
             self.mlflow.log_artifact(run_id, str(Path(checkpoint, PER_QUERY_ARTIFACT)))
