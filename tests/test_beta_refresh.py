@@ -12,8 +12,8 @@ from trainables.losses import initial_rank_table, refresh_columns, refresh_ranks
 from trainables.training_set import TrainingSet
 
 
-def config(shared_data, cache_dir, **overrides) -> TrialConfig:
-    data = {"id": f"beir:{shared_data / 'scifact_ci'}", "split": "test"}
+def config(sample_data, cache_dir, **overrides) -> TrialConfig:
+    data = {"id": f"beir:{sample_data / 'scifact_ci'}", "split": "test"}
     return TrialConfig.from_dict({
         "data": {"train": data, "pool_depth": 12, "max_train_queries": 20},
         "teacher": {"model": "tiny:bert", "query_max_length": 16, "passage_max_length": 32},
@@ -26,10 +26,10 @@ def config(shared_data, cache_dir, **overrides) -> TrialConfig:
 
 
 @pytest.fixture(scope="module")
-def prepared(shared_data, tmp_path_factory):
+def prepared(sample_data, tmp_path_factory):
     from trainables.assets import prepare_assets
 
-    cfg = config(shared_data, tmp_path_factory.mktemp("cache"))
+    cfg = config(sample_data, tmp_path_factory.mktemp("cache"))
     ts = TrainingSet.load(prepare_assets(cfg, progress=False).training_set_path)
     student = BiEncoder.from_config(cfg.student, cfg.cache_dir)
     return cfg, ts, student

@@ -130,8 +130,8 @@ def tiny_student(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scifact_ci(shared_data):
-    return f"beir:{shared_data / 'scifact_ci'}"
+def scifact_ci(sample_data):
+    return f"beir:{sample_data / 'scifact_ci'}"
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ pytestmark = pytest.mark.slow
 EVAL_KEYS = ("beir/scifact_ci/ndcg_at_10_subset200", "beir_ndcg_at_10_avg_subset200")
 
 
-def trial_config(shared_data: Path, cache_dir: Path, **overrides) -> TrialConfig:
+def trial_config(sample_data: Path, cache_dir: Path, **overrides) -> TrialConfig:
     base = TrialConfig.from_dict({
         "name": "test-trial",
-        "data": {"train": {"id": f"beir:{shared_data / 'scifact'}", "split": "train"},
+        "data": {"train": {"id": f"beir:{sample_data / 'scifact_ci'}", "split": "train"},
                  "pool_depth": 20, "max_train_queries": 32},
         "teacher": {"model": "packaged:all-MiniLM-L6-v2", "query_max_length": 16, "passage_max_length": 64},
         "student": {"model": "tiny:bert", "query_max_length": 16, "passage_max_length": 64},
@@ -32,7 +32,7 @@ def trial_config(shared_data: Path, cache_dir: Path, **overrides) -> TrialConfig
         # for the KL to carry a clear signal within a few steps.
         "loss": {"teacher_temperature": 0.05, "student_temperature": 0.05},
         "optim": {"lr": 2e-3, "batch_size": 8, "epochs": 5, "log_every_steps": 4, "warmup_ratio": 0.1},
-        "eval": {"dev": None, "beir": [{"id": f"beir:{shared_data / 'scifact_ci'}", "split": "test"}],
+        "eval": {"dev": None, "beir": [{"id": f"beir:{sample_data / 'scifact_ci'}", "split": "test"}],
                  "subset_distractors": 200, "batch_size": 64},
         "resources": {"num_workers": 2, "cpus_per_worker": 1},
         "cache_dir": str(cache_dir),
@@ -41,18 +41,18 @@ def trial_config(shared_data: Path, cache_dir: Path, **overrides) -> TrialConfig
 
 
 @pytest.fixture(scope="module")
-def assets(shared_data, tmp_path_factory):
+def assets(sample_data, tmp_path_factory):
     """Pools (tiny student) + teacher scores (packaged MiniLM) for the 32 queries, built once per module."""
     from trainables.assets import prepare_assets
 
     cache_dir = tmp_path_factory.mktemp("kd-cache")
-    cfg = trial_config(shared_data, cache_dir)
+    cfg = trial_config(sample_data, cache_dir)
     return cache_dir, prepare_assets(cfg, progress=False)
 
 
-def test_trial_distils_and_reports_final_metrics(ray_local, shared_data, assets, tmp_path):
+def test_trial_distils_and_reports_final_metrics(ray_local, sample_data, assets, tmp_path):
     cache_dir, prepared = assets
-    cfg = trial_config(shared_data, cache_dir, **{"eval.every_steps": 8})
+    cfg = trial_config(sample_data, cache_dir, **{"eval.every_steps": 8})
     started = time.perf_counter()
     result = run_trial(cfg, prepared, storage_path=str(tmp_path / "runs"), name="distil")
     elapsed = time.perf_counter() - started
@@ -76,7 +76,7 @@ def test_trial_distils_and_reports_final_metrics(ray_local, shared_data, assets,
     assert metrics["time/train_s"] > 0 and metrics["time/eval_s"] > 0
 
     # What later stages read: per-query scores for paired tests, a loadable student, the config.
-    judged = {line.split("\t")[0] for line in (shared_data / "scifact_ci" / "qrels" / "test.tsv").read_text().splitlines()[1:]}
+    judged = {line.split("\t")[0] for line in (sample_data / "scifact_ci" / "qrels" / "test.tsv").read_text().splitlines()[1:]}
     assert set(result.per_query[EVAL_KEYS[0]]) == judged
     student = BiEncoder.load(result.student_dir)
     assert student.encode(["a claim about cells"], is_query=True).shape == (1, 32)
@@ -84,12 +84,12 @@ def test_trial_distils_and_reports_final_metrics(ray_local, shared_data, assets,
     assert saved.optim == cfg.optim and saved.loss == cfg.loss
 
 
-def test_worker_failure_resumes_from_last_checkpoint(ray_local, shared_data, assets, tmp_path):
+def test_worker_failure_resumes_from_last_checkpoint(ray_local, sample_data, assets, tmp_path):
     """A worker crash mid-trial is retried from the last checkpoint: same batches, no work lost or redone."""
     from trainables.trial import build_trainer, read_trial_result
 
     cache_dir, prepared = assets
-    cfg = trial_config(shared_data, cache_dir, **{
+    cfg = trial_config(sample_data, cache_dir, **{
         "optim.epochs": 3, "optim.log_every_steps": 1, "optim.checkpoint_every_steps": 4,
         # WKL with β refreshes, so the rank table's checkpoint and its all-gather are exercised too.
         "loss.name": "wkl", "loss.gamma1": 2.0, "loss.alpha": 1.0, "loss.beta_refresh_steps": 3,
