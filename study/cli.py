@@ -81,7 +81,7 @@ Interrupt with Ctrl-C (or lose the driver) and continue with `kd-study resume NA
     run.add_argument("--algorithm", choices=("tpe", "random", "grid"), help="override study.algorithm")
     run.add_argument("--seed", type=int, help="override study.seed (the search's seed)")
     run.add_argument("--multi-objective", action="store_true",
-                     help="optimise dev_mrr_at_10 and beir_ndcg_at_10_avg together (Pareto front)")
+                     help=f"optimise {DEV_MRR_AT_10} and {BEIR_NDCG_AT_10_AVG} together (Pareto front)")
     run.add_argument("--optuna-storage", metavar="URL",
                      help="Optuna RDB storage (default: sqlite in the study folder), e.g. postgresql://...")
     run.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the study name)")
@@ -244,7 +244,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     state = _state_or_empty(name, args)
     out = Path(args.out) if args.out else _study_dir(name, args) / "best.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
-    metric = args.metric or _study_metric(state) or "dev_mrr_at_10"
+    metric = args.metric or _study_metric(state) or DEV_MRR_AT_10
     mode = args.mode or ("max" if args.metric and args.metric != _study_metric(state)
                          else (state.get("modes") or ["max"])[0])
     path = export_best(name, _tracking_uri(args, state), metric, out, mode=mode)
