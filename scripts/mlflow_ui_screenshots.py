@@ -17,6 +17,8 @@ import json
 import urllib.parse
 import urllib.request
 
+from study.tags import STUDY_KIND_TAG, TRIAL_KIND
+
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -48,7 +50,7 @@ def main() -> None:
 
     experiment = api(args.url, "experiments/search", {"max_results": 1000, "filter": f"name = '{args.study}'"})
     experiment_id = experiment["experiments"][0]["experiment_id"]
-    trial_filter = "tags.`kd_study.kind` = 'trial'" + (f" and {args.compare}" if args.compare else "")
+    trial_filter = f"tags.`{STUDY_KIND_TAG}` = '{TRIAL_KIND}'" + (f" and {args.compare}" if args.compare else "")
     runs = api(args.url, "runs/search", {"experiment_ids": [experiment_id], "filter": trial_filter, "max_results": 12})
     run_ids = [run["info"]["run_id"] for run in runs.get("runs", [])]
     with sync_playwright() as playwright:

@@ -39,6 +39,10 @@ OVERHEAD_METRIC = "time/overhead_s"      # wall − train − eval: Ray, MLflow,
 
 # Read back from the parent run by the report and export.
 STUDY_KIND = "study"                     # STUDY_KIND_TAG of the parent run
+TRIAL_KIND = "trial"                     # STUDY_KIND_TAG of a trial run
+# STATE_TAG values of a trial run (the parent run gets STATE_INTERRUPTED when its driver was lost).
+STATE_RESUMED, STATE_FAILED, STATE_PRUNED, STATE_FINISHED = "resumed", "failed", "pruned", "finished"
+STATE_INTERRUPTED = "interrupted"
 # The space file's `study:` block, logged as `study.<field>` params; objectives as JSON ([{metric, mode}]).
 STUDY_METRIC_PARAM = "study.metric"
 STUDY_MODE_PARAM = "study.mode"

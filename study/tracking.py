@@ -29,8 +29,8 @@ from trainables import outputs
 from trainables.errors import BadInput
 
 from study.tags import (
-    EXPERIMENT_KIND_TAG, GIT_SHA_TAG, MODEL_TRAINING_KIND, PARENT_RUN_TAG, STATE_TAG, STUDY_KIND, STUDY_KIND_TAG,
-    STUDY_NAME_TAG,
+    EXPERIMENT_KIND_TAG, GIT_SHA_TAG, MODEL_TRAINING_KIND, PARENT_RUN_TAG, STATE_INTERRUPTED, STATE_TAG, STUDY_KIND,
+    STUDY_KIND_TAG, STUDY_NAME_TAG,
 )
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
@@ -173,7 +173,7 @@ def end_open_trial_runs(uri: str, parent_run_id: str, status: str = "KILLED") ->
     runs = mlflow_client.search_runs([parent.info.experiment_id],
                                      f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'")
     for run in runs:
-        mlflow_client.set_tag(run.info.run_id, STATE_TAG, "interrupted")
+        mlflow_client.set_tag(run.info.run_id, STATE_TAG, STATE_INTERRUPTED)
         mlflow_client.set_terminated(run.info.run_id, status=status)
     return len(runs)
 

@@ -14,8 +14,9 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from study.tags import (
-    CHECKPOINT_TAG, ERROR_TAG, MISSING_ARTIFACTS_TAG, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, SEARCHED_TAG, STATE_TAG,
-    STUDENT_ARTIFACT_DIR, STUDY_KIND_TAG, STUDY_NAME_TAG, TAG_FALLBACKS, TRIAL_CONFIG_ARTIFACT, TRIAL_ID_TAG,
+    CHECKPOINT_TAG, ERROR_TAG, MISSING_ARTIFACTS_TAG, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, SEARCHED_TAG, STATE_FAILED,
+    STATE_FINISHED, STATE_PRUNED, STATE_RESUMED, STATE_TAG, STUDENT_ARTIFACT_DIR, STUDY_KIND_TAG, STUDY_NAME_TAG,
+    TAG_FALLBACKS, TRIAL_CONFIG_ARTIFACT, TRIAL_ID_TAG, TRIAL_KIND,
 )
 from study.tracking import (
     FINAL_METRIC_MARKER, client, flat_config, log_params, numeric_metrics, run_name, trial_error_line, trial_name,
@@ -77,13 +78,13 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
         if existing is not None:
             run_id = existing.info.run_id
             self.mlflow.update_run(run_id, status="RUNNING")
-            self.mlflow.set_tag(run_id, STATE_TAG, "resumed")
+            self.mlflow.set_tag(run_id, STATE_TAG, STATE_RESUMED)
         else:
             params = flat_config(cfg.model_dump(mode="json"))
             run = self.mlflow.create_run(self.experiment_id, run_name=run_name(trial_id, cfg), tags={
                 PARENT_RUN_TAG: self.parent_run_id,
                 STUDY_NAME_TAG: self.study_name,
-                STUDY_KIND_TAG: "trial",
+                STUDY_KIND_TAG: TRIAL_KIND,
                 TRIAL_ID_TAG: trial_id,
                 **{tag: str(params[param]) for param, tag in TAG_FALLBACKS.items()},
                 SEARCHED_TAG: ",".join(sorted(trial.config)),
@@ -116,12 +117,12 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
         run_id = self._runs[trial_id]
         last = trial.last_result or {}
         if failed:
-            self.mlflow.set_tag(run_id, STATE_TAG, "failed")
+            self.mlflow.set_tag(run_id, STATE_TAG, STATE_FAILED)
             self.mlflow.set_tag(run_id, ERROR_TAG, trial_error_line(trial)[:5000])
             self.mlflow.set_terminated(run_id, status="FAILED")
             return
         if FINAL_METRIC_MARKER not in last:
-            self.mlflow.set_tag(run_id, STATE_TAG, "pruned")
+            self.mlflow.set_tag(run_id, STATE_TAG, STATE_PRUNED)
             self.mlflow.set_terminated(run_id, status="KILLED")
             return
         checkpoint = last.get(CHECKPOINT_PATH_KEY)
@@ -140,7 +141,7 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
             self.mlflow.set_tag(run_id, MISSING_ARTIFACTS_TAG, ",".join(missing))
         if checkpoint:
             self.mlflow.set_tag(run_id, CHECKPOINT_TAG, str(checkpoint))
-        self.mlflow.set_tag(run_id, STATE_TAG, "finished")
+        self.mlflow.set_tag(run_id, STATE_TAG, STATE_FINISHED)
         self.mlflow.set_terminated(run_id, status="FINISHED")
 
     def _find_run(self, trial_id: str):
