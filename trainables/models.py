@@ -24,14 +24,10 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from trainables.config import ModelConfig
-from trainables.errors import BadInput
+from trainables.model_specs import PACKAGED_MINILM, PACKAGED_MPNET, TINY_BERT, ModelError, spec_kind
 from trainables.hashing import file_sha256
 
 log = logging.getLogger(__name__)
-
-PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
-PACKAGED_MPNET = "packaged:all-mpnet-base-v2"
-TINY_BERT = "tiny:bert"
 
 MPNET_PARTS = 5
 MPNET_INSTALL_HINT = (
@@ -42,10 +38,6 @@ MPNET_INSTALL_HINT = (
 TINY_BERT_CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 TINY_BERT_SEED = 0
 _MARKER = "kd_complete.json"
-
-
-class ModelError(BadInput):
-    """A model spec that cannot be resolved or loaded; the message says what to do."""
 
 
 def default_cache_dir() -> Path:
@@ -60,25 +52,15 @@ def resolve_model_path(spec: str, cache_dir: str | Path | None = None) -> str:
     `cache_dir/models`; it defaults to `default_cache_dir()`.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if spec == PACKAGED_MINILM:
+    kind = spec_kind(spec)
+    if kind == "packaged-minilm":
         return _packaged_minilm_path()
-    if spec == PACKAGED_MPNET:
+    if kind == "packaged-mpnet":
         return str(_unpacked_mpnet(cache / "models"))
-    if spec == TINY_BERT:
+    if kind == "tiny-bert":
         return str(_tiny_bert(cache / "models"))
-    if spec.startswith(("packaged:", "tiny:")):
-        raise ModelError(
-            f"unknown model spec {spec!r}: expected {PACKAGED_MINILM!r}, {PACKAGED_MPNET!r}, {TINY_BERT!r}, "
-            "a local folder or a hub id"
-        )
-    local = Path(spec).expanduser()
-    if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise ModelError(f"model folder {local} has no config.json (not a transformers model folder)")
-        return str(local.resolve())
-    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
-        # Looks like a path (a hub id is `owner/name`), so do not send it to the hub.
-        raise ModelError(f"model folder {spec!r} does not exist")
+    if kind == "folder":
+        return str(Path(spec).expanduser().resolve())
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         log.info("model %r is a hub id and HF_HUB_OFFLINE=1: only the local HF cache is used", spec)
     return spec
