@@ -3,6 +3,11 @@
 A training checkpoint holds `outputs.TRAIN_STATE` (format `STATE_FORMAT`); the final checkpoint holds
 the student, its per-query scores, the trial config and the final report (`outputs.FINAL_METRICS`,
 whose presence marks a finished trial). Ray Train hands a (re)started worker the latest one.
+
+The train state is read with `torch.load(weights_only=True)`: tensors, numbers, strings and plain
+containers only, so whoever can write the storage folder cannot make every worker run their code.
+`save_train_state` writes only such values. Format 1 (read with a full unpickler) is refused with a
+one-line `CheckpointError`.
 """
 from __future__ import annotations
 
@@ -15,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from trainables.errors import CheckpointError
 from trainables.outputs import FINAL_METRICS, PER_QUERY, STUDENT_DIR, TRAIN_STATE, TRIAL_CONFIG
 
 if TYPE_CHECKING:
     from trainables.config import TrialConfig
     from trainables.evaluate import EvalResult
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2   # 2: plain types only, read with weights_only=True
 
 
 @dataclass
@@ -50,16 +56,30 @@ def load_checkpoint(checkpoint) -> Resume:
     if checkpoint is None:
         return Resume()
     with checkpoint.as_directory() as directory:
-        final = Path(directory, FINAL_METRICS)
-        if final.is_file():
-            return Resume(final_metrics=json.loads(final.read_text())["metrics"])
-        state_path = Path(directory, TRAIN_STATE)
-        if not state_path.is_file():
-            raise FileNotFoundError(f"checkpoint {checkpoint.path} holds neither {TRAIN_STATE} nor {FINAL_METRICS}")
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-    if state.get("format") != STATE_FORMAT:
-        raise ValueError(
-            f"checkpoint {checkpoint.path}: train state format {state.get('format')}, expected {STATE_FORMAT}"
+        return read_checkpoint(directory, where=checkpoint.path)
+
+
+def read_checkpoint(directory: str | Path, where: str | None = None) -> Resume:
+    """The `Resume` held by a checkpoint folder; `where` names it in errors (default: the folder)."""
+    where = where or str(directory)
+    final = Path(directory, FINAL_METRICS)
+    if final.is_file():
+        return Resume(final_metrics=json.loads(final.read_text())["metrics"])
+    state_path = Path(directory, TRAIN_STATE)
+    if not state_path.is_file():
+        raise CheckpointError(f"checkpoint {where} holds neither {TRAIN_STATE} nor {FINAL_METRICS}")
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a refused object, a truncated file: pickle raises several types
+        raise CheckpointError(
+            f"checkpoint {where}: a safe load (tensors and plain values only) refused {TRAIN_STATE}: "
+            f"{_refusal(error)}; delete the run folder to start over"
+        ) from None
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != STATE_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {where}: train state format {found}, this version reads format {STATE_FORMAT} only "
+            "(written by an older kd-study); delete the run folder to start over"
         )
     return Resume(train_state=TrainState(
         step=state["step"], student=state["student"], optimizer=state["optimizer"], scheduler=state["scheduler"],
@@ -67,13 +87,28 @@ def load_checkpoint(checkpoint) -> Resume:
     ))
 
 
+def _refusal(error: Exception) -> str:
+    """The one line of a `torch.load` error that says what it refused (not the advice to unpickle anyway)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("WeightsUnpickler error:"):
+            return line.removeprefix("WeightsUnpickler error:").strip().split(". ")[0]
+    return lines[0] if lines else type(error).__name__
+
+
 def save_train_state(directory: str, state: TrainState, steps_per_epoch: int, world: int) -> None:
-    """Write a training checkpoint into `directory` (epoch and world size are recorded for readers)."""
+    """Write a training checkpoint into `directory` (epoch and world size are recorded for readers).
+
+    Only what a safe load reads back: torch state dicts (tensors, numbers, strings, plain
+    containers; the LR schedule's lambdas are saved as their plain `__dict__`), the rank table as a
+    tensor (even if handed a numpy array) and the scalars as Python numbers.
+    """
+    rank_table = None if state.rank_table is None else torch.as_tensor(state.rank_table)
     torch.save({
-        "format": STATE_FORMAT, "step": state.step, "epoch": state.step // steps_per_epoch,
+        "format": STATE_FORMAT, "step": int(state.step), "epoch": int(state.step) // steps_per_epoch,
         "student": state.student, "optimizer": state.optimizer, "scheduler": state.scheduler,
-        "rank_table": state.rank_table, "train_s": state.train_seconds, "last_loss": state.last_loss,
-        "world_size": world,
+        "rank_table": rank_table, "train_s": float(state.train_seconds), "last_loss": float(state.last_loss),
+        "world_size": int(world),
     }, os.path.join(directory, TRAIN_STATE))
 
 

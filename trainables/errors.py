@@ -28,3 +28,15 @@ class Failure(KdStudyError, RuntimeError):
     """Valid input, but the work failed (unreachable service, crashed trials); one line."""
 
     exit_code = 1
+
+
+class Diverged(Failure):
+    """Training met a non-finite loss or gradient norm: the trial stops before the optimizer step.
+
+    Finishing would leave NaN weights and a bad-but-normal-looking result; stopping makes the trial
+    FAILED in Ray, MLflow and Optuna with the step and the cause in one line.
+    """
+
+
+class CheckpointError(BadInput):
+    """A checkpoint this version cannot read (an older format, or objects a safe load refuses)."""
