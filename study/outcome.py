@@ -33,6 +33,7 @@ class StudyOutcome:
 
 def collect_outcome(space: SearchSpace, paths: StudyPaths, grid, storage_url: str) -> StudyOutcome:
     """The outcome of `Tuner.fit()`'s ResultGrid (None when the driver was interrupted), read with the Optuna study."""
+    from study.report.best import best_position  # pandas: loaded once the trials are done
     from study.search import pareto_trial_ids, trial_states
 
     outcome = StudyOutcome(space.name, paths.dir, space.num_samples)
@@ -57,8 +58,7 @@ def collect_outcome(space: SearchSpace, paths: StudyPaths, grid, storage_url: st
         outcome.rows.append(row)
     if len(space.metrics) > 1:
         outcome.pareto = pareto_trial_ids(storage_url, space.name)
-    done = [r for r in outcome.rows if r["status"] == "FINISHED" and r.get(space.metrics[0]) is not None]
-    if done:
-        sign = 1 if space.modes[0] == "max" else -1
-        outcome.best = max(done, key=lambda r: sign * r[space.metrics[0]])
+    done = [r for r in outcome.rows if r["status"] == "FINISHED"]
+    position = best_position([r.get(space.metrics[0]) for r in done], space.modes[0])
+    outcome.best = done[position] if position is not None else None
     return outcome

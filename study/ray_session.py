@@ -10,6 +10,7 @@ import os
 from typing import Callable
 
 from trainables.config import TrialConfig
+from trainables.outputs import NAN_LOSS_TEST_ENV
 
 from study import tracking
 from study.preflight import StudyError, check_ray_address
@@ -23,8 +24,8 @@ RAY_ENV_DEFAULTS = {
 # A local Ray has no spot nodes to be preempted: skip the watcher actor each TorchTrainer starts
 # (one more Python process per trial). Clusters keep Ray's default.
 LOCAL_RAY_ENV_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-# Passed on to the Ray processes when the driver has them.
-_FORWARDED_ENV = (*RAY_ENV_DEFAULTS, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+# Passed on to the Ray processes when the driver has them (with the trials' test hook: tests only).
+_FORWARDED_ENV = (*RAY_ENV_DEFAULTS, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", NAN_LOSS_TEST_ENV)
 
 
 class RaySession:

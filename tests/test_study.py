@@ -32,8 +32,8 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("kd-study")
 
 
-def write_space(workdir: Path, shared_data: Path, name: str, study: dict, search: dict | None = None) -> Path:
-    data = {"id": f"beir:{shared_data / 'scifact_ci'}", "split": "test"}
+def write_space(workdir: Path, sample_data: Path, name: str, study: dict, search: dict | None = None) -> Path:
+    data = {"id": f"beir:{sample_data / 'scifact_ci'}", "split": "test"}
     space = {
         "base": {
             "name": "tiny",
@@ -88,13 +88,13 @@ def study_runs(workdir: Path, name: str):
 
 
 @pytest.mark.slow
-def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, shared_data):
+def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, sample_data):
     search = {"loss.name": {"type": "categorical", "choices": ["kl", "wkl"]},
               "loss.gamma1": {"type": "float", "low": 0.0, "high": 4.0, "when": {"loss.name": "wkl"}},
               "sampler.name": {"type": "categorical", "choices": ["topk", "random", "stratified"]}}
     points = [{"loss.name": "kl", "sampler.name": "topk"},
               {"loss.name": "wkl", "loss.gamma1": 2.0, "sampler.name": "stratified"}]
-    space = write_space(workdir, shared_data, "tiny-tpe", {"algorithm": "tpe", "num_samples": 2,
+    space = write_space(workdir, sample_data, "tiny-tpe", {"algorithm": "tpe", "num_samples": 2,
                                                            "points_to_evaluate": points}, search)
     result = run_cli(workdir, "run", str(space), "--quiet", "--log-models")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -153,9 +153,9 @@ def test_train_reruns_the_exported_best_config(workdir):
 
 
 @pytest.mark.slow
-def test_resume_after_killed_driver_keeps_finished_trials(workdir, shared_data):
+def test_resume_after_killed_driver_keeps_finished_trials(workdir, sample_data):
     name = "tiny-grid"
-    space = write_space(workdir, shared_data, name, {"algorithm": "grid"}, {
+    space = write_space(workdir, sample_data, name, {"algorithm": "grid"}, {
         "loss.name": {"type": "categorical", "choices": ["kl", "wkl"]},
         "loss.gamma1": {"type": "categorical", "choices": [1.0, 3.0], "when": {"loss.name": "wkl"}},
     })
@@ -390,3 +390,46 @@ def test_a_study_started_before_the_runner_was_split_still_unpickles():
              "trial_dirname": study.tuner, "distil_trial": study.trainable}
     for name, home in moved.items():
         assert pickle.loads(f"cstudy.runner\n{name}\n.".encode()) is getattr(home, name)
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_fails_everywhere_and_is_never_best(workdir, sample_data, monkeypatch):
+    """A trial whose loss turns NaN (test hook: at step 3, WKL trials only) stops with the cause, FAILED in
+    Ray, MLflow and Optuna; the other trial finishes and is the study's best and exported config."""
+    import math
+
+    from trainables.outputs import NAN_LOSS_TEST_ENV, STAGING_DIR
+
+    name = "tiny-nan"
+    space = write_space(workdir, sample_data, name, {"algorithm": "grid"},
+                        {"loss.name": {"type": "categorical", "choices": ["kl", "wkl"]}})
+    monkeypatch.setenv(NAN_LOSS_TEST_ENV, "3:loss.name=wkl")      # reaches the trials through the study's Ray
+    result = run_cli(workdir, "run", str(space), "--quiet")
+    assert result.returncode == 1, result.stderr[-2000:]              # failed trials: exit 1, the rest kept
+    assert "1 of 2 trials failed" in result.stderr and "diverged at step 3: loss is nan" in result.stderr
+
+    client, parents, trials = study_runs(workdir, name)
+    by_loss = {r.data.params["loss.name"]: r for r in trials}
+    assert len(trials) == 2 and set(by_loss) == {"kl", "wkl"}
+    diverged, good = by_loss["wkl"], by_loss["kl"]
+    assert diverged.info.status == "FAILED" and diverged.data.tags["kd_study.state"] == "failed"
+    assert "diverged at step 3: loss is nan" in diverged.data.tags["kd_study.error"]
+    history = client.get_metric_history(diverged.info.run_id, "train/loss")
+    assert sorted(m.step for m in history) == [1, 2] and all(math.isfinite(m.value) for m in history)
+    assert "train/loss_final" not in diverged.data.metrics
+    assert good.info.status == "FINISHED" and all(key in good.data.metrics for key in FINAL_METRICS)
+
+    import optuna
+
+    study_dir = workdir / "studies" / name
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{study_dir / 'optuna.db'}")
+    assert sorted((t.params["loss.name"], t.state.name) for t in study.trials) == [("kl", "COMPLETE"),
+                                                                                   ("wkl", "FAIL")]
+    best = (study_dir / "best.yaml").read_text()
+    assert f"# trial: {good.data.tags['kd_study.trial_id']} " in best and "over 1 finished trials" in best
+    assert TrialConfig.from_yaml(study_dir / "best.yaml").loss.name == "kl"
+    # Checkpoints were staged inside each trial's own folder, and nothing is left there.
+    staged = {loss: study_dir / "trials" / run.data.tags["kd_study.trial_id"] / STAGING_DIR
+              for loss, run in by_loss.items()}
+    assert staged["kl"].is_dir() and not any(staged["kl"].iterdir())
+    assert not staged["wkl"].exists() or not any(staged["wkl"].iterdir())

@@ -78,3 +78,13 @@ def eval_metric_keys(eval_cfg: EvalConfig) -> list[str]:
 def final_metric_keys(eval_cfg: EvalConfig) -> list[str]:
     """The metrics a finished trial's final report carries that a study can rank trials by."""
     return [*eval_metric_keys(eval_cfg), FINAL_LOSS]
+
+
+# Inside a trial's run folder (beside its checkpoints): where rank 0 writes a checkpoint before
+# `ray.train.report` copies it into place; emptied after each copy.
+STAGING_DIR = ".checkpoint-staging"
+
+# Test hook (environment, read by `trainables.trial.build_trainer`; a study's Ray session forwards
+# it to its processes): "STEP" makes every trial's loss NaN at STEP, "STEP:KEY=VALUE" only the
+# trials whose config has VALUE at the dotted KEY, e.g. "3:loss.name=wkl". Never set it otherwise.
+NAN_LOSS_TEST_ENV = "KD_STUDY_TEST_NAN_LOSS_AT_STEP"

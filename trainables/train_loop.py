@@ -14,6 +14,7 @@ weights, optimizer state, β).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from trainables.epoch_plan import RankBatch, RankPlan, check_sizes, steps_per_ep
 from trainables.losses.wkl_ranks import RankTable
 from trainables.outputs import (
     CHECKPOINT_SECONDS, EVAL_SECONDS, FINAL_LOSS, LEARNING_RATE, QUERIES_PER_SECOND, RESUMED_FROM,
-    SAMPLED_SCORE_ENTROPY, SAMPLED_SCORE_VARIANCE, TRAIN_LOSS, TRAIN_SECONDS, WORKER_SETUP_SECONDS,
+    SAMPLED_SCORE_ENTROPY, SAMPLED_SCORE_VARIANCE, STAGING_DIR, TRAIN_LOSS, TRAIN_SECONDS, WORKER_SETUP_SECONDS,
 )
 from trainables.samplers import score_diagnostics
 from trainables.train_step import DistillScorer, build_step_inputs, make_optimizer, train_step
@@ -42,10 +43,12 @@ from trainables.training_set import TrainingSet
 def train_loop_per_worker(loop_config: dict) -> None:
     """Train, checkpoint and evaluate one trial on this Ray Train worker.
 
-    loop_config: {"trial": TrialConfig.model_dump(mode="json"), "training_set": path to the .npz},
-    plus, for fault-tolerance tests only, "fail_once_at_step": int and "fail_marker": path — the
-    fault-injection hook: before training step `fail_once_at_step` (1-based) every worker raises
-    once if the marker file does not exist yet (rank 0 creates it first, so the retry passes).
+    loop_config: {"trial": TrialConfig.model_dump(mode="json"), "training_set": path to the .npz,
+    "run_dir": the trial's storage folder (checkpoints are staged in it before Ray copies them)},
+    plus two test hooks: for fault-tolerance tests, "fail_once_at_step": int and "fail_marker": path —
+    before training step `fail_once_at_step` (1-based) every worker raises once if the marker file
+    does not exist yet (rank 0 creates it first, so the retry passes); for divergence tests,
+    "nan_loss_at_step": int — the loss of that step is NaN on every attempt (see `_train_on`).
     """
     started = time.perf_counter()
     import ray.train
@@ -56,8 +59,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     cfg = TrialConfig.model_validate(loop_config["trial"])
     context = ray.train.get_context()
     worker = Worker.start(cfg, TrainingSet.load(loop_config["training_set"]), context.get_world_rank(),
-                          context.get_world_size(), ray.train.torch.get_device())
+                          context.get_world_size(), ray.train.torch.get_device(), loop_config["run_dir"])
 
+    if worker.rank == 0:    # what a killed attempt left half-written
+        shutil.rmtree(worker.staging, ignore_errors=True)
     resume = load_checkpoint(ray.train.get_checkpoint())
     if resume.final_metrics is not None:    # a finished trial (same storage and name) reports again and stops
         ray.train.report(resume.final_metrics)
@@ -73,7 +78,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         _inject_fault_once(loop_config, state.step + 1, worker.world)
         if state.rank_table is not None:
             state.rank_table.refresh_if_due(training.student, worker.ts, cfg, state.step, worker.rank, worker.world)
-        _train_on(batch, worker, training, state)
+        _train_on(batch, worker, training, state, nan_loss=loop_config.get("nan_loss_at_step") == state.step + 1)
         _report_if_due(worker, training, state)
 
     _final_report(worker, training, state)
@@ -92,12 +97,15 @@ class Worker:
     mixed_precision: bool       # bf16 autocast: asked for and on GPU
     steps: int                  # total global steps of the run
     steps_per_epoch: int
+    staging: Path               # inside the trial's run folder: rank 0 writes checkpoints here for Ray to copy
 
     @classmethod
-    def start(cls, cfg: TrialConfig, ts: TrainingSet, rank: int, world: int, device: torch.device) -> Worker:
+    def start(cls, cfg: TrialConfig, ts: TrainingSet, rank: int, world: int, device: torch.device,
+              run_dir: str) -> Worker:
         check_sizes(len(ts), cfg.optim.batch_size, world)
         return cls(cfg, ts, rank, world, device, cfg.resources.mixed_precision and device.type == "cuda",
-                   total_steps(cfg, len(ts)), steps_per_epoch(len(ts), cfg.optim.batch_size))
+                   total_steps(cfg, len(ts)), steps_per_epoch(len(ts), cfg.optim.batch_size),
+                   Path(run_dir, STAGING_DIR))
 
 
 @dataclass
@@ -200,13 +208,19 @@ class LoopState:
 
 
 # ---- the loop's parts -----------------------------------------------------------------------------
-def _train_on(batch: RankBatch, worker: Worker, training: Training, state: LoopState) -> None:
-    """One global step on this rank's share; counts it and adds its loss and diagnostics to the window."""
+def _train_on(batch: RankBatch, worker: Worker, training: Training, state: LoopState, nan_loss: bool = False) -> None:
+    """One global step on this rank's share; counts it and adds its loss and diagnostics to the window.
+
+    `nan_loss` (test hook `nan_loss_at_step`): NaN teacher scores make this step's loss NaN, as a
+    diverging run's would be; `train_step` then raises `Diverged`.
+    """
     cfg = worker.cfg
     # Dropout draws depend on (seed, step) only, so a resumed run repeats the uninterrupted one.
     torch.manual_seed(cfg.seed * 1_000_003 + state.step)
     ranks = state.rank_table.ranks if state.rank_table is not None else None
     inputs = build_step_inputs(training.student, worker.ts, batch, worker.world, ranks)
+    if nan_loss:
+        inputs.teacher_scores = torch.full_like(inputs.teacher_scores, float("nan"))
     loss = train_step(training.model, training.optimizer, training.scheduler, inputs, cfg.loss, state.step,
                       cfg.optim.max_grad_norm, worker.device, worker.mixed_precision)
     state.step += 1
@@ -247,7 +261,7 @@ def _report_if_due(worker: Worker, training: Training, state: LoopState) -> None
     if checkpoint:
         saving = time.perf_counter()
         _report(metrics, worker.rank, lambda directory: save_train_state(
-            directory, state.train_state(training), worker.steps_per_epoch, worker.world), "kd-ckpt-",
+            directory, state.train_state(training), worker.steps_per_epoch, worker.world), worker.staging, "kd-ckpt-",
             f"step_{state.step:07d}")
         state.checkpoint_seconds += time.perf_counter() - saving
     else:
@@ -272,7 +286,7 @@ def _final_report(worker: Worker, training: Training, state: LoopState) -> None:
         CHECKPOINT_SECONDS: state.checkpoint_seconds,
     }
     _report(final, worker.rank, lambda directory: save_final(directory, training.student, worker.cfg, final, result),
-            "kd-final-", "final")
+            worker.staging, "kd-final-", "final")
 
 
 def _evaluate(worker: Worker, training: Training):
@@ -284,19 +298,24 @@ def _evaluate(worker: Worker, training: Training):
 
 
 def _report(metrics: dict[str, Any], rank: int, write: Callable[[str], None] | None = None,
-            prefix: str = "kd-ckpt-", name: str | None = None) -> None:
-    """`ray.train.report` on every rank; with `write`, rank 0 writes a checkpoint folder to report with it."""
+            staging: Path | None = None, prefix: str = "kd-ckpt-", name: str | None = None) -> None:
+    """`ray.train.report` on every rank; with `write`, rank 0 writes a checkpoint folder to report with it.
+
+    The folder is staged in `staging` (inside the trial's run folder, so a full system temp
+    directory cannot fail a trial whose storage has room) and removed once Ray has copied it.
+    """
     import ray.train
 
     if write is None:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
-        checkpoint = None
-        if rank == 0:
-            write(directory)
-            checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+        return
+    staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=staging) as directory:
+        write(directory)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory), checkpoint_dir_name=name)
 
 
 def _inject_fault_once(loop_config: dict, step: int, world: int) -> None:

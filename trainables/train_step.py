@@ -7,6 +7,7 @@ step. Shared by the Ray Train loop (train_loop.py) and bench/bench_train.py (one
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from trainables.config import LossConfig, TrialConfig
 from trainables.epoch_plan import RankBatch
+from trainables.errors import Diverged
 from trainables.losses import compute_loss, wkl_beta
 
 if TYPE_CHECKING:
@@ -102,6 +104,8 @@ def train_step(
     """Forward, `compute_loss`, backward (DDP all-reduce), clip, optimizer and LR-scheduler step.
 
     `step` is the number of completed steps (for the KL warm-up of WKL). Returns this rank's loss.
+    Raises `Diverged` before the optimizer step when the loss or the gradient norm is not finite,
+    so NaN never reaches the weights (every rank raises: the gradients are all-reduced).
     """
     teacher = inputs.teacher_scores.to(device)
     positives = inputs.positive_mask.to(device)
@@ -114,10 +118,22 @@ def train_step(
     loss = compute_loss(loss_cfg, student_scores.float(), teacher, positives, beta=beta, step=step, valid_mask=valid)
     optimizer.zero_grad(set_to_none=True)
     (loss * inputs.loss_weight).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    value = check_finite(loss, grad_norm, step + 1)
     optimizer.step()
     scheduler.step()
-    return float(loss.detach())
+    return value
+
+
+def check_finite(loss: Tensor, grad_norm: Tensor, step: int) -> float:
+    """The loss as a float; `Diverged` ("diverged at step N: loss is nan") when it or the gradient norm is not."""
+    # One device sync for both values (the loss is read back anyway).
+    value, norm = torch.stack([loss.detach().float(), grad_norm.detach().float().to(loss.device)]).tolist()
+    if not math.isfinite(value):
+        raise Diverged(f"diverged at step {step}: loss is {value}")
+    if not math.isfinite(norm):
+        raise Diverged(f"diverged at step {step}: gradient norm is {norm}")
+    return value
 
 
 def make_optimizer(model: nn.Module, cfg: TrialConfig, steps: int):

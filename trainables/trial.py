@@ -5,7 +5,10 @@ Ray Train V2 keeps a checkpoint-manager snapshot in `<storage_path>/<name>/`; a 
 the same storage_path and name loads it and `ray.train.get_checkpoint()` hands the workers the
 latest checkpoint. So re-running `run_trial` after a crash continues from that checkpoint (at its
 step), and re-running a finished trial re-reports its final metrics without training again.
-Worker failures inside one run are retried the same way, up to `max_failures` times.
+Worker failures inside one run are retried the same way, up to `max_failures` times. That includes
+a `Diverged` step (trainables.errors): Ray Train's failure policy retries every worker error alike
+(FailureConfig takes counts only, and the policy is private), and a deterministic retry diverges
+again at the same step from its last checkpoint, so it costs restarts, never a finished NaN trial.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import yaml
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from trainables.config import ConfigError, TrialConfig
-from trainables.outputs import FINAL_METRICS, PER_QUERY, STUDENT_DIR, TRAIN_LOG, TRIAL_CONFIG
+from trainables.outputs import FINAL_METRICS, NAN_LOSS_TEST_ENV, PER_QUERY, STUDENT_DIR, TRAIN_LOG, TRIAL_CONFIG
 from trainables.train_loop import train_loop_per_worker
 
 RUN_CONFIG = TRIAL_CONFIG               # beside the checkpoints: the config this run directory belongs to
@@ -50,8 +53,9 @@ def build_trainer(
 
     Relative paths in `cfg` (cache_dir, output_dir, candidates_file, `beir:` folders) are made
     absolute first: Ray workers run in a directory of their own. `loop_extra` is merged into the
-    loop config (test hooks such as `fail_once_at_step`). A run directory that already belongs to a
-    different config is refused, since resuming it would continue someone else's trial.
+    loop config (test hooks such as `fail_once_at_step`; `nan_loss_at_step` also comes from the
+    environment, see `nan_loss_hook`). A run directory that already belongs to a different config is
+    refused, since resuming it would continue someone else's trial.
     """
     cfg = absolute_paths(cfg)
     run_dir = Path(storage_path).resolve() / name
@@ -61,7 +65,8 @@ def build_trainer(
             f"optim.batch_size={cfg.optim.batch_size} < resources.num_workers={cfg.resources.num_workers}: "
             "every worker needs at least one query per step"
         )
-    loop_config = {"trial": cfg.model_dump(mode="json"), "training_set": str(Path(training_set_path).resolve())}
+    loop_config = {"trial": cfg.model_dump(mode="json"), "training_set": str(Path(training_set_path).resolve()),
+                   "run_dir": str(run_dir), **nan_loss_hook(cfg)}
     loop_config.update(loop_extra or {})
     resources = cfg.resources
     return TorchTrainer(
@@ -111,6 +116,28 @@ def run_trial(
     if result.error is not None:
         raise result.error
     return read_trial_result(result.checkpoint.path if result.checkpoint else None, result.metrics or {})
+
+
+def nan_loss_hook(cfg: TrialConfig) -> dict[str, int]:
+    """Test hook: {"nan_loss_at_step": N} when `outputs.NAN_LOSS_TEST_ENV` asks it for this trial, else {}.
+
+    The environment is the one way into the trials of a study (they are built inside Tune trial
+    actors, which only see the search space); tests set it to make one trial diverge on purpose.
+    """
+    raw = os.environ.get(NAN_LOSS_TEST_ENV, "").strip()
+    if not raw:
+        return {}
+    step, _, condition = raw.partition(":")
+    key, _, wanted = condition.partition("=")
+    if not step.isdigit() or (condition and not (key and wanted)):
+        raise ValueError(f"{NAN_LOSS_TEST_ENV}={raw!r}: expected STEP or STEP:KEY=VALUE, e.g. 3:loss.name=wkl")
+    if condition:
+        value: Any = cfg.model_dump(mode="json")
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if str(value) != wanted:
+            return {}
+    return {"nan_loss_at_step": int(step)}
 
 
 def read_trial_result(checkpoint_path: str | None, metrics: dict[str, Any] | None = None) -> TrialResult:

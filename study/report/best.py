@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -59,19 +60,27 @@ def mode_for(study: StudyRuns, metric: str) -> str:
     return dict(study.objectives).get(metric, "max")
 
 
-def best_trial(df: pd.DataFrame, metric: str, mode: str = "max") -> pd.Series:
-    """The trial with the best finite value of `metric`: highest for `mode="max"`, lowest for "min".
+def best_position(values: Iterable[Any], mode: str = "max") -> int | None:
+    """The position of the best finite value: highest for `mode="max"`, lowest for "min"; None if none is finite.
 
-    Ties go to the earliest started (the frame's order); NaN and ±inf values never win.
+    Ties go to the first; NaN, ±inf, None and non-numbers never win. The one rule every best-trial
+    choice uses (`best_trial` here, `study.outcome` at the end of a run).
     """
     check_mode(mode)
-    values = pd.to_numeric(df[metric], errors="coerce").to_numpy(dtype=float) if metric in df.columns \
-        else np.full(len(df), np.nan)
-    finite = np.isfinite(values)
-    if not finite.any():
+    numbers = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=float)
+    finite = np.flatnonzero(np.isfinite(numbers))
+    if not finite.size:
+        return None
+    pick = np.argmax(numbers[finite]) if mode == "max" else np.argmin(numbers[finite])
+    return int(finite[pick])
+
+
+def best_trial(df: pd.DataFrame, metric: str, mode: str = "max") -> pd.Series:
+    """The trial with the best finite value of `metric` (`best_position`: ties to the earliest started)."""
+    position = best_position(df[metric] if metric in df.columns else [None] * len(df), mode)
+    if position is None:
         raise ReportError(f"no finished trial has metric {metric!r}")
-    position = np.argmax(values[finite]) if mode == "max" else np.argmin(values[finite])
-    return df[finite].iloc[int(position)]
+    return df.iloc[position]
 
 
 @dataclass(frozen=True)
