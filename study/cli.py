@@ -2,20 +2,24 @@
 
 Thin on purpose: parse arguments into typed things (a loaded SearchSpace, StudyOptions), hand them
 to study.runner / study.report / study.export, and print what they return with study.console.
-Bad inputs (config, data, values, tracking store) end with one line `kd-study: error: ...` on
-stderr and exit 2; a crashed trial or unreachable cluster with one line and exit 1 (finished
-trials are kept); an interrupted study with exit 130 and the command that continues it.
+Bad inputs (config, data, values, names, tracking store) end with one line `kd-study: error: ...` on
+stderr and exit 2, before anything is created; a crashed trial or unreachable cluster with one line
+and exit 1 (finished trials are kept); an interrupted study or training with the command that
+continues it and exit 130 (Ctrl-C) or 143 (SIGTERM, what a cluster scheduler sends: handled alike).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from trainables.config import ConfigError
+from trainables.config import ConfigError, TrialConfig, check_name
 from trainables.errors import Failure
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
@@ -23,6 +27,7 @@ from study import console
 from study.console import PROG
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM   # 143: stopped by SIGTERM, like Ctrl-C otherwise
 
 DESCRIPTION = """\
 Hyperparameter studies of knowledge distillation for dense retrieval (Ray Tune + Optuna + MLflow).
@@ -72,7 +77,7 @@ Run a study: validate the space (every choice and range end must give a valid tr
 check the tracking store, build the shared assets (pools, teacher scores) once, then run
 num_samples trials with Ray Tune + Optuna (TPE, random or an exact grid) and log a parent MLflow
 run with one nested run per trial. At the end: report/ and best.yaml in kd-studies/<NAME>/.
-Interrupt with Ctrl-C (or lose the driver) and continue with `kd-study resume NAME`.""")
+Interrupt with Ctrl-C or SIGTERM (or lose the driver) and continue with `kd-study resume NAME`.""")
     run.add_argument("space", metavar="SPACE.yaml", help="search space (see search_spaces/*.yaml)")
     run.add_argument("--name", help="study name (default: study.name in the file)")
     run.add_argument("--num-samples", type=int, metavar="N", help="override study.num_samples")
@@ -107,7 +112,8 @@ last checkpoint, errored trials are retried, and each keeps its MLflow run (no d
     train = command("train", "run one trial config outside Tune", """\
 Prepare the shared assets and run one distillation trial (Ray Train) from a trial config YAML,
 e.g. a study's best.yaml; print Dev MRR@10 and BEIR nDCG@10. Re-running the same config and
-name continues from its last checkpoint (a finished run re-reports its metrics).""")
+name continues from its last checkpoint (a finished run re-reports its metrics), also after
+Ctrl-C or SIGTERM.""")
     train.add_argument("config", metavar="CONFIG.yaml", help="trial config (trainables.config.TrialConfig)")
     train.add_argument("--name", help="run name (default: `name` in the config)")
     train.add_argument("--output-dir", metavar="DIR", help="where runs go (default: output_dir in the config)")
@@ -176,6 +182,8 @@ def _pins(items: list[str]) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     from study.space import load_space
 
+    if args.name is not None:
+        check_name(args.name, "--name")
     # Fail fast on a bad space, before the runner imports Ray; the runner runs the preflight checks.
     space = load_space(args.space, overrides=_space_overrides(args), pin=_pins(args.pin))
     if args.dry_run:
@@ -185,27 +193,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     opts = _options(args, optuna_storage=args.optuna_storage, experiment=args.experiment,
                     log_models=args.log_models, report=not args.no_report, verbose=0 if args.quiet else 1)
-    return _finish(run_study(space, opts), space.metrics)
+    return _finish(run_study(space, opts), space.metrics, args)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from study.runner import resume_study
 
+    check_name(args.name, "study name")
     opts = _options(args, report=not args.no_report, verbose=0 if args.quiet else 1)
     outcome = resume_study(args.name, opts)   # --log-models and the other run options come from the study
-    return _finish(outcome, _state_or_empty(args.name, args).get("metrics") or [])
+    return _finish(outcome, _state_or_empty(args.name, args).get("metrics") or [], args)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trainables.config import TrialConfig
-
-    TrialConfig.from_yaml(args.config)  # a bad config fails before Ray and torch load
+    if args.name is not None:
+        check_name(args.name, "--name")
+    cfg = TrialConfig.from_yaml(args.config)  # a bad config fails before Ray and torch load
     from study.preflight import check_ray_address
 
     check_ray_address(getattr(args, "ray_address", None))
     from study.runner import train_single
 
-    cfg, result = train_single(args.config, _options(args), name=args.name, output_dir=args.output_dir)
+    try:
+        cfg, result = train_single(args.config, _options(args), name=args.name, output_dir=args.output_dir)
+    except KeyboardInterrupt:
+        # Ray Train keeps the run's checkpoints in <output_dir>/<name>/: the same command continues there.
+        run_dir = Path(args.output_dir or cfg.output_dir).expanduser().resolve() / (args.name or cfg.name)
+        again = _command(args, "train", args.config, *(("--name", args.name) if args.name else ()),
+                         *(("--output-dir", args.output_dir) if args.output_dir else ()))
+        then = (f"to continue from its last checkpoint in {run_dir}" if run_dir.is_dir()
+                else "to start it (it had not started training)")
+        console.error(f"training {args.name or cfg.name} {_interrupted(args)}; run `{again}` again {then}")
+        return EXIT_INTERRUPTED
     console.print_trial_result(cfg.name, result)
     return 0
 
@@ -218,14 +237,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.document:
         from study.document import write_document
 
-        path = write_document(args.document, _tracking_uri(args, {}), getattr(args, "root", None))
+        path = write_document(args.document, _tracking_uri(args, {}, create=False), getattr(args, "root", None))
         print(f"document: {path}")
         return 0
     if not args.name:
         raise ConfigError("kd-study report: give a study NAME or --document SPEC.yaml")
-    name = args.name
-    state = _state_or_empty(name, args)
-    tracking_uri = _tracking_uri(args, state)
+    name = check_name(args.name, "study name")
+    state, tracking_uri = _find_study(name, args)
     metric = args.metric or _study_metric(state)
     out = Path(args.out) if args.out else _study_dir(name, args) / "report"
     storage = state.get("optuna_storage")
@@ -240,14 +258,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         from study.export import export_best
     except ImportError as error:
         raise _Unavailable(f"study.export is not available ({error})") from None
-    name = args.name
-    state = _state_or_empty(name, args)
-    out = Path(args.out) if args.out else _study_dir(name, args) / "best.yaml"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    name = check_name(args.name, "study name")
+    state, tracking_uri = _find_study(name, args)
+    out = Path(args.out) if args.out else _study_dir(name, args) / "best.yaml"   # made once the best trial is found
     metric = args.metric or _study_metric(state) or DEV_MRR_AT_10
     mode = args.mode or ("max" if args.metric and args.metric != _study_metric(state)
                          else (state.get("modes") or ["max"])[0])
-    path = export_best(name, _tracking_uri(args, state), metric, out, mode=mode)
+    path = export_best(name, tracking_uri, metric, out, mode=mode)
     print(f"best config: {path}  (run it: kd-study train {path})")
     return 0
 
@@ -270,13 +287,28 @@ def _state_or_empty(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return paths.read_state() if paths.exists() else {}
 
 
-def _tracking_uri(args: argparse.Namespace, state: dict[str, Any]) -> str:
+def _tracking_uri(args: argparse.Namespace, state: dict[str, Any], *, create: bool = True) -> str:
     from study.tracking import check_tracking, resolve_tracking_uri
 
     uri = resolve_tracking_uri(getattr(args, "tracking_uri", None)) if getattr(args, "tracking_uri", None) \
         else state.get("tracking_uri") or resolve_tracking_uri(None)
-    check_tracking(uri)
+    check_tracking(uri, create=create)
     return uri
+
+
+def _find_study(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """(study state or {}, tracking URI) of a study to read (report, export); creates no folder and no store."""
+    from study.tracking import NoStoreError, redact, resolve_tracking_uri
+
+    state = _state_or_empty(name, args)
+    try:
+        return state, _tracking_uri(args, state, create=False)
+    except NoStoreError:
+        if state:
+            raise
+        uri = resolve_tracking_uri(getattr(args, "tracking_uri", None))
+        raise ConfigError(f"no study named {name!r}: not in {_study_dir(name, args).parent}, and no MLflow store "
+                          f"at {redact(uri)}") from None
 
 
 def _study_metric(state: dict[str, Any]) -> str | None:
@@ -284,22 +316,62 @@ def _study_metric(state: dict[str, Any]) -> str | None:
     return metrics[0]
 
 
-def _finish(outcome, metrics: list[str]) -> int:
-    """Print the outcome; an interrupted study exits 130, one with failed trials 1 (finished trials are kept)."""
+def _finish(outcome, metrics: list[str], args: argparse.Namespace) -> int:
+    """Print the outcome; an interrupted study exits 130 (143 after SIGTERM), one with failed trials 1.
+
+    Finished trials are kept either way; the one error line gives the command that continues the study.
+    """
     console.print_outcome(outcome, metrics)
+    resume = _command(args, "resume", outcome.name)
     if outcome.interrupted:
         done = len(outcome.finished) + len(outcome.pruned)
-        console.error(f"study {outcome.name} interrupted with {done} of {outcome.num_samples} trials done; "
-                      f"continue it with `kd-study resume {outcome.name}`")
+        console.error(f"study {outcome.name} {_interrupted(args)} with {done} of {outcome.num_samples} trials done; "
+                      f"continue it with `{resume}`")
         return EXIT_INTERRUPTED
     if outcome.errored:
         trial_id, cause = outcome.errored[0]
         more = f" (and {len(outcome.errored) - 1} more)" if len(outcome.errored) > 1 else ""
         console.error(f"{len(outcome.errored)} of {outcome.num_samples} trials failed; trial {trial_id}: "
                       f"{cause}{more}; {len(outcome.finished)} finished trials are kept (retry the failed ones: "
-                      f"kd-study resume {outcome.name})")
+                      f"{resume})")
         return EXIT_FAILED
     return 0
+
+
+def _command(args: argparse.Namespace, *words: str) -> str:
+    """`kd-study WORDS...` with the global options this run was given (so it finds the same study and store)."""
+    from study.tracking import redact
+
+    given = (("--root", "root"), ("--ray-address", "ray_address"), ("--num-cpus", "num_cpus"),
+             # resume reads the study's own store from its state
+             *((("--tracking-uri", "tracking_uri"),) if words[0] != "resume" else ()))
+    options = [part for flag, key in given if getattr(args, key, None) is not None
+               for part in (flag, str(getattr(args, key)))]
+    return redact(shlex.join(["kd-study", *words, *options]))
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    return "stopped by SIGTERM" if getattr(args, "sigterm", None) and args.sigterm.received else "interrupted"
+
+
+class _Sigterm:
+    """SIGTERM (what a cluster scheduler sends) handled as Ctrl-C: the SIGINT handler of the moment runs.
+
+    That is Tune's graceful stop during a study's `fit` (the trials as they are, the experiment
+    snapshotted), Ray Train's abort during `kd-study train`, else a KeyboardInterrupt. Remembered, so
+    the exit status says which signal it was (143).
+    """
+
+    def __init__(self):
+        self.received = False
+
+    def __call__(self, signum, frame) -> None:
+        self.received = True
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:   # SIG_IGN (a background job) or SIG_DFL: stop all the same
+            raise KeyboardInterrupt
 
 
 def _cause(error: BaseException) -> str:
@@ -312,12 +384,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args.sigterm = _Sigterm()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, args.sigterm) if main_thread else None
+    try:
+        code = _run(args)
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return EXIT_TERMINATED if code == EXIT_INTERRUPTED and args.sigterm.received else code
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its errors as one line and an exit status."""
     from trainables.errors import KdStudyError
 
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        console.error("interrupted")
+        console.error(_interrupted(args))
         return EXIT_INTERRUPTED
     except KdStudyError as error:  # BadInput → 2, Failure → 1: one line, the cause says what to do
         console.error(_cause(error))  # a Ray-wrapped error carries the worker's traceback: keep its last line

@@ -106,8 +106,13 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 
 def error(message: str) -> None:
-    """`kd-study: error: ...` on stderr, on one line whatever the message held."""
-    one_line = " ".join(str(message).split())
+    """`kd-study: error: ...` on stderr, on one line whatever the message held, passwords in URIs redacted.
+
+    Redacted here too, not only where kd-study names a URI: a library's own message may quote one.
+    """
+    from study.tracking import redact
+
+    one_line = " ".join(redact(str(message)).split())
     print(f"{PROG}: error: {one_line}", file=sys.stderr, flush=True)
 
 

@@ -2,7 +2,8 @@
 
     space.yaml            the space file as given (verbatim copy)
     space.resolved.yaml   the space with its base config inline and absolute paths: what `resume` reads
-    study.json            study state: tracking URI, MLflow parent run, Optuna storage, status
+    study.json            study state: tracking URI, MLflow parent run, Optuna storage, status (mode 0600:
+                          the URIs may hold passwords, which resume needs)
     assets.json           shared asset keys, paths and build statistics
     optuna.db             Optuna storage (sqlite) unless --optuna-storage names another RDB
     tune/                 Ray Tune experiment (Tuner.restore reads it)
@@ -18,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.config import check_name
+
 DEFAULT_ROOT = "kd-studies"
 TUNE_DIR_NAME = "tune"
+STATE_MODE = 0o600   # study.json holds the store URIs, passwords included
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,8 @@ class StudyPaths:
 
     @classmethod
     def of(cls, name: str, root: str | os.PathLike | None = None) -> "StudyPaths":
-        return cls(Path(root or DEFAULT_ROOT).expanduser().resolve(), name)
+        """The folders of study `name` under `root`; a name that is not one folder name (`../x`) is a ConfigError."""
+        return cls(Path(root or DEFAULT_ROOT).expanduser().resolve(), check_name(name, "study name"))
 
     @property
     def dir(self) -> Path:
@@ -78,10 +83,17 @@ class StudyPaths:
         return json.loads(self.state.read_text())
 
     def write_state(self, state: dict[str, Any]) -> None:
-        """Atomic write, so a killed driver never leaves a half-written study.json."""
+        """Atomic write, so a killed driver never leaves a half-written study.json; readable by its owner only.
+
+        The state keeps the real tracking and Optuna storage URIs, passwords included (resume needs
+        them); everything that shows a URI shows it through `study.tracking.redact`.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.state.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, STATE_MODE)
+        os.fchmod(fd, STATE_MODE)   # also when a stale temp file had a wider mode
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(state, indent=1, sort_keys=True))
         os.replace(tmp, self.state)
 
     def update_state(self, **changes: Any) -> dict[str, Any]:

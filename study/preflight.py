@@ -7,7 +7,7 @@ from trainables.config import ConfigError
 from trainables.errors import Failure
 
 from study.paths import StudyPaths
-from study.tracking import cause_line
+from study.tracking import cause_line, redact
 
 
 class StudyError(Failure):
@@ -58,7 +58,7 @@ def check_optuna_storage(url: str, study_name: str) -> None:
         storage = optuna.storages.RDBStorage(url)
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     except Exception as error:  # noqa: BLE001
-        raise StudyError(f"Optuna storage {url} is not usable: {cause_line(str(error))}") from None
+        raise StudyError(f"Optuna storage {redact(url)} is not usable: {cause_line(str(error))}") from None
     if study_name in names:
-        raise StudyError(f"Optuna storage {url} already holds a study named {study_name!r}: "
+        raise StudyError(f"Optuna storage {redact(url)} already holds a study named {study_name!r}: "
                          "delete it, or give this study another name (--name)")

@@ -26,10 +26,13 @@ still fail fast on bad inputs.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import shutil
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -95,7 +98,7 @@ def run_study(space: SearchSpace, opts: StudyOptions) -> StudyOutcome:
         check_optuna_storage(storage_url, space.name)
     space = _absolute(space)
 
-    with RaySession(opts.ray_address, opts.num_cpus) as ray:   # an unreachable cluster fails here
+    with _ray_session(opts) as ray:   # an unreachable cluster fails here
         max_concurrent = max_concurrent_trials(space, ray, remote=bool(opts.ray_address), say=opts.say)
         paths.dir.mkdir(parents=True, exist_ok=True)
         parent_run_id = None
@@ -114,13 +117,17 @@ def run_study(space: SearchSpace, opts: StudyOptions) -> StudyOutcome:
             if parent_run_id is None:  # nothing ran: leave no half-made study behind (fix the input, run again)
                 shutil.rmtree(paths.dir, ignore_errors=True)
             raise
-        paths.update_state(status="running", experiment_id=experiment_id, parent_run_id=parent_run_id)
-        opts.say(f"kd-study: study {space.name}: {space.num_samples} trials, MLflow {tracking_uri} "
-                 f"(experiment {state['experiment']!r}, parent run {parent_run_id})")
         ctx = StudyContext(space, paths, assets, opts, tracking_uri, experiment_id, parent_run_id, storage_url)
-        from study.tuner import new_tuner
 
-        return _fit_and_finish(new_tuner(ctx, max_concurrent), ctx)
+        def start():
+            from study.tuner import new_tuner
+
+            paths.update_state(status="running", experiment_id=experiment_id, parent_run_id=parent_run_id)
+            opts.say(f"kd-study: study {space.name}: {space.num_samples} trials, MLflow {tracking.redact(tracking_uri)} "
+                     f"(experiment {state['experiment']!r}, parent run {parent_run_id})")
+            return new_tuner(ctx, max_concurrent)
+
+        return _fit_and_finish(start, ctx)
 
 
 def resume_study(name: str, opts: StudyOptions) -> StudyOutcome:
@@ -130,37 +137,56 @@ def resume_study(name: str, opts: StudyOptions) -> StudyOutcome:
     state = paths.read_state()
     tracking_uri = state["tracking_uri"]
     if opts.tracking_uri and tracking.resolve_tracking_uri(opts.tracking_uri) != tracking_uri:
-        raise ConfigError(f"study {name!r} logs to {tracking_uri}; --tracking-uri cannot change on resume")
+        raise ConfigError(f"study {name!r} logs to {tracking.redact(tracking_uri)}; --tracking-uri cannot change "
+                          "on resume")
     tracking.check_tracking(tracking_uri)
     space = load_space(paths.space_resolved)
     storage_url = state.get("optuna_storage") or _optuna_storage_url(opts, paths)
     opts.log_models = bool(state.get("log_models"))
-    with RaySession(opts.ray_address, opts.num_cpus) as ray:
+    with _ray_session(opts) as ray:
         assets = prepare_study_assets(space, paths, opts.say)
         experiment_id = state.get("experiment_id")
         parent_run_id = state.get("parent_run_id")
-        if parent_run_id is None:  # killed before the parent run existed
+        reopen = parent_run_id is not None
+        if not reopen:  # killed before the parent run existed
             experiment_id, parent_run_id = _start_parent_run(space, paths, assets, tracking_uri,
                                                              state.get("experiment") or name)
-        else:
-            tracking.reopen_run(tracking_uri, parent_run_id)
-            # Runs left RUNNING by the killed driver; the trials Tune resumes re-open their own.
-            tracking.end_open_trial_runs(tracking_uri, parent_run_id)
-        paths.update_state(status="running", experiment_id=experiment_id, parent_run_id=parent_run_id)
         ctx = StudyContext(space, paths, assets, opts, tracking_uri, experiment_id, parent_run_id, storage_url)
-        from study.search import delete_study
-        from study.tuner import can_restore, new_tuner, restore_tuner
 
-        if can_restore(ctx):
-            opts.say(f"kd-study: resuming study {name} from {paths.tune_dir}")
-            tuner = restore_tuner(ctx)
-        else:
+        def start():
+            from study.search import delete_study
+            from study.tuner import can_restore, new_tuner, restore_tuner
+
+            if reopen:
+                tracking.reopen_run(tracking_uri, parent_run_id)
+                # Runs left RUNNING by the killed driver; the trials Tune resumes re-open their own.
+                tracking.end_open_trial_runs(tracking_uri, parent_run_id)
+            paths.update_state(status="running", experiment_id=experiment_id, parent_run_id=parent_run_id)
+            if can_restore(ctx):
+                opts.say(f"kd-study: resuming study {name} from {paths.tune_dir} "
+                         f"(MLflow {tracking.redact(tracking_uri)}, parent run {parent_run_id})")
+                return restore_tuner(ctx)
             # Killed before Tune saved anything: no trial ran, so start the search afresh.
             opts.say(f"kd-study: no Tune state in {paths.tune_dir} yet; starting study {name} afresh")
             delete_study(storage_url, name)
             shutil.rmtree(paths.tune_dir, ignore_errors=True)
-            tuner = new_tuner(ctx, max_concurrent_trials(space, ray, bool(opts.ray_address), opts.say))
-        return _fit_and_finish(tuner, ctx)
+            return new_tuner(ctx, max_concurrent_trials(space, ray, bool(opts.ray_address), opts.say))
+
+        return _fit_and_finish(start, ctx)
+
+
+@contextlib.contextmanager
+def _ray_session(opts: StudyOptions):
+    """A RaySession that keeps the caller's SIGTERM handler (the CLI's: SIGTERM stops like Ctrl-C).
+
+    ray.init installs its own, which exits at once: a C++ stack dump, the study state and the MLflow
+    runs left "running". Without a Python handler of the caller's, Ray's stays.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    with RaySession(opts.ray_address, opts.num_cpus) as ray:
+        if callable(handler) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+        yield ray
 
 
 def _absolute(space: SearchSpace) -> SearchSpace:
@@ -195,9 +221,16 @@ def _space_params(space: SearchSpace) -> dict[str, Any]:
     return params
 
 
-def _fit_and_finish(tuner, ctx: StudyContext) -> StudyOutcome:
+def _fit_and_finish(start: Callable[[], Any], ctx: StudyContext) -> StudyOutcome:
+    """Run the Tuner `start()` builds and close the study: an interrupt keeps the finished trials.
+
+    Ctrl-C (or SIGTERM, which the CLI turns into the same) during `fit` is Tune's graceful stop: it
+    returns the trials as they are. One before or a second one during `fit` is a KeyboardInterrupt.
+    Either way the trials' runs still RUNNING are closed as KILLED, the parent run too, and the study
+    state says "interrupted", so `kd-study resume NAME` continues it.
+    """
     try:
-        grid = tuner.fit()
+        grid = start().fit()
     except KeyboardInterrupt:
         grid = None
     outcome = collect_outcome(ctx.space, ctx.paths, grid, ctx.storage_url)
@@ -251,7 +284,7 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
     cfg = TrialConfig.from_yaml(config_path)
     overrides = {k: v for k, v in (("name", name), ("output_dir", output_dir)) if v is not None}
     cfg = absolute_paths(cfg.with_overrides(overrides, source=str(config_path)) if overrides else cfg)
-    with RaySession(opts.ray_address, opts.num_cpus) as ray:
+    with _ray_session(opts) as ray:
         from trainables.assets import prepare_assets
         from trainables.samplers import check_k_fits_pool
         from trainables.trial import run_trial
@@ -267,7 +300,12 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
         check_k_fits_pool(cfg.sampler.k, assets.stats.get("pool_size_min"), cfg.sampler.on_small_pool,
                           where=f"{config_path}: sampler.k")
         opts.say(f"kd-study: training {cfg.name} → {Path(cfg.output_dir) / cfg.name}")
-        return cfg, run_trial(cfg, assets, storage_path=cfg.output_dir, name=cfg.name)
+        try:
+            return cfg, run_trial(cfg, assets, storage_path=cfg.output_dir, name=cfg.name)
+        except SystemExit:
+            # Ray Train's own Ctrl-C handler (installed by fit) aborts the run, then exits 0: an
+            # interrupt, not a success. The run folder keeps its checkpoints; the CLI says how to continue.
+            raise KeyboardInterrupt from None
 
 
 # ---- names that moved out of this module -------------------------------------------------------------

@@ -30,7 +30,6 @@ study/grid.py.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.config import ConfigError, TrialConfig, read_yaml_mapping
+from trainables.config import NAME_PATTERN, ConfigError, TrialConfig, check_name, read_yaml_mapping
 from trainables.outputs import final_metric_keys
 
 from study import grid
@@ -50,7 +49,7 @@ __all__ = ["ALGORITHMS", "AshaSettings", "Objective", "ParamSpec", "Scalar", "Se
            "SpaceFile", "StudySettings", "dump_space", "expected_metric_keys", "load_space"]
 
 ALGORITHMS = ("tpe", "grid", "random")
-STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+STUDY_NAME = NAME_PATTERN   # the one name rule (trainables.config.check_name): studies, trials, runs
 
 
 class Objective(Strict):
@@ -88,9 +87,7 @@ class StudySettings(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not STUDY_NAME.match(value):
-            raise ValueError(f"expected letters, digits, '.', '_' or '-' (a folder name), got {value!r}")
-        return value
+        return check_name(value)
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -220,7 +217,7 @@ def load_space(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
     (`{"optim.epochs": 1}`, the CLI's --set), taking them out of `search` when they were searched.
     """
     path = Path(path)
-    raw = read_yaml_mapping(path)
+    raw = read_yaml_mapping(path, what="a search space")
     source = str(path)
     for dotted, value in (overrides or {}).items():
         raw = _with_dotted(raw, dotted, value)

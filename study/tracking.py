@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -47,6 +48,27 @@ class TrackingError(BadInput):
     """The tracking store cannot be used; the message is one line."""
 
 
+class NoStoreError(TrackingError):
+    """A sqlite store that does not exist, where a command only reads (it would create an empty one)."""
+
+
+# `scheme://user:password@` (the password may hold '@': the last one before the host ends it) and
+# secret-looking query parameters (`?password=`, SQLAlchemy and MLflow both accept them).
+_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*):[^\s/?#]*@")
+_QUERY_SECRET = re.compile(r"(?P<head>[?&](?:password|passwd|pwd|token|access_token|api_key|secret)=)[^&\s#'\"]+",
+                           re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` (a URI, or a message holding URIs) with passwords shown as `***`: `http://user:***@host`.
+
+    Every URI kd-study prints, logs or tags goes through here; the stored study state keeps the real
+    one (resume needs it) in a study.json only its owner can read.
+    """
+    text = _URI_PASSWORD.sub(r"\g<head>:***@", str(text))
+    return _QUERY_SECRET.sub(r"\g<head>***", text)
+
+
 # ---- the store -----------------------------------------------------------------------------------
 def resolve_tracking_uri(uri: str | None) -> str:
     """Default `sqlite:///mlruns.db`; a relative sqlite path is made absolute (trials and `resume` may run elsewhere)."""
@@ -58,8 +80,13 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
-def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (one line) when the store cannot be reached; creates a sqlite store if needed."""
+def check_tracking(uri: str, timeout: float = 5.0, *, create: bool = True) -> None:
+    """Fail fast (one line) when the store cannot be reached; creates a sqlite store if needed.
+
+    `create=False` (commands that only read studies): a sqlite store that does not exist yet is an
+    error, not a new empty file.
+    """
+    shown = redact(uri)
     if uri.startswith(("http://", "https://")):
         import requests
 
@@ -71,11 +98,14 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
                 reason = "connection refused or host unreachable"
             elif isinstance(error, requests.Timeout):
                 reason = f"no answer within {timeout:g} s"
-            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason})") from None
+            raise TrackingError(f"MLflow tracking server {shown} is unreachable ({reason})") from None
     elif uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
         if not path.parent.is_dir():
-            raise TrackingError(f"MLflow tracking store {uri}: folder {path.parent} does not exist")
+            raise TrackingError(f"MLflow tracking store {shown}: folder {path.parent} does not exist")
+        if not create and not path.is_file():
+            raise NoStoreError(f"MLflow tracking store {shown} does not exist (no study has logged to it; "
+                                "--tracking-uri names the store a study used)")
     for attempt in range(3):
         try:
             with _quiet_store_setup():
@@ -84,7 +114,8 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
         except Exception as error:  # noqa: BLE001 - any store failure is reported as one line
             # Two processes creating one new sqlite store race on its tables: try again.
             if attempt == 2 or not uri.startswith("sqlite:"):
-                raise TrackingError(f"MLflow tracking store {uri} is not usable: {_first_line(error)}") from None
+                raise TrackingError(f"MLflow tracking store {shown} is not usable: "
+                                    f"{redact(_first_line(error))}") from None
             time.sleep(1 + attempt)
 
 
@@ -103,6 +134,9 @@ def _quiet_store_setup():
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
+    if redact(uri) != uri:
+        # MLflow prints "View run ... at: <the store's URL>" when a run ends: with the password in it.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     return MlflowClient(tracking_uri=uri)
 
 
@@ -246,9 +280,10 @@ def trial_error_line(trial) -> str:
 
 
 def cause_line(text: str) -> str:
+    """The line of an error's text that says why (credentials in URIs redacted): what the CLI and ERROR_TAG show."""
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     # Ray appends the trainable's own exception last; skip trailing Ray boilerplate.
     for line in reversed(lines):
         if not line.startswith(("File ", "^", "~", "The above exception", "Traceback")):
-            return line
-    return lines[-1] if lines else ""
+            return redact(line)
+    return redact(lines[-1]) if lines else ""

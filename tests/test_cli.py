@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -143,7 +147,7 @@ def test_run_hands_the_loaded_space_and_options_to_the_runner(tmp_path, monkeypa
 
 @pytest.mark.parametrize("ended,code,expected", [
     ({"finished": ["t1"]}, 130,
-     "study cli-test interrupted with 1 of 3 trials done; continue it with `kd-study resume cli-test`"),
+     "study cli-test interrupted with 1 of 3 trials done; continue it with `kd-study resume cli-test --root {root}`"),
     ({"finished": ["t1", "t2"], "errored": [("t3", "CUDA out of memory")]}, 1,
      "1 of 3 trials failed; trial t3: CUDA out of memory; 2 finished trials are kept"),
 ], ids=["interrupted", "a trial failed"])
@@ -154,7 +158,7 @@ def test_an_unfinished_study_exits_nonzero_and_says_how_to_continue(tmp_path, mo
     monkeypatch.setattr(study.runner, "run_study",
                         lambda space, opts: study.runner.StudyOutcome(space.name, tmp_path, 3, **ended))
     assert main(["--root", str(tmp_path / "studies"), "run", str(space_file(tmp_path))]) == code
-    assert expected in one_error_line(capsys.readouterr().err)
+    assert expected.format(root=tmp_path / "studies") in one_error_line(capsys.readouterr().err)
 
 
 def test_resume_prints_the_trials_by_the_studys_metric(tmp_path, monkeypatch, capsys):
@@ -238,3 +242,259 @@ def test_bad_input_and_failure_errors_carry_their_exit_status():
         assert issubclass(bad_input, BadInput) and bad_input("x").exit_code == 2
     for failure in (StudyError, UnreachableError):
         assert issubclass(failure, Failure) and failure("x").exit_code == 1
+
+
+# ---- bad inputs: one line, the right exit status, nothing created (issue #17) -----------------------------
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stored_study(cwd: Path, port: int) -> None:
+    """A study folder whose state names a password-protected store (as `run` wrote it)."""
+    folder = cwd / "kd-studies" / "stored"
+    folder.mkdir(parents=True)
+    (folder / "study.json").write_text(json.dumps({"tracking_uri": f"http://user:secret@127.0.0.1:{port}"}))
+
+
+def empty_store(cwd: Path, port: int) -> None:
+    """An MLflow store holding no study."""
+    from study.tracking import check_tracking
+
+    check_tracking(f"sqlite:///{cwd / 'mlruns.db'}")
+
+
+def input_files(cwd: Path) -> None:
+    """The files the table's command lines name, in the folder they run in."""
+    space_file(cwd)
+    trial = {"loss": {"name": "kl"}}
+    files = {
+        "trial.yaml": yaml.safe_dump(trial),
+        "escape_trial.yaml": yaml.safe_dump({**trial, "name": "../escape_train"}),
+        "slash_trial.yaml": yaml.safe_dump({**trial, "name": "a/b"}),
+        "empty.yaml": "",
+        "comments.yaml": "# a trial config, some day\n",
+        "braces.yaml": "{}\n",
+        "list.yaml": "- loss.name: kl\n",
+        "scalar.yaml": "loss.name=kl\n",
+        "escape_space.yaml": yaml.safe_dump({**yaml.safe_load((cwd / "space.yaml").read_text()),
+                                             "study": {"name": "../escape"}}),
+        "empty_base_space.yaml": yaml.safe_dump({**yaml.safe_load((cwd / "space.yaml").read_text()),
+                                                 "base": "empty.yaml"}),
+    }
+    for name, text in files.items():
+        (cwd / name).write_text(text)
+
+
+NOT_A_NAME = r"expected letters, digits, '\.', '_' or '-', starting with a letter or digit \(a folder name\)"
+UNREACHABLE = r"MLflow tracking server http://user:\*\*\*@127\.0\.0\.1:\d+ is unreachable"
+NO_STUDY = r"no study named 'nope': not in \S+/kd-studies, and no MLflow store at sqlite:///\S+/mlruns\.db$"
+# (label, command line, exit status, regex on the one stderr line, set-up, paths it may create)
+BAD_INPUTS = [
+    # 1. credentials never shown
+    ("tracking server password", ["--tracking-uri", "http://user:secret@127.0.0.1:{port}", "run", "space.yaml"], 2,
+     UNREACHABLE, None, ()),
+    ("optuna storage password", ["--tracking-uri", "sqlite:///{cwd}/m.db", "run", "space.yaml", "--optuna-storage",
+                                 "postgresql://user:secret@127.0.0.1:{port}/db"], 1,
+     r"Optuna storage postgresql://user:\*\*\*@127\.0\.0\.1:\d+/db is not usable", None, ("m.db",)),
+    ("stored password on resume", ["resume", "stored"], 2, UNREACHABLE, stored_study, ()),
+    ("tracking password on report", ["--tracking-uri", "http://user:secret@127.0.0.1:{port}", "report", "nope"], 2,
+     UNREACHABLE, None, ()),
+    ("tracking password on export", ["--tracking-uri", "http://user:secret@127.0.0.1:{port}", "export", "nope"], 2,
+     UNREACHABLE, None, ()),
+    # 3. one name rule
+    ("run --name ../escape", ["run", "space.yaml", "--name", "../escape"], 2, "--name '../escape': " + NOT_A_NAME,
+     None, ()),
+    ("study.name ../escape", ["run", "escape_space.yaml"], 2,
+     r"escape_space\.yaml: study\.name: " + NOT_A_NAME + ", got '../escape'", None, ()),
+    ("resume ../escape", ["resume", "../escape"], 2, "study name '../escape': " + NOT_A_NAME, None, ()),
+    ("report ../escape", ["report", "../escape"], 2, "study name '../escape': " + NOT_A_NAME, None, ()),
+    ("export ../escape", ["export", "../escape"], 2, "study name '../escape': " + NOT_A_NAME, None, ()),
+    ("export -o with ../escape", ["export", "../escape", "-o", "best.yaml"], 2, "study name '../escape'", None, ()),
+    ("train --name ../escape_train", ["train", "trial.yaml", "--name", "../escape_train"], 2,
+     "--name '../escape_train': " + NOT_A_NAME, None, ()),
+    ("trial name ../escape_train", ["train", "escape_trial.yaml"], 2,
+     r"escape_trial\.yaml: name: " + NOT_A_NAME + ", got '../escape_train'", None, ()),
+    ("trial name a/b", ["train", "slash_trial.yaml"], 2, r"slash_trial\.yaml: name: " + NOT_A_NAME, None, ()),
+    ("report of an unknown study", ["report", "nope"], 2, NO_STUDY, None, ()),
+    ("export of an unknown study", ["export", "nope"], 2, NO_STUDY, None, ()),
+    ("report, study not in the store", ["report", "nope"], 2, r"no study named 'nope' in sqlite:///\S+/mlruns\.db",
+     empty_store, ()),
+    ("export, study not in the store", ["export", "nope"], 2, r"no study named 'nope' in sqlite:///\S+/mlruns\.db",
+     empty_store, ()),
+    # 4. empty or non-mapping configs
+    ("empty trial config", ["train", "empty.yaml"], 2, r"empty\.yaml: empty file \(expected a trial config", None, ()),
+    ("comments only", ["train", "comments.yaml"], 2, r"comments\.yaml: empty file \(expected a trial config", None,
+     ()),
+    ("empty mapping", ["train", "braces.yaml"], 2, r"braces\.yaml: empty trial config: give at least", None, ()),
+    ("a list", ["train", "list.yaml"], 2, r"list\.yaml: expected a trial config \(a YAML mapping of fields\) at the "
+     r"top level, got a list", None, ()),
+    ("a scalar", ["train", "scalar.yaml"], 2, r"scalar\.yaml: expected a trial config .* got a string", None, ()),
+    ("empty space", ["run", "empty.yaml"], 2, r"empty\.yaml: empty file \(expected a search space", None, ()),
+    ("space is a list", ["run", "list.yaml"], 2, r"list\.yaml: expected a search space .* got a list", None, ()),
+    ("empty base config", ["run", "empty_base_space.yaml"], 2, r"empty\.yaml: empty file \(expected a trial config",
+     None, ()),
+]
+
+
+def tree(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("label,argv,code,message,setup,may_create", BAD_INPUTS, ids=[row[0] for row in BAD_INPUTS])
+def test_bad_input_fails_in_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys, label, argv, code, message,
+                                                          setup, may_create):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    input_files(cwd)
+    port = closed_port()
+    if setup:
+        setup(cwd, port)
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = tree(tmp_path)
+    assert main([part.format(port=port, cwd=cwd) for part in argv]) == code
+    out, err = capsys.readouterr()
+    line = one_error_line(err)
+    assert re.search(message, line), line
+    assert "secret" not in out + err
+    assert tree(tmp_path) - before <= {str(Path("cwd", path)) for path in may_create}
+
+
+@pytest.mark.parametrize("uri,shown", [
+    ("http://user:secret@host:5000", "http://user:***@host:5000"),
+    ("https://user:secret@host/path?x=1", "https://user:***@host/path?x=1"),
+    ("postgresql+psycopg2://user:se@cr:et@db.example:5432/optuna",
+     "postgresql+psycopg2://user:***@db.example:5432/optuna"),
+    ("mysql://db.example/optuna?user=me&password=secret", "mysql://db.example/optuna?user=me&password=***"),
+    ("cannot reach 'http://user:secret@host' (and http://other:secret@h2/x)",
+     "cannot reach 'http://user:***@host' (and http://other:***@h2/x)"),
+    ("sqlite:////tmp/mlruns.db", "sqlite:////tmp/mlruns.db"),
+    ("http://host:5000/api", "http://host:5000/api"),
+    ("postgresql://user@host/db", "postgresql://user@host/db"),
+])
+def test_redact_hides_passwords_and_keeps_the_rest(uri, shown):
+    from study.tracking import redact
+
+    assert redact(uri) == shown
+    assert redact(redact(uri)) == shown
+
+
+def test_an_unreachable_store_error_shows_no_password():
+    from study.tracking import TrackingError, check_tracking
+
+    with pytest.raises(TrackingError) as raised:
+        check_tracking(f"http://user:secret@127.0.0.1:{closed_port()}", timeout=2)
+    assert "secret" not in str(raised.value) and "http://user:***@127.0.0.1" in str(raised.value)
+
+
+def test_console_errors_redact_whatever_quotes_a_uri(capsys):
+    from study import console
+
+    console.error("RestException: POST http://user:secret@host/api/2.0/runs failed")
+    assert capsys.readouterr().err == "kd-study: error: RestException: POST http://user:***@host/api/2.0/runs failed\n"
+
+
+def test_study_state_keeps_the_real_uri_readable_by_its_owner_only(tmp_path):
+    from study.paths import StudyPaths
+
+    paths = StudyPaths.of("s", tmp_path)
+    paths.update_state(tracking_uri="http://user:secret@host", optuna_storage="postgresql://u:secret@db/o")
+    paths.update_state(status="running")
+    assert stat.S_IMODE(paths.state.stat().st_mode) == 0o600
+    assert paths.read_state()["tracking_uri"] == "http://user:secret@host"   # resume needs it
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "", "my study", "-flag", "x\ny", "trailing\n"])
+def test_the_name_rule_refuses_what_is_not_one_folder_name(name):
+    from study.paths import StudyPaths
+    from trainables.config import ConfigError, TrialConfig, check_name
+
+    with pytest.raises(ConfigError, match="study name"):
+        check_name(name, "study name")
+    with pytest.raises(ConfigError):
+        StudyPaths.of(name)
+    with pytest.raises(ConfigError, match=r"<config>: name: expected letters"):
+        TrialConfig.from_dict({"name": name})
+
+
+@pytest.mark.parametrize("name", ["quickstart", "wkl_paper", "tiny-tpe", "v1.2", "t-3f2a1_00001", "A"])
+def test_the_name_rule_keeps_ordinary_names(name):
+    from trainables.config import TrialConfig, check_name
+
+    assert check_name(name, "study name") == name
+    assert TrialConfig.from_dict({"name": name}).name == name
+
+
+# ---- SIGTERM is Ctrl-C (issue #17) ------------------------------------------------------------------------
+def sigterm_self(*args, **kwargs):
+    """What a cluster scheduler does to the driver, mid-command."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+    raise AssertionError("SIGTERM did not stop the command")
+
+
+def test_sigterm_during_train_says_how_to_continue_and_exits_143(tmp_path, monkeypatch, capsys):
+    import study.runner
+
+    monkeypatch.setattr(study.runner, "train_single", sigterm_self)
+    config = tmp_path / "trial.yaml"
+    config.write_text("name: t\noutput_dir: runs\n")
+    (tmp_path / "runs" / "again").mkdir(parents=True)          # the run had started: its folder exists
+    monkeypatch.chdir(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["train", str(config), "--name", "again"]) == 143
+    line = one_error_line(capsys.readouterr().err)
+    assert line == (f"kd-study: error: training again stopped by SIGTERM; run `kd-study train {config} --name again` "
+                    f"again to continue from its last checkpoint in {tmp_path / 'runs' / 'again'}")
+    assert signal.getsignal(signal.SIGTERM) is before          # the CLI's handler does not outlive it
+
+
+def test_ctrl_c_during_train_exits_130(tmp_path, monkeypatch, capsys):
+    import study.runner
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study.runner, "train_single", interrupt)
+    config = tmp_path / "trial.yaml"
+    config.write_text("name: t\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(config)]) == 130
+    assert one_error_line(capsys.readouterr().err) == (
+        f"kd-study: error: training t interrupted; run `kd-study train {config}` again to start it (it had not "
+        "started training)")
+
+
+def test_sigterm_before_the_study_runs_exits_143(tmp_path, monkeypatch, capsys):
+    import study.runner
+
+    monkeypatch.setattr(study.runner, "run_study", sigterm_self)
+    assert main(["--root", str(tmp_path / "studies"), "run", str(space_file(tmp_path))]) == 143
+    assert one_error_line(capsys.readouterr().err) == "kd-study: error: stopped by SIGTERM"
+
+
+def test_sigterm_during_tunes_fit_is_its_graceful_stop(tmp_path, monkeypatch, capsys):
+    """During `fit` Tune's SIGINT handler is in place: SIGTERM runs it, and the study ends 'interrupted'."""
+    import study.runner
+
+    stopped = []
+
+    def run_study(space, opts):
+        signal.signal(signal.SIGINT, lambda signum, frame: stopped.append(signum))   # Tune's, in fit
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        return study.runner.StudyOutcome(space.name, tmp_path, 3, finished=["t1"], unfinished=["t2"])
+
+    monkeypatch.setattr(study.runner, "run_study", run_study)
+    assert main(["run", str(space_file(tmp_path))]) == 143
+    assert stopped == [signal.SIGINT]
+    line = one_error_line(capsys.readouterr().err)
+    assert line.endswith("study cli-test stopped by SIGTERM with 1 of 3 trials done; continue it with "
+                         "`kd-study resume cli-test`")

@@ -433,3 +433,93 @@ def test_a_diverging_trial_fails_everywhere_and_is_never_best(workdir, sample_da
               for loss, run in by_loss.items()}
     assert staged["kl"].is_dir() and not any(staged["kl"].iterdir())
     assert not staged["wkl"].exists() or not any(staged["wkl"].iterdir())
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_study_like_ctrl_c(workdir, sample_data):
+    """What a cluster scheduler sends: the study stops as after Ctrl-C (state kept, runs closed), exit 143."""
+    name = "tiny-sigterm"
+    space = write_space(workdir, sample_data, name, {"algorithm": "random", "num_samples": 2},
+                        {"sampler.name": {"type": "categorical", "choices": ["topk", "random"]}})
+    raw = yaml.safe_load(space.read_text())
+    raw["base"]["optim"]["epochs"] = 200           # the trial is still training when the signal comes
+    space.write_text(yaml.safe_dump(raw, sort_keys=False))
+    log_path = workdir / f"{name}.run.log"
+    log = open(log_path, "w")   # a file, not a pipe: Ray's worker logs would fill a pipe and block the driver
+    driver = subprocess.Popen(cli(workdir, "run", str(space), "--quiet", "--no-report"), cwd=workdir, env=env(),
+                              stdout=subprocess.DEVNULL, stderr=log)
+    state = workdir / "studies" / name / "study.json"
+    try:
+        deadline = time.monotonic() + 300
+        running = None
+        while time.monotonic() < deadline and driver.poll() is None and running is None:
+            time.sleep(2)
+            if state.is_file() and "parent_run_id" in state.read_text():
+                trials = list((workdir / "studies" / name / "trials").glob("*/train_log.jsonl"))
+                running = trials[0] if trials else None                  # a trial has reported a step
+        assert running is not None, log_path.read_text()[-3000:]
+        driver.send_signal(signal.SIGTERM)
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=60)
+        log.close()
+    stderr = log_path.read_text()
+
+    assert driver.returncode == 143, stderr[-3000:]
+    assert "C++" not in stderr and "SIGTERM received at" not in stderr            # no stack dump
+    last = [line for line in stderr.splitlines() if line.strip()][-1]
+    assert last.startswith(f"kd-study: error: study {name} stopped by SIGTERM with 0 of 2 trials done;")
+    assert f"continue it with `kd-study resume {name} --root {workdir / 'studies'}" in last
+    assert json.loads(state.read_text())["status"] == "interrupted"
+    _, parents, trials = study_runs(workdir, name)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert trials and all(t.info.status == "KILLED" for t in trials)        # none left RUNNING
+    assert all(t.data.tags.get("kd_study.state") == "interrupted" for t in trials)
+
+
+def test_an_interrupted_study_is_closed_and_its_lines_show_no_password(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) before `fit` ends, on run and resume: state "interrupted", runs KILLED, URIs redacted."""
+    import contextlib
+
+    import study.runner as runner
+    import study.tuner
+    from study import tracking
+
+    class Interrupted:
+        def fit(self):
+            raise KeyboardInterrupt
+
+    ended = []
+    monkeypatch.setattr(tracking, "check_tracking", lambda uri, **kwargs: None)
+    monkeypatch.setattr(tracking, "reopen_run", lambda uri, run_id: ended.append(("reopened", run_id)))
+    monkeypatch.setattr(tracking, "end_open_trial_runs", lambda uri, parent: ended.append(("trials", parent)))
+    monkeypatch.setattr(tracking, "end_run", lambda uri, run_id, status: ended.append((status, run_id)))
+    monkeypatch.setattr(runner, "RaySession", lambda address, num_cpus: contextlib.nullcontext(None))
+    monkeypatch.setattr(runner, "max_concurrent_trials", lambda *args, **kwargs: 1)
+    monkeypatch.setattr(runner, "prepare_study_assets",
+                        lambda space, paths, say: {"keys": {}, "stats": {}, "training_set_path": "unused"})
+    monkeypatch.setattr(runner, "_start_parent_run", lambda *args, **kwargs: ("0", "parent-1"))
+    monkeypatch.setattr(study.tuner, "new_tuner", lambda ctx, max_concurrent: Interrupted())
+    monkeypatch.setattr(study.tuner, "can_restore", lambda ctx: True)
+    monkeypatch.setattr(study.tuner, "restore_tuner", lambda ctx: Interrupted())
+    said: list[str] = []
+    uri = "http://user:secret@127.0.0.1:5000"
+    opts = runner.StudyOptions(root=str(tmp_path / "studies"), tracking_uri=uri, say=said.append)
+
+    outcome = runner.run_study(grid_space(tmp_path), opts)
+    assert outcome.interrupted
+    assert ended == [("trials", "parent-1"), ("KILLED", "parent-1")]
+    state_file = tmp_path / "studies" / "g" / "study.json"
+    state = json.loads(state_file.read_text())
+    assert state["status"] == "interrupted" and state["tracking_uri"] == uri        # resume needs the real one
+    assert oct(state_file.stat().st_mode & 0o777) == oct(0o600)
+
+    ended.clear()
+    outcome = runner.resume_study("g", runner.StudyOptions(root=str(tmp_path / "studies"), say=said.append))
+    assert outcome.interrupted
+    assert ended == [("reopened", "parent-1"), ("trials", "parent-1"), ("trials", "parent-1"), ("KILLED", "parent-1")]
+    assert json.loads(state_file.read_text())["status"] == "interrupted"
+    assert len(said) == 2 and all("http://user:***@127.0.0.1:5000" in line for line in said), said
+    assert not any("secret" in line for line in said)

@@ -6,6 +6,7 @@ TrialConfig, so `kd-study train best.yaml` re-runs exactly what a trial ran.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,22 @@ from trainables.errors import BadInput
 
 class ConfigError(BadInput):
     """A config file or dict that does not validate; the message names the file and the key."""
+
+
+# The one rule for every name that becomes a folder: study, trial and run names (`name`, the CLI's NAME
+# arguments, `--name`). One path component: no '/', no leading '.' (so never '..'), nothing a shell quotes.
+NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z")   # \Z: `$` would let a trailing newline in
+NAME_RULE = "expected letters, digits, '.', '_' or '-', starting with a letter or digit (a folder name)"
+
+
+def check_name(value: Any, what: str | None = None) -> str:
+    """`value` if it is a valid study/trial/run name, else a ConfigError naming it as `what` ("study name", "--name").
+
+    Without `what` (inside a pydantic validator, whose error names the key) the message is the rule alone.
+    """
+    if isinstance(value, str) and NAME_PATTERN.match(value):
+        return value
+    raise ConfigError(f"{what} {value!r}: {NAME_RULE}" if what else f"{NAME_RULE}, got {value!r}")
 
 
 class _Strict(BaseModel):
@@ -200,6 +217,12 @@ class TrialConfig(_Strict):
     cache_dir: str = Field(".kd-cache", description="shared assets (pools, teacher scores, models)")
     output_dir: str = Field("kd-runs", description="trial outputs (checkpoints, per-query scores)")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        """The run's folder under output_dir: one path component, never `../escape`."""
+        return check_name(value)
+
     @model_validator(mode="after")
     def _k_fits_pool(self) -> "TrialConfig":
         """No pool is deeper than `data.pool_depth`; the real pools are checked once they exist."""
@@ -219,7 +242,12 @@ class TrialConfig(_Strict):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrialConfig":
-        return cls.from_dict(read_yaml_mapping(path), source=str(path))
+        """A trial config file: a non-empty mapping (an empty file would silently run the default trial)."""
+        raw = read_yaml_mapping(path, what="a trial config")
+        if not raw:
+            raise ConfigError(f"{path}: empty trial config: give at least the fields that differ from the "
+                              "defaults (e.g. `name: my-run`)")
+        return cls.from_dict(raw, source=str(path))
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
@@ -240,8 +268,12 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; errors name the file (and line for syntax)."""
+def read_yaml_mapping(path: str | Path, what: str = "a mapping") -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors name the file (and line for syntax).
+
+    An empty file (or one holding only comments) is an error too: it is never what was meant.
+    `what` names the expected content in the messages ("a trial config", "a search space").
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
@@ -253,9 +285,11 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
     if raw is None:
-        return {}
+        raise ConfigError(f"{path}: empty file (expected {what}: a YAML mapping of fields)")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+        kind = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+            type(raw), type(raw).__name__)
+        raise ConfigError(f"{path}: expected {what} (a YAML mapping of fields) at the top level, got {kind}")
     return raw
 
 
