@@ -187,7 +187,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Fail fast on a bad space, before the runner imports Ray; the runner runs the preflight checks.
     space = load_space(args.space, overrides=_space_overrides(args), pin=_pins(args.pin))
     if args.dry_run:
+        from trainables.preflight import preflight
+
         console.print_plan(space)
+        for line in preflight(space.base, source=str(space.source)).lines():  # the data, models and folders
+            print(f"  checked {line}")
         return 0
     from study.runner import run_study
 

@@ -91,13 +91,15 @@ def run_study(space: SearchSpace, opts: StudyOptions) -> StudyOutcome:
     """
     paths = check_new_study(space.name, opts.root)
     check_ray_address(opts.ray_address)
+    space = _absolute(space)
+    checked = _preflight(space.base, space.source)   # every data set, model spec and folder: seconds
     tracking_uri = tracking.resolve_tracking_uri(opts.tracking_uri)
     tracking.check_tracking(tracking_uri)
     storage_url = _optuna_storage_url(opts, paths)
     if opts.optuna_storage:
         check_optuna_storage(storage_url, space.name)
-    space = _absolute(space)
 
+    opts.say(f"kd-study: checked {len(checked.sets)} data sets, the model specs, folders and stores")
     with _ray_session(opts) as ray:   # an unreachable cluster fails here
         max_concurrent = max_concurrent_trials(space, ray, remote=bool(opts.ray_address), say=opts.say)
         paths.dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +111,7 @@ def run_study(space: SearchSpace, opts: StudyOptions) -> StudyOutcome:
                                        optuna_storage=storage_url, experiment=opts.experiment or space.name,
                                        space_source=str(Path(space.source).resolve()), log_models=opts.log_models,
                                        num_samples=space.num_samples, metrics=space.metrics, modes=space.modes)
-            assets = prepare_study_assets(space, paths, opts.say)
+            assets = prepare_study_assets(space, paths, opts.say, data=checked.train)
             experiment_id, parent_run_id = _start_parent_run(
                 space, paths, assets, tracking_uri, state["experiment"],
                 {tags.ALGORITHM_TAG: space.study.algorithm, tags.METRIC_TAG: ",".join(space.metrics)})
@@ -187,6 +189,13 @@ def _ray_session(opts: StudyOptions):
         if callable(handler) and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, handler)
         yield ray
+
+
+def _preflight(cfg: TrialConfig, source: str | Path):
+    """The checks of everything a trial touches (trainables.preflight), before Ray starts."""
+    from trainables.preflight import preflight
+
+    return preflight(cfg, source=str(source))
 
 
 def _absolute(space: SearchSpace) -> SearchSpace:
@@ -284,6 +293,7 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
     cfg = TrialConfig.from_yaml(config_path)
     overrides = {k: v for k, v in (("name", name), ("output_dir", output_dir)) if v is not None}
     cfg = absolute_paths(cfg.with_overrides(overrides, source=str(config_path)) if overrides else cfg)
+    checked = _preflight(cfg, config_path)
     with _ray_session(opts) as ray:
         from trainables.assets import prepare_assets
         from trainables.samplers import check_k_fits_pool
@@ -295,7 +305,7 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
             raise StudyError(f"the trial needs {needed:g} CPUs and {gpus:g} GPUs but Ray has "
                              f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs (resources.*)")
         opts.say(f"kd-study: preparing shared assets in {cfg.cache_dir} ...")
-        assets = prepare_assets(cfg, progress=True)
+        assets = prepare_assets(cfg, progress=True, data=checked.train)
         opts.say(assets_line(assets.stats))
         check_k_fits_pool(cfg.sampler.k, assets.stats.get("pool_size_min"), cfg.sampler.on_small_pool,
                           where=f"{config_path}: sampler.k")

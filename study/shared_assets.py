@@ -9,6 +9,7 @@ import json
 import os
 from typing import Any, Callable, TypedDict
 
+from trainables.data.types import RetrievalData
 from trainables.samplers import check_k_fits_pool
 
 from study.paths import StudyPaths
@@ -21,11 +22,13 @@ class AssetsRecord(TypedDict):
     stats: dict[str, Any]      # build statistics: training queries, smallest pool, pairs scored
 
 
-def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[str], None]) -> AssetsRecord:
+def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[str], None], *,
+                         data: RetrievalData | None = None) -> AssetsRecord:
+    """`data`: the base config's training data when the caller already loaded it (the preflight)."""
     from trainables.assets import prepare_assets
 
     say(f"kd-study: preparing shared assets (pools, teacher scores) in {space.base.cache_dir} ...")
-    assets = prepare_assets(space.base, progress=True)
+    assets = prepare_assets(space.base, progress=True, data=data)
     stats = {k: v for k, v in assets.stats.items() if isinstance(v, (int, float, str, bool)) or v is None}
     info = AssetsRecord(training_set_path=assets.training_set_path, keys=assets.keys, stats=stats)
     check_pool_sizes(space, stats)

@@ -116,11 +116,39 @@ def test_unreachable_ray_cluster_fails_fast(tmp_path):
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
-    assert main(["--root", str(tmp_path / "studies"), "run", str(SPACES / "wkl_paper.yaml"), "--dry-run"]) == 0
+    from study import console
+    from study.space import load_space
+
+    console.print_plan(load_space(SPACES / "wkl_paper.yaml"))  # MS MARCO: its data needs a network
     out = capsys.readouterr().out
     assert "wkl_paper: grid, 28 trials" in out and "28 grid points" in out
     assert "loss.gamma1=6.0, loss.alpha=1.5" in out
+    assert main(["--root", str(tmp_path / "studies"), "run", str(space_file(tmp_path)), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "cli-test: " in out and "checked data.train: quickstart" in out and "checked eval.dev: quickstart" in out
     assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize("broken", ["missing folder", "corrupt corpus line", "qrels naming absent docs",
+                                    "missing queries.jsonl", "unknown irds id"])
+def test_dry_run_opens_every_data_set_and_fails_in_seconds(tmp_path, capsys, broken):
+    """A typo in an evaluation set fails `--dry-run` (and `run`) before Ray starts, not at a trial's end."""
+    import time
+
+    from tests.test_data import _broken_sets
+
+    dataset_id = _broken_sets(tmp_path)[broken][0]
+    path = space_file(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["base"]["eval"] = {"beir": [{"id": dataset_id, "split": "test", "name": "typo"}]}
+    path.write_text(yaml.safe_dump(raw))
+    started = time.perf_counter()
+    for extra in (["--dry-run"], []):
+        assert main(["--root", str(tmp_path / "studies"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns.db'}",
+                     "run", str(path), *extra]) == 2
+        assert "eval.beir[0]: " in one_error_line(capsys.readouterr().err)
+    assert time.perf_counter() - started < 6.0   # both commands: each well under 3 s
+    assert not (tmp_path / "studies").exists() and not (tmp_path / "mlruns.db").exists()
 
 
 def test_run_hands_the_loaded_space_and_options_to_the_runner(tmp_path, monkeypatch, capsys):
