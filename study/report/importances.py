@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.tracking import redact
+
 
 def param_importances(optuna_storage: str | os.PathLike, study_name: str) -> tuple[pd.DataFrame | None, list[str]]:
     """Optuna parameter importances of the study (fANOVA, seeded), and notes on what could not be done.
@@ -21,12 +23,12 @@ def param_importances(optuna_storage: str | os.PathLike, study_name: str) -> tup
     storage = str(optuna_storage)
     if "://" not in storage:
         if not Path(storage).is_file():
-            return None, [f"no Optuna storage at {storage}: importances skipped"]
+            return None, [f"no Optuna storage at {redact(storage)}: importances skipped"]
         storage = f"sqlite:///{Path(storage).resolve()}"
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        return None, [f"no Optuna study named {study_name!r} in {storage}: importances skipped"]
+        return None, [f"no Optuna study named {study_name!r} in {redact(storage)}: importances skipped"]
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(completed) < 2:
         return None, [f"importances need at least 2 completed Optuna trials, the study has {len(completed)}"]

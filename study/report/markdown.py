@@ -14,6 +14,7 @@ from study.report.sensitivity import DAGGER, SIGNIFICANCE, SensitivityTable
 from study.report.text import better, frame_to_markdown, is_missing, key_params, metric_label, plain
 from study.report.trial_tables import with_mean_row
 from study.tags import PER_QUERY_ARTIFACT, TRIAL_CONFIG_ARTIFACT
+from study.tracking import redact
 from trainables.outputs import TIME_PREFIX
 
 REPORT_FILE = "report.md"
@@ -60,7 +61,7 @@ def overview(report: StudyReport) -> Section:
     study, metric, best = report.study, report.metric, report.best
     excluded = len(study.excluded)
     lines = [f"# kd-study report: {study.name}", "",
-             f"- tracking store: `{study.tracking_uri}`; parent run `{study.parent_run_id}`",
+             f"- tracking store: `{redact(study.tracking_uri)}`; parent run `{study.parent_run_id}`",
              f"- trials: {len(study.trials)} finished"
              + (f", {excluded} excluded (not FINISHED, see below)" if excluded else ""),
              f"- metric: {metric_label(metric)} (`{metric}`), {better(report.mode)} is better",

@@ -24,6 +24,7 @@ from study.tags import (
     OVERHEAD_METRIC, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, STUDY_KIND, STUDY_KIND_TAG, STUDY_METRIC_PARAM,
     STUDY_MODE_PARAM, STUDY_NAME_TAG, STUDY_OBJECTIVES_PARAM, TAG_FALLBACKS, TRIAL_ID_TAG, WALL_METRIC,
 )
+from study.tracking import redact
 from trainables.errors import BadInput
 from trainables.outputs import EVAL_SECONDS, TRAIN_SECONDS
 
@@ -88,7 +89,7 @@ def load_study_runs(name: str, tracking_uri: str) -> StudyRuns:
         studies = _search_all(client, experiment_ids, study_filter)
         known = sorted({r.data.tags.get(STUDY_NAME_TAG, "?") for r in studies})
         there = f"known studies: {', '.join(known)}" if known else "it holds no kd-study studies"
-        raise ReportError(f"no study named {name!r} in {tracking_uri} ({there})")
+        raise ReportError(f"no study named {name!r} in {redact(tracking_uri)} ({there})")
     parents.sort(key=lambda r: r.info.start_time or 0, reverse=True)
     parent = parents[0]
     notes = []
