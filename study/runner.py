@@ -103,6 +103,8 @@ def run_study(space: SearchSpace, opts: StudyOptions) -> StudyOutcome:
     with _ray_session(opts) as ray:   # an unreachable cluster fails here
         max_concurrent = max_concurrent_trials(space, ray, remote=bool(opts.ray_address), say=opts.say)
         paths.dir.mkdir(parents=True, exist_ok=True)
+        if tracking.redact(tracking_uri) != tracking_uri or tracking.redact(storage_url) != storage_url:
+            paths.dir.chmod(0o700)   # Tune's pickles in tune/ hold the store URIs, credentials included
         parent_run_id = None
         try:
             shutil.copyfile(space.source, paths.space_copy)
