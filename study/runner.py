@@ -202,7 +202,7 @@ def _preflight(cfg: TrialConfig, source: str | Path):
 
 def _absolute(space: SearchSpace) -> SearchSpace:
     """Relative paths in the base (cache_dir, beir: folders, ...) resolved now: Tune runs trials in their own folders."""
-    from trainables.trial import absolute_paths
+    from trainables.config import absolute_paths
 
     return dataclasses.replace(space, base=absolute_paths(space.base))
 
@@ -290,7 +290,7 @@ def _report(ctx: StudyContext, outcome: StudyOutcome) -> None:
 def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | None = None,
                  output_dir: str | None = None):
     """`kd-study train CONFIG.yaml`: prepare assets and run one trial outside Tune; returns its TrialResult."""
-    from trainables.trial import absolute_paths
+    from trainables.config import absolute_paths
 
     cfg = TrialConfig.from_yaml(config_path)
     overrides = {k: v for k, v in (("name", name), ("output_dir", output_dir)) if v is not None}

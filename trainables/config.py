@@ -303,3 +303,17 @@ def format_validation_error(error: ValidationError, source: str) -> str:
             message = "unknown key"
         lines.append(f"{source}: {key}: {message}")
     return "; ".join(lines)
+
+
+def absolute_paths(cfg: TrialConfig) -> TrialConfig:
+    """`cfg` with cache_dir, output_dir, candidates_file and `beir:` folders resolved against the cwd."""
+    raw = cfg.model_dump(mode="json")
+    raw["cache_dir"] = os.path.abspath(raw["cache_dir"])
+    raw["output_dir"] = os.path.abspath(raw["output_dir"])
+    if raw["data"].get("candidates_file"):
+        raw["data"]["candidates_file"] = os.path.abspath(raw["data"]["candidates_file"])
+    refs = [raw["data"]["train"], raw["eval"]["dev"], *raw["eval"]["beir"], *raw["eval"]["dl"]]
+    for ref in refs:
+        if ref is not None and ref["id"].startswith("beir:"):
+            ref["id"] = "beir:" + os.path.abspath(os.path.expanduser(ref["id"][5:]))
+    return TrialConfig.from_dict(raw, source=f"trial {cfg.name}")

@@ -22,7 +22,7 @@ import ray.train
 import yaml
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from trainables.config import ConfigError, TrialConfig
+from trainables.config import ConfigError, TrialConfig, absolute_paths
 from trainables.outputs import FINAL_METRICS, NAN_LOSS_TEST_ENV, PER_QUERY, STUDENT_DIR, TRAIN_LOG, TRIAL_CONFIG
 from trainables.train_loop import train_loop_per_worker
 
@@ -158,20 +158,6 @@ def read_train_log(storage_path: str, name: str) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def absolute_paths(cfg: TrialConfig) -> TrialConfig:
-    """`cfg` with cache_dir, output_dir, candidates_file and `beir:` folders resolved against the cwd."""
-    raw = cfg.model_dump(mode="json")
-    raw["cache_dir"] = os.path.abspath(raw["cache_dir"])
-    raw["output_dir"] = os.path.abspath(raw["output_dir"])
-    if raw["data"].get("candidates_file"):
-        raw["data"]["candidates_file"] = os.path.abspath(raw["data"]["candidates_file"])
-    refs = [raw["data"]["train"], raw["eval"]["dev"], *raw["eval"]["beir"], *raw["eval"]["dl"]]
-    for ref in refs:
-        if ref is not None and ref["id"].startswith("beir:"):
-            ref["id"] = "beir:" + os.path.abspath(os.path.expanduser(ref["id"][5:]))
-    return TrialConfig.from_dict(raw, source=f"trial {cfg.name}")
 
 
 def _claim_run_dir(run_dir: Path, cfg: TrialConfig) -> None:
