@@ -526,3 +526,38 @@ def test_sigterm_during_tunes_fit_is_its_graceful_stop(tmp_path, monkeypatch, ca
     line = one_error_line(capsys.readouterr().err)
     assert line.endswith("study cli-test stopped by SIGTERM with 1 of 3 trials done; continue it with "
                          "`kd-study resume cli-test`")
+
+
+def test_version_and_each_verb_shows_only_the_options_it_uses(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"kd-study {version('kd-study')}"
+    for verb, uses_ray in (("run", True), ("resume", True), ("train", True), ("report", False), ("export", False)):
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        text = capsys.readouterr().out
+        assert ("--ray-address" in text) == uses_ray and ("--num-cpus" in text) == uses_ray, verb
+        assert "--tracking-uri" in text and "--root" in text
+        positional = text.split("positional arguments:")[1].split("options:")[0]
+        assert all(len(line.split()) > 1 for line in positional.strip().splitlines()), f"{verb}: a positional without help"
+
+
+def test_multi_objective_uses_the_spaces_own_metric_keys(tmp_path, capsys):
+    """The SciFact spaces evaluate on subsets: --multi-objective must optimise the `_subset500` keys."""
+    code = main(["--root", str(tmp_path), "run", str(SPACES / "scifact_sampling.yaml"), "--multi-objective", "--dry-run"]) \
+        if (SPACES.parent.parent / "shared" / "data" / "scifact").is_dir() else None
+    from study.cli import _headline_objectives
+    from study.space import load_space
+
+    objectives = _headline_objectives(load_space(SPACES / "scifact_sampling.yaml"))["study.objectives"]
+    assert [o["metric"] for o in objectives] == ["dev_mrr_at_10_subset500", "beir_ndcg_at_10_avg_subset500"]
+    if code is not None:
+        assert code == 0 and "dev_mrr_at_10_subset500, beir_ndcg_at_10_avg_subset500 (max, max)" in capsys.readouterr().out
+    no_beir = space_file(tmp_path)
+    raw = yaml.safe_load(no_beir.read_text())
+    raw["base"]["eval"] = {"beir": []}
+    no_beir.write_text(yaml.safe_dump(raw))
+    assert main(["--root", str(tmp_path), "run", str(no_beir), "--multi-objective", "--dry-run"]) == 2
+    assert "do not report beir_ndcg_at_10_avg" in one_error_line(capsys.readouterr().err)

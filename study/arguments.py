@@ -1,0 +1,143 @@
+"""The `kd-study` command line: its verbs, their arguments and help (parsing only; study.cli acts).
+
+Each verb's options are the ones it uses: `report` and `export` start no Ray, so they take no
+`--ray-address`/`--num-cpus`.
+"""
+from __future__ import annotations
+
+import argparse
+
+from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
+
+from study.console import PROG
+
+DESCRIPTION = """\
+Hyperparameter studies of knowledge distillation for dense retrieval (Ray Tune + Optuna + MLflow).
+
+  kd-study run search_spaces/quickstart.yaml      run a study (offline quickstart: 6 trials)
+  kd-study resume quickstart                      continue a study after a killed driver
+  kd-study train best.yaml                        one distillation run, outside Tune
+  kd-study report quickstart                      sensitivity tables from the MLflow store
+  kd-study export quickstart                      best trial's config as a trial YAML
+
+A study's files live in kd-studies/<NAME>/ (--root); its runs in the MLflow store
+(--tracking-uri, default sqlite:///mlruns.db; browse with `mlflow ui --backend-store-uri
+sqlite:///mlruns.db`).
+"""
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool, ray: bool = True) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("global options")
+    if ray:
+        _ray_options(group, default)
+    group.add_argument("--tracking-uri", default=default, metavar="URI",
+                       help="MLflow tracking store (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db); "
+                            "an http(s) server is checked before anything runs")
+    group.add_argument("--root", default=default, metavar="DIR",
+                       help="folder holding the studies (default: kd-studies)")
+
+
+def _ray_options(group, default) -> None:
+    group.add_argument("--ray-address", default=default, metavar="ADDR",
+                       help="join this Ray cluster (e.g. auto, ray://host:10001) instead of starting a local Ray; "
+                            "Ray 2.60 clusters use token auth: set RAY_AUTH_MODE=token and the cluster's token "
+                            "(RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+    group.add_argument("--num-cpus", type=int, default=default, metavar="N",
+                       help="CPUs of the local Ray (default: all); ignored with --ray-address")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str, description: str, ray: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _global_options(p, suppress=True, ray=ray)
+        return p
+
+    run = command("run", "run a study from a search-space YAML", """\
+Run a study: validate the space (every choice and range end must give a valid trial config),
+check the tracking store, build the shared assets (pools, teacher scores) once, then run
+num_samples trials with Ray Tune + Optuna (TPE, random or an exact grid) and log a parent MLflow
+run with one nested run per trial. At the end: report/ and best.yaml in kd-studies/<NAME>/.
+Interrupt with Ctrl-C or SIGTERM (or lose the driver) and continue with `kd-study resume NAME`.""")
+    run.add_argument("space", metavar="SPACE.yaml", help="search space (see search_spaces/*.yaml)")
+    run.add_argument("--name", help="study name (default: study.name in the file)")
+    run.add_argument("--num-samples", type=int, metavar="N", help="override study.num_samples")
+    run.add_argument("--max-concurrent-trials", type=int, metavar="N", help="override study.max_concurrent_trials")
+    run.add_argument("--scheduler", choices=("asha", "none"), help="override study.scheduler (early stopping)")
+    run.add_argument("--algorithm", choices=("tpe", "random", "grid"), help="override study.algorithm")
+    run.add_argument("--seed", type=int, help="override study.seed (the search's seed)")
+    run.add_argument("--multi-objective", action="store_true",
+                     help=f"optimise {DEV_MRR_AT_10} and {BEIR_NDCG_AT_10_AVG} together (Pareto front)")
+    run.add_argument("--optuna-storage", metavar="URL",
+                     help="Optuna RDB storage (default: sqlite in the study folder), e.g. postgresql://...")
+    run.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the study name)")
+    run.add_argument("--log-models", action="store_true", help="log each trial's trained student as an artifact")
+    run.add_argument("--no-report", action="store_true", help="skip report/ and best.yaml at the end")
+    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="pin",
+                     help="fix a trial config field for every trial (YAML value), e.g. --set optim.epochs=1; "
+                          "a searched field is no longer searched")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate the space and print the plan (trials, grid points); run nothing")
+    run.add_argument("--quiet", action="store_true", help="no live trial table")
+    run.set_defaults(command_name="run")
+
+    resume = command("resume", "continue an interrupted study", """\
+Continue study NAME from kd-studies/NAME/: Tune restores its trials and the Optuna searcher;
+finished trials are kept (never re-trained), the trials that were running continue from their
+last checkpoint, errored trials are retried, and each keeps its MLflow run (no duplicates).""")
+    resume.add_argument("name", metavar="NAME", help="the study to continue (its folder in --root)")
+    resume.add_argument("--no-report", action="store_true", help="skip report/ and best.yaml at the end")
+    resume.add_argument("--quiet", action="store_true", help="no live trial table")
+    resume.set_defaults(command_name="resume")
+
+    train = command("train", "run one trial config outside Tune", """\
+Prepare the shared assets and run one distillation trial (Ray Train) from a trial config YAML,
+e.g. a study's best.yaml; print Dev MRR@10 and BEIR nDCG@10. Re-running the same config and
+name continues from its last checkpoint (a finished run re-reports its metrics), also after
+Ctrl-C or SIGTERM.""")
+    train.add_argument("config", metavar="CONFIG.yaml", help="trial config (trainables.config.TrialConfig)")
+    train.add_argument("--name", help="run name (default: `name` in the config)")
+    train.add_argument("--output-dir", metavar="DIR", help="where runs go (default: output_dir in the config)")
+    train.set_defaults(command_name="train")
+
+    report = command("report", "sensitivity tables and paired tests of a study", """\
+Build the report of study NAME from the MLflow store: sensitivity tables (γ1 × α, sampler × K),
+paired per-query t-tests against the best cell, heatmaps and trial timings; print the tables and
+write them to kd-studies/NAME/report/ (or --out).""", ray=False)
+    report.add_argument("name", metavar="NAME", nargs="?", help="study (omit with --document)")
+    report.add_argument("--document", metavar="SPEC.yaml",
+                        help="write a results document over several studies instead (e.g. docs/results.yaml: "
+                             "studies, metrics, grid-vs-search comparisons, bench tables, discussion)")
+    report.add_argument("--metric", help="metric of the tables (default: the study's)")
+    report.add_argument("-o", "--out", metavar="DIR", help="output folder (default: kd-studies/NAME/report)")
+    report.set_defaults(command_name="report")
+
+    export = command("export", "write the best trial's config as a trial YAML", """\
+Write the full trial config of study NAME's best finished trial (by --metric) to a YAML that
+`kd-study train` runs as is.""", ray=False)
+    export.add_argument("name", metavar="NAME", help="the study whose best trial to export")
+    export.add_argument("--metric", help="metric to rank trials by (default: the study's)")
+    export.add_argument("--mode", choices=("max", "min"),
+                        help="higher or lower is better (default: the study's mode for its metric, else max)")
+    export.add_argument("-o", "--out", metavar="PATH", help="output file (default: kd-studies/NAME/best.yaml)")
+    export.set_defaults(command_name="export")
+    return parser
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kd-study")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
