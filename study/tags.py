@@ -31,6 +31,7 @@ TAG_FALLBACKS = {"loss.name": "loss", "sampler.name": "sampler", "sampler.k": "k
 TRIAL_CONFIG_ARTIFACT = outputs.TRIAL_CONFIG
 PER_QUERY_ARTIFACT = outputs.PER_QUERY
 STUDENT_ARTIFACT_DIR = outputs.STUDENT_DIR
+RUNS_ARTIFACT_DIR = outputs.RUNS_DIR                 # one TREC run file per evaluation set
 REPORT_ARTIFACT_DIR = "report"                     # on the parent run
 
 # Metrics the study layer derives from a trial run.

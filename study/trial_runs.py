@@ -14,9 +14,9 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from study.tags import (
-    CHECKPOINT_TAG, ERROR_TAG, MISSING_ARTIFACTS_TAG, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, SEARCHED_TAG, STATE_FAILED,
-    STATE_FINISHED, STATE_PRUNED, STATE_RESUMED, STATE_TAG, STUDENT_ARTIFACT_DIR, STUDY_KIND_TAG, STUDY_NAME_TAG,
-    TAG_FALLBACKS, TRIAL_CONFIG_ARTIFACT, TRIAL_ID_TAG, TRIAL_KIND,
+    CHECKPOINT_TAG, ERROR_TAG, MISSING_ARTIFACTS_TAG, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, RUNS_ARTIFACT_DIR, SEARCHED_TAG,
+    STATE_FAILED, STATE_FINISHED, STATE_PRUNED, STATE_RESUMED, STATE_TAG, STUDENT_ARTIFACT_DIR, STUDY_KIND_TAG,
+    STUDY_NAME_TAG, TAG_FALLBACKS, TRIAL_CONFIG_ARTIFACT, TRIAL_ID_TAG, TRIAL_KIND,
 )
 from study.tracking import (
     FINAL_METRIC_MARKER, client, flat_config, log_params, numeric_metrics, run_name, trial_error_line, trial_name,
@@ -131,6 +131,10 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
             self.mlflow.log_artifact(run_id, str(Path(checkpoint, PER_QUERY_ARTIFACT)))
         else:
             missing.append(PER_QUERY_ARTIFACT)
+        if checkpoint and Path(checkpoint, RUNS_ARTIFACT_DIR).is_dir():   # TREC runs, one per evaluation set
+            self.mlflow.log_artifacts(run_id, str(Path(checkpoint, RUNS_ARTIFACT_DIR)), artifact_path=RUNS_ARTIFACT_DIR)
+        else:
+            missing.append(RUNS_ARTIFACT_DIR)
         if self.log_models:
             student = Path(checkpoint or "", STUDENT_ARTIFACT_DIR)
             if checkpoint and student.is_dir():

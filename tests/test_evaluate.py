@@ -196,3 +196,29 @@ def test_sharded_corpus_encoding_gives_the_same_metrics_on_rank_zero(tiny_studen
     assert 0 < len(from_rank1[0][0]) < 1000
     dev_keys = ("dev_mrr_at_10", "dev_ndcg_at_10", "dev_recall_at_1000")
     assert rank0.metrics == pytest.approx({k: full_result.metrics[k] for k in dev_keys}, abs=1e-6)
+
+
+def test_each_evaluation_set_leaves_a_trec_run_that_rescores_to_the_logged_metric(full_result, scifact_ci, tmp_path):
+    """The run behind every metric is kept (top `top_k`, 6 columns): trec_eval, ranx or ir_measures re-score it."""
+    import gzip
+
+    import ir_measures
+
+    from trainables.data.runfile import read_run_file, write_run_file
+    from trainables.outputs import run_file_name
+
+    assert set(full_result.runs) == {"dev", "beir/scifact_ci"}
+    path = tmp_path / run_file_name("beir/scifact_ci")
+    assert path.name == "beir_scifact_ci.trec.gz"
+    lines = write_run_file(path, full_result.runs["beir/scifact_ci"], tag="study-t0001")
+    rows = [line.split() for line in gzip.decompress(path.read_bytes()).decode().splitlines()]
+    assert lines == len(rows) == 50 * 100 and all(len(row) == 6 and row[1] == "Q0" and row[5] == "study-t0001" for row in rows)
+    plain = tmp_path / "plain.trec"
+    write_run_file(plain, full_result.runs["beir/scifact_ci"], tag="study-t0001")
+    assert [line.split() for line in plain.read_text().splitlines()] == rows
+    assert read_run_file(plain)[rows[0][0]][0][0] == rows[0][2]       # rank 1 first
+    qrels = load_data(scifact_ci).qrels
+    rescored = ir_measures.calc_aggregate([ir_measures.nDCG @ 10, ir_measures.RR @ 10], qrels,
+                                          ir_measures.read_trec_run(str(path)))
+    assert rescored[ir_measures.nDCG @ 10] == pytest.approx(full_result.metrics["beir/scifact_ci/ndcg_at_10"], abs=1e-6)
+    assert rescored[ir_measures.RR @ 10] == pytest.approx(full_result.metrics["beir/scifact_ci/mrr_at_10"], abs=1e-6)

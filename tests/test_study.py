@@ -121,7 +121,7 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, sample_data):
         assert {"optim.lr", "data.pool_depth", "eval.top_k", "resources.num_workers"} <= set(params)
 
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"trial_config.yaml", "per_query.json", "student"} <= artifacts      # --log-models
+        assert {"trial_config.yaml", "per_query.json", "student", "runs"} <= artifacts      # --log-models; TREC runs
         folder = Path(client.download_artifacts(run.info.run_id, "", str(workdir / "dl" / run.info.run_id)))
         cfg = TrialConfig.from_yaml(folder / "trial_config.yaml")
         assert cfg.loss.name == params["loss.name"] and cfg.loss.gamma1 == float(params["loss.gamma1"])

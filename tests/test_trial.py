@@ -6,6 +6,7 @@ Small on purpose (2 shared CPU cores): a tiny random BERT student, 32 SciFact tr
 """
 from __future__ import annotations
 
+import gzip
 import time
 from pathlib import Path
 
@@ -78,6 +79,9 @@ def test_trial_distils_and_reports_final_metrics(ray_local, sample_data, assets,
     # What later stages read: per-query scores for paired tests, a loadable student, the config.
     judged = {line.split("\t")[0] for line in (sample_data / "scifact_ci" / "qrels" / "test.tsv").read_text().splitlines()[1:]}
     assert set(result.per_query[EVAL_KEYS[0]]) == judged
+    run_lines = gzip.decompress((Path(result.checkpoint_path) / "runs" / "beir_scifact_ci.trec.gz").read_bytes())
+    rows = [line.split() for line in run_lines.decode().splitlines()]   # one TREC run per evaluation set
+    assert {row[0] for row in rows} == judged and {row[5] for row in rows} == {cfg.name}
     student = BiEncoder.load(result.student_dir)
     assert student.encode(["a claim about cells"], is_query=True).shape == (1, 32)
     saved = TrialConfig.from_yaml(Path(result.checkpoint_path) / "trial_config.yaml")

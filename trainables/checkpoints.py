@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from trainables.data.runfile import write_run_file
 from trainables.errors import CheckpointError
-from trainables.outputs import FINAL_METRICS, PER_QUERY, STUDENT_DIR, TRAIN_STATE, TRIAL_CONFIG
+from trainables.outputs import FINAL_METRICS, PER_QUERY, RUNS_DIR, STUDENT_DIR, TRAIN_STATE, TRIAL_CONFIG, run_file_name
 
 if TYPE_CHECKING:
     from trainables.config import TrialConfig
@@ -116,5 +117,7 @@ def save_final(directory: str, student, cfg: TrialConfig, final: dict[str, Any],
     """Write the final checkpoint: the student, per-query scores, the config and the final report."""
     student.save(os.path.join(directory, STUDENT_DIR))
     Path(directory, PER_QUERY).write_text(json.dumps(result.per_query))
+    for set_name, run in result.runs.items():   # re-scorable by trec_eval, ranx, pyserini, ir_measures
+        write_run_file(Path(directory, RUNS_DIR, run_file_name(set_name)), run, tag=cfg.name)
     cfg.to_yaml(os.path.join(directory, TRIAL_CONFIG))
     Path(directory, FINAL_METRICS).write_text(json.dumps({"metrics": final, "eval_timings": result.timings}, indent=1))

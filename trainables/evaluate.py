@@ -59,6 +59,7 @@ class EvalResult:
     metrics: dict[str, float]
     per_query: dict[str, dict[str, float]]
     timings: dict[str, float] = field(default_factory=dict)
+    runs: dict[str, Run] = field(default_factory=dict)   # evaluation set name → its top-`top_k` run
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ def evaluate_student(
     metrics: dict[str, float] = {}
     per_query: dict[str, dict[str, float]] = {}
     timings: dict[str, float] = {}
+    runs: dict[str, Run] = {}
     beir_ndcg = []
     for eval_set in tqdm(eval_sets(eval_cfg), desc="evaluate", unit="set", disable=not progress or rank != 0):
         start = time.perf_counter()
@@ -218,10 +220,11 @@ def evaluate_student(
         timings[f"{eval_set.name}/metrics_s"] = time.perf_counter() - start
         metrics.update(aggregate)
         per_query.update(set_per_query)
+        runs[eval_set.name] = run
         if eval_set.kind == "beir":
             averaged = set_metric_keys("beir", eval_set.ref.label, eval_cfg.metric_suffix)[BEIR_AVERAGED_MEASURE]
             beir_ndcg.append(aggregate[averaged])
     if beir_ndcg:
         metrics[beir_average_key(eval_cfg.metric_suffix)] = float(np.mean(beir_ndcg))
     timings["total_s"] = time.perf_counter() - total_start
-    return EvalResult(metrics=metrics, per_query=per_query, timings=timings)
+    return EvalResult(metrics=metrics, per_query=per_query, timings=timings, runs=runs)

@@ -17,6 +17,7 @@ STUDENT_DIR = "student"                 # final checkpoint: BiEncoder.save (plai
 PER_QUERY = "per_query.json"            # final checkpoint: {metric_key: {qid: value}}
 TRIAL_CONFIG = "trial_config.yaml"      # final checkpoint (and beside the checkpoints): the TrialConfig
 FINAL_METRICS = "final_metrics.json"    # final checkpoint: the final report; marks a finished trial
+RUNS_DIR = "runs"                       # final checkpoint: one TREC run file per evaluation set
 TRAIN_LOG = "train_log.jsonl"           # beside the checkpoints: every report of rank 0, one JSON per line
 
 # Keys of the trial's reports.
@@ -88,3 +89,11 @@ STAGING_DIR = ".checkpoint-staging"
 # it to its processes): "STEP" makes every trial's loss NaN at STEP, "STEP:KEY=VALUE" only the
 # trials whose config has VALUE at the dotted KEY, e.g. "3:loss.name=wkl". Never set it otherwise.
 NAN_LOSS_TEST_ENV = "KD_STUDY_TEST_NAN_LOSS_AT_STEP"
+
+
+def run_file_name(set_name: str) -> str:
+    """The TREC run file of one evaluation set in `RUNS_DIR`: `dev.trec.gz`, `beir_scifact.trec.gz`, ...
+
+    Gzipped: a top-1000 run of a few hundred queries is ~20 MB of text per set and trial.
+    """
+    return set_name.replace("/", "_") + ".trec.gz"

@@ -1,6 +1,7 @@
-"""TREC run files: `qid Q0 docid rank score tag`, one retrieved document per line."""
+"""TREC run files: `qid Q0 docid rank score tag`, one retrieved document per line; read and written here."""
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 from trainables.data.types import DataError
@@ -39,3 +40,24 @@ def read_run_file(path: str | Path) -> dict[str, list[tuple[str, float]]]:
             seen.add((qid, doc_id))
             rows.setdefault(qid, []).append((rank_value, number, doc_id, score_value))
     return {qid: [(doc_id, score) for _, _, doc_id, score in sorted(ranked)] for qid, ranked in rows.items()}
+
+
+def write_run_file(path: str | Path, run: dict[str, dict[str, float]], tag: str) -> int:
+    """Write `run` (qid → docid → score) as a TREC run, each query's documents by score (ties: docid).
+
+    Standard 6 columns, rank from 1, `tag` in the last column (no whitespace); gzip-compressed when
+    `path` ends in `.gz` (ir_measures reads it as is; `zcat` feeds trec_eval). Returns the line count.
+    """
+    if not tag or any(c.isspace() for c in tag):
+        raise ValueError(f"run tag must be one word, got {tag!r}")
+    lines = 0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as handle:
+        for qid in sorted(run):
+            ranked = sorted(run[qid].items(), key=lambda item: (-item[1], item[0]))
+            for rank, (doc_id, score) in enumerate(ranked, start=1):
+                handle.write(f"{qid} Q0 {doc_id} {rank} {score:.9g} {tag}\n")  # float32-exact
+                lines += 1
+    return lines
