@@ -112,10 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.name is not None:
         check_name(args.name, "--name")
     cfg = TrialConfig.from_yaml(args.config)  # a bad config fails before Ray and torch load
-    from study.preflight import check_ray_address
-
-    check_ray_address(getattr(args, "ray_address", None))
-    from study.runner import train_single
+    from study.runner import train_single   # light; it checks the Ray address before any work
 
     try:
         cfg, result = train_single(args.config, _options(args), name=args.name, output_dir=args.output_dir)
@@ -134,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     try:
-        from study.report import print_report, report_study
+        from study.report import build_report, render_report, write_report
     except ImportError as error:
         raise _Unavailable(f"study.report is not available ({error})") from None
     if args.document:
@@ -147,11 +144,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError("kd-study report: give a study NAME or --document SPEC.yaml")
     name = check_name(args.name, "study name")
     state, tracking_uri = _find_study(name, args)
-    metric = args.metric or _study_metric(state)
     out = Path(args.out) if args.out else _study_dir(name, args) / "report"
-    storage = state.get("optuna_storage")
-    path = report_study(name, tracking_uri, out, metric=metric, optuna_storage=storage)
-    print_report(name, tracking_uri, metric=metric, optuna_storage=storage)
+    # built once (runs, tests, importances), then written and printed; metric defaults to the study's own
+    report = build_report(name, tracking_uri, args.metric, state.get("optuna_storage"))
+    path = write_report(report, out)
+    render_report(report)
     print(f"report: {path}")
     return 0
 
@@ -162,12 +159,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise _Unavailable(f"study.export is not available ({error})") from None
     name = check_name(args.name, "study name")
-    state, tracking_uri = _find_study(name, args)
+    _, tracking_uri = _find_study(name, args)
     out = Path(args.out) if args.out else _study_dir(name, args) / "best.yaml"   # made once the best trial is found
-    metric = args.metric or _study_metric(state) or DEV_MRR_AT_10
-    mode = args.mode or ("max" if args.metric and args.metric != _study_metric(state)
-                         else (state.get("modes") or ["max"])[0])
-    path = export_best(name, tracking_uri, metric, out, mode=mode)
+    # metric and mode default to the study's own objective (export_best reads it from the parent run)
+    path = export_best(name, tracking_uri, args.metric, out, mode=args.mode)
     print(f"best config: {path}  (run it: kd-study train {path})")
     return 0
 
@@ -215,11 +210,6 @@ def _find_study(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], st
         uri = resolve_tracking_uri(getattr(args, "tracking_uri", None))
         raise ConfigError(f"no study named {name!r}: not in {_study_dir(name, args).parent}, and no MLflow store "
                           f"at {redact(uri)}") from None
-
-
-def _study_metric(state: dict[str, Any]) -> str | None:
-    metrics = state.get("metrics") or [None]
-    return metrics[0]
 
 
 def _finish(outcome, metrics: list[str], args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from trainables.config import TrialConfig
 from trainables.outputs import NAN_LOSS_TEST_ENV
 
 from study import tracking
-from study.preflight import StudyError, check_ray_address
+from study.preflight import StudyError
 from study.space import SearchSpace
 
 # Environment every Ray process of a study gets (Ray Train start-up is slow on small shared machines).
@@ -29,7 +29,10 @@ _FORWARDED_ENV = (*RAY_ENV_DEFAULTS, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", N
 
 
 class RaySession:
-    """ray.init on entry (a fresh local Ray, or the cluster at --ray-address), shutdown on exit if we started it."""
+    """ray.init on entry (a fresh local Ray, or the cluster at --ray-address), shutdown on exit if we started it.
+
+    Callers check the address first (`check_ray_address`, before any other work), so this does not again.
+    """
 
     def __init__(self, address: str | None, num_cpus: int | None):
         self.address, self.num_cpus, self.started = address, num_cpus, False
@@ -47,7 +50,6 @@ class RaySession:
         if ray.is_initialized():
             return ray
         env_vars = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
-        check_ray_address(self.address)
         try:
             if self.address:
                 ray.init(address=self.address, runtime_env={"env_vars": env_vars}, log_to_driver=True)

@@ -295,6 +295,7 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
     cfg = TrialConfig.from_yaml(config_path)
     overrides = {k: v for k, v in (("name", name), ("output_dir", output_dir)) if v is not None}
     cfg = absolute_paths(cfg.with_overrides(overrides, source=str(config_path)) if overrides else cfg)
+    check_ray_address(opts.ray_address)
     checked = _preflight(cfg, config_path)
     with _ray_session(opts) as ray:
         from trainables.assets import prepare_assets

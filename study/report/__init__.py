@@ -36,7 +36,11 @@ def report_study(name: str, tracking_uri: str, out_dir: str | Path, metric: str 
     `metric` and `mode` default to the study's own. With `log_to_parent`, every file written is
     logged on the study's parent run under REPORT_ARTIFACT_DIR.
     """
-    report = build_report(name, tracking_uri, metric, optuna_storage, mode=mode)
+    return write_report(build_report(name, tracking_uri, metric, optuna_storage, mode=mode), out_dir, log_to_parent)
+
+
+def write_report(report: StudyReport, out_dir: str | Path, log_to_parent: bool = True) -> Path:
+    """Write a built report's files (see `report_study`) and return REPORT_FILE's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sections = report_sections(report)
@@ -63,5 +67,5 @@ __all__ = [
     "download_artifact", "frame_to_markdown", "load_per_query", "load_study_runs", "metric_label",
     "mlflow_client", "mode_for", "paired_test", "param_importances", "plot_heatmap", "plot_importances",
     "plot_search_progress", "print_report", "render_report", "report_study", "sampler_diagnostics",
-    "sensitivity_table", "trial_times",
+    "sensitivity_table", "trial_times", "write_report",
 ]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.report.best import check_mode
+from study.report.best import best_position, check_mode
 from study.report.runs import PerQuery, ReportError
 from study.report.text import SHORT_AXIS, better, corner, fmt_label, markdown_table, metric_label, ordered
 from study.tags import PER_QUERY_ARTIFACT
@@ -139,11 +139,11 @@ def paired_test(values: pd.Series, best: pd.Series) -> tuple[float, float, int]:
 
 def _best_cell(mean: pd.DataFrame, mode: str) -> tuple[Any, Any]:
     """The cell with the best finite mean (the first in table order on a tie)."""
-    stacked = mean.stack().dropna()
-    stacked = stacked[np.isfinite(stacked.to_numpy(dtype=float))]
-    if stacked.empty:
+    stacked = mean.stack()
+    position = best_position(stacked, mode)   # the one best rule: finite values only, first on a tie
+    if position is None:
         raise ReportError("no cell has a finite mean")
-    return tuple(stacked.idxmax() if mode == "max" else stacked.idxmin())
+    return tuple(stacked.index[position])
 
 
 def sensitivity_table(df: pd.DataFrame, rows: str, cols: str, metric: str, per_query: PerQuery | None = None, *,
