@@ -38,7 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.config import NAME_PATTERN, ConfigError, TrialConfig, check_name, read_yaml_mapping
+from trainables.config import NAME_PATTERN, ConfigError, TrialConfig, check_name, get_dotted, read_yaml_mapping
 from trainables.outputs import final_metric_keys
 
 from study import grid
@@ -176,10 +176,7 @@ class SearchSpace:
         return True
 
     def static_value(self, dotted: str) -> Any:
-        node: Any = self.base.model_dump(mode="json")
-        for part in dotted.split("."):
-            node = node[part]
-        return node
+        return get_dotted(self.base.model_dump(mode="json"), dotted)
 
     def trial_config(self, params: Mapping[str, Any], name: str | None = None) -> TrialConfig:
         """The full TrialConfig of one trial: base + fixed + the searched values it drew."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -258,6 +259,14 @@ class TrialConfig(_Strict):
         for dotted, value in overrides.items():
             set_dotted(raw, dotted, value)
         return TrialConfig.from_dict(raw, source=source)
+
+
+def get_dotted(raw: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted key (`loss.gamma1`) of a nested mapping; KeyError/TypeError when it is not there."""
+    node: Any = raw
+    for part in dotted.split("."):
+        node = node[part]
+    return node
 
 
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

@@ -22,7 +22,7 @@ import ray.train
 import yaml
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from trainables.config import ConfigError, TrialConfig, absolute_paths
+from trainables.config import ConfigError, TrialConfig, absolute_paths, get_dotted
 from trainables.outputs import FINAL_METRICS, NAN_LOSS_TEST_ENV, PER_QUERY, STUDENT_DIR, TRAIN_LOG, TRIAL_CONFIG
 from trainables.train_loop import train_loop_per_worker
 
@@ -132,9 +132,10 @@ def nan_loss_hook(cfg: TrialConfig) -> dict[str, int]:
     if not step.isdigit() or (condition and not (key and wanted)):
         raise ValueError(f"{NAN_LOSS_TEST_ENV}={raw!r}: expected STEP or STEP:KEY=VALUE, e.g. 3:loss.name=wkl")
     if condition:
-        value: Any = cfg.model_dump(mode="json")
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
+        try:
+            value = get_dotted(cfg.model_dump(mode="json"), key)
+        except (KeyError, TypeError):
+            value = None
         if str(value) != wanted:
             return {}
     return {"nan_loss_at_step": int(step)}

@@ -10,11 +10,13 @@ the loaded training data, so the caller can build the shared assets from it with
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from trainables.config import DatasetRef, TrialConfig
 from trainables.data import load_data
 from trainables.data.types import DataError, RetrievalData
+from trainables.outputs import eval_set_refs
 
 # MLflow's rule for metric and param names (mlflow.utils.validation): letters, digits, '_', '-', '.',
 # ' ', ':' and '/'. A label becomes part of metric keys (`beir/<label>/ndcg_at_10`).
@@ -30,10 +32,12 @@ class CheckedSet:
 
 
 def eval_refs(cfg: TrialConfig) -> list[tuple[str, DatasetRef]]:
-    """(role, ref) of every evaluation set of `cfg`, in the order a trial evaluates them."""
-    refs = [("eval.dev", cfg.eval.dev)] if cfg.eval.dev is not None else []
-    refs += [(f"eval.beir[{i}]", ref) for i, ref in enumerate(cfg.eval.beir)]
-    refs += [(f"eval.dl[{i}]", ref) for i, ref in enumerate(cfg.eval.dl)]
+    """(role, ref) of every evaluation set of `cfg`, in the order a trial evaluates them (`eval_set_refs`)."""
+    seen: Counter[str] = Counter()
+    refs = []
+    for kind, ref in eval_set_refs(cfg.eval):
+        refs.append(("eval.dev" if kind == "dev" else f"eval.{kind}[{seen[kind]}]", ref))
+        seen[kind] += 1
     return refs
 
 
