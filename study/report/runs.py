@@ -6,6 +6,11 @@ objective (STUDY_METRIC_PARAM and STUDY_MODE_PARAM, or STUDY_OBJECTIVES_PARAM); 
 (PARENT_RUN_TAG) with the flattened trial config as dotted params (`loss.gamma1`, `sampler.k`, ...),
 final metrics, and the artifacts TRIAL_CONFIG_ARTIFACT and PER_QUERY_ARTIFACT
 (`{metric_key: {qid: value}}`). Only FINISHED trial runs count; the others are kept apart.
+
+Replicates: a trial (seed) run's POINT_TAG and REPLICATE_TAG become the frame's `point` and
+`replicate` columns; a run without them (a study made before replicates) is its own point
+(`point` = its trial_id) and replicate 0, so a one-seed study reads as before. The parent run's
+STUDY_BASELINE_PARAM (JSON `{dotted key: value}`) is `StudyRuns.baseline`.
 """
 from __future__ import annotations
 
@@ -14,21 +19,22 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from study.tags import (
-    OVERHEAD_METRIC, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, STUDY_KIND, STUDY_KIND_TAG, STUDY_METRIC_PARAM,
-    STUDY_MODE_PARAM, STUDY_NAME_TAG, STUDY_OBJECTIVES_PARAM, TAG_FALLBACKS, TRIAL_ID_TAG, WALL_METRIC,
+    OVERHEAD_METRIC, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, POINT_TAG, REPLICATE_TAG, STUDY_BASELINE_PARAM, STUDY_KIND,
+    STUDY_KIND_TAG, STUDY_METRIC_PARAM, STUDY_MODE_PARAM, STUDY_NAME_TAG, STUDY_OBJECTIVES_PARAM, TAG_FALLBACKS,
+    TRIAL_ID_TAG, WALL_METRIC,
 )
 from study.tracking import redact
 from trainables.errors import BadInput
 from trainables.outputs import EVAL_SECONDS, TRAIN_SECONDS
 
-META_COLUMNS = ("run_id", "trial_id", "run_name", "status", "start_time", "end_time")
+META_COLUMNS = ("run_id", "trial_id", "point", "replicate", "run_name", "status", "start_time", "end_time")
 PerQuery = dict[str, dict[str, dict[str, float]]]   # {run_id: {metric_key: {qid: value}}}
 
 
@@ -41,7 +47,8 @@ class StudyRuns:
     """A study's parent run and its trial runs: `trials` (FINISHED) and `excluded` (any other status).
 
     `objectives` are the study's own (metric, mode) pairs from its space file, first = the one its
-    search optimised; empty for a parent run that did not log them.
+    search optimised; empty for a parent run that did not log them. `baseline` is the space file's
+    `study.baseline` (`{dotted key: value}`), empty when it names none.
     """
 
     name: str
@@ -54,6 +61,7 @@ class StudyRuns:
     metric_names: tuple[str, ...]
     notes: tuple[str, ...] = ()
     objectives: tuple[tuple[str, str], ...] = ()
+    baseline: dict[str, Any] = field(default_factory=dict)
 
 
 def mlflow_client(tracking_uri: str):
@@ -105,7 +113,8 @@ def load_study_runs(name: str, tracking_uri: str) -> StudyRuns:
     excluded = frame.loc[~finished, ["run_id", "trial_id", "status"]].reset_index(drop=True)
     trials.attrs.update(study=name, parent_run_id=parent.info.run_id, metrics=metrics)
     return StudyRuns(name, tracking_uri, parent.info.run_id, parent.info.experiment_id, trials, excluded,
-                     param_names, metrics, tuple(notes), study_objectives(parent.data.params))
+                     param_names, metrics, tuple(notes), study_objectives(parent.data.params),
+                     study_baseline(parent.data.params))
 
 
 def _trial_frame(runs: list) -> tuple[pd.DataFrame, tuple[str, ...], tuple[str, ...]]:
@@ -118,9 +127,12 @@ def _trial_frame(runs: list) -> tuple[pd.DataFrame, tuple[str, ...], tuple[str, 
                 params[param] = _parse_param(run.data.tags[tag])
         param_names.update(params)
         metric_names.update(run.data.metrics)
+        trial_id = run.data.tags.get(TRIAL_ID_TAG, run.info.run_name or run.info.run_id[:8])
         rows.append({
             "run_id": run.info.run_id,
-            "trial_id": run.data.tags.get(TRIAL_ID_TAG, run.info.run_name or run.info.run_id[:8]),
+            "trial_id": trial_id,
+            "point": run.data.tags.get(POINT_TAG, trial_id),
+            "replicate": _replicate(run.data.tags.get(REPLICATE_TAG)),
             "run_name": run.info.run_name,
             "status": run.info.status,
             "start_time": run.info.start_time,
@@ -151,6 +163,25 @@ def study_objectives(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
     if metric in (None, "None"):
         return ()
     return ((metric, params.get(STUDY_MODE_PARAM, "max")),)
+
+
+def study_baseline(params: dict[str, str]) -> dict[str, Any]:
+    """The baseline configuration a parent run's params declare (`{dotted key: value}`), or {} for none."""
+    text = params.get(STUDY_BASELINE_PARAM)
+    if text in (None, "None", "null", ""):
+        return {}
+    try:
+        baseline = json.loads(text)
+    except ValueError:
+        return {}
+    return dict(baseline) if isinstance(baseline, dict) else {}
+
+
+def _replicate(tag: str | None) -> int:
+    try:
+        return int(tag) if tag is not None else 0
+    except ValueError:
+        return 0
 
 
 def _with_wall_and_overhead(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,43 +1,91 @@
-"""Sensitivity tables: a metric by two config fields, each cell tested against the best cell.
+"""Sensitivity tables: a metric by two config fields, each cell with a 95% CI and corrected contrasts.
 
 The tables follow the WKL paper (Tables 3/5/6: Dev MRR@10 by γ1 × α) and the score-distribution
-paper (sampler × K, per loss). A cell is the mean of the metric over the finished trials of that
-configuration (seeds, and any searched parameter not on the table's axes).
+paper (sampler × K, per loss). A cell is the mean of the metric over the finished runs of that
+configuration (its seed replicates, and any searched parameter not on the table's axes).
 
-Significance (†): every cell is compared with the best cell of its table (highest mean for
-`mode="max"`, lowest for "min") by a two-sided paired t-test (`scipy.stats.ttest_rel`) over
-queries. A cell's per-query values are the per-query values of the metric averaged over the cell's
-trials; the two cells are matched by qid (queries present in both). † marks p < 0.05 with a mean
-worse than the best (below it for "max", above it for "min"). There is no multiple-testing
-correction: in a table of many cells, a few marks (or missing marks) are expected by chance alone.
-Metrics without per-query values (e.g. the BEIR average) get no marks.
+A cell's values are a queries × seeds matrix: per-query values (PER_QUERY_ARTIFACT) of its runs,
+one column per replicate index (runs of one replicate are averaged; a one-seed study has one
+column). From it (`study.report.stats`, where the formulas are):
+- the 95% CI of the cell's mean: percentile bootstrap over queries and seeds;
+- two families of contrasts declared before the study runs, each corrected across the table
+  (Holm by default, Benjamini–Hochberg on request): every cell against the table's best cell
+  (highest mean for `mode="max"`, lowest for "min"), and every cell against the baseline the space
+  names (`study.baseline`), at the same values of any axis the baseline leaves open. The test is a
+  paired t-test on the per-query differences (one seed: `scipy.stats.ttest_rel` over queries;
+  several: the crossed queries × seeds variance), on the queries both cells have.
+- † marks a corrected p < `significance` with a mean worse than the best; the cells without †
+  that were tested are tied with the best (≈). ▲/▼ mark a cell significantly better/worse than its
+  baseline (corrected).
+- power: the minimum detectable difference at 80% power (median over the table's contrasts with
+  the best) beside the spread of the cell means; a spread below it means the study cannot
+  separate its cells.
+Metrics without per-query values (e.g. the BEIR average) get means only.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from study.report import stats
 from study.report.best import best_position, check_mode
 from study.report.runs import PerQuery, ReportError
 from study.report.text import SHORT_AXIS, better, corner, fmt_label, markdown_table, metric_label, ordered
 from study.tags import PER_QUERY_ARTIFACT
 
-SIGNIFICANCE = 0.05
+SIGNIFICANCE = stats.ALPHA
+CORRECTION = "holm"
 DAGGER = "†"
+TIED = "≈"
+BETTER_THAN_BASELINE, WORSE_THAN_BASELINE = "▲", "▼"
+BASELINE_LABEL = "(baseline)"
+TEST_NAME = "two-sided paired t-test over queries (seeds: crossed queries × seeds variance)"
+CANNOT_SEPARATE = "this study cannot separate its cells"
+
+
+@dataclass(frozen=True)
+class Power:
+    """A table's power: the minimum detectable difference (MDE) at `power` beside the spread of its cell means."""
+
+    mde: float
+    spread: float
+    sd_query: float
+    sd_seed: float
+    n_queries: int
+    n_seeds: int
+    alpha: float = stats.ALPHA
+    power: float = stats.POWER
+
+    @property
+    def separable(self) -> bool:
+        return not (math.isfinite(self.mde) and self.spread < self.mde)
+
+    def text(self, metric: str) -> str:
+        seeds = f", seed SD {self.sd_seed:.4f}" if self.n_seeds > 1 else ""
+        text = (f"Power: minimum detectable difference {self.mde:.4f} at {self.power:.0%} power "
+                f"(α = {self.alpha:g} two-sided, before correction; per-query SD of differences "
+                f"{self.sd_query:.4f}{seeds}; {self.n_queries} queries × {self.n_seeds} seed(s)); "
+                f"spread of the cell means {self.spread:.4f}.")
+        if not self.separable:
+            text += f" Warning: the spread is below the MDE: {CANNOT_SEPARATE} on {metric_label(metric)}."
+        return text
 
 
 @dataclass(frozen=True)
 class SensitivityTable:
-    """A metric by two config fields: cell means over trials, and each cell's paired test against the best.
+    """A metric by two config fields: cell means over runs, CIs, and corrected contrasts with the best and baseline.
 
-    `mean`, `std`, `count`, `p_value`, `n_queries`, `worse` are DataFrames indexed by the `rows` values
-    with the `cols` values as columns; `worse` marks p < `significance` in the wrong direction.
+    Every frame is indexed by the `rows` values with the `cols` values as columns: `mean`, `std`
+    (over runs), `count` (runs), `ci_low`/`ci_high` (95% bootstrap CI of the mean), `n_seeds`
+    (replicates); vs the best cell: `p_value` (raw), `p_adjusted` (corrected across the table),
+    `n_queries`, `worse` (corrected p < `significance`, wrong direction), `tied` (tested and not
+    significantly different, or the best itself); vs the baseline: `baseline_diff`,
+    `baseline_p_adjusted`, `vs_baseline` ("better", "worse", "baseline" or "").
     """
 
     title: str
@@ -54,23 +102,69 @@ class SensitivityTable:
     mode: str = "max"
     significance: float = SIGNIFICANCE
     notes: tuple[str, ...] = ()
+    ci_low: pd.DataFrame | None = None
+    ci_high: pd.DataFrame | None = None
+    n_seeds: pd.DataFrame | None = None
+    p_adjusted: pd.DataFrame | None = None
+    tied: pd.DataFrame | None = None
+    baseline: dict[str, Any] = field(default_factory=dict)
+    baseline_diff: pd.DataFrame | None = None
+    baseline_p_adjusted: pd.DataFrame | None = None
+    vs_baseline: pd.DataFrame | None = None
+    correction: str = CORRECTION
+    power: Power | None = None
 
     @property
     def tested(self) -> bool:
         return bool(self.p_value.notna().to_numpy().any())
 
+    @property
+    def has_ci(self) -> bool:
+        return self.ci_low is not None and bool(self.ci_low.notna().to_numpy().any())
+
+    @property
+    def has_baseline(self) -> bool:
+        return self.vs_baseline is not None and bool((self.vs_baseline == "baseline").to_numpy().any())
+
+    def tied_cells(self) -> list[tuple[Any, Any]]:
+        """The cells tied with the best (the best first), when the table was tested."""
+        if self.tied is None or not self.tested:
+            return []
+        cells = [(r, c) for r in self.mean.index for c in self.mean.columns if self.tied.loc[r, c]]
+        return sorted(cells, key=lambda cell: cell != self.best)
+
+    def half_width(self, row: Any, col: Any) -> float:
+        if self.ci_low is None or pd.isna(self.ci_low.loc[row, col]):
+            return math.nan
+        return (self.ci_high.loc[row, col] - self.ci_low.loc[row, col]) / 2.0
+
+    def marks(self, row: Any, col: Any) -> str:
+        """† (worse than the best), ≈ (tied with it), ▲/▼ (better/worse than the baseline)."""
+        text = DAGGER if self.worse.loc[row, col] else ""
+        if self.tied is not None and self.tested and self.tied.loc[row, col] and (row, col) != self.best:
+            text += TIED
+        if self.vs_baseline is not None:
+            text += {"better": BETTER_THAN_BASELINE, "worse": WORSE_THAN_BASELINE}.get(self.vs_baseline.loc[row, col], "")
+        return text
+
     def cell_text(self, row: Any, col: Any, digits: int = 4, counts: bool | None = None) -> str:
         value = self.mean.loc[row, col]
         if pd.isna(value):
             return "—"
-        text = f"{value:.{digits}f}" + (DAGGER if self.worse.loc[row, col] else "")
+        text = f"{value:.{digits}f}"
+        half = self.half_width(row, col)
+        if not math.isnan(half):
+            text += f" ± {half:.{digits}f}"
+        text += self.marks(row, col)
         n = int(self.count.loc[row, col])
         if counts or (counts is None and n != 1):
             text += f" (n={n})"
+        if self.vs_baseline is not None and self.vs_baseline.loc[row, col] == "baseline":
+            text += f" {BASELINE_LABEL}"
         return text
 
     def formatted(self, digits: int = 4) -> pd.DataFrame:
-        """The table as text: mean, † when significantly worse than the best, (n=…) when a cell pools trials."""
+        """The table as text: mean ± CI half-width, marks, (n=…) when a cell pools runs."""
         return pd.DataFrame([[self.cell_text(r, c, digits) for c in self.mean.columns] for r in self.mean.index],
                             index=self.mean.index, columns=self.mean.columns)
 
@@ -81,12 +175,22 @@ class SensitivityTable:
             for c in self.mean.columns:
                 if pd.isna(self.mean.loc[r, c]):
                     continue
-                records.append({
+                record = {
                     self.rows: r, self.cols: c, "n_trials": int(self.count.loc[r, c]),
                     f"{self.metric}_mean": self.mean.loc[r, c], f"{self.metric}_std": self.std.loc[r, c],
-                    "p_value_vs_best": self.p_value.loc[r, c], "n_queries_tested": self.n_queries.loc[r, c],
-                    "significantly_worse": bool(self.worse.loc[r, c]), "best": (r, c) == self.best,
-                })
+                    "ci_low": _at(self.ci_low, r, c), "ci_high": _at(self.ci_high, r, c),
+                    "n_seeds": _at(self.n_seeds, r, c),
+                    "p_value_vs_best": self.p_value.loc[r, c], "p_adjusted_vs_best": _at(self.p_adjusted, r, c),
+                    "n_queries_tested": self.n_queries.loc[r, c],
+                    "significantly_worse": bool(self.worse.loc[r, c]),
+                    "tied_with_best": bool(_at(self.tied, r, c, False)) and self.tested,
+                    "best": (r, c) == self.best,
+                }
+                if self.vs_baseline is not None:
+                    record.update(diff_vs_baseline=_at(self.baseline_diff, r, c),
+                                  p_adjusted_vs_baseline=_at(self.baseline_p_adjusted, r, c),
+                                  vs_baseline=self.vs_baseline.loc[r, c])
+                records.append(record)
         return pd.DataFrame.from_records(records)
 
     def to_markdown(self, digits: int = 4) -> str:
@@ -96,45 +200,82 @@ class SensitivityTable:
                                   for c in text.columns] for r in text.index]
         return markdown_table([corner(self.rows, self.cols)] + [fmt_label(c) for c in text.columns], rows)
 
+    def cell_name(self, cell: tuple[Any, Any]) -> str:
+        return (f"{SHORT_AXIS.get(self.rows, self.rows)}={fmt_label(cell[0])}, "
+                f"{SHORT_AXIS.get(self.cols, self.cols)}={fmt_label(cell[1])}")
+
+    def design(self) -> str:
+        """`n = 100 queries × 2 seeds`: what the tests of this table rest on."""
+        tested = self.n_queries.to_numpy()[self.p_value.notna().to_numpy()]
+        seeds = self.n_seeds.to_numpy()[self.mean.notna().to_numpy()] if self.n_seeds is not None else np.array([1])
+        queries = f"{int(tested.min())}" if tested.min() == tested.max() else f"{int(tested.min())}–{int(tested.max())}"
+        s_min, s_max = int(np.nanmin(seeds)), int(np.nanmax(seeds))
+        n_seeds = f"{s_min}" if s_min == s_max else f"{s_min}–{s_max}"
+        return f"n = {queries} queries × {n_seeds} seed(s)"
+
     def legend(self) -> str:
-        best = f"{SHORT_AXIS.get(self.rows, self.rows)}={fmt_label(self.best[0])}, " \
-               f"{SHORT_AXIS.get(self.cols, self.cols)}={fmt_label(self.best[1])}"
-        text = (f"Cells: mean {metric_label(self.metric)} over finished trials ({better(self.mode)} is better), "
-                f"(n=…) where a cell pools more than one trial; best ({best}) in bold.")
+        text = (f"Cells: mean {metric_label(self.metric)} over finished runs ({better(self.mode)} is better)"
+                + (" ± half the width of its 95% bootstrap CI (queries × seeds resampled; bounds in the CSV)"
+                   if self.has_ci else "")
+                + f", (n=…) where a cell pools more than one run; best ({self.cell_name(self.best)}) in bold.")
         if self.tested:
-            text += (f" {DAGGER}: significantly worse than the best (two-sided paired t-test over queries, "
-                     f"p < {self.significance:g}, no multiple-testing correction).")
+            correction = stats.CORRECTIONS[self.correction]
+            text += (f" Test: {TEST_NAME}, {self.design()}; {correction} correction across each family "
+                     f"of this table. {DAGGER}: significantly worse than the best (corrected p < {self.significance:g});"
+                     f" {TIED}: tied with the best (not significantly different after correction).")
+            if self.vs_baseline is not None:
+                text += (f" {BETTER_THAN_BASELINE}/{WORSE_THAN_BASELINE}: significantly better/worse than the "
+                         f"baseline {BASELINE_LABEL} at the same {self._open_axes()} (corrected).")
+            tied = self.tied_cells()
+            text += f" Tied with the best: {'; '.join(self.cell_name(c) for c in tied)}."
+        if self.power is not None:
+            text += " " + self.power.text(self.metric)
         return text
 
+    def _open_axes(self) -> str:
+        open_axes = [SHORT_AXIS.get(a, a) for a in (self.rows, self.cols) if a not in self.baseline]
+        return " and ".join(open_axes) if open_axes else "table"
 
-def _cell_per_query(run_ids: Sequence[str], per_query: Mapping[str, Mapping[str, Mapping[str, float]]],
-                    metric: str) -> pd.Series | None:
-    """Per-query values of a configuration: the mean over its trials (seeds) for each qid."""
-    series = [pd.Series(dict(per_query[r][metric]), dtype=float) for r in run_ids
-              if r in per_query and metric in per_query[r]]
-    if not series:
+
+def _at(frame: pd.DataFrame | None, row: Any, col: Any, default: Any = math.nan) -> Any:
+    return default if frame is None else frame.loc[row, col]
+
+
+def cell_values(runs: pd.DataFrame, per_query: Mapping[str, Mapping[str, Mapping[str, float]]],
+                metric: str) -> pd.DataFrame | None:
+    """A cell's queries × seeds values: per-query values of its runs, one column per replicate (runs averaged).
+
+    `runs` has `run_id` and, when the study ran replicates, `replicate`; None when no run has
+    per-query values of `metric`.
+    """
+    replicates = runs["replicate"] if "replicate" in runs.columns else pd.Series(0, index=runs.index)
+    columns: dict[Any, list[pd.Series]] = {}
+    for run_id, replicate in zip(runs["run_id"], replicates):
+        if run_id in per_query and metric in per_query[run_id]:
+            columns.setdefault(replicate, []).append(pd.Series(dict(per_query[run_id][metric]), dtype=float))
+    if not columns:
         return None
-    return pd.concat(series, axis=1).mean(axis=1)
+    return pd.DataFrame({rep: pd.concat(series, axis=1).mean(axis=1) for rep, series in sorted(columns.items())})
+
+
+def paired_values(a: pd.DataFrame, b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Two cells' values on their shared queries and replicates (seed means per query when they share none)."""
+    shared = [c for c in a.columns if c in b.columns]
+    if shared:
+        a, b = a[shared], b[shared]
+    else:
+        a, b = a.mean(axis=1).to_frame(), b.mean(axis=1).to_frame()
+    k = a.shape[1]
+    joined = pd.concat([a.set_axis(range(k), axis=1), b.set_axis(range(k, 2 * k), axis=1)], axis=1,
+                       join="inner").dropna()
+    return joined.iloc[:, :k].to_numpy(), joined.iloc[:, k:].to_numpy()
 
 
 def paired_test(values: pd.Series, best: pd.Series) -> tuple[float, float, int]:
-    """(p-value, mean difference values - best, number of matched queries) of a two-sided paired t-test."""
-    from scipy.stats import ttest_rel
-
-    joined = pd.concat([values.rename("a"), best.rename("b")], axis=1, join="inner").dropna()
-    n = len(joined)
-    if n < 2:
-        return math.nan, math.nan, n
-    diff = joined["a"].to_numpy() - joined["b"].to_numpy()
-    mean_diff = float(diff.mean())
-    # The t statistic is undefined for constant differences: equal everywhere is no evidence,
-    # a constant non-zero shift on every query is as strong as evidence gets.
-    if np.allclose(diff, diff[0], rtol=0.0, atol=1e-12):
-        return (1.0 if abs(mean_diff) <= 1e-12 else 0.0), mean_diff, n
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p_value = float(ttest_rel(joined["a"], joined["b"]).pvalue)
-    return p_value, mean_diff, n
+    """(p-value, mean difference values - best, number of matched queries) of a two-sided paired t-test (one seed)."""
+    a, b = paired_values(values.to_frame(0), best.to_frame(0))
+    contrast = stats.paired_contrast(a, b)
+    return contrast.p_value, contrast.difference, contrast.n_queries
 
 
 def _best_cell(mean: pd.DataFrame, mode: str) -> tuple[Any, Any]:
@@ -146,16 +287,64 @@ def _best_cell(mean: pd.DataFrame, mode: str) -> tuple[Any, Any]:
     return tuple(stacked.index[position])
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """A logged param equals a space file value: numbers by value (8 == 8.0), anything else by its text."""
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def baseline_partners(data: pd.DataFrame, rows: str, cols: str, cells: Sequence[tuple[Any, Any]],
+                      baseline: Mapping[str, Any]) -> tuple[dict[tuple[Any, Any], tuple[Any, Any]], str | None]:
+    """({cell: its baseline cell}, note): the baseline at the cell's own value of any axis the baseline leaves open.
+
+    A baseline key off the table's axes must hold for every run of the table (e.g. `loss.name: kl`
+    in the KL sampler × K table); otherwise the table has no baseline and the note says why.
+    """
+    if not baseline:
+        return {}, None
+    for key, value in baseline.items():
+        if key in (rows, cols):
+            continue
+        if key not in data.columns or not data[key].map(lambda v: same_value(v, value)).all():
+            return {}, f"baseline ({_baseline_text(baseline)}) is not in this table ({key} differs)"
+    if rows not in baseline and cols not in baseline:
+        return {}, f"baseline ({_baseline_text(baseline)}) fixes neither axis of this table: no baseline contrasts"
+
+    def pin(axis: str, own: Any) -> Any:
+        if axis not in baseline:
+            return own
+        return next((c for c in (r if axis == rows else k for r, k in cells) if same_value(c, baseline[axis])), None)
+
+    partners = {}
+    for cell in cells:
+        partner = (pin(rows, cell[0]), pin(cols, cell[1]))
+        if partner in cells:
+            partners[cell] = partner
+    if not partners:
+        return {}, f"baseline ({_baseline_text(baseline)}) has no runs in this table"
+    return partners, None
+
+
+def _baseline_text(baseline: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={fmt_label(v)}" for k, v in baseline.items())
+
+
 def sensitivity_table(df: pd.DataFrame, rows: str, cols: str, metric: str, per_query: PerQuery | None = None, *,
-                      significance: float = SIGNIFICANCE, mode: str = "max",
-                      title: str | None = None) -> SensitivityTable:
-    """`metric` by `rows` × `cols` (e.g. `loss.gamma1` × `loss.alpha`): cell means over trials, † marks.
+                      significance: float = SIGNIFICANCE, mode: str = "max", title: str | None = None,
+                      correction: str = CORRECTION, baseline: Mapping[str, Any] | None = None,
+                      n_resamples: int = stats.N_RESAMPLES) -> SensitivityTable:
+    """`metric` by `rows` × `cols` (e.g. `loss.gamma1` × `loss.alpha`): cell means, CIs, corrected marks, power.
 
     `per_query` is `{run_id: {metric_key: {qid: value}}}` (see `load_per_query`); without it, or
-    without the metric in it, cells are not tested (the table's notes say so). The caller filters
-    `df` (e.g. to WKL runs); the module docstring describes the test.
+    without the metric in it, cells get means only (the table's notes say so). `baseline` is the
+    space's `study.baseline`; `correction` "holm" or "bh". The caller filters `df` (e.g. to WKL
+    runs); the module docstring describes the statistics.
     """
     check_mode(mode)
+    if correction not in stats.CORRECTIONS:
+        raise ReportError(f"correction must be one of {', '.join(stats.CORRECTIONS)}, got {correction!r}")
     missing = [c for c in (rows, cols, metric) if c not in df.columns]
     if missing:
         raise ReportError(f"trials have no column(s) {', '.join(missing)}")
@@ -165,45 +354,103 @@ def sensitivity_table(df: pd.DataFrame, rows: str, cols: str, metric: str, per_q
     row_values, col_values = ordered(data[rows]), ordered(data[cols])
     grouped = data.groupby([rows, cols], sort=False)[metric]
 
-    def grid(stat: pd.Series) -> pd.DataFrame:
-        table = stat.unstack(cols) if len(stat) else pd.DataFrame()
-        return table.reindex(index=row_values, columns=col_values)
+    def grid(stat: pd.Series | None = None, fill: Any = math.nan, dtype: Any = None) -> pd.DataFrame:
+        if stat is None:
+            table = pd.DataFrame(fill, index=row_values, columns=col_values, dtype=dtype)
+        else:
+            table = (stat.unstack(cols) if len(stat) else pd.DataFrame()).reindex(index=row_values, columns=col_values)
+        table.index.name, table.columns.name = rows, cols
+        return table
 
     mean, std, count = grid(grouped.mean()), grid(grouped.std()), grid(grouped.count()).fillna(0).astype(int)
-    for frame in (mean, std, count):
-        frame.index.name, frame.columns.name = rows, cols
     best = _best_cell(mean, mode)
+    frames = {name: grid() for name in ("p_value", "p_adjusted", "ci_low", "ci_high", "baseline_diff",
+                                        "baseline_p", "baseline_p_adjusted")}
+    n_queries, n_seeds = grid(fill=0, dtype=int), grid(fill=0, dtype=int)
+    worse, tied = grid(fill=False, dtype=bool), grid(fill=False, dtype=bool)
+    vs_baseline = grid(fill="", dtype=object)
+    notes: list[str] = []
+    cell_runs = {key: group for key, group in data.groupby([rows, cols], sort=False)}
+    values = {key: cell_values(runs, per_query or {}, metric) for key, runs in cell_runs.items()}
+    for key, v in values.items():
+        n_seeds.loc[key] = v.shape[1] if v is not None else int(cell_runs[key].get("replicate", pd.Series([0])).nunique())
+        if v is not None:
+            frames["ci_low"].loc[key], frames["ci_high"].loc[key] = stats.bootstrap_ci(v.to_numpy(),
+                                                                                       n_resamples=n_resamples)
 
-    p_value = pd.DataFrame(np.nan, index=mean.index, columns=mean.columns)
-    n_queries = pd.DataFrame(0, index=mean.index, columns=mean.columns)
-    worse = pd.DataFrame(False, index=mean.index, columns=mean.columns)
-    notes = []
-    cell_runs = {key: list(group["run_id"]) for key, group in data.groupby([rows, cols], sort=False)}
-    best_values = _cell_per_query(cell_runs[best], per_query or {}, metric)
+    power = None
     if per_query is None:
-        notes.append("no per-query values given: no significance test")
-    elif best_values is None:
+        notes.append("no per-query values given: no CI and no significance test")
+    elif values[best] is None:
         notes.append(f"no per-query values of {metric} ({PER_QUERY_ARTIFACT}) for the best configuration: "
                      "no significance test")
     else:
-        untested = []
-        for key, run_ids in cell_runs.items():
+        untested, contrasts = [], []
+        for key, v in values.items():
             if key == best:
                 continue
-            values = _cell_per_query(run_ids, per_query, metric)
-            if values is None:
+            contrast = stats.paired_contrast(*paired_values(v, values[best])) if v is not None else None
+            if contrast is None or math.isnan(contrast.p_value):
                 untested.append(key)
                 continue
-            p, mean_diff, n = paired_test(values, best_values)
-            p_value.loc[key], n_queries.loc[key] = p, n
-            wrong_way = mean_diff < 0 if mode == "max" else mean_diff > 0
-            worse.loc[key] = bool(not math.isnan(p) and p < significance and wrong_way)
-            if math.isnan(p):
-                untested.append(key)
+            contrasts.append(contrast)
+            frames["p_value"].loc[key], n_queries.loc[key] = contrast.p_value, contrast.n_queries
+            wrong_way = contrast.difference < 0 if mode == "max" else contrast.difference > 0
+            worse.loc[key] = wrong_way   # kept only where the corrected p is small, below
+        frames["p_adjusted"] = _adjusted(frames["p_value"], correction)
+        worse &= frames["p_adjusted"].fillna(1.0) < significance
+        is_best = grid(fill=False, dtype=bool)
+        is_best.loc[best] = True
+        tied = pd.DataFrame(stats.tied_with_best(frames["p_adjusted"], is_best, significance),
+                            index=mean.index, columns=mean.columns)
         if untested:
             cells = ", ".join(f"({fmt_label(r)}, {fmt_label(c)})" for r, c in untested)
             notes.append(f"not tested (no per-query values or < 2 shared queries): {cells}")
+        if contrasts:
+            power = _power(contrasts, mean, significance)
+
+    partners, note = baseline_partners(data, rows, cols, list(cell_runs), baseline or {})
+    if note:
+        notes.append(note)
+    if partners and per_query is not None:
+        for key, partner in partners.items():
+            if key == partner:
+                vs_baseline.loc[key] = "baseline"
+                continue
+            if values[key] is None or values[partner] is None:
+                continue
+            contrast = stats.paired_contrast(*paired_values(values[key], values[partner]))
+            frames["baseline_diff"].loc[key], frames["baseline_p"].loc[key] = contrast.difference, contrast.p_value
+        frames["baseline_p_adjusted"] = _adjusted(frames["baseline_p"], correction)
+        for key in partners:
+            p = frames["baseline_p_adjusted"].loc[key]
+            if not pd.isna(p) and p < significance:
+                ahead = frames["baseline_diff"].loc[key] > 0 if mode == "max" else frames["baseline_diff"].loc[key] < 0
+                vs_baseline.loc[key] = "better" if ahead else "worse"
     if title is None:
         title = f"{metric_label(metric)} by {SHORT_AXIS.get(rows, rows)} × {SHORT_AXIS.get(cols, cols)}"
-    return SensitivityTable(title, metric, rows, cols, mean, std, count, p_value, n_queries, worse,
-                            best, mode, significance, tuple(notes))
+    return SensitivityTable(
+        title, metric, rows, cols, mean, std, count, frames["p_value"], n_queries, worse, best, mode, significance,
+        tuple(notes), ci_low=frames["ci_low"], ci_high=frames["ci_high"], n_seeds=n_seeds,
+        p_adjusted=frames["p_adjusted"], tied=tied, baseline=dict(baseline or {}),
+        baseline_diff=frames["baseline_diff"] if partners else None,
+        baseline_p_adjusted=frames["baseline_p_adjusted"] if partners else None,
+        vs_baseline=vs_baseline if partners else None, correction=correction, power=power)
+
+
+def _adjusted(p_value: pd.DataFrame, correction: str) -> pd.DataFrame:
+    """A table's p-values corrected across the table (one family)."""
+    flat = stats.adjust_p_values(p_value.to_numpy(dtype=float).ravel(), correction)
+    return pd.DataFrame(flat.reshape(p_value.shape), index=p_value.index, columns=p_value.columns)
+
+
+def _power(contrasts: Sequence[stats.Contrast], mean: pd.DataFrame, alpha: float) -> Power:
+    """The table's MDE: the median over its contrasts with the best (each from its own SE and df)."""
+    mde = float(np.median([stats.minimum_detectable_difference(c.se, c.df, alpha) for c in contrasts]))
+    finite = mean.to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return Power(mde=mde, spread=float(finite.max() - finite.min()),
+                 sd_query=float(np.median([c.sd_query for c in contrasts])),
+                 sd_seed=float(np.median([c.sd_seed for c in contrasts])),
+                 n_queries=int(np.median([c.n_queries for c in contrasts])),
+                 n_seeds=int(max(c.n_seeds for c in contrasts)), alpha=alpha)
