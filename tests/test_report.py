@@ -439,3 +439,102 @@ def test_study_objectives_read_from_the_parent_runs_params():
     assert study_objectives({"study.metric": "None", "study.mode": "max", "study.objectives": objectives}) == (
         ("a", "max"), ("b", "min"))
     assert study_objectives({}) == ()
+
+
+# ---- CIs, corrected marks, the tied set and power (crafted frames, no store) -------------------------------
+def _crafted(shifts: dict[tuple[str, int], float], n_queries: int = 100, n_seeds: int = 1, noise: float = 0.14,
+             seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Seed runs of sampler × K points: per-query values = base + shift + noise, `point`/`replicate` as tracked."""
+    rng = np.random.default_rng(seed)
+    qids = [f"q{i}" for i in range(n_queries)]
+    base = rng.uniform(0.0, 0.3, n_queries)
+    rows, per_query = [], {}
+    for (sampler, k), shift in shifts.items():
+        for replicate in range(n_seeds):
+            run_id = f"{sampler}-{k}-{replicate}"
+            values = base + shift + rng.normal(0, noise, n_queries)
+            per_query[run_id] = {"dev_mrr_at_10": dict(zip(qids, values.tolist()))}
+            rows.append({"run_id": run_id, "trial_id": run_id, "point": f"{sampler}-{k}", "replicate": replicate,
+                         "loss.name": "kl", "sampler.name": sampler, "sampler.k": k,
+                         "dev_mrr_at_10": float(values.mean())})
+    return pd.DataFrame(rows), per_query
+
+
+def test_small_differences_are_tied_and_the_table_says_it_cannot_separate_them():
+    # The quickstart's situation: cells 0.007 apart, per-query SD of differences ≈ 0.14 (0.1·√2) over 100
+    # queries, so MDE ≈ 0.04.
+    shifts = {("topk", 4): 0.0, ("topk", 8): 0.004, ("stratified", 4): 0.007, ("stratified", 8): 0.003}
+    df, per_query = _crafted(shifts, noise=0.1)
+    table = sensitivity_table(df, "sampler.name", "sampler.k", "dev_mrr_at_10", per_query, n_resamples=500)
+    assert not table.worse.to_numpy().any()
+    assert len(table.tied_cells()) == 4 and table.tied_cells()[0] == table.best
+    assert table.power.mde > table.power.spread and not table.power.separable
+    assert 0.03 < table.power.mde < 0.05
+    legend = table.legend()
+    assert "this study cannot separate its cells" in legend and "Holm correction" in legend
+    assert "n = 100 queries × 1 seed(s)" in legend and "Tied with the best: " in legend
+    for r, c in shifts:
+        assert table.ci_low.loc[r, c] < table.mean.loc[r, c] < table.ci_high.loc[r, c]
+        assert 0.02 < table.ci_high.loc[r, c] - table.ci_low.loc[r, c] < 0.08   # ≈ 2 × 1.96 × 0.14/√100
+    cell = table.cell_text("topk", 4)
+    assert " ± " in cell and "≈" in cell and "†" not in cell
+
+
+def test_corrected_marks_tied_set_and_baseline_with_seed_replicates():
+    shifts = {("topk", 4): 0.0, ("topk", 8): 0.02, ("stratified", 4): 0.10, ("stratified", 8): 0.11}
+    df, per_query = _crafted(shifts, n_seeds=2, noise=0.05)
+    baseline = {"loss.name": "kl", "sampler.name": "topk"}
+    table = sensitivity_table(df, "sampler.name", "sampler.k", "dev_mrr_at_10", per_query, baseline=baseline,
+                              n_resamples=500)
+    assert table.best == ("stratified", 8) and (table.count == 2).all().all() and (table.n_seeds == 2).all().all()
+    assert table.worse.loc["topk", 4] and table.worse.loc["topk", 8]
+    assert set(table.tied_cells()) == {("stratified", 8), ("stratified", 4)}
+    # Holm: each corrected p is at least the raw one; the smallest is multiplied by the family size (3).
+    raw, adjusted = table.p_value.stack().dropna(), table.p_adjusted.stack().dropna()
+    assert (adjusted >= raw - 1e-15).all() and adjusted.min() == pytest.approx(min(1.0, 3 * raw.min()))
+    # The baseline (topk) at each K: stratified is better at both, topk K=8 is its own K's baseline.
+    assert table.vs_baseline.loc["topk", 4] == "baseline" and table.vs_baseline.loc["topk", 8] == "baseline"
+    assert table.vs_baseline.loc["stratified", 4] == "better" and table.vs_baseline.loc["stratified", 8] == "better"
+    assert table.baseline_diff.loc["stratified", 8] == pytest.approx(0.11, abs=0.03)
+    markdown = table.to_markdown()
+    assert "▲" in markdown and "(baseline)" in markdown and "† (n=2)" in markdown
+    assert "n = 100 queries × 2 seed(s)" in table.legend() and "seed SD" in table.legend()
+    bh = sensitivity_table(df, "sampler.name", "sampler.k", "dev_mrr_at_10", per_query, correction="bh",
+                           n_resamples=200)
+    assert "Benjamini–Hochberg correction" in bh.legend()
+    long = table.long()
+    assert {"ci_low", "ci_high", "p_adjusted_vs_best", "tied_with_best", "vs_baseline"} <= set(long.columns)
+    assert long["tied_with_best"].sum() == 2
+
+
+def test_baseline_outside_the_table_is_a_note():
+    df, per_query = _crafted({("topk", 4): 0.0, ("stratified", 4): 0.01})
+    table = sensitivity_table(df, "sampler.name", "sampler.k", "dev_mrr_at_10", per_query,
+                              baseline={"loss.name": "wkl"}, n_resamples=100)
+    assert table.vs_baseline is None and any("baseline (loss.name=wkl) is not in this table" in n for n in table.notes)
+
+
+def test_points_table_lists_the_configurations_tied_with_the_best():
+    from study.report.points import point_table, tied_points
+
+    shifts = {("topk", 4): 0.0, ("stratified", 4): 0.10, ("stratified", 8): 0.105}
+    df, per_query = _crafted(shifts, n_seeds=2, noise=0.05)
+    points = point_table(df, "dev_mrr_at_10", per_query, ["sampler.name", "sampler.k"], n_resamples=200)
+    assert list(points["point"]) == ["topk-4", "stratified-4", "stratified-8"] and (points["n_seeds"] == 2).all()
+    tied = tied_points(points)
+    assert list(tied["point"]) == ["stratified-8", "stratified-4"]
+    assert (tied["ci_low"] < tied["mean"]).all() and (tied["mean"] < tied["ci_high"]).all()
+    low = point_table(df, "dev_mrr_at_10", per_query, ["sampler.name", "sampler.k"], mode="min", n_resamples=200)
+    assert list(tied_points(low)["point"]) == ["topk-4"]
+
+
+def test_heatmap_colours_by_the_test_not_by_the_mean(tmp_path):
+    from study.report.figures import cell_category, plot_heatmap
+
+    shifts = {("topk", 4): 0.0, ("topk", 8): 0.004, ("stratified", 4): 0.007, ("stratified", 8): -0.2}
+    df, per_query = _crafted(shifts)
+    table = sensitivity_table(df, "sampler.name", "sampler.k", "dev_mrr_at_10", per_query, n_resamples=200)
+    categories = {cell: cell_category(table, *cell) for cell in shifts}
+    assert categories[table.best] == "best" and categories[("stratified", 8)] == "worse"
+    assert sorted(categories.values()).count("tied") == 2   # 0.007 apart: the same colour, not two ends of a scale
+    assert plot_heatmap(table, tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,7 +4,8 @@ The report, the terminal view, the results document and the export all choose th
 so that they never disagree. The metric and mode default to the study's own: its space file's
 metric and mode, or its first objective, as its parent run logged them (STUDY_METRIC_PARAM,
 STUDY_MODE_PARAM, STUDY_OBJECTIVES_PARAM; see `StudyRuns.objectives`). A metric the study did not
-optimise is judged higher-is-better.
+optimise is judged higher-is-better. With replicates (several seed runs per point, the `point`
+column), the best is the point with the best mean over its seeds, shown by its first seed run.
 """
 from __future__ import annotations
 
@@ -102,4 +103,20 @@ def choose_best(study: StudyRuns, metric: str | None = None, mode: str | None = 
     own = study.objectives[0][0] if study.objectives else None
     metric = resolve_metric(df, metric or own, study.name)
     mode = mode or mode_for(study, metric)
+    if "point" in df.columns and df["point"].duplicated().any():
+        return Best(metric, mode, best_point(df, metric, mode))
     return Best(metric, mode, best_trial(df, metric, mode))
+
+
+def best_point(df: pd.DataFrame, metric: str, mode: str = "max") -> pd.Series:
+    """The first seed run of the point with the best mean `metric` over its seeds, carrying that mean.
+
+    `best_position` on the points' means, in first-run order, so ties go to the earliest point.
+    """
+    means = df.groupby("point", sort=False)[metric].mean()
+    position = best_position(means, mode)
+    if position is None:
+        raise ReportError(f"no finished trial has metric {metric!r}")
+    trial = df[df["point"] == means.index[position]].iloc[0].copy()
+    trial[metric] = means.iloc[position]
+    return trial

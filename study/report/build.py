@@ -10,7 +10,8 @@ from study.report.best import choose_best
 from study.report.importances import param_importances
 from study.report.runs import (PerQuery, ReportError, StudyRuns, load_per_query, load_study_runs,
                                read_artifact_text)
-from study.report.sensitivity import SIGNIFICANCE, SensitivityTable, sensitivity_table
+from study.report.points import point_table, varying_params
+from study.report.sensitivity import CORRECTION, SIGNIFICANCE, SensitivityTable, sensitivity_table
 from study.report.text import metric_label, ordered, slug
 from study.report.trial_tables import ENTROPY_METRIC, VARIANCE_METRIC, sampler_diagnostics, trial_times
 from study.tags import PER_QUERY_ARTIFACT, TRIAL_CONFIG_ARTIFACT
@@ -21,6 +22,8 @@ class StudyReport:
     """Everything a report shows, computed once; `report_study` writes it and `render_report` prints it.
 
     `mode` is the direction `metric` is judged in: it picks `best` and each table's best cell.
+    `points` is `point_table` (every configuration with its CI and whether it is tied with the
+    best), over `point_params`; `correction` is the multiple-comparison correction of every table.
     """
 
     study: StudyRuns
@@ -34,23 +37,27 @@ class StudyReport:
     trial_times: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     importance_notes: list[str] = field(default_factory=list)
+    correction: str = CORRECTION
+    points: pd.DataFrame | None = None
+    point_params: list[str] = field(default_factory=list)
 
 
 def build_report(name: str, tracking_uri: str, metric: str | None = None,
                  optuna_storage: str | os.PathLike | None = None, *, mode: str | None = None,
                  significance: float = SIGNIFICANCE, runs: StudyRuns | None = None,
-                 per_query: PerQuery | None = None) -> StudyReport:
+                 per_query: PerQuery | None = None, correction: str = CORRECTION) -> StudyReport:
     """Read the study from MLflow (and Optuna) and compute every table of the report.
 
     `metric` and `mode` default to the study's own objective (see `choose_best`). `runs` and
     `per_query` (`load_study_runs`, `load_per_query` with this metric among its metrics) skip
     reading them again: a caller reporting several metrics of one study loads them once.
+    `correction` ("holm" or "bh") corrects each table's contrasts and the points' contrasts.
     """
     study = runs if runs is not None else load_study_runs(name, tracking_uri)
     chosen = choose_best(study, metric, mode)
     metric, mode, best = chosen.metric, chosen.mode, chosen.trial
     best_config = read_artifact_text(tracking_uri, best["run_id"], TRIAL_CONFIG_ARTIFACT)
-    report = StudyReport(study, metric, mode, best, best_config, notes=list(study.notes))
+    report = StudyReport(study, metric, mode, best, best_config, notes=list(study.notes), correction=correction)
     if best_config is None:
         report.notes.append(f"best trial run {best['run_id']} has no {TRIAL_CONFIG_ARTIFACT} artifact")
 
@@ -61,6 +68,9 @@ def build_report(name: str, tracking_uri: str, metric: str | None = None,
         report.notes.append(f"no trial has per-query values of {metric} in {PER_QUERY_ARTIFACT}: "
                             "tables carry no significance marks")
     _add_tables(report, per_query, significance)
+    report.point_params = varying_params(df, study.param_names)
+    report.points = point_table(df, metric, per_query, report.point_params, mode=mode, correction=correction,
+                                significance=significance)
 
     if optuna_storage is not None:
         report.importances, report.importance_notes = param_importances(optuna_storage, name)
@@ -96,6 +106,7 @@ def _add_table(report: StudyReport, key: str, df: pd.DataFrame, rows: str, cols:
                per_query: PerQuery, significance: float, title: str) -> None:
     try:
         report.tables[key] = sensitivity_table(df, rows, cols, report.metric, per_query,
-                                               significance=significance, mode=report.mode, title=title)
+                                               significance=significance, mode=report.mode, title=title,
+                                               correction=report.correction, baseline=report.study.baseline)
     except ReportError as error:
         report.notes.append(f"{title}: skipped ({error})")

@@ -6,60 +6,81 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study.report.sensitivity import DAGGER, SensitivityTable
+from study.report.sensitivity import CANNOT_SEPARATE, DAGGER, TIED, SensitivityTable
+from study.report.stats import CORRECTIONS
 from study.report.text import axis_label, fmt_label, metric_label
 
 
+# Cells are coloured by what the test says, not by their means: a colour scale over the cells'
+# min–max would paint differences no test supports (0.1028 vs 0.1097) as opposite ends.
+CELL_COLOURS = {"best": "#1a9850", "tied": "#a6d96a", "worse": "#f4a582", "untested": "#e0e0e0", "empty": "#f7f7f7"}
+CELL_LEGEND = {"best": "best", "tied": "tied with best", "worse": "worse than best (corrected)",
+               "untested": "not tested"}
+
+
+def cell_category(table: SensitivityTable, row, col) -> str:
+    """best / tied / worse / untested / empty: the heatmap's colour for one cell."""
+    if pd.isna(table.mean.loc[row, col]):
+        return "empty"
+    if (row, col) == table.best:
+        return "best"
+    if table.worse.loc[row, col]:
+        return "worse"
+    if table.tied is not None and table.tested and table.tied.loc[row, col]:
+        return "tied"
+    return "untested"
+
+
 def plot_heatmap(table: SensitivityTable, path: str | Path) -> Path:
-    """PNG heatmap of a sensitivity table: annotated means, † marks, the best cell boxed."""
+    """PNG of a sensitivity table: mean ± CI per cell, coloured by its corrected contrast with the best (boxed)."""
+    from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Patch, Rectangle
 
     nrows, ncols = table.mean.shape
-    fig = Figure(figsize=(max(5.0, 2.4 + 1.35 * ncols), max(3.2, 1.9 + 0.62 * nrows)), dpi=130,
+    fig = Figure(figsize=(max(5.6, 2.6 + 1.75 * ncols), max(3.4, 2.1 + 0.7 * nrows)), dpi=130,
                  layout="constrained")
     ax = fig.subplots()
-    values = np.ma.masked_invalid(table.mean.to_numpy(dtype=float))
-    cmap = _colormap()
-    image = ax.imshow(values, cmap=cmap, aspect="auto")
-    colorbar = fig.colorbar(image, ax=ax, shrink=0.9)
-    colorbar.set_label(metric_label(table.metric))
-    low, high = image.norm.vmin, image.norm.vmax
+    names = list(CELL_COLOURS)
+    categories = [[cell_category(table, r, c) for c in table.mean.columns] for r in table.mean.index]
+    codes = np.array([[names.index(k) for k in row] for row in categories])
+    ax.imshow(codes, cmap=ListedColormap(list(CELL_COLOURS.values())), vmin=-0.5, vmax=len(names) - 0.5,
+              aspect="auto")
     for i, r in enumerate(table.mean.index):
         for j, c in enumerate(table.mean.columns):
-            value = table.mean.loc[r, c]
-            if pd.isna(value):
+            if categories[i][j] == "empty":
                 ax.text(j, i, "—", ha="center", va="center", color="#555555", fontsize=11)
                 continue
-            shade = cmap(0.5 if high == low else (value - low) / (high - low))
-            luminance = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2]
+            value, half = table.mean.loc[r, c], table.half_width(r, c)
+            text = f"{value:.4f}" + ("" if np.isnan(half) else f"\n± {half:.4f}") + table.marks(r, c)
             is_best = (r, c) == table.best
-            ax.text(j, i, table.cell_text(r, c), ha="center", va="center", fontsize=10,
-                    color="black" if luminance > 0.5 else "white", fontweight="bold" if is_best else "normal")
+            ax.text(j, i, text, ha="center", va="center", fontsize=9,
+                    color="white" if is_best else "black", fontweight="bold" if is_best else "normal")
             if is_best:
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#d62728", linewidth=2.5))
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#08306b", linewidth=2.5))
     ax.set_xticks(range(ncols), [fmt_label(c) for c in table.mean.columns])
     ax.set_yticks(range(nrows), [fmt_label(r) for r in table.mean.index])
     ax.set_xlabel(axis_label(table.cols))
     ax.set_ylabel(axis_label(table.rows))
     ax.set_title(table.title, fontsize=11)
-    caption = "cell: mean over trials (n = trials pooled, 1 unless shown); red box: best"
+    shown = [k for k in CELL_LEGEND if any(k in row for row in categories)]
+    ax.legend(handles=[Patch(color=CELL_COLOURS[k], label=CELL_LEGEND[k]) for k in shown], fontsize=7.5,
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    caption = f"cell: mean {metric_label(table.metric)} ± half its 95% CI (n = runs pooled, 1 unless shown)"
     if table.tested:
-        caption += (f"\n{DAGGER}: worse than best, two-sided paired t-test over queries,"
-                    f"\np < {table.significance:g}, no multiple-testing correction")
+        caption += (f"\ncolour: two-sided paired t-test vs best, {CORRECTIONS[table.correction]}-corrected "
+                    f"p < {table.significance:g}; {DAGGER} worse, {TIED} tied, {table.design()}")
+        if table.power is not None:
+            caption += f"\nMDE (80% power) {table.power.mde:.4f}, spread {table.power.spread:.4f}"
+            if not table.power.separable:
+                caption += f": {CANNOT_SEPARATE}"
     else:
-        caption += "\nno per-query values: no significance test"
+        caption += "\nno per-query values: no CI and no test (grey)"
     # supxlabel, unlike fig.text, gets room from the constrained layout.
     fig.supxlabel(caption, fontsize=7.5, color="#444444")
     path = Path(path)
     fig.savefig(path)
     return path
-
-
-def _colormap():
-    from matplotlib import colormaps
-
-    return colormaps["viridis"].with_extremes(bad="#e6e6e6")
 
 
 def plot_importances(importances: pd.DataFrame, path: str | Path, study: str) -> Path:

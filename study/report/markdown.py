@@ -10,10 +10,13 @@ import pandas as pd
 
 from study.report.build import StudyReport
 from study.report.figures import plot_heatmap, plot_importances
-from study.report.sensitivity import DAGGER, SIGNIFICANCE, SensitivityTable
+from study.report.points import tied_points
+from study.report.sensitivity import (BASELINE_LABEL, BETTER_THAN_BASELINE, CANNOT_SEPARATE, DAGGER, SIGNIFICANCE,
+                                      TEST_NAME, TIED, WORSE_THAN_BASELINE, SensitivityTable)
+from study.report.stats import CORRECTIONS, N_RESAMPLES, POWER
 from study.report.text import better, frame_to_markdown, is_missing, key_params, metric_label, plain
 from study.report.trial_tables import with_mean_row
-from study.tags import PER_QUERY_ARTIFACT, TRIAL_CONFIG_ARTIFACT
+from study.tags import PER_QUERY_ARTIFACT, STUDY_BASELINE_PARAM, TRIAL_CONFIG_ARTIFACT
 from study.tracking import redact
 from trainables.outputs import TIME_PREFIX
 
@@ -36,6 +39,8 @@ def report_sections(report: StudyReport) -> list[Section]:
     if report.tables:
         sections.append(reading_guide(report))
     sections += [sensitivity_section(key, table) for key, table in report.tables.items()]
+    if report.points is not None:
+        sections.append(tied_section(report))
     if report.importances is not None or report.importance_notes:  # importances were asked for
         sections.append(importances_section(report))
     sections += [sampler_section(report), times_section(report), excluded_section(report),
@@ -75,13 +80,49 @@ def overview(report: StudyReport) -> Section:
 
 def reading_guide(report: StudyReport) -> Section:
     worse = better("min" if report.mode == "max" else "max")
+    correction = CORRECTIONS[report.correction]
+    baseline = report.study.baseline
+    named = (f"the baseline the space names (`{STUDY_BASELINE_PARAM}`: "
+             + ", ".join(f"{k}={v}" for k, v in baseline.items()) + ")") if baseline else \
+        f"a baseline, when the space names one (`{STUDY_BASELINE_PARAM}`; this study names none)"
     return Section(["## How to read the sensitivity tables", "",
-                    "A cell is the mean of the metric over the finished trials of that configuration (seeds, and "
-                    "any searched parameter not on the table's axes); the best cell is bold. Each other cell is "
-                    "compared with the best cell by a two-sided paired t-test (`scipy.stats.ttest_rel`) over "
-                    f"queries: per-query values (`{PER_QUERY_ARTIFACT}`) averaged over the cell's trials, matched by "
-                    f"qid. {DAGGER} marks p < {SIGNIFICANCE:g} with a {worse} mean. No multiple-testing correction "
-                    "is applied, so with many cells a few marks are expected by chance.", ""])
+                    "A cell is the mean of the metric over the finished runs of that configuration (its seed "
+                    "replicates, and any searched parameter not on the table's axes); the best cell is bold. "
+                    "± is half the width of the cell's 95% confidence interval: a percentile bootstrap "
+                    f"({N_RESAMPLES} resamples, seeded) that resamples queries and seeds independently from the "
+                    f"per-query values (`{PER_QUERY_ARTIFACT}`), one column per seed replicate.", "",
+                    "Two families of comparisons are fixed before the study runs: every cell against the table's "
+                    f"best cell, and every cell against {named} at the same value of any axis the baseline leaves "
+                    f"open. Test: {TEST_NAME}, on the queries (and seed replicates) both cells have; with one seed "
+                    "this is `scipy.stats.ttest_rel` over queries. Correction: "
+                    f"{correction} across each family of each table. {DAGGER}: corrected p < {SIGNIFICANCE:g} with a "
+                    f"{worse} mean than the best; {TIED}: tied with the best (tested, not significantly different "
+                    f"after correction); {BETTER_THAN_BASELINE}/{WORSE_THAN_BASELINE}: significantly better/worse "
+                    f"than the baseline {BASELINE_LABEL}. The best cell is chosen on the same queries, so its "
+                    "mean is optimistic: a confirmation on fresh queries or the full corpus settles it.", "",
+                    f"Power: each table gives the minimum detectable difference (MDE) at {POWER:.0%} power, "
+                    "(t_{1−α/2} + t_{0.8}) × the standard error of a paired difference, beside the spread of its "
+                    f"cell means. A spread below the MDE means {CANNOT_SEPARATE}: its ordering is not evidence.",
+                    ""])
+
+
+def tied_section(report: StudyReport) -> Section:
+    """Every configuration tied with the best (the best first), with its CI; all points in points.csv."""
+    points, params = report.points, report.point_params
+    tied = tied_points(points)
+    lines = ["## Configurations tied with the best", ""]
+    if not points.attrs.get("tested"):
+        lines += [f"No per-query values of {report.metric}: no test, so only the best configuration is listed.", ""]
+    else:
+        lines += [f"{len(tied)} of {len(points)} configurations are not significantly different from the best on "
+                  f"{metric_label(report.metric)} ({TEST_NAME}, {CORRECTIONS[report.correction]} correction across "
+                  f"the {len(points)} configurations, corrected p ≥ {SIGNIFICANCE:g}). `kd-study export NAME --tied "
+                  "DIR` writes their configs.", ""]
+    shown = tied[params + ["n_seeds", "mean", "ci_low", "ci_high", "diff_vs_best", "p_adjusted_vs_best"]]
+    shown = shown.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high",
+                                  "p_adjusted_vs_best": "corrected p vs best"})
+    return Section(lines + [frame_to_markdown(shown), "", "All configurations: [points.csv](points.csv)", ""],
+                   {"points.csv": points})
 
 
 def sensitivity_section(key: str, table: SensitivityTable) -> Section:

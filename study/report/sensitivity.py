@@ -225,7 +225,7 @@ class SensitivityTable:
                      f" {TIED}: tied with the best (not significantly different after correction).")
             if self.vs_baseline is not None:
                 text += (f" {BETTER_THAN_BASELINE}/{WORSE_THAN_BASELINE}: significantly better/worse than the "
-                         f"baseline {BASELINE_LABEL} at the same {self._open_axes()} (corrected).")
+                         f"baseline cell, marked {BASELINE_LABEL}, at the same {self._open_axes()} (corrected).")
             tied = self.tied_cells()
             text += f" Tied with the best: {'; '.join(self.cell_name(c) for c in tied)}."
         if self.power is not None:

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from study.report.build import StudyReport
+from study.report.points import tied_points
 from study.report.sensitivity import SensitivityTable
 from study.report.text import better, corner, fmt_label, key_params, metric_label
 from study.report.trial_tables import with_mean_row
@@ -24,6 +25,10 @@ def render_report(report: StudyReport, console=None) -> None:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     for table in report.tables.values():
         _print_sensitivity(table, console)
+    if report.points is not None:
+        tied = tied_points(report.points)
+        shown = tied[report.point_params + ["n_seeds", "mean", "ci_low", "ci_high", "p_adjusted_vs_best"]]
+        console.print(_rich_table(shown, f"Configurations tied with the best ({len(tied)} of {len(report.points)})"))
     if report.importances is not None:
         console.print(_rich_table(report.importances, "Parameter importances (Optuna)"))
     for note in report.importance_notes:
@@ -37,7 +42,7 @@ def render_report(report: StudyReport, console=None) -> None:
 
 
 def _print_sensitivity(table: SensitivityTable, console) -> None:
-    """The grid with the best cell green and † cells red; title and legend outside it."""
+    """The grid with the best cell bold green, tied cells green and † cells red; title and legend outside it."""
     from rich.table import Table
 
     # Title and legend outside the grid: a narrow grid would wrap them line by line.
@@ -51,7 +56,9 @@ def _print_sensitivity(table: SensitivityTable, console) -> None:
         cells = []
         for c in table.mean.columns:
             text = table.cell_text(r, c)
-            style = "bold green" if (r, c) == table.best else "red" if table.worse.loc[r, c] else ""
+            tied = table.tied is not None and table.tested and table.tied.loc[r, c]
+            style = "bold green" if (r, c) == table.best else "red" if table.worse.loc[r, c] else \
+                "green" if tied else ""
             cells.append(f"[{style}]{text}[/]" if style else text)
         grid.add_row(fmt_label(r), *cells)
     console.print(grid)
