@@ -26,6 +26,12 @@ sqlite:///mlruns.db`).
 """
 
 
+# Multiple-comparison correction across each table (and across a study's configurations).
+CORRECTION_OPTION = dict(choices=("holm", "bh"), default="holm",
+                         help="correction of each table's contrasts: holm (family-wise error, default) or bh "
+                              "(Benjamini–Hochberg false discovery rate)")
+
+
 def _global_options(parser: argparse.ArgumentParser, suppress: bool, ray: bool = True) -> None:
     default = argparse.SUPPRESS if suppress else None
     group = parser.add_argument_group("global options")
@@ -108,14 +114,17 @@ Ctrl-C or SIGTERM.""")
     train.set_defaults(command_name="train")
 
     report = command("report", "sensitivity tables and paired tests of a study", """\
-Build the report of study NAME from the MLflow store: sensitivity tables (γ1 × α, sampler × K),
-paired per-query t-tests against the best cell, heatmaps and trial timings; print the tables and
-write them to kd-studies/NAME/report/ (or --out).""", ray=False)
+Build the report of study NAME from the MLflow store: sensitivity tables (γ1 × α, sampler × K)
+with each cell's 95% CI, paired per-query t-tests against the best cell and the space's baseline
+(corrected across each table), the minimum detectable difference, the configurations tied with
+the best, heatmaps and trial timings; print the tables and write them to kd-studies/NAME/report/
+(or --out).""", ray=False)
     report.add_argument("name", metavar="NAME", nargs="?", help="study (omit with --document)")
     report.add_argument("--document", metavar="SPEC.yaml",
                         help="write a results document over several studies instead (e.g. docs/results.yaml: "
                              "studies, metrics, grid-vs-search comparisons, bench tables, discussion)")
     report.add_argument("--metric", help="metric of the tables (default: the study's)")
+    report.add_argument("--correction", **CORRECTION_OPTION)
     report.add_argument("-o", "--out", metavar="DIR", help="output folder (default: kd-studies/NAME/report)")
     report.set_defaults(command_name="report")
 
@@ -126,6 +135,10 @@ Write the full trial config of study NAME's best finished trial (by --metric) to
     export.add_argument("--metric", help="metric to rank trials by (default: the study's)")
     export.add_argument("--mode", choices=("max", "min"),
                         help="higher or lower is better (default: the study's mode for its metric, else max)")
+    export.add_argument("--tied", metavar="DIR",
+                        help="also write every configuration statistically tied with the best to DIR "
+                             "(a trial YAML each, and tied.csv with their means and 95%% CIs)")
+    export.add_argument("--correction", **CORRECTION_OPTION)
     export.add_argument("-o", "--out", metavar="PATH", help="output file (default: kd-studies/NAME/best.yaml)")
     export.set_defaults(command_name="export")
     return parser

@@ -146,7 +146,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     state, tracking_uri = _find_study(name, args)
     out = Path(args.out) if args.out else _study_dir(name, args) / "report"
     # built once (runs, tests, importances), then written and printed; metric defaults to the study's own
-    report = build_report(name, tracking_uri, args.metric, state.get("optuna_storage"))
+    report = build_report(name, tracking_uri, args.metric, state.get("optuna_storage"), correction=args.correction)
     path = write_report(report, out)
     render_report(report)
     print(f"report: {path}")
@@ -163,6 +163,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _study_dir(name, args) / "best.yaml"   # made once the best trial is found
     # metric and mode default to the study's own objective (export_best reads it from the parent run)
     path = export_best(name, tracking_uri, args.metric, out, mode=args.mode)
+    if args.tied:
+        from study.export import export_tied
+
+        table = export_tied(name, tracking_uri, args.tied, args.metric, mode=args.mode, correction=args.correction)
+        print(f"tied set:    {table.parent}  ({table.name}: every configuration tied with the best, with its CI)")
     print(f"best config: {path}  (run it: kd-study train {path})")
     return 0
 

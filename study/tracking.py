@@ -4,7 +4,8 @@ The contract other tools read (study.report, study.export, the MLflow UI); every
 constant of study.tags:
 - parent run: tags STUDY_NAME_TAG = <NAME>, STUDY_KIND_TAG = STUDY_KIND, GIT_SHA_TAG, STUDY_DIR_TAG,
   ALGORITHM_TAG, METRIC_TAG and the asset keys (ASSET_TAG_PREFIX + <part>); params: the space file
-  flattened (`study.*`, `search.*`, `fixed.*`); artifacts: the study folder's space copy, resolved
+  flattened (`study.*`, `search.*`, `fixed.*`; a dict such as `study.baseline`, STUDY_BASELINE_PARAM,
+  as JSON, which the report reads back as the baseline of its contrasts); artifacts: the study folder's space copy, resolved
   space and assets record (study.paths), and REPORT_ARTIFACT_DIR at the end.
 - trial runs: tag PARENT_RUN_TAG (so the UI nests them), STUDY_KIND_TAG, STUDY_NAME_TAG,
   TRIAL_ID_TAG, SEARCHED_TAG and the TAG_FALLBACKS of sampler, loss and K; params: every field of

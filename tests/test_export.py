@@ -59,3 +59,24 @@ def test_unknown_metric_and_study_are_one_line_errors(store, tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(ReportError, match="mode must be 'max' or 'min'"):
         export_best(STUDY, store.uri, out_path=tmp_path / "x.yaml", mode="best")
+
+
+def test_export_tied_writes_every_configuration_tied_with_the_best(tmp_path, tmp_path_factory):
+    import pandas as pd
+    from test_report import REPLICATED, make_replicated_store
+
+    from study.export import export_tied
+
+    replicated = make_replicated_store(tmp_path_factory.mktemp("replicated"), tmp_path_factory.getbasetemp())
+    table_path = export_tied(REPLICATED, replicated.uri, tmp_path / "tied")
+    table = pd.read_csv(table_path)
+    assert list(table["point"]) == ["p-strat8", "p-topk8"] and list(table["best"]) == [True, False]
+    assert (table["ci_low"] < table["mean"]).all() and (table["mean"] < table["ci_high"]).all()
+    assert table["p_adjusted_vs_best"].iloc[1] >= 0.05 and (table["n_seeds"] == 2).all()
+    best = tmp_path / "tied" / table["file"].iloc[0]
+    assert TrialConfig.from_yaml(best) == replicated.configs["p-strat8-s0"]
+    header = [line for line in best.read_text().splitlines() if line.startswith("#")]
+    assert any("95% CI [" in line and "mean over 2 seed run(s)" in line for line in header)
+    # mode honoured: lowest first; p-topk4 is lower than everything else on every query.
+    low = pd.read_csv(export_tied(REPLICATED, replicated.uri, tmp_path / "low", mode="min"))
+    assert list(low["point"]) == ["p-topk4"]

@@ -91,7 +91,7 @@ def _log_trial(client, experiment_id: str, parent_id: str, spec: dict, tmp: Path
     run = client.create_run(experiment_id, run_name=spec["trial"], tags={
         "mlflow.parentRunId": parent_id, "kd_study.kind": "trial", "kd_study.name": STUDY,
         "kd_study.trial_id": spec["trial"], "sampler": spec["sampler"],
-        "loss": spec["loss"], "k": str(spec["k"]),
+        "loss": spec["loss"], "k": str(spec["k"]), **spec.get("tags", {}),
     })
     stratified = spec["sampler"] == "stratified"
     metrics = {
@@ -192,6 +192,46 @@ def make_min_study_store(root: Path, base: Path) -> Store:
             spec = {**spec, "extra_metrics": {"train/loss_final": MIN_LOSSES[spec["trial"]]}}
             run_ids[spec["trial"]], dev[spec["trial"]], configs[spec["trial"]] = _log_trial(
                 client, experiment_id, parent.info.run_id, spec, root / "logged")
+    client.set_terminated(parent.info.run_id)
+    return Store(uri, parent.info.run_id, "", run_ids, dev, configs, root / "no-optuna.db", root / "artifacts")
+
+
+REPLICATED = "replicated"
+
+
+def _replicated_specs() -> list[dict]:
+    """Three KL points × 2 seed runs tagged as the replicates contract says: stratified K=8 best, topk K=8
+    0.01 behind with noisy queries (tied), topk K=4 0.15 behind on every query (worse)."""
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.3, 0.7, N_QUERIES)
+    kl = dict(loss="kl", gamma1=0.0, alpha=0.0)
+    points = [("p-strat8", "stratified", 8, 0.0, 0.01), ("p-topk8", "topk", 8, -0.01, 0.06),
+              ("p-topk4", "topk", 4, -0.15, 0.01)]
+    return [dict(trial=f"{point}-s{replicate}", sampler=sampler, k=k, seed=replicate,
+                 values=base + shift + rng.normal(0, noise, N_QUERIES),
+                 tags={"kd_study.point": point, "kd_study.replicate": str(replicate)}, **kl)
+            for point, sampler, k, shift, noise in points for replicate in range(2)]
+
+
+def make_replicated_store(root: Path, base: Path) -> Store:
+    """A sqlite MLflow store with the study `replicated`: 3 points × 2 seed runs, baseline sampler topk."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_migrated_db(base), root / "mlflow.db")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("kd-study", artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(experiment_id, run_name=REPLICATED,
+                               tags={"kd_study.name": REPLICATED, "kd_study.kind": "study"})
+    # As runner._space_params logs the space file's `study:` block (a dict param is JSON).
+    client.log_batch(parent.info.run_id, params=[Param("study.metric", "dev_mrr_at_10"), Param("study.mode", "max"),
+                                                 Param("study.baseline", '{"sampler.name": "topk"}')])
+    run_ids, dev, configs = {}, {}, {}
+    for spec in _replicated_specs():
+        run_ids[spec["trial"]], dev[spec["trial"]], configs[spec["trial"]] = _log_trial(
+            client, experiment_id, parent.info.run_id, spec, root / "logged")
     client.set_terminated(parent.info.run_id)
     return Store(uri, parent.info.run_id, "", run_ids, dev, configs, root / "no-optuna.db", root / "artifacts")
 
@@ -538,3 +578,37 @@ def test_heatmap_colours_by_the_test_not_by_the_mean(tmp_path):
     assert categories[table.best] == "best" and categories[("stratified", 8)] == "worse"
     assert sorted(categories.values()).count("tied") == 2   # 0.007 apart: the same colour, not two ends of a scale
     assert plot_heatmap(table, tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory) -> Store:
+    return make_replicated_store(tmp_path_factory.mktemp("replicated"), tmp_path_factory.getbasetemp())
+
+
+def test_replicated_study_reads_points_replicates_and_baseline(replicated):
+    from study.report import load_study_runs
+
+    runs = load_study_runs(REPLICATED, replicated.uri)
+    assert runs.baseline == {"sampler.name": "topk"}
+    trials = runs.trials.set_index("trial_id")
+    assert trials.loc["p-topk8-s1", "point"] == "p-topk8" and trials.loc["p-topk8-s1", "replicate"] == 1
+
+
+def test_replicated_report_pools_seeds_per_point_and_lists_the_tied_set(replicated, tmp_path):
+    report = build_report(REPLICATED, replicated.uri)
+    best_mean = (replicated.dev["p-strat8-s0"] + replicated.dev["p-strat8-s1"]) / 2
+    assert report.best["point"] == "p-strat8" and report.best["dev_mrr_at_10"] == pytest.approx(best_mean)
+    table = report.tables["sampler_k_kl"]
+    assert (table.n_seeds.loc["stratified", 8], table.count.loc["topk", 4]) == (2, 2)
+    assert table.worse.loc["topk", 4] and table.tied.loc["topk", 8]
+    assert table.vs_baseline.loc["stratified", 8] in ("better", "") and table.vs_baseline.loc["topk", 4] == "baseline"
+    assert list(report.points.loc[report.points["tied_with_best"], "point"]) == ["p-strat8", "p-topk8"]
+    text = report_study(REPLICATED, replicated.uri, tmp_path, log_to_parent=False).read_text()
+    assert "## Configurations tied with the best" in text and "2 of 3 configurations" in text
+    assert "30 queries × 2 seed(s)" in text and "Holm" in text and " ± " in text
+    assert "(`study.baseline`: sampler.name=topk)" in text
+    assert (tmp_path / "points.csv").exists()
+
+
+def test_one_seed_study_reads_as_one_point_per_trial(trials):
+    assert (trials["point"] == trials["trial_id"]).all() and (trials["replicate"] == 0).all()

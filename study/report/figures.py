@@ -66,14 +66,15 @@ def plot_heatmap(table: SensitivityTable, path: str | Path) -> Path:
     shown = [k for k in CELL_LEGEND if any(k in row for row in categories)]
     ax.legend(handles=[Patch(color=CELL_COLOURS[k], label=CELL_LEGEND[k]) for k in shown], fontsize=7.5,
               loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    caption = f"cell: mean {metric_label(table.metric)} ± half its 95% CI (n = runs pooled, 1 unless shown)"
+    # Short caption lines: a one-column table makes a narrow figure.
+    caption = "cell: mean ± half its 95% CI\n(n = runs pooled, 1 unless shown)"
     if table.tested:
-        caption += (f"\ncolour: two-sided paired t-test vs best, {CORRECTIONS[table.correction]}-corrected "
-                    f"p < {table.significance:g}; {DAGGER} worse, {TIED} tied, {table.design()}")
+        caption += (f"\ncolour: paired t-test vs best, {CORRECTIONS[table.correction]}-corrected p < "
+                    f"{table.significance:g}\n{DAGGER} worse, {TIED} tied; {table.design()}")
         if table.power is not None:
             caption += f"\nMDE (80% power) {table.power.mde:.4f}, spread {table.power.spread:.4f}"
             if not table.power.separable:
-                caption += f": {CANNOT_SEPARATE}"
+                caption += f":\n{CANNOT_SEPARATE}"
     else:
         caption += "\nno per-query values: no CI and no test (grey)"
     # supxlabel, unlike fig.text, gets room from the constrained layout.

@@ -14,7 +14,7 @@ from study.report.points import tied_points
 from study.report.sensitivity import (BASELINE_LABEL, BETTER_THAN_BASELINE, CANNOT_SEPARATE, DAGGER, SIGNIFICANCE,
                                       TEST_NAME, TIED, WORSE_THAN_BASELINE, SensitivityTable)
 from study.report.stats import CORRECTIONS, N_RESAMPLES, POWER
-from study.report.text import better, frame_to_markdown, is_missing, key_params, metric_label, plain
+from study.report.text import better, fmt_label, frame_to_markdown, is_missing, key_params, metric_label, plain, seeds_note
 from study.report.trial_tables import with_mean_row
 from study.tags import PER_QUERY_ARTIFACT, STUDY_BASELINE_PARAM, TRIAL_CONFIG_ARTIFACT
 from study.tracking import redact
@@ -71,7 +71,7 @@ def overview(report: StudyReport) -> Section:
              + (f", {excluded} excluded (not FINISHED, see below)" if excluded else ""),
              f"- metric: {metric_label(metric)} (`{metric}`), {better(report.mode)} is better",
              f"- best trial: `{best['trial_id']}` (run `{best['run_id']}`): {metric} = {best[metric]:.4f}"
-             + key_params(best),
+             + seeds_note(report) + key_params(best),
              "- all trials: [trials.csv](trials.csv)", ""]
     if report.notes:
         lines += ["Notes:", ""] + [f"- {n}" for n in report.notes] + [""]
@@ -98,7 +98,7 @@ def reading_guide(report: StudyReport) -> Section:
                     f"{correction} across each family of each table. {DAGGER}: corrected p < {SIGNIFICANCE:g} with a "
                     f"{worse} mean than the best; {TIED}: tied with the best (tested, not significantly different "
                     f"after correction); {BETTER_THAN_BASELINE}/{WORSE_THAN_BASELINE}: significantly better/worse "
-                    f"than the baseline {BASELINE_LABEL}. The best cell is chosen on the same queries, so its "
+                    f"than the baseline cell (marked {BASELINE_LABEL}). The best cell is chosen on the same queries, so its "
                     "mean is optimistic: a confirmation on fresh queries or the full corpus settles it.", "",
                     f"Power: each table gives the minimum detectable difference (MDE) at {POWER:.0%} power, "
                     "(t_{1−α/2} + t_{0.8}) × the standard error of a paired difference, beside the spread of its "
@@ -119,6 +119,7 @@ def tied_section(report: StudyReport) -> Section:
                   f"the {len(points)} configurations, corrected p ≥ {SIGNIFICANCE:g}). `kd-study export NAME --tied "
                   "DIR` writes their configs.", ""]
     shown = tied[params + ["n_seeds", "mean", "ci_low", "ci_high", "diff_vs_best", "p_adjusted_vs_best"]]
+    shown = shown.astype({p: object for p in params}).assign(**{p: shown[p].map(fmt_label) for p in params})
     shown = shown.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high",
                                   "p_adjusted_vs_best": "corrected p vs best"})
     return Section(lines + [frame_to_markdown(shown), "", "All configurations: [points.csv](points.csv)", ""],

@@ -7,7 +7,7 @@ import pandas as pd
 from study.report.build import StudyReport
 from study.report.points import tied_points
 from study.report.sensitivity import SensitivityTable
-from study.report.text import better, corner, fmt_label, key_params, metric_label
+from study.report.text import better, corner, fmt_label, key_params, metric_label, seeds_note
 from study.report.trial_tables import with_mean_row
 
 
@@ -20,7 +20,8 @@ def render_report(report: StudyReport, console=None) -> None:
     console.rule(f"kd-study report: {study.name}")
     console.print(f"{len(study.trials)} finished trials, {len(study.excluded)} excluded · metric "
                   f"{metric_label(metric)} ({metric}, {better(report.mode)} is better) · "
-                  f"best trial {best['trial_id']} = {best[metric]:.4f}" + key_params(best), highlight=False)
+                  f"best trial {best['trial_id']} = {best[metric]:.4f}" + seeds_note(report) + key_params(best),
+                  highlight=False)
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     for table in report.tables.values():

@@ -112,3 +112,12 @@ def key_params(trial: pd.Series) -> str:
     keys = [k for k in ("loss.name", "loss.gamma1", "loss.alpha", "sampler.name", "sampler.k", "seed")
             if k in trial.index and not is_missing(trial[k])]
     return (" (" + ", ".join(f"{k}={fmt_label(trial[k])}" for k in keys) + ")") if keys else ""
+
+
+def seeds_note(report) -> str:
+    """` (mean over 2 seed runs of point p1)` when the best is a point with replicates, else ""."""
+    best, trials = report.best, report.study.trials
+    if "point" not in best.index or "point" not in trials.columns:
+        return ""
+    n = int((trials["point"] == best["point"]).sum())
+    return f" (mean over {n} seed runs of point `{best['point']}`)" if n > 1 else ""
