@@ -80,3 +80,18 @@ def test_export_tied_writes_every_configuration_tied_with_the_best(tmp_path, tmp
     # mode honoured: lowest first; p-topk4 is lower than everything else on every query.
     low = pd.read_csv(export_tied(REPLICATED, replicated.uri, tmp_path / "low", mode="min"))
     assert list(low["point"]) == ["p-topk4"]
+
+
+def test_cli_export_tied_and_report_correction(tmp_path, tmp_path_factory, capsys):
+    from test_report import REPLICATED, make_replicated_store
+
+    from study.cli import main
+
+    replicated = make_replicated_store(tmp_path_factory.mktemp("replicated-cli"), tmp_path_factory.getbasetemp())
+    args = ["--tracking-uri", replicated.uri, "--root", str(tmp_path / "studies")]
+    assert main([*args, "export", REPLICATED, "-o", str(tmp_path / "best.yaml"), "--tied", str(tmp_path / "tied"),
+                 "--correction", "bh"]) == 0
+    assert "tied set:" in capsys.readouterr().out and (tmp_path / "tied" / "tied.csv").exists()
+    assert TrialConfig.from_yaml(tmp_path / "best.yaml") == replicated.configs["p-strat8-s0"]   # the best point
+    assert main([*args, "report", REPLICATED, "-o", str(tmp_path / "report"), "--correction", "bh"]) == 0
+    assert "Benjamini–Hochberg correction" in (tmp_path / "report" / "report.md").read_text()

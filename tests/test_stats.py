@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from study.report.stats import (adjust_p_values, bootstrap_ci, crossed_standard_error, minimum_detectable_difference,
@@ -121,3 +123,13 @@ def test_mde_formula_matches_a_simulation_within_10_percent():
 def test_tied_with_best_is_the_best_and_the_tested_cells_not_significantly_different():
     tied = tied_with_best([np.nan, 0.2, 0.01, np.nan], [True, False, False, False])
     assert tied.tolist() == [True, True, False, False]   # the untested last cell is not called tied
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30), st.sampled_from(["holm", "bh"]))
+def test_adjusted_p_values_are_valid_and_keep_the_order(p, method):
+    p = np.array(p)
+    adjusted = adjust_p_values(p, method)
+    assert ((adjusted >= p - 1e-12) & (adjusted <= 1.0)).all()
+    order = np.argsort(p, kind="stable")
+    assert (np.diff(adjusted[order]) >= -1e-12).all()   # a smaller p never gets a larger adjusted p
