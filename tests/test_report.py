@@ -24,7 +24,7 @@ from study.report import (
     report_study,
     sensitivity_table,
 )
-from study.report.runs import study_objectives
+from study.report.runs import study_baseline, study_objectives
 from trainables.config import TrialConfig
 
 STUDY = "wkl-sweep"
@@ -612,3 +612,11 @@ def test_replicated_report_pools_seeds_per_point_and_lists_the_tied_set(replicat
 
 def test_one_seed_study_reads_as_one_point_per_trial(trials):
     assert (trials["point"] == trials["trial_id"]).all() and (trials["replicate"] == 0).all()
+
+
+def test_study_baseline_round_trips_through_the_parent_runs_param():
+    from study.tracking import _param_value   # how the parent run logs a dict-valued `study.*` field
+
+    baseline = {"loss.name": "kl", "sampler.name": "topk", "sampler.k": 8}
+    assert study_baseline({"study.baseline": _param_value(baseline)}) == baseline
+    assert study_baseline({"study.baseline": "None"}) == {} and study_baseline({}) == {}
