@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from study.report.stats import (adjust_p_values, bootstrap_ci, crossed_standard_error, minimum_detectable_difference,
-                                paired_contrast, tied_with_best, variance_components)
+from study.report.stats import (adjust_p_values, bootstrap_ci, minimum_detectable_difference, paired_contrast,
+                                tied_with_best, variance_components)
 
 # A family of 4 tests, adjusted by hand (and as R's p.adjust gives them):
 # Holm: sorted 0.005, 0.01, 0.03, 0.04 × (4, 3, 2, 1) = 0.02, 0.03, 0.06, 0.04 → running max 0.02, 0.03, 0.06, 0.06.
@@ -61,18 +61,16 @@ def test_constant_differences_are_no_evidence_or_certain():
     assert np.isnan(paired_contrast(a[:1], a[:1]).p_value)
 
 
-def test_crossed_variance_adds_the_seed_component_only_when_seeds_differ():
+def test_seeds_are_averaged_per_query_and_their_spread_reported():
     rng = np.random.default_rng(1)
-    queries = rng.normal(0, 0.1, (200, 1))
-    no_seed_effect = queries + rng.normal(0, 0.02, (200, 3))
-    se, df = crossed_standard_error(no_seed_effect)
-    # Seeds no more different than the residual predicts: the SE of the per-query seed means.
-    ms_q, ms_s, ms_e = variance_components(no_seed_effect)
-    if ms_s <= ms_e:
-        assert se == pytest.approx(no_seed_effect.mean(axis=1).std(ddof=1) / np.sqrt(200)) and df == 199
-    seed_effect = no_seed_effect + np.array([0.0, 0.05, -0.05])
-    se_seed, df_seed = crossed_standard_error(seed_effect)
-    assert se_seed > 2 * se and df_seed < 10  # three seeds say little about a seed effect: few df
+    a = rng.normal(0.5, 0.1, (200, 1)) + rng.normal(0, 0.02, (200, 3))
+    b = a - 0.01 + rng.normal(0, 0.02, (200, 3)) + np.array([0.0, 0.05, -0.05])   # seed 1 and 2 disagree
+    contrast = paired_contrast(a, b)
+    reference = scipy_stats.ttest_rel(a.mean(axis=1), b.mean(axis=1))
+    assert contrast.p_value == pytest.approx(reference.pvalue) and (contrast.n_queries, contrast.n_seeds) == (200, 3)
+    ms_q, ms_s, ms_e = variance_components(a - b)
+    assert contrast.sd_seed == pytest.approx(np.sqrt((ms_s - ms_e) / 200)) and 0.03 < contrast.sd_seed < 0.07
+    assert np.isnan(paired_contrast(a[:, :1], b[:, :1]).sd_seed)
 
 
 def test_bootstrap_ci_covers_the_true_mean_about_95_percent():

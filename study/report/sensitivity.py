@@ -12,8 +12,8 @@ column). From it (`study.report.stats`, where the formulas are):
   (Holm by default, Benjamini–Hochberg on request): every cell against the table's best cell
   (highest mean for `mode="max"`, lowest for "min"), and every cell against the baseline the space
   names (`study.baseline`), at the same values of any axis the baseline leaves open. The test is a
-  paired t-test on the per-query differences (one seed: `scipy.stats.ttest_rel` over queries;
-  several: the crossed queries × seeds variance), on the queries both cells have.
+  paired t-test over queries on the per-query differences averaged over the shared seed
+  replicates (one seed: `scipy.stats.ttest_rel`), on the queries both cells have.
 - † marks a corrected p < `significance` with a mean worse than the best; the cells without †
   that were tested are tied with the best (≈). ▲/▼ mark a cell significantly better/worse than its
   baseline (corrected).
@@ -44,7 +44,7 @@ DAGGER = "†"
 TIED = "≈"
 BETTER_THAN_BASELINE, WORSE_THAN_BASELINE = "▲", "▼"
 BASELINE_LABEL = "(baseline)"
-TEST_NAME = "two-sided paired t-test over queries (seeds: crossed queries × seeds variance)"
+TEST_NAME = "two-sided paired t-test over queries (per-query values averaged over seeds)"
 CANNOT_SEPARATE = "this study cannot separate its cells"
 
 
@@ -66,7 +66,7 @@ class Power:
         return not (math.isfinite(self.mde) and self.spread < self.mde)
 
     def text(self, metric: str) -> str:
-        seeds = f", seed SD {self.sd_seed:.4f}" if self.n_seeds > 1 else ""
+        seeds = f", seed-to-seed SD of a difference {self.sd_seed:.4f}" if self.n_seeds > 1 else ""
         text = (f"Power: minimum detectable difference {self.mde:.4f} at {self.power:.0%} power "
                 f"(α = {self.alpha:g} two-sided, before correction; per-query SD of differences "
                 f"{self.sd_query:.4f}{seeds}; {self.n_queries} queries × {self.n_seeds} seed(s)); "
@@ -451,6 +451,7 @@ def _power(contrasts: Sequence[stats.Contrast], mean: pd.DataFrame, alpha: float
     finite = finite[np.isfinite(finite)]
     return Power(mde=mde, spread=float(finite.max() - finite.min()),
                  sd_query=float(np.median([c.sd_query for c in contrasts])),
-                 sd_seed=float(np.median([c.sd_seed for c in contrasts])),
+                 sd_seed=float(np.nanmedian([c.sd_seed for c in contrasts])) if any(
+                     c.n_seeds > 1 for c in contrasts) else math.nan,
                  n_queries=int(np.median([c.n_queries for c in contrasts])),
                  n_seeds=int(max(c.n_seeds for c in contrasts)), alpha=alpha)

@@ -8,15 +8,17 @@ are paired when their rows are the same queries and their columns the same repli
 - `bootstrap_ci`: 95% CI of a cell's mean, percentile bootstrap resampling queries and seeds
   independently (the pigeonhole bootstrap for crossed designs, Owen 2007); one seed = the usual
   bootstrap over queries.
-- `crossed_standard_error`: the standard error of the mean of a queries × seeds matrix, from the
-  two-way random-effects ANOVA: Var(Ȳ) = (MS_query + max(MS_seed − MS_resid, 0)) / (n_q·n_s), df by
-  Satterthwaite. One seed: sd(per-query values)/√n_q with n_q − 1 df.
 - `paired_contrast`: difference of two cells' means on the same queries and seeds, its 95% CI and
-  two-sided p: a paired t-test on D = A − B with `crossed_standard_error` (one seed: exactly
-  `scipy.stats.ttest_rel` over queries). Why t, not a permutation test: with ≥ 30 queries the t and
-  the paired permutation/bootstrap tests agree closely on IR metrics (Smucker, Allan & Carterette,
-  CIKM 2007; Urbano et al., SIGIR 2019), the t-test is deterministic, gives a CI and shares its
-  variance with the MDE below, so the test and the power statement cannot disagree.
+  two-sided p: a paired t-test over queries on the per-query differences averaged over seeds (one
+  seed: exactly `scipy.stats.ttest_rel`). Seeds enter by averaging (more seeds, less training noise
+  per query); the test generalises over queries and conditions on the seeds that ran. Adding a
+  seed variance component (`variance_components`) was tried and dropped: with 2–3 seeds its
+  Satterthwaite df falls below 1 whenever the seeds happen to differ, and the p-value and MDE
+  explode; the seed-to-seed SD of the difference is reported beside the test instead. Why t, not a
+  permutation test: with ≥ 30 queries the t and the paired permutation/bootstrap tests agree
+  closely on IR metrics (Smucker, Allan & Carterette, CIKM 2007; Urbano et al., SIGIR 2019), the
+  t-test is deterministic, gives a CI and shares its SE with the MDE below, so the test and the
+  power statement cannot disagree.
 - `adjust_p_values`: Holm (step-down, family-wise error) or Benjamini–Hochberg (false discovery
   rate, `scipy.stats.false_discovery_control`) across one family of tests.
 - `minimum_detectable_difference`: MDE = (t_{1−α/2, df} + t_{power, df}) · SE, the paired-design
@@ -77,7 +79,8 @@ def variance_components(values) -> tuple[float, float, float]:
     """(MS_query, MS_seed, MS_resid): the two-way ANOVA mean squares of `values` (queries × seeds, ≥ 2 of each).
 
     Under Y_ij = μ + a_i + b_j + e_ij: E[MS_query] = σ²_e + n_s·σ²_a, E[MS_seed] = σ²_e + n_q·σ²_b,
-    E[MS_resid] = σ²_e, so Var(Ȳ) = σ²_a/n_q + σ²_b/n_s + σ²_e/(n_q·n_s) = (MS_q + MS_s − MS_e)/(n_q·n_s).
+    E[MS_resid] = σ²_e; σ̂²_b = max(MS_seed − MS_resid, 0)/n_q is the seed-to-seed variance of a mean
+    beyond what query noise explains (`Contrast.sd_seed`).
     """
     y = _matrix(values)
     n_q, n_s = y.shape
@@ -88,29 +91,6 @@ def variance_components(values) -> tuple[float, float, float]:
     ms_s = n_q * float(((col - grand) ** 2).sum()) / (n_s - 1)
     ms_e = float(((y - row[:, None] - col[None, :] + grand) ** 2).sum()) / ((n_q - 1) * (n_s - 1))
     return ms_q, ms_s, ms_e
-
-
-def crossed_standard_error(values) -> tuple[float, float]:
-    """(standard error, degrees of freedom) of the mean of `values` (queries × seeds); see the module docstring.
-
-    The seed component is added only when the seeds differ by more than the residual noise
-    predicts, so the SE is never below the one-seed-style SE of the per-query means over seeds.
-    """
-    y = _matrix(values)
-    n_q, n_s = y.shape
-    if n_q < 2:
-        return math.nan, math.nan
-    if n_s == 1:
-        return float(y[:, 0].std(ddof=1) / math.sqrt(n_q)), float(n_q - 1)
-    ms_q, ms_s, ms_e = variance_components(y)
-    df_q, df_s, df_e = n_q - 1, n_s - 1, (n_q - 1) * (n_s - 1)
-    if ms_s <= ms_e:
-        return math.sqrt(ms_q / (n_q * n_s)), float(df_q)
-    combined = ms_q + ms_s - ms_e
-    # Satterthwaite: the df of a linear combination of mean squares.
-    denominator = ms_q ** 2 / df_q + ms_s ** 2 / df_s + ms_e ** 2 / df_e
-    df = combined ** 2 / denominator if denominator > 0 else float(df_q)
-    return math.sqrt(combined / (n_q * n_s)), float(df)
 
 
 @dataclass(frozen=True)
@@ -126,11 +106,11 @@ class Contrast:
     n_queries: int
     n_seeds: int
     sd_query: float = math.nan   # SD over queries of the per-query difference (averaged over seeds)
-    sd_seed: float = math.nan    # SD over seeds of the difference's mean beyond query noise (0 for one seed)
+    sd_seed: float = math.nan    # SD over seeds of the difference's mean beyond query noise (nan for one seed)
 
 
 def paired_contrast(a, b, confidence: float = CONFIDENCE) -> Contrast:
-    """Paired t-test of two cells' values (queries × seeds, rows and columns matched); see the module docstring.
+    """Paired t-test over queries of two cells' values (queries × seeds, rows and columns matched, seeds averaged).
 
     Constant differences have no t statistic: equal everywhere is no evidence (p = 1), a constant
     non-zero shift on every query is as strong as evidence gets (p = 0).
@@ -144,10 +124,10 @@ def paired_contrast(a, b, confidence: float = CONFIDENCE) -> Contrast:
     n_q, n_s = diff.shape
     if n_q < 2:
         return Contrast(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, n_q, n_s)
-    mean = float(diff.mean())
-    se, df = crossed_standard_error(diff)
-    sd_query = float(diff.mean(axis=1).std(ddof=1))
-    sd_seed = 0.0
+    per_query = diff.mean(axis=1)
+    mean, sd_query, df = float(per_query.mean()), float(per_query.std(ddof=1)), float(n_q - 1)
+    se = sd_query / math.sqrt(n_q)
+    sd_seed = math.nan
     if n_s > 1:
         _, ms_s, ms_e = variance_components(diff)
         sd_seed = math.sqrt(max(ms_s - ms_e, 0.0) / n_q)
@@ -192,8 +172,8 @@ def adjust_p_values(p_values, method: str = "holm") -> np.ndarray:
 def minimum_detectable_difference(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
     """MDE = (t_{1−α/2, df} + t_{power, df}) · SE: the true difference a two-sided level-α test finds with `power`.
 
-    SE is the standard error of a paired difference (`crossed_standard_error` of A − B, or
-    sd_diff/√n for one seed); with many queries the t quantiles are z_{0.975} + z_{0.8} = 2.80.
+    SE is the standard error of a paired difference, sd_diff/√n_q (sd_diff over queries of the
+    difference averaged over seeds); with many queries the t quantiles are z_{0.975} + z_{0.8} = 2.80.
     """
     from scipy.stats import t as student_t
 
