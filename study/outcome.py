@@ -36,7 +36,7 @@ def collect_outcome(space: SearchSpace, paths: StudyPaths, grid, storage_url: st
     from study.report.best import best_position  # pandas: loaded once the trials are done
     from study.search import pareto_trial_ids, trial_states
 
-    outcome = StudyOutcome(space.name, paths.dir, space.num_samples)
+    outcome = StudyOutcome(space.name, paths.dir, space.num_trials)
     trials = compat.result_grid_trials(grid) if grid is not None else []
     optuna_states = trial_states(storage_url, space.name)
     for trial in trials:

@@ -9,13 +9,17 @@ from trainables import outputs
 
 # Tags.
 STUDY_NAME_TAG = "kd_study.name"
-STUDY_KIND_TAG = "kd_study.kind"                   # "study" (the parent run) or "trial"
+STUDY_KIND_TAG = "kd_study.kind"                   # "study" (the parent run), "point" or "trial"
 TRIAL_ID_TAG = "kd_study.trial_id"
 STATE_TAG = "kd_study.state"                       # "pruned" on a trial the scheduler stopped early
 ERROR_TAG = "kd_study.error"
 SEARCHED_TAG = "kd_study.searched"
 MISSING_ARTIFACTS_TAG = "kd_study.missing_artifacts"
 CHECKPOINT_TAG = "kd_study.checkpoint"
+POINT_TAG = "kd_study.point"                       # replicates: the configuration point a seed run belongs to
+REPLICATE_TAG = "kd_study.replicate"               # replicates: 0..N-1, the seed index within its point
+STUDY_RUN_TAG = "kd_study.study_run"               # the study's parent run id, on point and seed runs
+CONFIRMS_TAG = "kd_study.confirms"                 # on a confirmation study's parent run: the study it confirms
 GIT_SHA_TAG = "kd_study.git_sha"
 STUDY_DIR_TAG = "kd_study.study_dir"
 ALGORITHM_TAG = "kd_study.algorithm"
@@ -40,7 +44,14 @@ OVERHEAD_METRIC = "time/overhead_s"      # wall − train − eval: Ray, MLflow,
 
 # Read back from the parent run by the report and export.
 STUDY_KIND = "study"                     # STUDY_KIND_TAG of the parent run
-TRIAL_KIND = "trial"                     # STUDY_KIND_TAG of a trial run
+TRIAL_KIND = "trial"                     # STUDY_KIND_TAG of a trial run (with replicates: a seed run)
+POINT_KIND = "point"                     # STUDY_KIND_TAG of a point run: its seed runs nest under it
+# Metrics of a point run (study.replicates > 1): each final metric's mean over the seeds under its own
+# key, and these beside it (95% bootstrap interval over queries and seeds; n).
+CI_LOW_SUFFIX = "/ci95_low"
+CI_HIGH_SUFFIX = "/ci95_high"
+POINT_SEEDS_METRIC = "point/n_seeds"
+POINT_QUERIES_METRIC = "point/n_queries"
 # STATE_TAG values of a trial run (the parent run gets STATE_INTERRUPTED when its driver was lost).
 STATE_RESUMED, STATE_FAILED, STATE_PRUNED, STATE_FINISHED = "resumed", "failed", "pruned", "finished"
 STATE_INTERRUPTED = "interrupted"
@@ -48,4 +59,5 @@ STATE_INTERRUPTED = "interrupted"
 STUDY_METRIC_PARAM = "study.metric"
 STUDY_MODE_PARAM = "study.mode"
 STUDY_OBJECTIVES_PARAM = "study.objectives"
+CONFIRM_ARTIFACT_DIR = "confirm"          # on the confirmed study's parent run: kd-study confirm's tables
 BEST_CONFIG_ARTIFACT = "best_config.yaml"   # on the parent run: the best trial's config (kd-study export)
