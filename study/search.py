@@ -177,6 +177,7 @@ class StudySearch(OptunaSearch):
         storage = optuna.storages.RDBStorage(self._storage_url)
         study = optuna.load_study(study_name=pickled.study_name, storage=storage, sampler=pickled.sampler)
         compat.rebind_searcher(self, study, storage)
+        self._point_state_defaults(study)
         known = {compat.storage_trial_id(t) for t in compat.searcher_trials(self).values()}
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if compat.storage_trial_id(frozen) in known:
@@ -185,6 +186,18 @@ class StudySearch(OptunaSearch):
             storage.set_trial_state_values(compat.storage_trial_id(frozen), state=TrialState.FAIL)
             study.enqueue_trial(frozen.params)
             log.info("optuna: trial %d was asked but never started; its point is queued again", frozen.number)
+
+
+    def _point_state_defaults(self, study: optuna.Study) -> None:
+        """A searcher pickled before replicates existed: one seed per point, the points it ran read from storage."""
+        if "_points" in self.__dict__:
+            return
+        self._replicates, self._handing_out, self._seed_of, self._ended = 1, {}, {}, {}
+        self._points, self._point_params = {}, {}
+        for frozen in study.get_trials(deepcopy=False):
+            key = frozen.user_attrs.get(RAY_TRIAL_ID_ATTR)
+            if key is not None and frozen.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED):
+                self._points[point_id(frozen.params)], self._point_params[key] = key, dict(frozen.params)
 
 
 def _frozen(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
