@@ -210,3 +210,89 @@ def test_a_tiny_study_runs_two_seeds_per_point_and_each_point_once(workdir, samp
     assert len(complete) == 2 and len({t.params["sampler.name"] for t in complete}) == 2   # each point once
     by_sampler = {p.data.params["sampler.name"]: p.data.metrics["dev_mrr_at_10"] for p in points}
     assert {t.params["sampler.name"]: t.value for t in complete} == pytest.approx(by_sampler)
+
+
+# ---- kd-study confirm -----------------------------------------------------------------------------------
+def test_kendall_tau_matches_scipy_and_its_interval_holds_it():
+    from scipy.stats import kendalltau
+
+    from study.confirm import kendall_tau
+
+    x, y = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.15, 0.1, 0.35, 0.3, 0.6, 0.5]
+    tau, low, high, p = kendall_tau(x, y)
+    assert tau == pytest.approx(kendalltau(x, y).statistic) and p == pytest.approx(kendalltau(x, y).pvalue)
+    assert low <= tau <= high <= 1.0
+    assert kendall_tau([0.1, 0.2], [0.2, 0.1])[0] == -1.0                        # 2 points: τ, no interval
+
+
+def test_tied_with_best_holm_corrects_paired_tests():
+    """The best's paired t-tests over queries, Holm-adjusted: a close point is tied, a far one is not."""
+    import numpy as np
+    from scipy.stats import ttest_rel
+
+    from study.confirm import holm, tied_with_best
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 60)
+    per_point = {"best": base + 0.2, "close": base + 0.19 + rng.normal(0, 0.05, 60),
+                 "far": base - 0.1 + rng.normal(0, 0.05, 60)}
+    per_point = {p: {f"q{i}": float(v) for i, v in enumerate(vals)} for p, vals in per_point.items()}
+    means = {p: float(np.mean(list(v.values()))) for p, v in per_point.items()}
+    tied, test, n = tied_with_best(per_point, means, "max")
+    assert tied == {"best": True, "close": True, "far": False} and n == 60 and "Holm" in test
+    raw = [ttest_rel(list(per_point["best"].values()), list(per_point[p].values())).pvalue for p in ("close", "far")]
+    assert raw[0] > 0.05 and raw[1] < 1e-6
+    # a textbook example: sorted 0.01, 0.03, 0.04 → 3 × 0.01, 2 × 0.03, max(0.06, 1 × 0.04)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_the_confirmation_space_runs_the_top_points_at_full_fidelity(tmp_path):
+    from study.confirm import confirm_space_file
+    from study.paths import StudyPaths
+    from study.space import dump_space
+
+    sweep = load_space(small_space(tmp_path, name="sweep"))
+    raw = yaml.safe_load(dump_space(sweep))
+    raw["base"]["eval"]["subset_distractors"] = 50
+    paths = StudyPaths.of("sweep", tmp_path / "studies")
+    paths.dir.mkdir(parents=True)
+    paths.space_resolved.write_text(yaml.safe_dump(raw))
+    top = [{"loss.name": "wkl", "sampler.name": "topk"}, {"loss.name": "kl", "sampler.name": "random"}]
+    path = confirm_space_file("sweep", str(tmp_path / "studies"), top, child="sweep-confirm", replicates=3,
+                              pins={"sampler.name": "topk"}, epochs=None, max_steps=None,
+                              metric="dev_mrr_at_10", mode="max")
+    child = load_space(path)
+    assert child.name == "sweep-confirm" and child.num_samples == 2 and child.replicates == 3
+    assert child.base.eval.subset_distractors is None and child.base.optim.epochs == 2 * sweep.base.optim.epochs
+    assert child.param_names == ["loss.name"] and child.base.sampler.name == "topk"   # a pin is no longer searched
+    assert child.study.points_to_evaluate == [{"loss.name": "wkl"}, {"loss.name": "kl"}]
+
+
+@pytest.mark.slow
+def test_confirm_reruns_the_top_points_and_prints_the_rank_correlation(workdir):
+    """`kd-study confirm` on the tiny replicates study: a child study under its parent run, the τ table."""
+    name = "tiny-replicates"
+    if not (workdir / "studies" / name / "study.json").is_file():
+        pytest.skip("needs the tiny replicates study of the test above")
+    result = run_cli(workdir, "confirm", name, "--top", "2", "--replicates", "1", "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Kendall τ" in result.stdout and "tied with the best" in result.stdout
+    table = (workdir / "studies" / name / "confirm" / f"{name}-confirm.md").read_text()
+    assert "| confirmed rank |" in table.replace("dev_mrr_at_10 ", "") or "confirmed rank" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "point" not in line]
+    assert len(rows) == 2
+
+    client, parents, _ = study_runs(workdir, f"{name}-confirm")
+    _, sweep_parents, _ = study_runs(workdir, name)
+    assert len(parents) == 1 and parents[0].data.tags["mlflow.parentRunId"] == sweep_parents[0].info.run_id
+    _, _, confirm_trials = study_runs(workdir, f"{name}-confirm")
+    assert len(confirm_trials) == 2
+    assert {r.data.params["eval.subset_distractors"] for r in confirm_trials} == {"None"}
+    assert {r.data.params["optim.epochs"] for r in confirm_trials} == {"2"}          # twice the sweep's 1 epoch
+    from study.report.runs import load_study_runs
+
+    sweep = load_study_runs(name, f"sqlite:///{workdir / 'mlruns.db'}")
+    assert len(sweep.trials) == 4                                         # the child study is not a trial
+    artifacts = {a.path for a in client.list_artifacts(sweep.parent_run_id, "confirm")}
+    assert f"confirm/{name}-confirm.md" in artifacts
