@@ -79,6 +79,8 @@ def confirm_space_file(name: str, root: str | None, top_points: list[dict[str, A
         search[dotted] = {"type": "categorical", "choices": values}
     search = {k: v for k, v in search.items() if k not in fixed}
     points = [{k: v for k, v in p.items() if k in search} for p in top_points]
+    if study.get("baseline"):   # a pinned field is no longer searched, so no longer a baseline key
+        study["baseline"] = {k: v for k, v in study["baseline"].items() if k in search} or None
     study.update(name=child, algorithm="random", num_samples=len(points), points_to_evaluate=points,
                  scheduler="none", metric=metric, mode=mode, objectives=None,
                  replicates=replicates or study.get("replicates", 1))

@@ -36,6 +36,7 @@ RETRY_OF_ATTR = "retry_of"   # on the COMPLETE trial of a retried errored trial:
 DUPLICATE_OF_ATTR = "duplicate_of"   # on a skipped proposal: the number of the trial that ran its point
 REPLICATE_TRIALS_ATTR = "replicate_trial_ids"   # on a point's trial: the Ray trial ids of its seeds
 MAX_DUPLICATE_ASKS = 100
+EXHAUSTED_ATTR = "exhausted"   # on the Optuna study: the searcher ended the search, every point it finds has run
 
 
 class StudySearch(OptunaSearch):
@@ -69,6 +70,7 @@ class StudySearch(OptunaSearch):
         else:
             log.warning("optuna: %d proposals in a row repeated points already run; the space looks exhausted, "
                         "ending the search", MAX_DUPLICATE_ASKS)
+            compat.searcher_study(self).set_user_attr(EXHAUSTED_ATTR, True)
             return Searcher.FINISHED
         if ot_trial is not None:
             ot_trial.set_user_attr(RAY_TRIAL_ID_ATTR, trial_id)
@@ -259,6 +261,14 @@ def trial_states(storage_url: str, study_name: str) -> dict[str, str]:
         return {}
     return {t.user_attrs[RAY_TRIAL_ID_ATTR]: t.state.name for t in study.get_trials(deepcopy=False)
             if RAY_TRIAL_ID_ATTR in t.user_attrs}
+
+
+def search_exhausted(storage_url: str, study_name: str) -> bool:
+    """Whether the searcher ended the search early because it kept proposing points already run."""
+    try:
+        return bool(optuna.load_study(study_name=study_name, storage=storage_url).user_attrs.get(EXHAUSTED_ATTR))
+    except Exception:  # noqa: BLE001 - informative only
+        return False
 
 
 def pareto_trial_ids(storage_url: str, study_name: str) -> list[str]:

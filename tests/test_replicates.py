@@ -91,6 +91,9 @@ def test_searcher_tells_one_mean_per_point_and_never_reruns_a_point(tmp_path):
             break
     assert len(set(seen)) == 4                                                  # every point once
     assert search.suggest("exhausted") == "FINISHED"                            # 2 × 2 points: nothing new left
+    from study.search import search_exhausted
+
+    assert search_exhausted(f"sqlite:///{tmp_path / 'o.db'}", "r")              # the study ends as done
     trials = searcher_study(search).trials
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) == 4 and len({point_id(t.params) for t in complete}) == 4   # one value per point
