@@ -299,3 +299,51 @@ def test_confirm_reruns_the_top_points_and_prints_the_rank_correlation(workdir):
     assert len(sweep.trials) == 4                                         # the child study is not a trial
     artifacts = {a.path for a in client.list_artifacts(sweep.parent_run_id, "confirm")}
     assert f"confirm/{name}-confirm.md" in artifacts
+
+
+def test_compare_ranks_points_of_a_sweep_and_its_confirmation(tmp_path):
+    """The confirmation table from two studies in the store (runs made by the real MLflow callback)."""
+    import math
+
+    from study import tracking
+    from study.confirm import compare, point_means, write_confirmation
+    from study.report.runs import load_study_runs
+    from study.trial_runs import NestedTrialRunsCallback
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    space = load_space(small_space(tmp_path))
+    scores = {"sweep": {("kl", "topk"): 0.5, ("wkl", "topk"): 0.4, ("kl", "random"): 0.3},
+              "sweep-confirm": {("kl", "topk"): 0.6, ("wkl", "topk"): 0.595, ("kl", "random"): 0.2}}
+    for study, points in scores.items():
+        experiment_id, parent = tracking.start_parent_run(uri, "e", study, space_params={"study.metric": "dev_mrr_at_10"},
+                                                          tags={}, artifacts=[])
+        callback = NestedTrialRunsCallback(uri, experiment_id=experiment_id, parent_run_id=parent, study_name=study,
+                                           space=space)
+        callback.setup()
+        for (loss, sampler), value in points.items():
+            for replicate in (0, 1):
+                trial_id = f"{study}-{loss}-{sampler}-{replicate}"
+                checkpoint = tmp_path / trial_id
+                checkpoint.mkdir()
+                shift = len(loss) * 3 + len(sampler)       # each point its own per-query pattern
+                noise = [0.01 * ((i * 7 + replicate + shift) % 5 - 2) for i in range(30)]
+                per_query = {f"q{i}": value + n for i, n in enumerate(noise)}
+                (checkpoint / "per_query.json").write_text(json.dumps({"dev_mrr_at_10": per_query}))
+                mean = sum(per_query.values()) / len(per_query)
+                trial = FakeTrial(trial_id, {"loss.name": loss, "sampler.name": sampler, REPLICATE_KEY: replicate},
+                                  {"dev_mrr_at_10": mean, tracking.FINAL_METRIC_MARKER: 0.1,
+                                   "checkpoint_path": str(checkpoint)})
+                callback.log_trial_start(trial)
+                callback.log_trial_result(1, trial, trial.last_result)
+                callback.log_trial_end(trial)
+    sweep_points = point_means(load_study_runs("sweep", uri), space, "dev_mrr_at_10")
+    assert len(sweep_points) == 3 and {p["n"] for p in sweep_points.values()} == {2}
+    chosen = sorted(sweep_points, key=lambda p: -sweep_points[p]["mean"])
+    result = compare("sweep", "sweep-confirm", uri, space, sweep_points, chosen, "dev_mrr_at_10", "dev_mrr_at_10",
+                     "max", set())
+    assert [r["sweep_rank"] for r in result.rows] == [1, 2, 3]
+    assert [r["confirm_rank"] for r in result.rows] == [1, 2, 3] and math.isclose(result.tau, 1.0)
+    tied = {tuple(r["params"].values()): r["tied"] for r in result.rows}
+    assert tied == {("kl", "topk"): True, ("wkl", "topk"): True, ("kl", "random"): False}   # 0.005 apart: tied
+    md, csv_path = write_confirmation(result, tmp_path / "out")
+    assert "Kendall τ" in md.read_text() and len(csv_path.read_text().splitlines()) == 4
