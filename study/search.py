@@ -37,6 +37,7 @@ DUPLICATE_OF_ATTR = "duplicate_of"   # on a skipped proposal: the number of the 
 REPLICATE_TRIALS_ATTR = "replicate_trial_ids"   # on a point's trial: the Ray trial ids of its seeds
 MAX_DUPLICATE_ASKS = 100
 EXHAUSTED_ATTR = "exhausted"   # on the Optuna study: the searcher ended the search, every point it finds has run
+_ERRORED = "errored"           # a seed that failed, in StudySearch._ended
 
 
 class StudySearch(OptunaSearch):
@@ -50,7 +51,7 @@ class StudySearch(OptunaSearch):
         self._point_params: dict[str, dict] = {}           # point key → searched values
         self._handing_out: dict[str, int] = {}            # point key → next replicate to hand out
         self._seed_of: dict[str, tuple[str, int]] = {}     # Ray trial id → (point key, replicate)
-        self._ended: dict[str, dict[int, dict | None]] = {}   # point key → replicate → final result (None: no value)
+        self._ended: dict[str, dict[int, dict | str | None]] = {}   # point key → replicate → how its seed ended
         super().__init__(*args, **kwargs)
 
     def suggest(self, trial_id: str):
@@ -124,19 +125,22 @@ class StudySearch(OptunaSearch):
         if self._replicates > 1:
             ended = self._ended.setdefault(key, {})
             final = bool(result) and FINAL_METRIC_MARKER in result and not error
-            ended[replicate] = dict(result) if final else ({"error": True} if error else None)
+            # a seed's objective values (final), ERRORED, or None (stopped early)
+            ended[replicate] = {m: result.get(m) for m in self._metrics()} if final else (_ERRORED if error else None)
             if len(ended) < self._replicates or key in self._handing_out:
                 return   # the point's other seeds are still running
             result, error = self._point_result(ended)
         self._tell(key, result, error)
 
+    def _metrics(self) -> list[str]:
+        return self.metric if isinstance(self.metric, list) else [self.metric]
+
     def _point_result(self, ended: dict[int, dict | None]) -> tuple[dict | None, bool]:
         """The point's result once all its seeds ended: the mean when all finished, else an error or a stop."""
         outcomes = list(ended.values())
-        if all(o is not None and "error" not in o for o in outcomes):
-            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-            return {**point_mean(outcomes, metrics), FINAL_METRIC_MARKER: 1.0}, False
-        if any(o is not None and "error" in o for o in outcomes):
+        if all(isinstance(o, dict) for o in outcomes):
+            return {**point_mean(outcomes, self._metrics()), FINAL_METRIC_MARKER: 1.0}, False
+        if any(o == _ERRORED for o in outcomes):
             return None, True
         return {}, False
 
