@@ -282,6 +282,7 @@ def test_confirm_reruns_the_top_points_and_prints_the_rank_correlation(workdir):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Kendall τ" in result.stdout and "tied with the best" in result.stdout
     table = (workdir / "studies" / name / "confirm" / f"{name}-confirm.md").read_text()
+    print(table)                                                          # the rank-correlation table, in CI logs
     assert "| confirmed rank |" in table.replace("dev_mrr_at_10 ", "") or "confirmed rank" in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and "point" not in line]
     assert len(rows) == 2
