@@ -129,8 +129,8 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
             from study.tuner import new_tuner
 
             paths.update_state(status="running", experiment_id=experiment_id, parent_run_id=parent_run_id)
-            seeds = f" × {space.replicates} seeds" if space.replicates > 1 else ""
-            opts.say(f"kd-study: study {space.name}: {space.num_samples} trials{seeds}, MLflow {tracking.redact(tracking_uri)} "
+            seeds = f" ({space.num_samples} points × {space.replicates} seeds)" if space.replicates > 1 else ""
+            opts.say(f"kd-study: study {space.name}: {space.num_trials} trials{seeds}, MLflow {tracking.redact(tracking_uri)} "
                      f"(experiment {state['experiment']!r}, parent run {parent_run_id})")
             return new_tuner(ctx, max_concurrent)
 
