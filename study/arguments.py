@@ -19,6 +19,7 @@ Hyperparameter studies of knowledge distillation for dense retrieval (Ray Tune +
   kd-study train best.yaml                        one distillation run, outside Tune
   kd-study report quickstart                      sensitivity tables from the MLflow store
   kd-study export quickstart                      best trial's config as a trial YAML
+  kd-study confirm quickstart --top 3             re-run the top points at full fidelity
 
 A study's files live in kd-studies/<NAME>/ (--root); its runs in the MLflow store
 (--tracking-uri, default sqlite:///mlruns.db; browse with `mlflow ui --backend-store-uri
@@ -141,6 +142,25 @@ Write the full trial config of study NAME's best finished trial (by --metric) to
     export.add_argument("--correction", **CORRECTION_OPTION)
     export.add_argument("-o", "--out", metavar="PATH", help="output file (default: kd-studies/NAME/best.yaml)")
     export.set_defaults(command_name="export")
+
+    confirm = command("confirm", "re-run a study's top points at a higher fidelity; rank correlation", """\
+Re-run the top N points of study NAME (by its objective, mean over seeds) as a child study logged
+under NAME's parent run: full corpus (eval.subset_distractors: null) and longer training (twice
+the sweep's epochs or max_steps unless --epochs/--max-steps say otherwise), each point with
+--replicates seeds. Then print and write (kd-studies/NAME/confirm/) the sweep's and the
+confirmation's means per point, Kendall's τ between them with a bootstrap interval, and the
+confirmed set of points tied with the best.""")
+    confirm.add_argument("name", metavar="NAME", help="the study to confirm (its folder in --root)")
+    confirm.add_argument("--top", type=int, default=3, metavar="N", help="points to re-run (default: 3)")
+    confirm.add_argument("--replicates", type=int, metavar="S",
+                         help="seeds per point (default: the study's study.replicates)")
+    confirm.add_argument("--epochs", type=int, metavar="E", help="training epochs of the confirmation")
+    confirm.add_argument("--max-steps", type=int, metavar="M", help="training steps of the confirmation")
+    confirm.add_argument("--name", dest="child", metavar="CHILD", help="the child study's name (default: NAME-confirm)")
+    confirm.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="pin",
+                         help="fix a trial config field in the confirmation (YAML value), e.g. --set eval.top_k=100")
+    confirm.add_argument("--quiet", action="store_true", help="no live trial table")
+    confirm.set_defaults(command_name="confirm")
     return parser
 
 

@@ -172,7 +172,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "train": cmd_train, "report": cmd_report, "export": cmd_export}
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from study.confirm import confirm_study, table_rows, tau_line
+
+    name = check_name(args.name, "study name")
+    for flag in ("top", "replicates", "epochs", "max_steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} {value}: expected a positive number")
+    opts = _options(args, verbose=0 if args.quiet else 1)
+    result = confirm_study(name, opts, top=args.top, replicates=args.replicates, pins=_pins(args.pin),
+                           epochs=args.epochs, max_steps=args.max_steps, child=args.child)
+    code = _finish(result.outcome, [result.confirm_metric], args) if result.outcome is not None else 0
+    if not result.rows:
+        return code
+    header, rows = table_rows(result)
+    console.table(f"confirmation of {name} ({result.child})", header, rows)
+    print(tau_line(result))
+    print(f"tied with the best: {', '.join(r['point'] for r in result.rows if r['tied']) or 'none'} ({result.tied_test})")
+    print(f"confirmation: {result.files[0]}" if result.files else "")
+    return code
+
+
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "train": cmd_train, "report": cmd_report, "export": cmd_export,
+            "confirm": cmd_confirm}
 
 
 class _Unavailable(Failure):

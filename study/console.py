@@ -23,7 +23,10 @@ HEADLINE_LABELS = ((DEV_MRR_AT_10, "Dev MRR@10"), (BEIR_NDCG_AT_10_AVG, "BEIR nD
 def print_plan(space: SearchSpace) -> None:
     """`run --dry-run`: the study settings, searched and fixed fields, and the points evaluated first."""
     study = space.study
-    print(f"study {space.name}: {study.algorithm}, {space.num_samples} trials, "
+    trials = (f"{space.num_samples} points × {space.replicates} seeds ({space.base.seed}.."
+              f"{space.base.seed + space.replicates - 1}) = {space.num_trials} trials" if space.replicates > 1
+              else f"{space.num_samples} trials")
+    print(f"study {space.name}: {study.algorithm}, {trials}, "
           f"{study.max_concurrent_trials} at a time, metric {', '.join(space.metrics)} "
           f"({', '.join(space.modes)}), scheduler {study.scheduler}, seed {study.seed}")
     for param in space.params:

@@ -34,10 +34,12 @@ class StudyOutcome:
 def collect_outcome(space: SearchSpace, paths: StudyPaths, grid, storage_url: str) -> StudyOutcome:
     """The outcome of `Tuner.fit()`'s ResultGrid (None when the driver was interrupted), read with the Optuna study."""
     from study.report.best import best_position  # pandas: loaded once the trials are done
-    from study.search import pareto_trial_ids, trial_states
+    from study.search import pareto_trial_ids, search_exhausted, trial_states
 
-    outcome = StudyOutcome(space.name, paths.dir, space.num_samples)
+    outcome = StudyOutcome(space.name, paths.dir, space.num_trials)
     trials = compat.result_grid_trials(grid) if grid is not None else []
+    if grid is not None and len(trials) < outcome.num_samples and search_exhausted(storage_url, space.name):
+        outcome.num_samples = len(trials)   # every point the sampler finds has run: done, not interrupted
     optuna_states = trial_states(storage_url, space.name)
     for trial in trials:
         last = trial.last_result or {}

@@ -83,11 +83,12 @@ class StudyContext:
 
 
 # ---- run / resume -------------------------------------------------------------------------------------
-def run_study(space: SearchSpace, opts: StudyOptions) -> StudyOutcome:
+def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, str] | None = None) -> StudyOutcome:
     """`kd-study run`: check the inputs, build assets once, run the Tune study, report.
 
     `space` is the loaded space (CLI overrides and pins applied); `space.source` is the file copied
-    into the study folder.
+    into the study folder. `parent_tags` go on the parent run (`kd-study confirm` nests its child
+    study's parent run under the sweep's).
     """
     paths = check_new_study(space.name, opts.root)
     check_ray_address(opts.ray_address)
@@ -116,7 +117,8 @@ def run_study(space: SearchSpace, opts: StudyOptions) -> StudyOutcome:
             assets = prepare_study_assets(space, paths, opts.say, data=checked.train)
             experiment_id, parent_run_id = _start_parent_run(
                 space, paths, assets, tracking_uri, state["experiment"],
-                {tags.ALGORITHM_TAG: space.study.algorithm, tags.METRIC_TAG: ",".join(space.metrics)})
+                {tags.ALGORITHM_TAG: space.study.algorithm, tags.METRIC_TAG: ",".join(space.metrics),
+                 **(parent_tags or {})})
         except BaseException:
             if parent_run_id is None:  # nothing ran: leave no half-made study behind (fix the input, run again)
                 shutil.rmtree(paths.dir, ignore_errors=True)
@@ -127,7 +129,8 @@ def run_study(space: SearchSpace, opts: StudyOptions) -> StudyOutcome:
             from study.tuner import new_tuner
 
             paths.update_state(status="running", experiment_id=experiment_id, parent_run_id=parent_run_id)
-            opts.say(f"kd-study: study {space.name}: {space.num_samples} trials, MLflow {tracking.redact(tracking_uri)} "
+            seeds = f" ({space.num_samples} points × {space.replicates} seeds)" if space.replicates > 1 else ""
+            opts.say(f"kd-study: study {space.name}: {space.num_trials} trials{seeds}, MLflow {tracking.redact(tracking_uri)} "
                      f"(experiment {state['experiment']!r}, parent run {parent_run_id})")
             return new_tuner(ctx, max_concurrent)
 

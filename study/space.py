@@ -15,6 +15,8 @@ A space file is "a base TrialConfig + searched fields" (YAML):
       num_samples: 20
       metric: dev_mrr_at_10              # or objectives: [{metric, mode}, ...] (multi-objective)
       mode: max
+      replicates: 1                      # seeds per point (study/replicates.py); num_samples counts points
+      baseline: {loss.name: kl}          # optional: the cell the report compares against
 
 `when: {field: value}` (or `{field: [v1, v2]}`) makes a parameter conditional: Optuna's
 define-by-run only asks for it when `field` (a searched parameter, or the base/fixed value) takes
@@ -43,6 +45,7 @@ from trainables.outputs import final_metric_keys
 
 from study import grid
 from study.params import ParamSpec, Scalar, SearchParam, Strict, holds
+from study.replicates import REPLICATE_KEY, replicate_seed
 from study.space_checks import check_override, check_params, order_params, settle_study
 
 __all__ = ["ALGORITHMS", "AshaSettings", "Objective", "ParamSpec", "Scalar", "SearchParam", "SearchSpace",
@@ -83,6 +86,8 @@ class StudySettings(Strict):
     seed: int = 0
     points_to_evaluate: list[dict[str, Scalar]] = Field(default_factory=list)
     grid: dict[str, list[Scalar]] | None = Field(None, description="shorthand: field → values, as categorical search params")
+    replicates: int = Field(1, ge=1, description="seeds per configuration point (base seed + 0..N-1)")
+    baseline: dict[str, Scalar] | None = Field(None, description="searched field → value: the reference cell")
 
     @field_validator("name")
     @classmethod
@@ -104,6 +109,8 @@ class StudySettings(Strict):
             raise ValueError(f"`grid` needs algorithm: grid (got {self.algorithm})")
         if self.objectives is not None and self.scheduler == "asha":
             raise ValueError("scheduler asha needs one metric; multi-objective studies run with scheduler: none")
+        if self.replicates > 1 and self.scheduler == "asha":
+            raise ValueError("scheduler asha stops seeds one by one; a study with replicates > 1 runs with scheduler: none")
         return self
 
     @property
@@ -157,6 +164,15 @@ class SearchSpace:
         return self.study.num_samples  # settled by load_space
 
     @property
+    def replicates(self) -> int:
+        return self.study.replicates
+
+    @property
+    def num_trials(self) -> int:
+        """Tune trials: every point once per replicate (seed)."""
+        return self.num_samples * self.replicates
+
+    @property
     def param_names(self) -> list[str]:
         return [p.name for p in self.params]
 
@@ -179,8 +195,10 @@ class SearchSpace:
         return get_dotted(self.base.model_dump(mode="json"), dotted)
 
     def trial_config(self, params: Mapping[str, Any], name: str | None = None) -> TrialConfig:
-        """The full TrialConfig of one trial: base + fixed + the searched values it drew."""
+        """The full TrialConfig of one trial: base + fixed + the searched values it drew (+ its replicate's seed)."""
         overrides = {k: v for k, v in params.items() if k in self.param_names}
+        if REPLICATE_KEY in params:
+            overrides["seed"] = replicate_seed(self.base.seed, int(params[REPLICATE_KEY]))
         if name is not None:
             overrides["name"] = name
         return self.base.with_overrides(overrides, source=f"{self.source}: trial {name or ''}".rstrip())

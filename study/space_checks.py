@@ -148,6 +148,7 @@ def settle_study(space: SearchSpace) -> StudySettings:
         raise ConfigError(f"{src}: study.scheduler: asha stops trials on intermediate evaluations: "
                           "set eval.every_steps in the base config or in `fixed`")
     _check_points_to_evaluate(space)
+    _check_replicates(space)
     return study.model_copy(update={"num_samples": _num_samples(space)})
 
 
@@ -172,6 +173,21 @@ def _check_points_to_evaluate(space: SearchSpace) -> None:
                                       "not hold in this point")
                 chosen[param.name] = point[param.name]
         space.trial_config(point)  # a point's combination must be a valid config too
+
+
+def _check_replicates(space: SearchSpace) -> None:
+    """Replicates vary the seed, so it cannot be searched too; the baseline names searched values."""
+    src, study = space.source, space.study
+    if study.replicates > 1 and "seed" in space.param_names:
+        raise ConfigError(f"{src}: search.seed: with study.replicates: {study.replicates} each point runs seeds "
+                          "base seed + 0..N-1; do not search the seed as well")
+    by_name = {p.name: p for p in space.params}
+    for dotted, value in (study.baseline or {}).items():
+        where = f"{src}: study.baseline.{dotted}"
+        if dotted not in by_name:
+            raise ConfigError(f"{where}: not a searched parameter (expected one of: {', '.join(by_name) or 'none'})")
+        if not by_name[dotted].spec.contains(value):
+            raise ConfigError(f"{where}: {value!r} is outside its search ({by_name[dotted].spec.describe()})")
 
 
 def _num_samples(space: SearchSpace) -> int:

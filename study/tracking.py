@@ -13,7 +13,11 @@ constant of study.tags:
   metric with its training step (final metrics at the last step); artifacts TRIAL_CONFIG_ARTIFACT,
   PER_QUERY_ARTIFACT and, with --log-models, STUDENT_ARTIFACT_DIR. Status FINISHED only for a
   trial that finished training and evaluation; KILLED (+ STATE_TAG pruned) when the scheduler
-  stopped it early; FAILED (+ ERROR_TAG) on an error. study.trial_runs writes them.
+  stopped it early; FAILED (+ ERROR_TAG) on an error. study.trial_runs writes them. Also
+  STUDY_RUN_TAG (the parent run), POINT_TAG and REPLICATE_TAG (study.replicates).
+- point runs (`study.replicates` > 1 only): STUDY_KIND_TAG = POINT_KIND, nested under the parent;
+  the seed (trial) runs of the point nest under it instead of the parent; params: the point's
+  config without its seed; metrics: each final metric's mean over seeds, its 95% interval, n.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from trainables.errors import BadInput
 
 from study.tags import (
     EXPERIMENT_KIND_TAG, GIT_SHA_TAG, MODEL_TRAINING_KIND, PARENT_RUN_TAG, STATE_INTERRUPTED, STATE_TAG, STUDY_KIND,
-    STUDY_KIND_TAG, STUDY_NAME_TAG,
+    STUDY_KIND_TAG, STUDY_NAME_TAG, STUDY_RUN_TAG,
 )
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
@@ -205,8 +209,10 @@ def end_open_trial_runs(uri: str, parent_run_id: str, status: str = "KILLED") ->
     """Close trial runs left RUNNING by an interrupted or killed driver; the trials that resume re-open theirs."""
     mlflow_client = client(uri)
     parent = mlflow_client.get_run(parent_run_id)
-    runs = mlflow_client.search_runs([parent.info.experiment_id],
-                                     f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'")
+    runs = {r.info.run_id: r for tag in (PARENT_RUN_TAG, STUDY_RUN_TAG)   # seed runs nest under point runs
+            for r in mlflow_client.search_runs([parent.info.experiment_id],
+                                               f"tags.`{tag}` = '{parent_run_id}' and attributes.status = 'RUNNING'")}
+    runs = list(runs.values())
     for run in runs:
         mlflow_client.set_tag(run.info.run_id, STATE_TAG, STATE_INTERRUPTED)
         mlflow_client.set_terminated(run.info.run_id, status=status)

@@ -31,7 +31,7 @@ def new_tuner(ctx: StudyContext, max_concurrent: int) -> tune.Tuner:
         tune_config=tune.TuneConfig(
             search_alg=build_search(space, ctx.storage_url, max_concurrent),
             scheduler=build_scheduler(space, _total_steps(space, ctx.assets["stats"])),
-            num_samples=space.num_samples,
+            num_samples=space.num_trials,   # every point once per replicate
             # single objective: the trial table shows the current best; ASHA takes metric/mode from here
             metric=space.metrics[0] if len(space.metrics) == 1 else None,
             mode=space.modes[0] if len(space.metrics) == 1 else None,
@@ -103,7 +103,7 @@ class TrialLines(Callback):
         done = 1 + sum(t.status == "TERMINATED" and FINAL_METRIC_MARKER in (t.last_result or {})
                        for t in trials if t is not trial)
         others = "  ".join(f"{m} {_fmt_value(last.get(m))}" for m in self.space.metrics[1:])
-        print(f"kd-study: trial {trial.trial_id} finished ({done}/{self.space.num_samples}): {metric} "
+        print(f"kd-study: trial {trial.trial_id} finished ({done}/{self.space.num_trials}): {metric} "
               f"{value:.4f} {others} (best {self._best:.4f})  {_params_text(trial.config)}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

@@ -17,7 +17,7 @@ import yaml
 
 from study.cli import main
 
-COMMANDS = ("run", "train", "resume", "report", "export")
+COMMANDS = ("run", "train", "resume", "report", "export", "confirm")
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 
 
@@ -534,7 +534,8 @@ def test_version_and_each_verb_shows_only_the_options_it_uses(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"kd-study {version('kd-study')}"
-    for verb, uses_ray in (("run", True), ("resume", True), ("train", True), ("report", False), ("export", False)):
+    for verb, uses_ray in (("run", True), ("resume", True), ("train", True), ("report", False), ("export", False),
+                           ("confirm", True)):
         with pytest.raises(SystemExit):
             main([verb, "--help"])
         text = capsys.readouterr().out

@@ -30,6 +30,7 @@ from study.tags import (
     STUDY_KIND_TAG, STUDY_METRIC_PARAM, STUDY_MODE_PARAM, STUDY_NAME_TAG, STUDY_OBJECTIVES_PARAM, TAG_FALLBACKS,
     TRIAL_ID_TAG, WALL_METRIC,
 )
+from study.tags import POINT_KIND, STUDY_RUN_TAG   # replicates: seed runs nest under point runs
 from study.tracking import redact
 from trainables.errors import BadInput
 from trainables.outputs import EVAL_SECONDS, TRAIN_SECONDS
@@ -105,8 +106,7 @@ def load_study_runs(name: str, tracking_uri: str) -> StudyRuns:
         others = ", ".join(r.info.run_id for r in parents[1:])
         notes.append(f"{len(parents) - 1} older parent run(s) named {name!r} ignored: {others}")
 
-    children = _search_all(client, [parent.info.experiment_id],
-                           f"tags.`{PARENT_RUN_TAG}` = {_quote(parent.info.run_id)}")
+    children = trial_runs(client, parent.info.experiment_id, parent.info.run_id)
     frame, param_names, metrics = _trial_frame(children)
     finished = frame["status"] == "FINISHED"
     trials = frame[finished].reset_index(drop=True)
@@ -115,6 +115,17 @@ def load_study_runs(name: str, tracking_uri: str) -> StudyRuns:
     return StudyRuns(name, tracking_uri, parent.info.run_id, parent.info.experiment_id, trials, excluded,
                      param_names, metrics, tuple(notes), study_objectives(parent.data.params),
                      study_baseline(parent.data.params))
+
+
+def trial_runs(client, experiment_id: str, parent_run_id: str) -> list:
+    """The study's trial runs: nested under its parent, or (replicates) seed runs nested under point runs.
+
+    Seed runs carry STUDY_RUN_TAG = the parent; point runs and child studies (`kd-study confirm`)
+    are not trials.
+    """
+    runs = {r.info.run_id: r for tag in (PARENT_RUN_TAG, STUDY_RUN_TAG)
+            for r in _search_all(client, [experiment_id], f"tags.`{tag}` = {_quote(parent_run_id)}")}
+    return [r for r in runs.values() if r.data.tags.get(STUDY_KIND_TAG) not in (STUDY_KIND, POINT_KIND)]
 
 
 def _trial_frame(runs: list) -> tuple[pd.DataFrame, tuple[str, ...], tuple[str, ...]]:
