@@ -26,6 +26,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from study import compat
+
 DRIVER_LOG = "driver.log"
 WORKERS_LOG = "workers.log"
 # Libraries that put their own stderr handler on their top logger (and stop propagation): routed
@@ -33,9 +35,13 @@ WORKERS_LOG = "workers.log"
 # installs its handler when imported.
 _OWN_HANDLER_LOGGERS = ("ray", "optuna", "mlflow", "transformers")
 _KD_STUDY_LOGGERS = ("study", "trainables")   # their warnings stay on the console
-# Progress bars of the model loaders (transformers' "Loading weights" per model): not a long step.
-_QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-_RAY_PRINT_HANDLER = "ray_print_logs"         # ray._private.worker: forwards worker output to the console
+_QUIET_ENV = {
+    # the model loaders' progress bars (transformers' "Loading weights", per model): not a long step
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    # Tune's new output engine prints an experiment box and its result paths even at verbose=0; the
+    # old one, at 0, only logs (study.tuner sets verbose=0 unless --verbose)
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
 _WORKERS_HANDLER = "kd_study_workers_log"
 _RAY_TQDM_MAGIC = "__ray_tqdm_magic_token__"  # ray.experimental.tqdm_ray's bar updates: not lines
 
@@ -117,38 +123,35 @@ class LogRouting:
         """Ray's worker output to workers.log instead of the console; False where this Ray cannot (then unchanged).
 
         Ray forwards what its processes print to the driver through one dispatcher (log_to_driver);
-        its console printer is swapped for the file. Private to Ray, hence the guard.
+        its console printer is swapped for the file (study.compat names Ray's private parts). Also
+        the libraries a run imports by now are routed: optuna, mlflow, transformers.
         """
         _import_libraries()
         self.route_libraries()
         try:
-            from ray._private import worker as ray_worker
-
-            dispatcher = ray_worker.global_worker_stdstream_dispatcher
-            console_printer = dict(dispatcher.handlers).get(_RAY_PRINT_HANDLER)
+            dispatcher = compat.worker_output_dispatcher()
+            console_printer = dict(dispatcher.handlers).get(compat.RAY_CONSOLE_PRINTER)
         except (ImportError, AttributeError):
             return False
         if console_printer is None:   # log_to_driver=False: nothing reaches the console anyway
             return False
         self._workers.autoscaler = self._ray_printer = console_printer
-        dispatcher.remove_handler(_RAY_PRINT_HANDLER)
+        dispatcher.remove_handler(compat.RAY_CONSOLE_PRINTER)
         dispatcher.add_handler(_WORKERS_HANDLER, self._workers.write_batch)
-        self.driver_log_line(f"Ray workers' output: {self.workers_log}; Ray's own logs: {_ray_logs_dir()}")
+        self.driver_log_line(f"Ray workers' output: {self.workers_log}; Ray's own log files: "
+                             f"{compat.ray_logs_dir()}")
         return True
 
     def _release_ray_output(self) -> None:
         """Ray's console printer back if Ray still runs (ray.shutdown removes it otherwise); the file's handler off."""
         if self._ray_printer is None:
             return
-        try:
-            import ray
-            from ray._private import worker as ray_worker
-        except ImportError:  # pragma: no cover
-            return
-        dispatcher = ray_worker.global_worker_stdstream_dispatcher
+        import ray
+
+        dispatcher = compat.worker_output_dispatcher()
         dispatcher.remove_handler(_WORKERS_HANDLER)
-        if ray.is_initialized() and _RAY_PRINT_HANDLER not in dict(dispatcher.handlers):
-            dispatcher.add_handler(_RAY_PRINT_HANDLER, self._ray_printer)
+        if ray.is_initialized() and compat.RAY_CONSOLE_PRINTER not in dict(dispatcher.handlers):
+            dispatcher.add_handler(compat.RAY_CONSOLE_PRINTER, self._ray_printer)
         self._ray_printer = None
 
     def driver_log_line(self, message: str) -> None:
@@ -180,6 +183,12 @@ def routed(folder: Path | None) -> Iterator[LogRouting | None]:
 def active() -> LogRouting | None:
     """The routing in effect (None under --verbose or outside a command)."""
     return _active
+
+
+def route_libraries() -> None:
+    """Called right before ray.init, once Ray is imported: its start-up lines go to the file too (if routing)."""
+    if _active is not None:
+        _active.route_libraries()
 
 
 def capture_ray_output() -> bool:
@@ -309,12 +318,3 @@ class _WorkersLog:
         lines = [line for line in data.get("lines", []) if _RAY_TQDM_MAGIC not in line]
         if lines:
             self.file.write("".join(prefix + line + "\n" for line in lines))
-
-
-def _ray_logs_dir() -> str:
-    try:
-        from ray._private import worker as ray_worker
-
-        return ray_worker._global_node.get_logs_dir_path()
-    except Exception:  # noqa: BLE001 - a hint only
-        return "Ray's session folder (/tmp/ray/session_latest/logs)"

@@ -51,6 +51,7 @@ class RaySession:
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
         if ray.is_initialized():
             return ray
+        logs.route_libraries()   # ray.init's own lines (start-up, token auth) to the log, not the console
         env_vars = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
         env_vars.update(logs.quiet_env())
         try:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ray import tune
 from ray.tune import Callback
 
-from study import console
+from study import compat, console
 from study.search import build_scheduler, build_search
 from study.space import SearchSpace
 from study.tracking import FINAL_METRIC_MARKER, trial_error_line
@@ -72,14 +72,12 @@ def tune_verbosity(verbose: int) -> int:
 def _this_sessions_console(tuner: tune.Tuner, ctx: StudyContext) -> None:
     """A restored Tuner brings the RunConfig pickled by the first session: its verbosity and its view.
 
-    This session's --verbose/--quiet apply instead, with a fresh view (the counts come from the
-    restored trials). Tune keeps the RunConfig on its TunerInternal; a Ray Client tuner has none
-    here, and keeps the old settings.
+    This session's --verbose/--quiet apply instead, with a fresh view (its counts come from the
+    restored trials). A Ray Client tuner keeps the old settings.
     """
-    internal = getattr(tuner, "_local_tuner", None)
-    if internal is None:
+    run_config = compat.tuner_run_config(tuner)
+    if run_config is None:
         return
-    run_config = internal.get_run_config()
     run_config.verbose = tune_verbosity(ctx.opts.verbose)
     run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, TrialLines)] \
         + [TrialLines(ctx.space, ctx.opts.verbose)]

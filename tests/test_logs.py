@@ -1,6 +1,7 @@
 """Log routing (study.logs): the libraries' lines go to the run's logs/ folder, kd-study's own stay on the console."""
 from __future__ import annotations
 
+import io
 import logging
 
 import pytest
@@ -19,34 +20,48 @@ def study_dir(tmp_path):
     return folder
 
 
-def test_ray_train_faiss_and_transformers_lines_go_to_the_driver_log_not_the_console(study_dir, capsys):
-    import ray  # noqa: F401 - installs Ray's own stderr handler on the "ray" logger, as in a run
+@pytest.fixture
+def ray_console():
+    """What Ray's own stderr handler on the "ray" logger prints (a stand-in beside it: Ray's writes to the
+    stderr of its import time, which pytest's capture may have swapped since)."""
+    import ray  # noqa: F401 - installs Ray's handler, as in a run
+
+    console = io.StringIO()
+    handler = logging.StreamHandler(console)
+    logging.getLogger("ray").addHandler(handler)
+    try:
+        yield console
+    finally:
+        logging.getLogger("ray").removeHandler(handler)
+
+
+def test_ray_train_faiss_and_transformers_lines_go_to_the_driver_log_not_the_console(study_dir, ray_console,
+                                                                                     capsys):
     import transformers.utils.logging as transformers_logging
 
     with logs.routed(study_dir / "logs") as routing:
+        assert not [h for h in logging.getLogger("ray").handlers if isinstance(h, logging.StreamHandler)]
         logging.getLogger(CLEANER).warning(POLL_WARNING)
         logging.getLogger("ray.tune.tune").info("Total run time: 3.2 seconds")
         logging.getLogger("faiss.loader").info("Loading faiss with AVX2 support.")
         transformers_logging.get_logger("transformers.modeling_utils").warning("Some weights were not used")
     out, err = capsys.readouterr()
-    assert out + err == ""
+    assert out + err + ray_console.getvalue() == ""
     text = routing.driver_log.read_text()
     for line in (POLL_WARNING, "Total run time", "Loading faiss with AVX2 support.", "Some weights were not used"):
         assert line in text
     assert f"WARNING {CLEANER}: {POLL_WARNING}" in text             # level and logger name kept
 
     logging.getLogger(CLEANER).warning("after the command")           # the loggers are as they were
-    assert "after the command" in capsys.readouterr().err
+    assert "after the command" in ray_console.getvalue()
     assert "after the command" not in routing.driver_log.read_text()
 
 
-def test_verbose_routes_nothing(study_dir, capsys):
-    import ray  # noqa: F401
-
+def test_verbose_routes_nothing(study_dir, ray_console):
     with logs.routed(None) as routing:
         assert routing is None and logs.active() is None
         logging.getLogger(CLEANER).warning(POLL_WARNING)
-    assert POLL_WARNING in capsys.readouterr().err
+    assert POLL_WARNING in ray_console.getvalue()
     assert not (study_dir / "logs").exists()
 
 
