@@ -66,3 +66,43 @@ def test_the_view_survives_tunes_pickling():
 def test_durations_and_short_names():
     assert [duration(s) for s in (4.4, 65, 3600 + 120)] == ["4s", "1m05s", "1h02m"]
     assert params_text({"optim.lr": 1e-4, "sampler.name": "topk"}) == "lr=0.0001 sampler=topk"
+
+
+def test_on_a_terminal_one_status_line_is_redrawn_in_place_at_most_once_a_second(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    clock = Clock()
+    v = view(clock)
+    v.started("a1", {"loss.name": "kl"})
+    v.tick(Counts(running=1))
+    clock.now += 0.5
+    v.tick(Counts(running=1))                        # too soon: not redrawn
+    clock.now += 1
+    v.tick(Counts(running=1))
+    assert terminal.getvalue().count("\r\x1b[K") == 2
+    v.failed("a1", "boom", Counts(failed=1))         # the status line is cleared before the event line
+    v.close()
+    text = terminal.getvalue()
+    assert "\r\x1b[Kkd-study: trial a1 failed: boom" in text
+    assert text.endswith("\n") and "study qs: 0/4 done, 1 running, 0 failed; 2s" in text
+
+
+def test_quiet_draws_no_status_line_even_on_a_terminal(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    v = view(Clock(), live=False)
+    v.tick(Counts(running=1))
+    assert sys.stdout.getvalue() == ""
