@@ -1,9 +1,9 @@
 """Where the libraries' log lines go: a `logs/` folder beside the run, so the console shows kd-study's own.
 
-Ray, Tune, Ray Train, Optuna, MLflow, transformers and faiss print a great deal: about a thousand
-lines for the 6-trial quickstart, a third of them Ray Train's placement-group cleaner warning every
-second that it cannot query the controller (it polls the State API, which needs the dashboard that
-kd-study's local Ray does not start). By default a command routes them to
+Ray, Tune, Ray Train, Optuna, MLflow, transformers and faiss print a great deal: over a thousand
+lines for the 6-trial quickstart, hundreds of them Ray Train's placement-group cleaner warning every
+second or two that it cannot query the controller (it polls the State API, which needs the dashboard
+that kd-study's local Ray does not start). By default a command routes them to
 
     logs/driver.log    the driver's Python logging (every library, kd-study's own) and tracebacks
     logs/workers.log   what the Ray processes print (Tune trial actors, Ray Train controllers and
@@ -30,9 +30,9 @@ from study import compat
 
 DRIVER_LOG = "driver.log"
 WORKERS_LOG = "workers.log"
-# Libraries that put their own stderr handler on their top logger (and stop propagation): routed
-# by removing it and propagating to the root, which holds the file. Imported first, since each
-# installs its handler when imported.
+# Libraries that put their own stderr handler on their top logger (and stop propagation) when
+# imported: routed by removing it and propagating to the root, which holds the file; again once
+# Ray, and then the rest, are imported (route_libraries).
 _OWN_HANDLER_LOGGERS = ("ray", "optuna", "mlflow", "transformers")
 _KD_STUDY_LOGGERS = ("study", "trainables")   # their warnings stay on the console
 _QUIET_ENV = {
