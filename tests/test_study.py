@@ -101,7 +101,8 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, sample_data):
     # A console a person reads: kd-study's lines only; Ray's, Train's, Tune's and the libraries' in logs/
     console = (result.stdout + result.stderr).splitlines()
     assert len(console) <= 20 + 3 * 2, "\n".join(console)
-    assert not [line for line in console if "pid=" in line or "Ray Train Controller" in line or "faiss" in line]
+    assert not [line for line in console if "pid=" in line or "Ray Train Controller" in line
+                or "Loading faiss" in line or "Configuration for experiment" in line]
     study_logs = workdir / "studies" / "tiny-tpe" / "logs"
     assert "kd-study: logs: studies/tiny-tpe/logs/" in result.stdout       # relative to the working folder
     driver, workers = (study_logs / "driver.log").read_text(), (study_logs / "workers.log").read_text()
