@@ -270,6 +270,9 @@ class _DeferredFile:
             return self._file is not None and self.path.is_file()
 
     def close(self) -> None:
+        """Closed for good; lines still waiting are written if the folder exists by now."""
+        if self._waiting and not self._closed:
+            self.write("")
         with self._lock:
             if self._file is not None:
                 self._file.close()

@@ -87,6 +87,15 @@ def test_nothing_is_written_before_the_run_folder_exists(tmp_path):
     assert routing.driver_log.read_text().count("before the study folder") == 1
 
 
+def test_lines_waiting_for_the_run_folder_are_written_when_the_command_ends(tmp_path):
+    """`kd-study train`: Ray Train makes the run folder late, and the driver may log nothing after that."""
+    run = tmp_path / "runs" / "t"
+    with logs.routed(run / "logs") as routing:
+        logging.getLogger("ray").info("Started a local Ray instance.")
+        run.mkdir(parents=True)
+    assert "Started a local Ray instance." in routing.driver_log.read_text()
+
+
 def test_passwords_in_logged_uris_are_redacted(study_dir):
     with logs.routed(study_dir / "logs") as routing:
         logging.getLogger("mlflow.store").info("connecting to postgresql://me:secret@db:5432/mlflow")
