@@ -21,8 +21,9 @@ Hyperparameter studies of knowledge distillation for dense retrieval (Ray Tune +
   kd-study export quickstart                      best trial's config as a trial YAML
   kd-study confirm quickstart --top 3             re-run the top points at full fidelity
 
-A study's files live in kd-studies/<NAME>/ (--root); its runs in the MLflow store
-(--tracking-uri, default sqlite:///mlruns.db; browse with `mlflow ui --backend-store-uri
+A study's files live in kd-studies/<NAME>/ (--root), the log lines of Ray, Tune, MLflow,
+transformers and faiss in its logs/ folder (--verbose: on the console); its runs in the MLflow
+store (--tracking-uri, default sqlite:///mlruns.db; browse with `mlflow ui --backend-store-uri
 sqlite:///mlruns.db`).
 """
 
@@ -92,7 +93,7 @@ Interrupt with Ctrl-C or SIGTERM (or lose the driver) and continue with `kd-stud
                           "a searched field is no longer searched")
     run.add_argument("--dry-run", action="store_true",
                      help="validate the space and print the plan (trials, grid points); run nothing")
-    run.add_argument("--quiet", action="store_true", help="no live trial table")
+    _verbosity_options(run)
     run.set_defaults(command_name="run")
 
     resume = command("resume", "continue an interrupted study", """\
@@ -101,7 +102,7 @@ finished trials are kept (never re-trained), the trials that were running contin
 last checkpoint, errored trials are retried, and each keeps its MLflow run (no duplicates).""")
     resume.add_argument("name", metavar="NAME", help="the study to continue (its folder in --root)")
     resume.add_argument("--no-report", action="store_true", help="skip report/ and best.yaml at the end")
-    resume.add_argument("--quiet", action="store_true", help="no live trial table")
+    _verbosity_options(resume)
     resume.set_defaults(command_name="resume")
 
     train = command("train", "run one trial config outside Tune", """\
@@ -112,6 +113,7 @@ Ctrl-C or SIGTERM.""")
     train.add_argument("config", metavar="CONFIG.yaml", help="trial config (trainables.config.TrialConfig)")
     train.add_argument("--name", help="run name (default: `name` in the config)")
     train.add_argument("--output-dir", metavar="DIR", help="where runs go (default: output_dir in the config)")
+    _verbosity_options(train, quiet=False)
     train.set_defaults(command_name="train")
 
     report = command("report", "sensitivity tables and paired tests of a study", """\
@@ -162,6 +164,16 @@ confirmed set of points tied with the best.""")
     confirm.add_argument("--quiet", action="store_true", help="no live trial table")
     confirm.set_defaults(command_name="confirm")
     return parser
+
+
+def _verbosity_options(parser: argparse.ArgumentParser, quiet: bool = True) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--verbose", action="store_true",
+                       help="show Ray's, Tune's, MLflow's, transformers' and faiss' log lines here too (by default "
+                            "they go to logs/ in the study or run folder)")
+    if quiet:
+        group.add_argument("--quiet", action="store_true",
+                           help="no live status line: only a line per trial start and end")
 
 
 # ---- commands -----------------------------------------------------------------------------------

@@ -6,10 +6,13 @@ Bad inputs (config, data, values, names, tracking store) end with one line `kd-s
 stderr and exit 2, before anything is created; a crashed trial or unreachable cluster with one line
 and exit 1 (finished trials are kept); an interrupted study or training with the command that
 continues it and exit 130 (Ctrl-C) or 143 (SIGTERM, what a cluster scheduler sends: handled alike).
+run, resume and train send the libraries' log lines to the study's (run's) logs/ folder unless
+--verbose (study.logs); a failure's traceback goes there too, and its one line says so.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -17,13 +20,14 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from trainables.config import ConfigError, TrialConfig, check_name
-from trainables.errors import Failure
+from trainables.errors import BadInput, Failure
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
 from study import arguments, console
+from study.paths import LOGS_DIR_NAME
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM   # 143: stopped by SIGTERM, like Ctrl-C otherwise
@@ -95,16 +99,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from study.runner import run_study
 
     opts = _options(args, optuna_storage=args.optuna_storage, experiment=args.experiment,
-                    log_models=args.log_models, report=not args.no_report, verbose=0 if args.quiet else 1)
-    return _finish(run_study(space, opts), space.metrics, args)
+                    log_models=args.log_models, report=not args.no_report, verbose=_verbosity(args))
+    with _logs_to(_study_dir(space.name, args) / LOGS_DIR_NAME, args):
+        outcome = run_study(space, opts)
+    return _finish(outcome, space.metrics, args)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from study.runner import resume_study
 
     check_name(args.name, "study name")
-    opts = _options(args, report=not args.no_report, verbose=0 if args.quiet else 1)
-    outcome = resume_study(args.name, opts)   # --log-models and the other run options come from the study
+    opts = _options(args, report=not args.no_report, verbose=_verbosity(args))
+    with _logs_to(_study_dir(args.name, args) / LOGS_DIR_NAME, args):
+        outcome = resume_study(args.name, opts)   # --log-models and the other run options come from the study
     return _finish(outcome, _state_or_empty(args.name, args).get("metrics") or [], args)
 
 
@@ -114,11 +121,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrialConfig.from_yaml(args.config)  # a bad config fails before Ray and torch load
     from study.runner import train_single   # light; it checks the Ray address before any work
 
+    run_dir = Path(args.output_dir or cfg.output_dir).expanduser().resolve() / (args.name or cfg.name)
     try:
-        cfg, result = train_single(args.config, _options(args), name=args.name, output_dir=args.output_dir)
+        with _logs_to(run_dir / LOGS_DIR_NAME, args):
+            cfg, result = train_single(args.config, _options(args, verbose=_verbosity(args)), name=args.name,
+                                       output_dir=args.output_dir)
     except KeyboardInterrupt:
         # Ray Train keeps the run's checkpoints in <output_dir>/<name>/: the same command continues there.
-        run_dir = Path(args.output_dir or cfg.output_dir).expanduser().resolve() / (args.name or cfg.name)
         again = _command(args, "train", args.config, *(("--name", args.name) if args.name else ()),
                          *(("--output-dir", args.output_dir) if args.output_dir else ()))
         then = (f"to continue from its last checkpoint in {run_dir}" if run_dir.is_dir()
@@ -203,6 +212,45 @@ class _Unavailable(Failure):
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
+def _verbosity(args: argparse.Namespace) -> int:
+    if getattr(args, "verbose", False):
+        return console.VERBOSE
+    return console.QUIET if getattr(args, "quiet", False) else console.NORMAL
+
+
+@contextlib.contextmanager
+def _logs_to(folder: Path, args: argparse.Namespace) -> Iterator[None]:
+    """The libraries' log lines into `folder` for the command (not with --verbose); the console says where.
+
+    A failure that is not bad input leaves its traceback there, and `args.traceback_log` names the
+    file for the error line (unless the run's folder never existed: then the console gets it).
+    """
+    if getattr(args, "verbose", False):
+        yield
+        return
+    from study import logs
+
+    with logs.routed(folder) as routing:
+        print(f"{console.PROG}: logs: {_shown(folder)}/ (Ray, Tune, MLflow, transformers, faiss; "
+              "--verbose shows them here)", flush=True)
+        try:
+            yield
+        except BadInput:
+            raise   # one line says it all
+        except Exception as error:
+            if routing.log_exception(error):
+                args.traceback_log = routing.driver_log
+            raise
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working folder when it is below it (shorter lines), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _study_dir(name: str, args: argparse.Namespace) -> Path:
     from study.paths import StudyPaths
 
@@ -255,9 +303,11 @@ def _finish(outcome, metrics: list[str], args: argparse.Namespace) -> int:
     if outcome.errored:
         trial_id, cause = outcome.errored[0]
         more = f" (and {len(outcome.errored) - 1} more)" if len(outcome.errored) > 1 else ""
+        logs = "" if getattr(args, "verbose", False) else \
+            f"; tracebacks in {_shown(Path(outcome.dir) / LOGS_DIR_NAME)}/"
         console.error(f"{len(outcome.errored)} of {outcome.num_samples} trials failed; trial {trial_id}: "
                       f"{cause}{more}; {len(outcome.finished)} finished trials are kept (retry the failed ones: "
-                      f"{resume})")
+                      f"{resume}){logs}")
         return EXIT_FAILED
     return 0
 
@@ -329,11 +379,17 @@ def _run(args: argparse.Namespace) -> int:
         console.error(_interrupted(args))
         return EXIT_INTERRUPTED
     except KdStudyError as error:  # BadInput → 2, Failure → 1: one line, the cause says what to do
-        console.error(_cause(error))  # a Ray-wrapped error carries the worker's traceback: keep its last line
+        # a Ray-wrapped error carries the worker's traceback: keep its last line (the rest is in the log)
+        logged = getattr(args, "traceback_log", None)
+        console.error(_cause(error) + (f" (traceback: {_shown(logged)})" if logged else ""))
         return error.exit_code
     except Exception as error:  # noqa: BLE001 - a bug, not bad input: the traceback, then one line
-        traceback.print_exc(file=sys.stderr)
-        console.error(f"internal error: {_cause(error)} (a bug in kd-study: the traceback is above)")
+        logged = getattr(args, "traceback_log", None)
+        if logged:
+            console.error(f"internal error: {_cause(error)} (a bug in kd-study: the traceback is in {_shown(logged)})")
+        else:
+            traceback.print_exc(file=sys.stderr)
+            console.error(f"internal error: {_cause(error)} (a bug in kd-study: the traceback is above)")
         return EXIT_FAILED
 
 

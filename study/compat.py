@@ -1,8 +1,9 @@
-"""The private Ray Tune and Optuna attributes the study reaches into, each spelled here only.
+"""The private Ray, Ray Tune and Optuna attributes the study reaches into, each spelled here only.
 
 Tested with ray 2.60.0 and optuna 5.0.0 (pyproject.toml caps both at these releases);
 tests/test_compat.py fails when an upgrade renames or removes one of them. Each accessor says why
-no public API gives the same thing. Nothing here imports Ray or Optuna: callers pass their objects.
+no public API gives the same thing. Nothing here imports Ray or Optuna when imported: callers pass
+their objects, or an accessor imports what it reads.
 """
 from __future__ import annotations
 
@@ -57,3 +58,41 @@ def result_grid_trials(grid: ResultGrid) -> list[Any]:
     stopped, still running when the driver was interrupted) nor its error file.
     """
     return list(grid._experiment_analysis.trials)
+
+
+def tuner_run_config(tuner: Any) -> Any | None:
+    """The RunConfig a Tuner will fit with (`Tuner._local_tuner.get_run_config()`); None for a Ray Client tuner.
+
+    `Tuner.restore` takes no RunConfig: it brings the first session's, pickled, verbosity and
+    callbacks included; this session's console settings are set on it in place.
+    """
+    internal = getattr(tuner, "_local_tuner", None)
+    return internal.get_run_config() if internal is not None else None
+
+
+# ray.init(log_to_driver=True) registers this handler on the dispatcher below: it prints the output
+# the Ray processes forward to the driver on the console.
+RAY_CONSOLE_PRINTER = "ray_print_logs"
+
+
+def worker_output_dispatcher() -> Any:
+    """Ray's dispatcher of worker output on the driver (`ray._private.worker.global_worker_stdstream_dispatcher`).
+
+    Its handlers (`handlers`, `add_handler(name, fn)`, `remove_handler(name)`) get every batch the
+    Ray processes print. The only public switch, `log_to_driver=False`, drops that output on the
+    driver (it stays in each node's session folder); kd-study swaps the console printer for a file.
+    """
+    from ray._private import worker
+
+    return worker.global_worker_stdstream_dispatcher
+
+
+def ray_logs_dir() -> str | None:
+    """This driver's Ray session log folder (`ray._private.worker._global_node.get_logs_dir_path()`), if Ray runs.
+
+    Ray prints it nowhere public; the driver log names it, for the processes' own log files.
+    """
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    return node.get_logs_dir_path() if node is not None else None

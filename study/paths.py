@@ -8,6 +8,8 @@
     optuna.db             Optuna storage (sqlite) unless --optuna-storage names another RDB
     tune/                 Ray Tune experiment (Tuner.restore reads it)
     trials/<trial_id>/    each trial's Ray Train run: checkpoints, its train log and config (trainables.outputs)
+    logs/                 driver.log (Ray, Tune, MLflow, transformers, faiss; tracebacks) and workers.log
+                          (what the Ray processes printed): study.logs, unless --verbose
     report/               tables and figures (study.report)
     best.yaml             best trial's full config (study.export): `kd-study train best.yaml`
 """
@@ -23,6 +25,7 @@ from trainables.config import check_name
 
 DEFAULT_ROOT = "kd-studies"
 TUNE_DIR_NAME = "tune"
+LOGS_DIR_NAME = "logs"   # also beside a `kd-study train` run
 STATE_MODE = 0o600   # study.json holds the store URIs, passwords included
 
 
@@ -67,6 +70,10 @@ class StudyPaths:
     @property
     def trials_dir(self) -> Path:
         return self.dir / "trials"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir / LOGS_DIR_NAME
 
     @property
     def report_dir(self) -> Path:

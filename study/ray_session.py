@@ -12,7 +12,7 @@ from typing import Callable
 from trainables.config import TrialConfig
 from trainables.outputs import NAN_LOSS_TEST_ENV
 
-from study import tracking
+from study import logs, tracking
 from study.preflight import StudyError
 from study.space import SearchSpace
 
@@ -32,6 +32,8 @@ class RaySession:
     """ray.init on entry (a fresh local Ray, or the cluster at --ray-address), shutdown on exit if we started it.
 
     Callers check the address first (`check_ray_address`, before any other work), so this does not again.
+    While the CLI routes the logs (study.logs, all but --verbose), what the Ray processes print goes
+    to the command's workers.log instead of the console.
     """
 
     def __init__(self, address: str | None, num_cpus: int | None):
@@ -49,7 +51,9 @@ class RaySession:
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
         if ray.is_initialized():
             return ray
+        logs.route_libraries()   # ray.init's own lines (start-up, token auth) to the log, not the console
         env_vars = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+        env_vars.update(logs.quiet_env())
         try:
             if self.address:
                 ray.init(address=self.address, runtime_env={"env_vars": env_vars}, log_to_driver=True)
@@ -64,6 +68,7 @@ class RaySession:
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
             raise StudyError(f"cannot start or join {where}: {tracking.cause_line(str(error))}{hint}") from None
         self.started = True
+        logs.capture_ray_output()
         return ray
 
     def __exit__(self, *exc) -> None:

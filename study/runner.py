@@ -311,7 +311,9 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
             raise StudyError(f"the trial needs {needed:g} CPUs and {gpus:g} GPUs but Ray has "
                              f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs (resources.*)")
         opts.say(f"kd-study: preparing shared assets in {cfg.cache_dir} ...")
-        assets = prepare_assets(cfg, progress=True, data=checked.train)
+        from study.console import progress_bars
+
+        assets = prepare_assets(cfg, progress=progress_bars(), data=checked.train)
         opts.say(assets_line(assets.stats))
         check_k_fits_pool(cfg.sampler.k, assets.stats.get("pool_size_min"), cfg.sampler.on_small_pool,
                           where=f"{config_path}: sampler.k")

@@ -12,6 +12,7 @@ from typing import Any, Callable, TypedDict
 from trainables.data.types import RetrievalData
 from trainables.samplers import check_k_fits_pool
 
+from study.console import progress_bars
 from study.paths import StudyPaths
 from study.space import SearchSpace
 
@@ -28,7 +29,7 @@ def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[s
     from trainables.assets import prepare_assets
 
     say(f"kd-study: preparing shared assets (pools, teacher scores) in {space.base.cache_dir} ...")
-    assets = prepare_assets(space.base, progress=True, data=data)
+    assets = prepare_assets(space.base, progress=progress_bars(), data=data)
     stats = {k: v for k, v in assets.stats.items() if isinstance(v, (int, float, str, bool)) or v is None}
     info = AssetsRecord(training_set_path=assets.training_set_path, keys=assets.keys, stats=stats)
     check_pool_sizes(space, stats)

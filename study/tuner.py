@@ -1,8 +1,9 @@
-"""The driver's Tune plumbing: the trainable's resources, a new or restored Tuner, the trial lines.
+"""The driver's Tune plumbing: the trainable's resources, a new or restored Tuner, the console's view.
 
 A new Tuner = `study.trainable.distil_trial` (no CPU of its own) + the searcher and scheduler of
-study.search + two callbacks: the nested MLflow runs (study.trial_runs) and one console line per
-trial start and end (TrialLines).
+study.search + two callbacks: the nested MLflow runs (study.trial_runs) and the console's live view
+of the trials (TrialLines → study.console.StudyView). Tune's own output (status tables, result
+boxes) is off unless --verbose: the view replaces it.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ray import tune
 from ray.tune import Callback
 
+from study import compat, console
 from study.search import build_scheduler, build_search
 from study.space import SearchSpace
 from study.tracking import FINAL_METRIC_MARKER, trial_error_line
@@ -43,9 +45,9 @@ def new_tuner(ctx: StudyContext, max_concurrent: int) -> tune.Tuner:
         run_config=tune.RunConfig(
             name=ctx.paths.tune_dir.name,
             storage_path=str(ctx.paths.dir),
-            callbacks=[callback, TrialLines(space)],
+            callbacks=[callback, TrialLines(space, ctx.opts.verbose)],
             failure_config=tune.FailureConfig(max_failures=0),  # Ray Train retries worker failures itself
-            verbose=ctx.opts.verbose,
+            verbose=tune_verbosity(ctx.opts.verbose),
         ),
     )
 
@@ -56,8 +58,29 @@ def can_restore(ctx: StudyContext) -> bool:
 
 def restore_tuner(ctx: StudyContext) -> tune.Tuner:
     """The study's Tune experiment as last snapshotted: unfinished and errored trials run again."""
-    return tune.Tuner.restore(str(ctx.paths.tune_dir), trainable=_trainable(ctx),
-                              resume_unfinished=True, resume_errored=True)
+    tuner = tune.Tuner.restore(str(ctx.paths.tune_dir), trainable=_trainable(ctx),
+                               resume_unfinished=True, resume_errored=True)
+    _this_sessions_console(tuner, ctx)
+    return tuner
+
+
+def tune_verbosity(verbose: int) -> int:
+    """Tune's own output: its status table only with --verbose (0 = silent: the console's view replaces it)."""
+    return 1 if verbose >= console.VERBOSE else 0
+
+
+def _this_sessions_console(tuner: tune.Tuner, ctx: StudyContext) -> None:
+    """A restored Tuner brings the RunConfig pickled by the first session: its verbosity and its view.
+
+    This session's --verbose/--quiet apply instead, with a fresh view (its counts come from the
+    restored trials). A Ray Client tuner keeps the old settings.
+    """
+    run_config = compat.tuner_run_config(tuner)
+    if run_config is None:
+        return
+    run_config.verbose = tune_verbosity(ctx.opts.verbose)
+    run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, TrialLines)] \
+        + [TrialLines(ctx.space, ctx.opts.verbose)]
 
 
 def _trainable(ctx: StudyContext):
@@ -82,37 +105,50 @@ def trial_dirname(trial) -> str:
 
 
 class TrialLines(Callback):
-    """One line per trial start and end on the driver's terminal: what it searched and what it scored."""
+    """The console's live view (study.console.StudyView), fed by Tune's trial events on the driver.
 
-    def __init__(self, space: SearchSpace):
-        self.space = space
-        self._best: float | None = None
+    Kept under this name: Tune pickles its callbacks into a study's tune/ folder.
+    """
+
+    def __init__(self, space: SearchSpace, verbose: int = console.NORMAL):
+        # the status line only in the default mode: --quiet wants events only, --verbose has Tune's table
+        self.view = console.StudyView(space.name, space.num_trials, space.metrics, space.modes,
+                                      live=verbose == console.NORMAL)
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        self.view.tick(trial_counts(trials))
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        print(f"kd-study: trial {trial.trial_id} started: {_params_text(trial.config)}", flush=True)
+        self.view.started(trial.trial_id, trial.config)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}
-        metric, mode = self.space.metrics[0], self.space.modes[0]
-        value = last.get(metric)
-        if FINAL_METRIC_MARKER not in last or not isinstance(value, (int, float)):
-            print(f"kd-study: trial {trial.trial_id} stopped early ({metric} so far: {_fmt_value(value)})", flush=True)
-            return
-        if self._best is None or (value > self._best if mode == "max" else value < self._best):
-            self._best = value
-        done = 1 + sum(t.status == "TERMINATED" and FINAL_METRIC_MARKER in (t.last_result or {})
-                       for t in trials if t is not trial)
-        others = "  ".join(f"{m} {_fmt_value(last.get(m))}" for m in self.space.metrics[1:])
-        print(f"kd-study: trial {trial.trial_id} finished ({done}/{self.space.num_trials}): {metric} "
-              f"{value:.4f} {others} (best {self._best:.4f})  {_params_text(trial.config)}", flush=True)
+        if FINAL_METRIC_MARKER in last and isinstance(last.get(self.view.metrics[0]), (int, float)):
+            self.view.finished(trial.trial_id, trial.config, last, trial_counts(trials, trial, "finished"))
+        else:
+            self.view.stopped_early(trial.trial_id, trial.config, last, trial_counts(trials, trial, "stopped"))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        print(f"kd-study: trial {trial.trial_id} failed: {trial_error_line(trial)}", flush=True)
+        self.view.failed(trial.trial_id, trial_error_line(trial), trial_counts(trials, trial, "failed"))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.view.close()
 
 
-def _params_text(config: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(config.items()))
-
-
-def _fmt_value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def trial_counts(trials, ending=None, ended_as: str | None = None) -> console.Counts:
+    """Tune's trials by state; `ending` (whose event is being handled, its status not yet final) as `ended_as`."""
+    counts = {"finished": 0, "stopped": 0, "failed": 0, "running": 0}
+    for trial in trials:
+        if trial is ending:
+            state = ended_as
+        elif trial.status == "ERROR":
+            state = "failed"
+        elif trial.status == "RUNNING":
+            state = "running"
+        elif trial.status == "TERMINATED":
+            state = "finished" if FINAL_METRIC_MARKER in (trial.last_result or {}) else "stopped"
+        else:
+            state = None   # pending, paused
+        if state:
+            counts[state] += 1
+    return console.Counts(**counts)

@@ -146,7 +146,9 @@ def test_dry_run_opens_every_data_set_and_fails_in_seconds(tmp_path, capsys, bro
     for extra in (["--dry-run"], []):
         assert main(["--root", str(tmp_path / "studies"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns.db'}",
                      "run", str(path), *extra]) == 2
-        assert "eval.beir[0]: " in one_error_line(capsys.readouterr().err)
+        err = capsys.readouterr().err   # kd-study's own warnings (skipped qrels) stay on the console too
+        assert "eval.beir[0]: " in one_error_line("\n".join(line for line in err.splitlines()
+                                                            if not line.startswith("kd-study: warning: ")))
     assert time.perf_counter() - started < 6.0   # both commands: each well under 3 s
     assert not (tmp_path / "studies").exists() and not (tmp_path / "mlruns.db").exists()
 
@@ -562,3 +564,55 @@ def test_multi_objective_uses_the_spaces_own_metric_keys(tmp_path, capsys):
     no_beir.write_text(yaml.safe_dump(raw))
     assert main(["--root", str(tmp_path), "run", str(no_beir), "--multi-objective", "--dry-run"]) == 2
     assert "do not report beir_ndcg_at_10_avg" in one_error_line(capsys.readouterr().err)
+
+
+# ---- a console a person reads (issue #12): the libraries' lines in logs/, --verbose brings them back -------
+def test_run_says_where_the_logs_are_and_verbose_keeps_them_here(tmp_path, monkeypatch, capsys):
+    import study.runner
+
+    handed = []
+
+    def run_study(space, opts):
+        from study import logs
+
+        handed.append((opts.verbose, logs.active()))
+        return study.runner.StudyOutcome(space.name, tmp_path / "studies" / space.name, 1, finished=["t1"])
+
+    monkeypatch.setattr(study.runner, "run_study", run_study)
+    monkeypatch.chdir(tmp_path)
+    space = str(space_file(tmp_path))
+    assert main(["--root", "studies", "run", space]) == 0
+    assert "kd-study: logs: studies/cli-test/logs/ (" in capsys.readouterr().out
+    assert main(["--root", "studies", "run", space, "--verbose"]) == 0
+    assert "logs:" not in capsys.readouterr().out
+    (default, routing), (verbose, none) = handed
+    assert default == 1 and routing.driver_log == tmp_path / "studies" / "cli-test" / "logs" / "driver.log"
+    assert verbose == 2 and none is None
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", space, "--verbose", "--quiet"])             # one or the other
+    assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize("error,says", [
+    (ValueError("negative dimensions are not allowed"),
+     "internal error: negative dimensions are not allowed (a bug in kd-study: the traceback is in "
+     "studies/cli-test/logs/driver.log)"),
+    ("cannot start or join a local Ray: out of memory",      # a Failure (StudyError)
+     "cannot start or join a local Ray: out of memory (traceback: studies/cli-test/logs/driver.log)"),
+], ids=["a bug", "a failure"])
+def test_a_failure_prints_one_line_and_leaves_its_traceback_in_the_log(tmp_path, monkeypatch, capsys, error, says):
+    import study.runner
+    from study.preflight import StudyError
+
+    error = StudyError(error) if isinstance(error, str) else error
+
+    def run_study(space, opts):
+        (tmp_path / "studies" / space.name).mkdir(parents=True)   # the study had started
+        raise error
+
+    monkeypatch.setattr(study.runner, "run_study", run_study)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--root", "studies", "run", str(space_file(tmp_path))]) == 1
+    assert one_error_line(capsys.readouterr().err) == f"kd-study: error: {says}"
+    logged = (tmp_path / "studies" / "cli-test" / "logs" / "driver.log").read_text()
+    assert "Traceback (most recent call last)" in logged and str(error) in logged

@@ -74,3 +74,26 @@ def test_ray_names_the_checkpoint_path_key_tune_report_callback_adds():
     from ray.tune.integration import ray_train
 
     assert isinstance(ray_train.CHECKPOINT_PATH_KEY, str) and ray_train.CHECKPOINT_PATH_KEY
+
+
+def test_a_tuners_run_config_is_the_one_it_fits_with(tmp_path):
+    from ray import tune
+
+    tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=2))
+    run_config = compat.tuner_run_config(tuner)
+    assert run_config.verbose == 2
+    run_config.verbose = 0                      # what restore_tuner does for this session's console
+    assert compat.tuner_run_config(tuner).verbose == 0
+
+
+def test_the_worker_output_dispatcher_takes_named_handlers():
+    dispatcher = compat.worker_output_dispatcher()
+    seen = []
+    dispatcher.add_handler("compat-test", seen.append)
+    try:
+        dispatcher.emit({"pid": 1, "lines": ["x"]})
+        assert "compat-test" in dict(dispatcher.handlers) and seen == [{"pid": 1, "lines": ["x"]}]
+    finally:
+        dispatcher.remove_handler("compat-test")
+    assert "compat-test" not in dict(dispatcher.handlers)
+    assert compat.ray_logs_dir() is None or isinstance(compat.ray_logs_dir(), str)

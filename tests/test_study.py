@@ -96,8 +96,18 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, sample_data):
               {"loss.name": "wkl", "loss.gamma1": 2.0, "sampler.name": "stratified"}]
     space = write_space(workdir, sample_data, "tiny-tpe", {"algorithm": "tpe", "num_samples": 2,
                                                            "points_to_evaluate": points}, search)
-    result = run_cli(workdir, "run", str(space), "--quiet", "--log-models")
+    result = run_cli(workdir, "run", str(space), "--log-models")
     assert result.returncode == 0, result.stderr[-2000:]
+    # A console a person reads: kd-study's lines only; Ray's, Train's, Tune's and the libraries' in logs/
+    console = (result.stdout + result.stderr).splitlines()
+    assert len(console) <= 20 + 3 * 2, "\n".join(console)
+    assert not [line for line in console if "pid=" in line or "Ray Train Controller" in line
+                or "Loading faiss" in line or "Configuration for experiment" in line]
+    study_logs = workdir / "studies" / "tiny-tpe" / "logs"
+    assert "kd-study: logs: studies/tiny-tpe/logs/" in result.stdout       # relative to the working folder
+    driver, workers = (study_logs / "driver.log").read_text(), (study_logs / "workers.log").read_text()
+    assert "Started a local Ray instance" in driver and "A new study created" in driver   # Ray's and Optuna's
+    assert "(RayTrainWorker pid=" in workers and "(TrainController pid=" in workers
 
     client, parents, trials = study_runs(workdir, "tiny-tpe")
     assert len(parents) == 1 and len(trials) == 2

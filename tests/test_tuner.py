@@ -1,0 +1,47 @@
+"""The driver's Tune plumbing (study.tuner): the console's view on new and restored Tuners, and its trial counts."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from study import compat, console
+from study.space import load_space
+from study.tracking import FINAL_METRIC_MARKER
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"
+
+
+def trial(trial_id: str, status: str, final: bool = False):
+    return SimpleNamespace(trial_id=trial_id, status=status, last_result={FINAL_METRIC_MARKER: 0.1} if final else {})
+
+
+def test_trial_counts_by_state_with_the_ending_trial_as_it_ends():
+    from study.tuner import trial_counts
+
+    trials = [trial("a", "TERMINATED", final=True), trial("b", "TERMINATED"), trial("c", "ERROR"),
+              trial("d", "RUNNING"), trial("e", "PENDING"), trial("f", "RUNNING")]
+    assert trial_counts(trials) == console.Counts(finished=1, stopped=1, failed=1, running=2)
+    # Tune calls on_trial_complete before it marks the trial TERMINATED
+    assert trial_counts(trials, trials[-1], "finished") == console.Counts(finished=2, stopped=1, failed=1, running=1)
+
+
+@pytest.mark.parametrize("verbose,tune_verbose,live", [(console.QUIET, 0, False), (console.NORMAL, 0, True),
+                                                       (console.VERBOSE, 1, False)])
+def test_a_restored_tuner_gets_this_sessions_verbosity_and_a_fresh_view(tmp_path, verbose, tune_verbose, live):
+    """Tune.restore brings the first session's pickled RunConfig; resume --verbose/--quiet must still apply."""
+    from ray import tune
+
+    from study.tuner import TrialLines, _this_sessions_console
+
+    space = load_space(QUICKSTART)
+    old, other = TrialLines(space, console.NORMAL), tune.Callback()
+    tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(
+        storage_path=str(tmp_path), verbose=1, callbacks=[other, old]))
+    _this_sessions_console(tuner, SimpleNamespace(space=space, opts=SimpleNamespace(verbose=verbose)))
+    run_config = compat.tuner_run_config(tuner)
+    assert run_config.verbose == tune_verbose
+    assert run_config.callbacks[0] is other and len(run_config.callbacks) == 2
+    fresh = run_config.callbacks[1]
+    assert isinstance(fresh, TrialLines) and fresh is not old and fresh.view.live is live
