@@ -20,6 +20,11 @@ still leave are closed here:
   failed attempt stays FAIL);
 - MLflow trial runs left RUNNING by the killed driver are closed as KILLED; the trials Tune resumes
   re-open their own run (study.trial_runs), so no trial gets a second run.
+- on a cluster the killed driver's trials die with it (its Tune trial actors own their Ray Train
+  controllers and workers; nothing is detached), and no folder has two writers anyway: the driver
+  holds the study folder's lease (a second driver on the study is refused in one line) and each
+  trial run its run folder's (trainables.checkpoints.FolderLease), which a lost run's surviving
+  workers check before every checkpoint.
 
 Light to import (Ray, Optuna and torch load inside the functions), so the CLI can import it and
 still fail fast on bad inputs.
@@ -101,9 +106,10 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
         check_optuna_storage(storage_url, space.name)
 
     opts.say(f"kd-study: checked {len(checked.sets)} data sets, the model specs, folders and stores")
-    with _ray_session(opts) as ray:   # an unreachable cluster fails here
+    with _ray_session(opts) as ray, contextlib.ExitStack() as held:   # an unreachable cluster fails here
         max_concurrent = max_concurrent_trials(space, ray, remote=bool(opts.ray_address), say=opts.say)
         paths.dir.mkdir(parents=True, exist_ok=True)
+        held.enter_context(_study_lease(paths, opts.say))
         if tracking.redact(tracking_uri) != tracking_uri or tracking.redact(storage_url) != storage_url:
             paths.dir.chmod(0o700)   # Tune's pickles in tune/ hold the store URIs, credentials included
         parent_run_id = None
@@ -141,6 +147,12 @@ def resume_study(name: str, opts: StudyOptions) -> StudyOutcome:
     """`kd-study resume NAME`: restore the Tune experiment (finished trials kept, unfinished and errored re-run)."""
     paths = check_existing_study(name, opts.root)
     check_ray_address(opts.ray_address)
+    with _study_lease(paths, opts.say):   # before anything touches the study's runs or trials
+        return _resume_study(paths, opts)
+
+
+def _resume_study(paths: StudyPaths, opts: StudyOptions) -> StudyOutcome:
+    name = paths.name
     state = paths.read_state()
     tracking_uri = state["tracking_uri"]
     if opts.tracking_uri and tracking.resolve_tracking_uri(opts.tracking_uri) != tracking_uri:
@@ -180,6 +192,28 @@ def resume_study(name: str, opts: StudyOptions) -> StudyOutcome:
             return new_tuner(ctx, max_concurrent_trials(space, ray, bool(opts.ray_address), opts.say))
 
         return _fit_and_finish(start, ctx)
+
+
+@contextlib.contextmanager
+def _study_lease(paths: StudyPaths, say: Callable[[str], None]):
+    """One driver per study at a time: the study folder's lease, held while this driver runs it.
+
+    `resume` while the study's driver still runs would close that driver's MLflow runs as KILLED and
+    re-run its trials beside it. A killed driver's lease is free at once on its own host and after
+    LEASE_TTL_S elsewhere (trainables.checkpoints.FolderLease).
+    """
+    from trainables.checkpoints import FolderBusy, FolderLease, holder_text, read_lease
+
+    try:
+        lease = FolderLease(paths.dir).acquire(on_wait=lambda message: say(f"kd-study: {message}"))
+    except FolderBusy:
+        held = read_lease(paths.dir) or {}
+        raise StudyError(f"study {paths.name} is being run by another live driver ({holder_text(held)}); "
+                         "stop it first, or wait for it to end") from None
+    try:
+        yield lease
+    finally:
+        lease.release()
 
 
 @contextlib.contextmanager

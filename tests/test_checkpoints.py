@@ -1,9 +1,14 @@
-"""trainables/checkpoints.py without Ray: a train state survives the safe load, anything else is refused in one line."""
+"""trainables/checkpoints.py without Ray: a train state survives the safe load, anything else is refused in one line;
+a run folder is written by one run at a time (its lease)."""
 from __future__ import annotations
 
+import json
 import math
+import os
 import pathlib
 import re
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +16,13 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.checkpoints import STATE_FORMAT, TrainState, read_checkpoint, save_train_state
+from trainables import checkpoints
+from trainables.checkpoints import (
+    STATE_FORMAT, FolderBusy, FolderLease, TrainState, check_lease, read_checkpoint, read_lease, save_train_state,
+)
 from trainables.config import TrialConfig
 from trainables.errors import CheckpointError
-from trainables.outputs import TRAIN_STATE
+from trainables.outputs import LEASE, TRAIN_STATE
 from trainables.train_step import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,3 +112,59 @@ def test_no_checkpoint_or_cache_file_is_read_with_a_full_unpickler():
              for path in sorted((REPO / folder).rglob("*.py"))
              for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert found == []
+
+
+# ---- the run folder's lease: one run writes a folder at a time ----------------------------------------
+def write_lease(folder: Path, **held) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LEASE).write_text(json.dumps({"owner": "other", "host": socket.gethostname(), "pid": os.getpid(),
+                                            "heartbeat": time.time(), **held}))
+
+
+def test_a_lease_is_held_while_the_run_lives_and_released_after(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "LEASE_BEAT_S", 0.05)
+    with FolderLease(tmp_path / "run") as lease:
+        first = read_lease(tmp_path / "run")
+        assert first["owner"] == lease.owner and first["pid"] == os.getpid()
+        time.sleep(0.3)
+        assert read_lease(tmp_path / "run")["heartbeat"] > first["heartbeat"]      # it beats
+        check_lease(tmp_path / "run", lease.owner)                                  # its own workers go on
+    assert read_lease(tmp_path / "run") is None
+
+
+def test_a_live_holder_keeps_the_folder_and_the_second_run_fails_in_one_line(tmp_path):
+    write_lease(tmp_path / "run")                  # this very process: alive, beating now
+    started = time.monotonic()
+    with pytest.raises(FolderBusy) as error:
+        FolderLease(tmp_path / "run").acquire(wait_s=0.5, poll_s=0.1)
+    assert time.monotonic() - started < 5
+    message = str(error.value)
+    assert "\n" not in message and "another live run" in message and f"pid {os.getpid()}" in message
+    assert read_lease(tmp_path / "run")["owner"] == "other"                        # untouched
+
+
+@pytest.mark.parametrize("held", [
+    {"heartbeat": time.time() - 3600},                              # stale: its holder stopped beating long ago
+    {"pid": 2 ** 22 + 12345},                                       # on this host, and its process is gone
+])
+def test_a_lost_runs_lease_is_taken_over_at_once_and_its_workers_stop(tmp_path, held):
+    write_lease(tmp_path / "run", **held)
+    started = time.monotonic()
+    lease = FolderLease(tmp_path / "run").acquire(wait_s=30)
+    try:
+        assert time.monotonic() - started < 5
+        assert read_lease(tmp_path / "run")["owner"] == lease.owner
+        # The lost run's workers, still running somewhere, stop before their next checkpoint.
+        with pytest.raises(FolderBusy, match="was taken over by another run"):
+            check_lease(tmp_path / "run", "other")
+    finally:
+        lease.release()
+
+
+def test_a_holder_that_was_taken_over_stops_beating_and_leaves_the_new_lease(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "LEASE_BEAT_S", 0.05)
+    lease = FolderLease(tmp_path / "run").acquire()
+    write_lease(tmp_path / "run", owner="new")
+    time.sleep(0.3)
+    lease.release()
+    assert read_lease(tmp_path / "run")["owner"] == "new"

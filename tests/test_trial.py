@@ -118,3 +118,23 @@ def test_worker_failure_resumes_from_last_checkpoint(ray_local, sample_data, ass
     for before, after in zip(first, second):
         assert after["train/loss"] == pytest.approx(before["train/loss"], rel=1e-4)
         assert after["train/lr"] == pytest.approx(before["train/lr"])
+
+
+def test_workers_of_a_run_whose_folder_was_taken_over_write_nothing(ray_local, sample_data, assets, tmp_path):
+    """A lost driver's trial that lives on (its workers restarted by Ray Train) must not write beside the
+    run that resumed it: the workers check the folder's lease before they touch it."""
+    from trainables.checkpoints import LEASE_OWNER_KEY, FolderLease
+    from trainables.trial import build_trainer
+
+    cache_dir, prepared = assets
+    cfg = trial_config(sample_data, cache_dir, **{"resources.num_workers": 1, "optim.checkpoint_every_steps": 1})
+    run_dir = tmp_path / "runs" / "taken"
+    with FolderLease(run_dir) as resumed:            # the run that took the folder over
+        (run_dir / ".checkpoint-staging").mkdir()    # what its rank 0 is writing now
+        trainer = build_trainer(cfg, prepared.training_set_path, storage_path=str(tmp_path / "runs"), name="taken",
+                                max_failures=0, loop_extra={LEASE_OWNER_KEY: "lost-run"})
+        with pytest.raises(Exception, match="was taken over by another run"):
+            trainer.fit()
+        assert (run_dir / ".checkpoint-staging").is_dir()       # left alone
+        assert not list(run_dir.glob("step_*")) and not (run_dir / "final").exists()
+        assert resumed.owner in (run_dir / "lease.json").read_text()

@@ -19,6 +19,7 @@ TRIAL_CONFIG = "trial_config.yaml"      # final checkpoint (and beside the check
 FINAL_METRICS = "final_metrics.json"    # final checkpoint: the final report; marks a finished trial
 RUNS_DIR = "runs"                       # final checkpoint: one TREC run file per evaluation set
 TRAIN_LOG = "train_log.jsonl"           # beside the checkpoints: every report of rank 0, one JSON per line
+LEASE = "lease.json"                    # beside the checkpoints: the run writing this folder now (checkpoints.TrialLease)
 
 # Keys of the trial's reports.
 FINAL_LOSS = "train/loss_final"         # only the final report carries it: marks a finished trial's result

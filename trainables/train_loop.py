@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.checkpoints import TrainState, load_checkpoint, save_final, save_train_state
+from trainables.checkpoints import (
+    LEASE_OWNER_KEY, TrainState, check_lease, load_checkpoint, save_final, save_train_state,
+)
 from trainables.config import TrialConfig
 from trainables.ddp import eval_shard, unwrap
 from trainables.epoch_plan import RankBatch, RankPlan, check_sizes, steps_per_epoch, total_steps
@@ -59,8 +61,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     cfg = TrialConfig.model_validate(loop_config["trial"])
     context = ray.train.get_context()
     worker = Worker.start(cfg, TrainingSet.load(loop_config["training_set"]), context.get_world_rank(),
-                          context.get_world_size(), ray.train.torch.get_device(), loop_config["run_dir"])
+                          context.get_world_size(), ray.train.torch.get_device(), loop_config["run_dir"],
+                          loop_config.get(LEASE_OWNER_KEY))
 
+    worker.check_lease()    # a lost run's restarted workers must not touch the folder a new run took over
     if worker.rank == 0:    # what a killed attempt left half-written
         shutil.rmtree(worker.staging, ignore_errors=True)
     resume = load_checkpoint(ray.train.get_checkpoint())
@@ -98,14 +102,19 @@ class Worker:
     steps: int                  # total global steps of the run
     steps_per_epoch: int
     staging: Path               # inside the trial's run folder: rank 0 writes checkpoints here for Ray to copy
+    lease_owner: str | None = None   # the run folder's lease this run holds (checkpoints.FolderLease)
 
     @classmethod
     def start(cls, cfg: TrialConfig, ts: TrainingSet, rank: int, world: int, device: torch.device,
-              run_dir: str) -> Worker:
+              run_dir: str, lease_owner: str | None = None) -> Worker:
         check_sizes(len(ts), cfg.optim.batch_size, world)
         return cls(cfg, ts, rank, world, device, cfg.resources.mixed_precision and device.type == "cuda",
                    total_steps(cfg, len(ts)), steps_per_epoch(len(ts), cfg.optim.batch_size),
-                   Path(run_dir, STAGING_DIR))
+                   Path(run_dir, STAGING_DIR), lease_owner)
+
+    def check_lease(self) -> None:
+        """Before writing a checkpoint: stop if another run took the run folder over (a lost driver's workers)."""
+        check_lease(self.staging.parent, self.lease_owner)
 
 
 @dataclass
@@ -259,6 +268,7 @@ def _report_if_due(worker: Worker, training: Training, state: LoopState) -> None
         metrics.update(_evaluate(worker, training).metrics)
     metrics.update(step=state.step, epoch=state.step / worker.steps_per_epoch, **{TRAIN_SECONDS: state.train_seconds})
     if checkpoint:
+        worker.check_lease()
         saving = time.perf_counter()
         _report(metrics, worker.rank, lambda directory: save_train_state(
             directory, state.train_state(training), worker.steps_per_epoch, worker.world), worker.staging, "kd-ckpt-",
@@ -285,6 +295,7 @@ def _final_report(worker: Worker, training: Training, state: LoopState) -> None:
         WORKER_SETUP_SECONDS: state.setup_seconds,
         CHECKPOINT_SECONDS: state.checkpoint_seconds,
     }
+    worker.check_lease()
     _report(final, worker.rank, lambda directory: save_final(directory, training.student, worker.cfg, final, result),
             worker.staging, "kd-final-", "final")
 

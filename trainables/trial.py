@@ -12,6 +12,7 @@ again at the same step from its last checkpoint, so it costs restarts, never a f
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import ray.train
 import yaml
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from trainables.checkpoints import LEASE_OWNER_KEY, FolderLease
 from trainables.config import ConfigError, TrialConfig, absolute_paths, get_dotted
 from trainables.outputs import FINAL_METRICS, NAN_LOSS_TEST_ENV, PER_QUERY, STUDENT_DIR, TRAIN_LOG, TRIAL_CONFIG
 from trainables.train_loop import train_loop_per_worker
@@ -69,7 +71,7 @@ def build_trainer(
                    "run_dir": str(run_dir), **nan_loss_hook(cfg)}
     loop_config.update(loop_extra or {})
     resources = cfg.resources
-    return TorchTrainer(
+    return _Trainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
@@ -86,6 +88,38 @@ def build_trainer(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
+
+
+class _Trainer(TorchTrainer):
+    """A TorchTrainer without Ray Train's PlacementGroupCleaner where the cluster serves no state API.
+
+    The cleaner is a detached actor that asks the state API (the Ray dashboard's) whether the
+    controller still lives. Without a dashboard (kd-study's local Ray, `ray[tune,train]` without
+    `ray[default]`) it never learns: it logs "Failed to query Ray Train Controller actor state"
+    every second and outlives a killed driver for good. What it guards is moot there: it could
+    never clean anything, and a killed driver's placement groups end with its job.
+    """
+
+    def _create_default_callbacks(self):
+        callbacks = super()._create_default_callbacks()
+        if _state_api_served():
+            return callbacks
+        return [cb for cb in callbacks if type(cb).__name__ != "PlacementGroupCleanerCallback"]
+
+
+@functools.lru_cache(maxsize=1)
+def _state_api_served() -> bool:
+    """Whether this Ray cluster answers the state API, asked as Ray Train's cleaner asks (once per process).
+
+    Not whether a dashboard URL is on record: Ray records one even when it runs no dashboard.
+    """
+    try:
+        from ray.util.state import list_actors
+
+        list_actors(address=ray.get_runtime_context().gcs_address, limit=1, timeout=5, raise_on_missing_output=False)
+    except Exception:  # noqa: BLE001 - RayStateApiException, ConnectionError, ...: what stops the cleaner too
+        return False
+    return True
 
 
 def run_trial(
@@ -110,9 +144,17 @@ def run_trial(
     rule skip results without the metric; the searcher reads the final one).
     Raises ray.train.TrainingFailedError when the run fails more than `max_failures` times.
     """
-    trainer = build_trainer(cfg, assets.training_set_path, storage_path=storage_path, name=name,
-                            callbacks=callbacks, max_failures=max_failures)
-    result = trainer.fit()
+    # One run writes a run folder at a time: a resumed trial waits for (or takes over from) the run
+    # of a lost driver, whose workers stop at their next checkpoint (checkpoints.FolderLease).
+    lease = FolderLease(Path(storage_path).resolve() / name).acquire(
+        on_wait=lambda message: print(f"kd-study: {message}", flush=True))
+    try:
+        trainer = build_trainer(cfg, assets.training_set_path, storage_path=storage_path, name=name,
+                                callbacks=callbacks, max_failures=max_failures,
+                                loop_extra={LEASE_OWNER_KEY: lease.owner})
+        result = trainer.fit()
+    finally:
+        lease.release()
     if result.error is not None:
         raise result.error
     return read_trial_result(result.checkpoint.path if result.checkpoint else None, result.metrics or {})
