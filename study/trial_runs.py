@@ -18,6 +18,7 @@ from study.tags import (
     STATE_FAILED, STATE_FINISHED, STATE_PRUNED, STATE_RESUMED, STATE_TAG, STUDENT_ARTIFACT_DIR, STUDY_KIND_TAG,
     STUDY_NAME_TAG, TAG_FALLBACKS, TRIAL_CONFIG_ARTIFACT, TRIAL_ID_TAG, TRIAL_KIND,
 )
+from study.dataset_inputs import log_dataset_inputs, trial_records
 from study.tracking import (
     FINAL_METRIC_MARKER, client, flat_config, log_params, numeric_metrics, run_name, trial_error_line, trial_name,
 )
@@ -29,17 +30,20 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
     Runs are keyed by the Tune trial id (tag TRIAL_ID_TAG), looked up in the store rather than
     held in memory: after a killed driver and `kd-study resume`, a trial re-uses its run instead of
     creating a duplicate, and a trial that had already finished (and is replayed by Tune because the
-    experiment snapshot predates its end) leaves its run untouched.
+    experiment snapshot predates its end) leaves its run untouched. A new run gets its data sets as
+    MLflow dataset inputs (`datasets`: study.dataset_inputs records), so the runs table says what
+    each trial was trained and evaluated on.
     """
 
     def __init__(self, tracking_uri: str, *, experiment_id: str, parent_run_id: str, study_name: str,
-                 space, log_models: bool = False):
+                 space, log_models: bool = False, datasets: list[dict[str, Any]] | None = None):
         super().__init__(tracking_uri=tracking_uri, tags={})
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.study_name = study_name
         self.space = space
         self.log_models = log_models
+        self.datasets = list(datasets or [])
         self._client = None
         self._runs: dict[str, str] = {}
         self._untouched: set[str] = set()
@@ -91,6 +95,8 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
             })
             run_id = run.info.run_id
             log_params(self.mlflow, run_id, params)
+            # a study pickled before datasets were logged has no such attribute
+            log_dataset_inputs(self.mlflow, run_id, trial_records(getattr(self, "datasets", []), cfg))
             with tempfile.TemporaryDirectory(prefix="kd_trial_cfg_") as tmp:
                 path = Path(tmp) / TRIAL_CONFIG_ARTIFACT
                 cfg.to_yaml(path)
