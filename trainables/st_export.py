@@ -111,7 +111,9 @@ def _model_card(settings: dict[str, Any], card: dict[str, Any]) -> str:
         "queries = model.encode(queries)",
         "scores = model.similarity(queries, passages)",
         "```", "",
-        "The folder is also a plain transformers model (`AutoModel.from_pretrained(PATH)`; pool and "
-        "normalise as above) and a kd-study student (`trainables.student.BiEncoder.load(PATH)`).", "",
+        "The folder is also a plain transformers model (`AutoModel.from_pretrained(PATH)`; pool the token "
+        "states and normalise as above) and a kd-study student (`trainables.student.BiEncoder.load(PATH)`). "
+        "The student has no pooler head (it pools the token states itself): the pooler weights that loaders "
+        "report as newly initialised are unused, and `pooler_output` is not the embedding.", "",
     ]
     return "\n".join(lines)
