@@ -8,7 +8,8 @@ machine and in any study):
   fingerprint, pool and teacher keys are in its source;
 - each evaluation set, context "evaluation": digest = its data fingerprint (trainables/data: a sha256
   over its files' contents for `beir:`, its queries and qrels for `irds:`, its generator for the
-  quickstart), named by its role (`dev:`, `beir:`, `dl:`) and label.
+  quickstart), named by its role (`dev:`, `beir:`, `dl:`) and label; in subset mode, the fingerprint
+  of the trial's seeded sub-corpus, named with the metric keys' `_subset<N>` suffix.
 
 Records are plain dicts: the driver builds them once from the preflight (`kd-study run`), the study
 state keeps them for `kd-study resume`, and the trial-runs callback, pickled with the Tuner, logs them.
@@ -60,9 +61,26 @@ def ref_key(ref) -> str:
 
 
 def trial_records(records: Iterable[Mapping[str, Any]], cfg: TrialConfig) -> list[Mapping[str, Any]]:
-    """The records of the sets `cfg` trains and evaluates on (a searched evaluation set may differ from the base's)."""
+    """The records of the sets `cfg` trains and evaluates on (a searched evaluation set may differ from the base's).
+
+    With `eval.subset_distractors` a trial evaluates on a seeded sub-corpus (trainables.data.subset):
+    its evaluation records then name and digest that subset, as its metric keys do (`_subset<N>`).
+    """
+    from trainables.data.subset import subset_fingerprint
+
     wanted = {ref_key(cfg.data.train)} | {ref_key(ref) for _, ref in eval_set_refs(cfg.eval)}
-    return [r for r in records if r["ref"] in wanted]
+    chosen = []
+    for record in records:
+        if record["ref"] not in wanted:
+            continue
+        n = cfg.eval.subset_distractors
+        if record["context"] == EVALUATION and n is not None:
+            fingerprint = subset_fingerprint(record["source"]["fingerprint"], n, cfg.seed)
+            record = {**record, "name": record["name"] + cfg.eval.metric_suffix, "digest": fingerprint[:DIGEST_CHARS],
+                      "source": {**record["source"], "subset_fingerprint": fingerprint, "subset_distractors": n,
+                                 "subset_seed": cfg.seed}}
+        chosen.append(record)
+    return chosen
 
 
 def log_dataset_inputs(mlflow_client, run_id: str, records: Iterable[Mapping[str, Any]]) -> None:

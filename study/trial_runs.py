@@ -13,12 +13,12 @@ from typing import Any
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
+from study.dataset_inputs import log_dataset_inputs, trial_records
 from study.tags import (
     CHECKPOINT_TAG, ERROR_TAG, MISSING_ARTIFACTS_TAG, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, RUNS_ARTIFACT_DIR, SEARCHED_TAG,
     STATE_FAILED, STATE_FINISHED, STATE_PRUNED, STATE_RESUMED, STATE_TAG, STUDENT_ARTIFACT_DIR, STUDY_KIND_TAG,
     STUDY_NAME_TAG, TAG_FALLBACKS, TRIAL_CONFIG_ARTIFACT, TRIAL_ID_TAG, TRIAL_KIND,
 )
-from study.dataset_inputs import log_dataset_inputs, trial_records
 from study.tracking import (
     FINAL_METRIC_MARKER, client, flat_config, log_params, numeric_metrics, run_name, trial_error_line, trial_name,
 )

@@ -108,3 +108,19 @@ def test_the_datasets_survive_the_tuner_pickle_and_older_pickles_still_log(study
     del older.datasets
     older = pickle.loads(pickle.dumps(older))
     assert trial_inputs(study, older, "t3") == []
+
+
+def test_a_subset_evaluation_names_and_digests_the_trials_own_sub_corpus(study, sample_data):
+    """With eval.subset_distractors a trial evaluates on a seeded sub-corpus: its digest is that subset's."""
+    from study.dataset_inputs import trial_records
+    from trainables.data import load_data, subset
+
+    space, records = study[0], study[1]
+    cfg = space.base.with_overrides({"eval.subset_distractors": 50, "seed": 3})
+    chosen = {r["name"]: r for r in trial_records(records, cfg)}
+    assert set(chosen) == {"scifact_ci", "dev:scifact_ci_subset50", "beir:scifact_subset50", "dl:dl19_subset50"}
+    evaluated = subset(load_data(cfg.eval.dev), 50, 3)          # what the trial's evaluation reads
+    assert chosen["dev:scifact_ci_subset50"]["digest"] == evaluated.fingerprint[:16]
+    other_seed = {r["name"]: r["digest"] for r in trial_records(records, cfg.with_overrides({"seed": 4}))}
+    assert other_seed["dev:scifact_ci_subset50"] != chosen["dev:scifact_ci_subset50"]["digest"]
+    assert other_seed["scifact_ci"] == chosen["scifact_ci"]["digest"]     # the training set does not follow it
