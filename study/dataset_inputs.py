@@ -34,13 +34,13 @@ def dataset_records(cfg: TrialConfig, fingerprints: Mapping[str, str], asset_key
     `fingerprints`: the data fingerprint of each evaluation set, by `ref_key(ref)` (the preflight's);
     `asset_keys`/`stats`: the study's shared assets (`AssetsRecord`).
     """
-    train = cfg.data.train
-    records = [{
-        "name": train.label, "digest": asset_keys["training_set"][:DIGEST_CHARS], "context": TRAINING,
+    train, training_set = cfg.data.train, asset_keys.get("training_set")
+    records = [] if training_set is None else [{   # no key: assets without a built training set
+        "name": train.label, "digest": training_set[:DIGEST_CHARS], "context": TRAINING,
         "ref": ref_key(train),
         "source": {"id": train.id, "split": train.split, "data_fingerprint": asset_keys.get("data"),
                    "pools": asset_keys.get("pools"), "teacher": asset_keys.get("teacher"),
-                   "training_set": asset_keys["training_set"]},
+                   "training_set": training_set},
         "profile": {"training_queries": stats.get("n_train_queries"), "pool_depth": cfg.data.pool_depth},
     }]
     for kind, ref in eval_set_refs(cfg.eval):
