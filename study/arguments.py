@@ -19,6 +19,8 @@ Hyperparameter studies of knowledge distillation for dense retrieval (Ray Tune +
   kd-study train best.yaml                        one distillation run, outside Tune
   kd-study report quickstart                      sensitivity tables from the MLflow store
   kd-study export quickstart                      best trial's config as a trial YAML
+  kd-study export quickstart --model best-model   best trial's config, and its model as a
+                                                  sentence-transformers folder
   kd-study confirm quickstart --top 3             re-run the top points at full fidelity
 
 A study's files live in kd-studies/<NAME>/ (--root), the log lines of Ray, Tune, MLflow,
@@ -114,6 +116,9 @@ Ctrl-C or SIGTERM.""")
     train.add_argument("--name", help="run name (default: `name` in the config)")
     train.add_argument("--output-dir", metavar="DIR", help="where runs go (default: output_dir in the config)")
     _verbosity_options(train, quiet=False)
+    train.add_argument("--model", metavar="DIR",
+                       help="also write the trained student to DIR as a sentence-transformers folder "
+                            "(SentenceTransformer(DIR) and transformers.AutoModel load it)")
     train.set_defaults(command_name="train")
 
     report = command("report", "sensitivity tables and paired tests of a study", """\
@@ -131,9 +136,11 @@ the best, heatmaps and trial timings; print the tables and write them to kd-stud
     report.add_argument("-o", "--out", metavar="DIR", help="output folder (default: kd-studies/NAME/report)")
     report.set_defaults(command_name="report")
 
-    export = command("export", "write the best trial's config as a trial YAML", """\
+    export = command("export", "write the best trial's config (and its model)", """\
 Write the full trial config of study NAME's best finished trial (by --metric) to a YAML that
-`kd-study train` runs as is.""", ray=False)
+`kd-study train` runs as is; with --model, also its trained student as a folder that
+sentence-transformers and transformers load (pooling, normalisation and similarity as trained);
+with --register, also a new version of a registered model in the MLflow model registry.""", ray=False)
     export.add_argument("name", metavar="NAME", help="the study whose best trial to export")
     export.add_argument("--metric", help="metric to rank trials by (default: the study's)")
     export.add_argument("--mode", choices=("max", "min"),
@@ -143,6 +150,11 @@ Write the full trial config of study NAME's best finished trial (by --metric) to
                              "(a trial YAML each, and tied.csv with their means and 95%% CIs)")
     export.add_argument("--correction", **CORRECTION_OPTION)
     export.add_argument("-o", "--out", metavar="PATH", help="output file (default: kd-studies/NAME/best.yaml)")
+    export.add_argument("--model", metavar="DIR",
+                        help="write the best trial's student to DIR: SentenceTransformer(DIR), AutoModel(DIR)")
+    export.add_argument("--register", metavar="MODEL_NAME",
+                        help="log the student (sentence_transformers flavour) as a new version of MODEL_NAME in "
+                             "the MLflow model registry, with the trial's metrics as tags")
     export.set_defaults(command_name="export")
 
     confirm = command("confirm", "re-run a study's top points at a higher fidelity; rank correlation", """\

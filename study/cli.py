@@ -119,6 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.name is not None:
         check_name(args.name, "--name")
     cfg = TrialConfig.from_yaml(args.config)  # a bad config fails before Ray and torch load
+    if args.model:
+        _check_model_folder(args.model)       # before minutes of training, not after
     from study.runner import train_single   # light; it checks the Ray address before any work
 
     run_dir = Path(args.output_dir or cfg.output_dir).expanduser().resolve() / (args.name or cfg.name)
@@ -135,6 +137,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         console.error(f"training {args.name or cfg.name} {_interrupted(args)}; run `{again}` again {then}")
         return EXIT_INTERRUPTED
     console.print_trial_result(cfg.name, result)
+    if args.model:
+        from trainables.outputs import eval_metric_keys
+        from trainables.st_export import write_sentence_transformer
+
+        card = {"trial config": args.config, "run": cfg.name,
+                **{k: f"{result.metrics[k]:.4f}" for k in eval_metric_keys(cfg.eval) if k in result.metrics}}
+        folder = write_sentence_transformer(result.student_dir, args.model, card)
+        print(f"model:      {folder}  (SentenceTransformer or transformers.AutoModel loads it)")
     return 0
 
 
@@ -168,6 +178,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise _Unavailable(f"study.export is not available ({error})") from None
     name = check_name(args.name, "study name")
+    if args.model:
+        _check_model_folder(args.model)
     _, tracking_uri = _find_study(name, args)
     out = Path(args.out) if args.out else _study_dir(name, args) / "best.yaml"   # made once the best trial is found
     # metric and mode default to the study's own objective (export_best reads it from the parent run)
@@ -178,6 +190,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         table = export_tied(name, tracking_uri, args.tied, args.metric, mode=args.mode, correction=args.correction)
         print(f"tied set:    {table.parent}  ({table.name}: every configuration tied with the best, with its CI)")
     print(f"best config: {path}  (run it: kd-study train {path})")
+    if args.model or args.register:
+        from study.export import export_best_model
+
+        exported = export_best_model(name, tracking_uri, args.model, args.metric, mode=args.mode,
+                                     register=args.register)
+        if exported.folder is not None:
+            print(f"best model:  {exported.folder}  (trial {exported.trial_id}; SentenceTransformer or "
+                  "transformers.AutoModel loads it)")
+        if exported.version is not None:
+            print(f"registered:  models:/{args.register}/{exported.version.version}  (MLflow model registry, "
+                  f"source run {exported.run_id})")
     return 0
 
 
@@ -249,6 +272,14 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+def _check_model_folder(folder: str) -> None:
+    """--model DIR: a new, empty or earlier-exported folder (an export replaces only its own kind)."""
+    from trainables.st_export import check_model_folder
+
+    try:
+        check_model_folder(folder)
+    except FileExistsError as error:
+        raise ConfigError(f"--model: {error}") from None
 
 
 def _study_dir(name: str, args: argparse.Namespace) -> Path:

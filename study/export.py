@@ -1,23 +1,32 @@
-"""Export the best finished trial of a study as a full TrialConfig YAML that `kd-study train` re-runs.
+"""Export the best finished trial of a study: its config as a YAML `kd-study train` re-runs, and its model.
 
-The file is the trial's own TRIAL_CONFIG_ARTIFACT, validated against `TrialConfig` (so a config
+`export_best`: the trial's own TRIAL_CONFIG_ARTIFACT, validated against `TrialConfig` (so a config
 that would not re-run is an error here, not at training time), preceded by a comment header naming
 the study, the trial run and the metric value. It is also logged on the study's parent run as
 BEST_CONFIG_ARTIFACT. The best trial is the one the report names (`study.report.choose_best`).
 `export_tied` writes every configuration statistically tied with the best (the report's tied set).
+
+`export_best_model`: the trial's trained student (its final checkpoint's STUDENT_DIR, or the
+STUDENT_ARTIFACT_DIR a `--log-models` study logged) as a folder that sentence-transformers and
+plain transformers load (`trainables.st_export`), optionally registered in the MLflow model
+registry (`study.model_registry`).
 """
 from __future__ import annotations
 
 import datetime as dt
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from study.report import ReportError, check_mode, choose_best, download_artifact, load_study_runs, log_on_parent
-from study.tags import BEST_CONFIG_ARTIFACT, TRIAL_CONFIG_ARTIFACT
+from study.report import (Best, ReportError, StudyRuns, check_mode, choose_best, download_artifact, load_study_runs,
+                          log_on_parent, mlflow_client)
+from study.tags import BEST_CONFIG_ARTIFACT, CHECKPOINT_TAG, STUDENT_ARTIFACT_DIR, TRIAL_CONFIG_ARTIFACT
 from trainables.config import ConfigError, TrialConfig
+from trainables.outputs import TIME_PREFIX
 
 
 def export_best(name: str, tracking_uri: str, metric: str | None = None,
@@ -122,3 +131,79 @@ def _valid_config(tracking_uri: str, run_id: str, name: str, tmp: Path) -> Trial
         return TrialConfig.from_yaml(source)
     except ConfigError as error:
         raise ReportError(f"{TRIAL_CONFIG_ARTIFACT} of run {run_id} is not a valid trial config: {error}") from None
+@dataclass(frozen=True)
+class ExportedModel:
+    """Where the best trial's student was written, and its registry version when registered."""
+
+    folder: Path | None        # None: registered from a temporary folder
+    trial_id: str
+    run_id: str
+    metric: str
+    value: float
+    version: Any = None        # an mlflow ModelVersion
+
+
+def export_best_model(name: str, tracking_uri: str, out_dir: str | Path | None, metric: str | None = None,
+                      mode: str | None = None, register: str | None = None) -> ExportedModel:
+    """Write the best finished trial's student to `out_dir` as a sentence-transformers folder; register it as
+    a new version of the registered model `register` when given (`out_dir` None: a temporary folder).
+
+    Errors (`ReportError`, one line): those of `export_best`, and a best trial whose student is in
+    neither its checkpoint folder nor its run's artifacts.
+    """
+    from trainables.st_export import check_model_folder, write_sentence_transformer
+
+    if mode is not None:
+        check_mode(mode)
+    if out_dir is not None:
+        try:
+            check_model_folder(out_dir)
+        except FileExistsError as error:
+            raise ReportError(str(error)) from None
+    study = load_study_runs(name, tracking_uri)
+    best = choose_best(study, metric, mode)
+    run_id, trial_id = best.trial["run_id"], str(best.trial["trial_id"])
+    metrics = trial_metrics(study, best)
+    card = {"study": name, "trial": f"{trial_id} (MLflow run {run_id})",
+            **{key: f"{value:.4f}" for key, value in metrics.items()}}
+    with tempfile.TemporaryDirectory(prefix="kd_export_model_") as tmp:
+        student = _best_student(study, run_id, Path(tmp) / "download")
+        folder = write_sentence_transformer(student, out_dir if out_dir is not None else Path(tmp) / "model", card)
+        version = None
+        if register:
+            from study.model_registry import register_student
+
+            description = (f"kd-study study {name!r}, trial {trial_id} (MLflow run {run_id}): "
+                           f"{best.metric} = {best.trial[best.metric]:.6g}, the best ({best.mode}) of "
+                           f"{len(study.trials)} finished trials.")
+            version = register_student(folder, tracking_uri, register, experiment_id=study.experiment_id,
+                                       run_id=run_id, study_name=name, trial_id=trial_id, metrics=metrics,
+                                       description=description)
+    return ExportedModel(Path(out_dir) if out_dir is not None else None, trial_id, run_id, best.metric,
+                         float(best.trial[best.metric]), version)
+
+
+def trial_metrics(study: StudyRuns, best: Best) -> dict[str, float]:
+    """The best trial's final evaluation metrics (not its timings or training curves), ranked metric first."""
+    names = [best.metric] + sorted(m for m in study.metric_names if m != best.metric
+                                   and not m.startswith((TIME_PREFIX, "train/", "metrics.")))
+    return {m: float(best.trial[m]) for m in names if m in best.trial and best.trial[m] == best.trial[m]}
+
+
+def _best_student(study: StudyRuns, run_id: str, download_dir: Path) -> Path:
+    """The trial's saved student: its final checkpoint's folder when on this machine, else its run artifact."""
+    from trainables.student import STUDENT_META
+
+    client = mlflow_client(study.tracking_uri)
+    checkpoint = client.get_run(run_id).data.tags.get(CHECKPOINT_TAG)
+    if checkpoint and Path(checkpoint, STUDENT_ARTIFACT_DIR, STUDENT_META).is_file():
+        return Path(checkpoint, STUDENT_ARTIFACT_DIR)
+    logged = {Path(f.path).name for f in client.list_artifacts(run_id, STUDENT_ARTIFACT_DIR)}
+    if STUDENT_META in logged:   # the student was logged (--log-models)
+        download_dir.mkdir(parents=True, exist_ok=True)
+        # the client reads the run's own artifact store (a runs:/ download would also open the default store)
+        return Path(client.download_artifacts(run_id, STUDENT_ARTIFACT_DIR, str(download_dir)))
+    where = f"its checkpoint {checkpoint}" if checkpoint else f"a checkpoint (no {CHECKPOINT_TAG} tag)"
+    raise ReportError(f"the student of best trial run {run_id} of study {study.name!r} is in neither {where} nor "
+                      f"the run's {STUDENT_ARTIFACT_DIR}/ artifacts (run studies with --log-models to keep students "
+                      "in MLflow)")

@@ -45,6 +45,7 @@ from typing import Any, Callable
 from trainables.config import ConfigError, TrialConfig
 
 from study import tags, tracking
+from study.dataset_inputs import dataset_records, ref_key
 from study.outcome import StudyOutcome, collect_outcome
 from study.paths import StudyPaths
 from study.preflight import (
@@ -85,6 +86,7 @@ class StudyContext:
     experiment_id: str
     parent_run_id: str
     storage_url: str             # the Optuna RDB storage
+    datasets: list[dict[str, Any]] = field(default_factory=list)   # study.dataset_inputs records
 
 
 # ---- run / resume -------------------------------------------------------------------------------------
@@ -121,6 +123,9 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
                                        space_source=str(Path(space.source).resolve()), log_models=opts.log_models,
                                        num_samples=space.num_samples, metrics=space.metrics, modes=space.modes)
             assets = prepare_study_assets(space, paths, opts.say, data=checked.train)
+            datasets = dataset_records(space.base, {ref_key(s.ref): s.fingerprint for s in checked.sets},
+                                       assets["keys"], assets["stats"])
+            paths.update_state(datasets=datasets)   # resume logs the same inputs
             experiment_id, parent_run_id = _start_parent_run(
                 space, paths, assets, tracking_uri, state["experiment"],
                 {tags.ALGORITHM_TAG: space.study.algorithm, tags.METRIC_TAG: ",".join(space.metrics),
@@ -129,7 +134,8 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
             if parent_run_id is None:  # nothing ran: leave no half-made study behind (fix the input, run again)
                 shutil.rmtree(paths.dir, ignore_errors=True)
             raise
-        ctx = StudyContext(space, paths, assets, opts, tracking_uri, experiment_id, parent_run_id, storage_url)
+        ctx = StudyContext(space, paths, assets, opts, tracking_uri, experiment_id, parent_run_id, storage_url,
+                           datasets)
 
         def start():
             from study.tuner import new_tuner
@@ -170,7 +176,8 @@ def _resume_study(paths: StudyPaths, opts: StudyOptions) -> StudyOutcome:
         if not reopen:  # killed before the parent run existed
             experiment_id, parent_run_id = _start_parent_run(space, paths, assets, tracking_uri,
                                                              state.get("experiment") or name)
-        ctx = StudyContext(space, paths, assets, opts, tracking_uri, experiment_id, parent_run_id, storage_url)
+        ctx = StudyContext(space, paths, assets, opts, tracking_uri, experiment_id, parent_run_id, storage_url,
+                           state.get("datasets") or [])
 
         def start():
             from study.search import delete_study

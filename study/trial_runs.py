@@ -20,6 +20,7 @@ from typing import Any
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
+from study.dataset_inputs import log_dataset_inputs, trial_records
 from study.replicates import bootstrap_interval, finite, point_id, point_mean, replicate_of
 from study.tags import (
     CHECKPOINT_TAG, CI_HIGH_SUFFIX, CI_LOW_SUFFIX, ERROR_TAG, MISSING_ARTIFACTS_TAG, PARENT_RUN_TAG, PER_QUERY_ARTIFACT,
@@ -38,17 +39,20 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
     Runs are keyed by the Tune trial id (tag TRIAL_ID_TAG), looked up in the store rather than
     held in memory: after a killed driver and `kd-study resume`, a trial re-uses its run instead of
     creating a duplicate, and a trial that had already finished (and is replayed by Tune because the
-    experiment snapshot predates its end) leaves its run untouched.
+    experiment snapshot predates its end) leaves its run untouched. A new run gets its data sets as
+    MLflow dataset inputs (`datasets`: study.dataset_inputs records), so the runs table says what
+    each trial was trained and evaluated on.
     """
 
     def __init__(self, tracking_uri: str, *, experiment_id: str, parent_run_id: str, study_name: str,
-                 space, log_models: bool = False):
+                 space, log_models: bool = False, datasets: list[dict[str, Any]] | None = None):
         super().__init__(tracking_uri=tracking_uri, tags={})
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.study_name = study_name
         self.space = space
         self.log_models = log_models
+        self.datasets = list(datasets or [])
         self._client = None
         self._runs: dict[str, str] = {}
         self._untouched: set[str] = set()
@@ -116,6 +120,8 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
             })
             run_id = run.info.run_id
             log_params(self.mlflow, run_id, params)
+            # a study pickled before datasets were logged has no such attribute
+            log_dataset_inputs(self.mlflow, run_id, trial_records(getattr(self, "datasets", []), cfg))
             with tempfile.TemporaryDirectory(prefix="kd_trial_cfg_") as tmp:
                 path = Path(tmp) / TRIAL_CONFIG_ARTIFACT
                 cfg.to_yaml(path)

@@ -27,7 +27,7 @@ def new_tuner(ctx: StudyContext, max_concurrent: int) -> tune.Tuner:
     space = ctx.space
     callback = NestedTrialRunsCallback(
         ctx.tracking_uri, experiment_id=ctx.experiment_id, parent_run_id=ctx.parent_run_id, study_name=space.name,
-        space=space, log_models=ctx.opts.log_models)
+        space=space, log_models=ctx.opts.log_models, datasets=ctx.datasets)
     return tune.Tuner(
         _trainable(ctx),
         tune_config=tune.TuneConfig(

@@ -137,6 +137,12 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, sample_data):
         assert cfg.loss.name == params["loss.name"] and cfg.loss.gamma1 == float(params["loss.gamma1"])
         per_query = json.loads((folder / "per_query.json").read_text())
         assert len(per_query["dev_mrr_at_10"]) == 50
+        inputs = {(i.dataset.name, i.dataset.digest, {t.key: t.value for t in i.tags}["mlflow.data.context"])
+                  for i in client.get_run(run.info.run_id).inputs.dataset_inputs}       # the Dataset column
+        training_set = parent.data.tags["kd_study.asset.training_set"]   # the shared assets' content key
+        assert {(name, context) for name, _, context in inputs} == {
+            ("scifact_ci", "training"), ("dev:scifact_ci", "evaluation"), ("beir:scifact_ci", "evaluation")}
+        assert ("scifact_ci", training_set, "training") in inputs
     assert sorted(seen) == [("kl", "topk", "0.0"), ("wkl", "stratified", "2.0")]   # the seeded points
     assert len({r.data.tags["kd_study.trial_id"] for r in trials}) == 2
 
@@ -155,11 +161,39 @@ def test_train_reruns_the_exported_best_config(workdir):
     best = workdir / "studies" / "tiny-tpe" / "best.yaml"
     if not best.is_file():
         pytest.skip("needs the study of test_study_logs_one_parent_and_a_nested_run_per_trial")
-    result = run_cli(workdir, "train", str(best), "--name", "best-again", "--output-dir", str(workdir / "runs"))
+    result = run_cli(workdir, "train", str(best), "--name", "best-again", "--output-dir", str(workdir / "runs"),
+                     "--model", str(workdir / "best-again-model"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Dev MRR@10" in result.stdout and "BEIR nDCG@10 (avg)" in result.stdout
     assert "training queries, cache hit)" in result.stderr      # the study's shared assets, reused
     assert (workdir / "runs" / "best-again" / "trial_config.yaml").is_file()
+    student = next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("student:"))
+    assert_same_encoder(workdir / "best-again-model", Path(student))
+
+
+@pytest.mark.slow
+def test_export_writes_the_best_trials_model(workdir):
+    """`kd-study export NAME --model DIR`: the best trial's own checkpoint student, as sentence-transformers loads it."""
+    if not (workdir / "studies" / "tiny-tpe" / "best.yaml").is_file():
+        pytest.skip("needs the study of test_study_logs_one_parent_and_a_nested_run_per_trial")
+    result = run_cli(workdir, "export", "tiny-tpe", "--model", str(workdir / "tiny-tpe-model"), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    trial_id = result.stdout.split("(trial ")[1].split(";")[0]
+    _, _, trials = study_runs(workdir, "tiny-tpe")
+    [best] = [r for r in trials if r.data.tags["kd_study.trial_id"] == trial_id]
+    assert_same_encoder(workdir / "tiny-tpe-model", Path(best.data.tags["kd_study.checkpoint"]) / "student")
+
+
+def assert_same_encoder(folder: Path, student_dir: Path) -> None:
+    """SentenceTransformer(folder) embeds passages as kd-study's saved student in `student_dir` does."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from trainables.student import BiEncoder
+
+    texts = ["aspirin and heart attacks", "Cats sleep most of the day. " * 20]
+    ours = BiEncoder.load(student_dir).encode(texts, is_query=False)
+    np.testing.assert_allclose(SentenceTransformer(str(folder), device="cpu").encode(texts), ours, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ class CheckedSet:
     ref: DatasetRef
     queries: int         # queries with a positive
     docs: int | None     # corpus size, where known without reading it
+    fingerprint: str = ""  # the content hash of the loaded set (RetrievalData.fingerprint)
 
 
 def eval_refs(cfg: TrialConfig) -> list[tuple[str, DatasetRef]]:
@@ -60,7 +61,7 @@ def check_datasets(cfg: TrialConfig, *, source: str = "") -> tuple[RetrievalData
         if not with_positive:
             raise DataError(f"{prefix}{role}: {data.name}: no query has a positive (grade >= 1) in its qrels "
                             f"({len(data.queries)} queries, skipped: {data.skipped or 'none'})")
-        checked.append(CheckedSet(role, ref, with_positive, _size(data)))
+        checked.append(CheckedSet(role, ref, with_positive, _size(data), data.fingerprint))
         if role == "data.train":
             train = data
     return train, checked

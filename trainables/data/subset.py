@@ -51,10 +51,14 @@ def subset(data: RetrievalData, n_distractors: int, seed: int) -> RetrievalData:
         skipped["qrels docid not in corpus"] = skipped.get("qrels docid not in corpus", 0) + missing
         log.warning("%s: %d judged docids are not in the corpus; dropped from the qrels", data.name, missing)
         qrels = {q: {d: g for d, g in graded.items() if d in judged_texts} for q, graded in qrels.items()}
-    fingerprint = hashlib.sha256(json.dumps([data.fingerprint, "subset", n_distractors, seed]).encode()).hexdigest()
     name = f"{data.name}-subset{n_distractors}"
     return RetrievalData(name=name, corpus=DictCorpus(texts, source=name), queries=dict(data.queries), qrels=qrels,
-                         fingerprint=fingerprint, skipped=skipped)
+                         fingerprint=subset_fingerprint(data.fingerprint, n_distractors, seed), skipped=skipped)
+
+
+def subset_fingerprint(fingerprint: str, n_distractors: int, seed: int) -> str:
+    """The fingerprint of `subset(data, n_distractors, seed)` from `data`'s: known without drawing the subset."""
+    return hashlib.sha256(json.dumps([fingerprint, "subset", n_distractors, seed]).encode()).hexdigest()
 
 
 HOLDOUT_SEED = 20261123  # fixed: every trial and study sees the same validation queries
