@@ -15,6 +15,7 @@ DESCRIPTION = """\
 Hyperparameter studies of knowledge distillation for dense retrieval (Ray Tune + Optuna + MLflow).
 
   kd-study run search_spaces/quickstart.yaml      run a study (offline quickstart: 6 trials)
+  kd-study check search_spaces/full.yaml          what its trials would do; the dimensions that cannot matter
   kd-study resume quickstart                      continue a study after a killed driver
   kd-study train best.yaml                        one distillation run, outside Tune
   kd-study report quickstart                      sensitivity tables from the MLflow store
@@ -87,6 +88,23 @@ Interrupt with Ctrl-C or SIGTERM (or lose the driver) and continue with `kd-stud
                      help="validate the space and print the plan (trials, grid points); run nothing")
     run.add_argument("--quiet", action="store_true", help="no live trial table")
     run.set_defaults(command_name="run")
+
+    check = command("check", "say what a space's trials would do, and flag dimensions that cannot change them", """\
+For the space's grid (or its corners and a seeded sample of its points) derive per dimension what a
+trial would do: optimiser steps, KL warm-up share, β refreshes, γ2's range, teacher and student
+softmax entropy at the configured τ, WKL's weight spread, samplers' overlap at each K and pool depth,
+MarginMSE's teacher vs reachable student margins, intermediate evaluations. Errors (a dimension that
+provably cannot change the trial) exit 2; warnings (measured on a score sample) print.
+`kd-study run` runs the same check before any trial.""", ray=False)
+    check.add_argument("space", metavar="SPACE.yaml", help="search space (see search_spaces/*.yaml)")
+    check.add_argument("--scores", choices=("auto", "cache", "sample", "none"), default="auto",
+                       help="teacher scores to measure on: the study's cached ones, a few seeded queries scored "
+                            "now, or none (no model loaded); auto: cache, else sample (default)")
+    check.add_argument("--sample", type=int, default=16, metavar="N",
+                       help="random points checked beside the corners (not in grid mode; default 16)")
+    check.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="pin",
+                       help="fix a trial config field, as `run --set` does")
+    check.set_defaults(command_name="check")
 
     resume = command("resume", "continue an interrupted study", """\
 Continue study NAME from kd-studies/NAME/: Tune restores its trials and the Optuna searcher;
