@@ -159,3 +159,17 @@ def _width(array: np.ndarray, width: int) -> np.ndarray:
 def _first_line(error: BaseException, limit: int = 160) -> str:
     line = (str(error).splitlines() or [type(error).__name__])[0]
     return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def check_for_run(space: SearchSpace, data: RetrievalData, keys: dict[str, str] | None = None):
+    """`kd-study run`'s check: the training data the preflight loaded, and the study's own cached scores
+    once its assets exist (`keys`, from study.shared_assets); before that, the derivations that need none."""
+    from study.check import check_space
+
+    cfg = space.base
+    count = training_query_count(cfg, data)
+    scores = scores_from_cache(cfg.cache_dir, keys) if keys else None
+    note = scores.source if scores is not None else "before the shared assets: no teacher scores yet"
+    evidence = evidence_for(space, n_queries=count, n_queries_source=f"{data.name}: {count:,} training queries",
+                            scores=scores, scores_note=note)
+    return check_space(space, evidence)
