@@ -345,16 +345,18 @@ def check_space(space: SearchSpace, evidence: Evidence, *, n_sample: int = 16,
                 derivations: Iterable[Derivation] = DERIVATIONS) -> CheckReport:
     """Every derivation over the space's points (grid, or corners + a seeded sample); pure given `evidence`."""
     points, note = check_points(space, n_sample)
-    configs = [(point, space.trial_config(point)) for point in points]
-    dumps = [cfg.model_dump(mode="json") for _, cfg in configs]
+    base = space.base.model_dump(mode="json")
+    configs: dict[int, TrialConfig] = {}   # built only for the points a derivation has not seen yet
     dimensions = []
     for derivation in derivations:
         memo: dict[str, Derived | None] = {}
         result = DimensionResult(derivation.dimension, derivation.reads)
-        for (point, cfg), dumped in zip(configs, dumps):
-            key = repr([_read(dumped, dotted) for dotted in derivation.reads])
+        for i, point in enumerate(points):
+            key = repr([_read(point, base, dotted) for dotted in derivation.reads])
             if key not in memo:
-                memo[key] = derivation.derive(cfg, evidence)
+                if i not in configs:
+                    configs[i] = space.trial_config(point)
+                memo[key] = derivation.derive(configs[i], evidence)
             if memo[key] is not None:
                 result.results.append((point, memo[key]))
         if result.results:
@@ -510,11 +512,14 @@ def _refreshes(cfg: TrialConfig, steps: int, is_refresh_step: Callable[[Any, int
     return sum(1 for completed in range(steps) if is_refresh_step(cfg.loss, completed))
 
 
-def _read(dumped: Mapping[str, Any], dotted: str) -> Any:
+def _read(point: Mapping[str, Scalar], base: Mapping[str, Any], dotted: str) -> Any:
+    """The value a trial of `point` has at `dotted` (a field or a section): searched values over the base's."""
+    inside = {k: v for k, v in point.items() if k == dotted or k.startswith(dotted + ".")}
     try:
-        return get_dotted(dumped, dotted)
+        static = get_dotted(base, dotted)
     except (KeyError, TypeError):
-        return None
+        static = None
+    return static, sorted(inside.items())
 
 
 def _distinct(values: list[Scalar]) -> list[Scalar]:

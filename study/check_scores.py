@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 ScoresMode = Literal["auto", "cache", "sample", "none"]
 MAX_QUERIES = 2048        # cached scores: a seeded subset of queries is plenty for the measures
-SAMPLE_QUERIES = 16
-SAMPLE_PASSAGES = 1000
+SAMPLE_QUERIES = 8
+SAMPLE_PASSAGES = 500
 
 
 def gather_evidence(space: SearchSpace, scores: ScoresMode = "auto", *, data: RetrievalData | None = None,

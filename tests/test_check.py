@@ -198,3 +198,20 @@ def test_every_shipped_space_passes(path):
 def test_every_shipped_space_says_what_it_reproduces_and_adapts(path):
     header = path.read_text().split("\nbase:")[0].lower()
     assert "reproduces" in header and "adapts" in header
+
+
+@pytest.mark.slow
+def test_sampled_scores_score_a_few_seeded_queries_with_the_real_teacher(tmp_path, sample_data, capsys):
+    """No cache: `--scores sample` builds pools for 16 seeded queries over a sub-corpus and scores them."""
+    tiny = {"student": {"model": "tiny:bert"}, "teacher": {"model": "tiny:bert"}, "loss": {"name": "kl"}}
+    path = space_file(tmp_path, sample_data, base=tiny)
+    from study.check_scores import gather_evidence
+
+    evidence = gather_evidence(load_space(path), "sample", n_queries=16, n_passages=200)
+    scores = evidence.scores
+    assert scores is not None and scores.n_queries == 16 and scores.source.startswith("sampled: 16 queries")
+    assert scores.teacher_pool.shape[1] == 20 and np.isfinite(scores.teacher_pool).all()
+    assert np.isfinite(scores.student_pool).all() and np.isfinite(scores.teacher_positive[:, 0]).all()
+    report = check_space(load_space(path), evidence, n_sample=2)
+    entropy = next(d for d in report.dimensions if d.dimension == "teacher softmax entropy")
+    assert all(derived.value is not None for _, derived in entropy.results)
