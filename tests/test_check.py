@@ -132,6 +132,15 @@ def test_near_uniform_softmax_is_a_warning_read_from_the_cached_teacher_scores(t
     code = main(["check", str(path), "--scores", "cache", "--sample", "2", "--set", "loss.teacher_temperature=0.05",
                  "--set", "loss.student_temperature=0.05"])
     assert code == 0 and "near uniform" not in capsys.readouterr().out
+    # `kd-study run` checks the same way: static before the assets exist, then on the study's cached scores
+    from study.check_scores import check_for_run
+
+    space = load_space(path)
+    before = check_for_run(space, data)
+    assert before.evidence.scores is None and not before.errors
+    after = check_for_run(space, data, keys)
+    assert after.evidence.scores.n_queries == 189
+    assert any(d.dimension == "teacher softmax entropy" and d.level == "warning" for d in after.dimensions)
 
 
 # ---- the derivations on synthetic scores ------------------------------------------------------------
