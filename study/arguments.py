@@ -27,11 +27,13 @@ sqlite:///mlruns.db`).
 """
 
 
-def _global_options(parser: argparse.ArgumentParser, suppress: bool, ray: bool = True) -> None:
+def _global_options(parser: argparse.ArgumentParser, suppress: bool, ray: bool = True, store: bool = True) -> None:
     default = argparse.SUPPRESS if suppress else None
     group = parser.add_argument_group("global options")
     if ray:
         _ray_options(group, default)
+    if not store:   # `check` reads no study folder and no tracking store
+        return
     group.add_argument("--tracking-uri", default=default, metavar="URI",
                        help="MLflow tracking store (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db); "
                             "an http(s) server is checked before anything runs")
@@ -55,10 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, help_text: str, description: str, ray: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, description: str, ray: bool = True,
+                store: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        _global_options(p, suppress=True, ray=ray)
+        _global_options(p, suppress=True, ray=ray, store=store)
         return p
 
     run = command("run", "run a study from a search-space YAML", """\
@@ -95,7 +98,7 @@ trial would do: optimiser steps, KL warm-up share, β refreshes, γ2's range, te
 softmax entropy at the configured τ, WKL's weight spread, samplers' overlap at each K and pool depth,
 MarginMSE's teacher vs reachable student margins, intermediate evaluations. Errors (a dimension that
 provably cannot change the trial) exit 2; warnings (measured on a score sample) print.
-`kd-study run` runs the same check before any trial.""", ray=False)
+`kd-study run` runs the same check before any trial.""", ray=False, store=False)
     check.add_argument("space", metavar="SPACE.yaml", help="search space (see search_spaces/*.yaml)")
     check.add_argument("--scores", choices=("auto", "cache", "sample", "none"), default="auto",
                        help="teacher scores to measure on: the study's cached ones, a few seeded queries scored "
