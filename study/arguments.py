@@ -15,6 +15,7 @@ DESCRIPTION = """\
 Hyperparameter studies of knowledge distillation for dense retrieval (Ray Tune + Optuna + MLflow).
 
   kd-study run search_spaces/quickstart.yaml      run a study (offline quickstart: 6 trials)
+  kd-study check search_spaces/full.yaml          what its trials would do; the dimensions that cannot matter
   kd-study resume quickstart                      continue a study after a killed driver
   kd-study train best.yaml                        one distillation run, outside Tune
   kd-study report quickstart                      sensitivity tables from the MLflow store
@@ -36,11 +37,13 @@ CORRECTION_OPTION = dict(choices=("holm", "bh"), default="holm",
                               "(Benjamini–Hochberg false discovery rate)")
 
 
-def _global_options(parser: argparse.ArgumentParser, suppress: bool, ray: bool = True) -> None:
+def _global_options(parser: argparse.ArgumentParser, suppress: bool, ray: bool = True, store: bool = True) -> None:
     default = argparse.SUPPRESS if suppress else None
     group = parser.add_argument_group("global options")
     if ray:
         _ray_options(group, default)
+    if not store:   # `check` reads no study folder and no tracking store
+        return
     group.add_argument("--tracking-uri", default=default, metavar="URI",
                        help="MLflow tracking store (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db); "
                             "an http(s) server is checked before anything runs")
@@ -64,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, help_text: str, description: str, ray: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, description: str, ray: bool = True,
+                store: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        _global_options(p, suppress=True, ray=ray)
+        _global_options(p, suppress=True, ray=ray, store=store)
         return p
 
     run = command("run", "run a study from a search-space YAML", """\
@@ -97,6 +101,23 @@ Interrupt with Ctrl-C or SIGTERM (or lose the driver) and continue with `kd-stud
                      help="validate the space and print the plan (trials, grid points); run nothing")
     _verbosity_options(run)
     run.set_defaults(command_name="run")
+
+    check = command("check", "say what a space's trials would do, and flag dimensions that cannot change them", """\
+For the space's grid (or its corners and a seeded sample of its points) derive per dimension what a
+trial would do: optimiser steps, KL warm-up share, β refreshes, γ2's range, teacher and student
+softmax entropy at the configured τ, WKL's weight spread, samplers' overlap at each K and pool depth,
+MarginMSE's teacher vs reachable student margins, intermediate evaluations. Errors (a dimension that
+provably cannot change the trial) exit 2; warnings (measured on a score sample) print.
+`kd-study run` runs the same check before any trial.""", ray=False, store=False)
+    check.add_argument("space", metavar="SPACE.yaml", help="search space (see search_spaces/*.yaml)")
+    check.add_argument("--scores", choices=("auto", "cache", "sample", "none"), default="auto",
+                       help="teacher scores to measure on: the study's cached ones, a few seeded queries scored "
+                            "now, or none (no model loaded); auto: cache, else sample (default)")
+    check.add_argument("--sample", type=int, default=16, metavar="N",
+                       help="random points checked beside the corners (not in grid mode; default 16)")
+    check.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="pin",
+                       help="fix a trial config field, as `run --set` does")
+    check.set_defaults(command_name="check")
 
     resume = command("resume", "continue an interrupted study", """\
 Continue study NAME from kd-studies/NAME/: Tune restores its trials and the Optuna searcher;

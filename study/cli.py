@@ -105,6 +105,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _finish(outcome, space.metrics, args)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from study.check import check_space, raise_on_errors
+    from study.check_scores import gather_evidence
+    from study.space import load_space
+
+    space = load_space(args.space, pin=_pins(args.pin))
+    report = check_space(space, gather_evidence(space, args.scores), n_sample=args.sample)
+    console.print_check(report)
+    raise_on_errors(report)   # exit 2 after the table, which says why
+    return 0
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from study.runner import resume_study
 
@@ -226,8 +238,8 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     return code
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "train": cmd_train, "report": cmd_report, "export": cmd_export,
-            "confirm": cmd_confirm}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "resume": cmd_resume, "train": cmd_train, "report": cmd_report,
+            "export": cmd_export, "confirm": cmd_confirm}
 
 
 class _Unavailable(Failure):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
 if TYPE_CHECKING:
+    from study.check import CheckReport
     from study.runner import StudyOutcome
     from study.space import SearchSpace
 
@@ -46,6 +47,24 @@ def print_plan(space: SearchSpace) -> None:
         print(f"  {len(points)} {label}:")
         for point in points:
             print("    " + ", ".join(f"{k}={v}" for k, v in point.items()))
+
+
+def print_check(report: CheckReport) -> None:
+    """`kd-study check`: one row per dimension (its range over the checked trials, its flag), then the flags."""
+    ev = report.evidence
+    print(f"check {report.source}: {report.n_points} trials ({report.points_note})")
+    print(f"  training queries: {ev.n_queries_source}")
+    print(f"  scores: {ev.scores_note}")
+    marks = {"ok": "ok", "warning": "WARNING", "error": "ERROR"}
+    rows = []
+    for dim in report.dimensions:
+        point, example = dim.worst()
+        rows.append([dim.dimension, dim.value_range(), marks[dim.level], example.text, dim.describe(point)])
+    table("what the trials would do", ["dimension", "range over the trials", "flag", "the worst trial does",
+                                       "at"], rows, wrap=True)
+    for line in report.flag_lines():
+        print(line)
+    print(f"{len(report.errors)} errors, {len(report.warnings)} warnings")
 
 
 def print_outcome(outcome: StudyOutcome, metrics: list[str]) -> None:
@@ -247,7 +266,8 @@ def metric_rows(metrics: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+def table(title: str, columns: list[str], rows: list[list[str]], wrap: bool = False) -> None:
+    """A rich table on stdout; `wrap` lets long cells wrap instead of squeezing other columns out."""
     try:
         from rich.console import Console
         from rich.table import Table
@@ -258,7 +278,7 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         return
     rich_table = Table(title=title)
     for column in columns:
-        rich_table.add_column(column, no_wrap=True)
+        rich_table.add_column(column, no_wrap=not wrap, overflow="fold" if wrap else "ellipsis")
     for row in rows:
         rich_table.add_row(*row)
     console = Console()

@@ -101,6 +101,7 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
     check_ray_address(opts.ray_address)
     space = _absolute(space)
     checked = _preflight(space.base, space.source)   # every data set, model spec and folder: seconds
+    _check(space, checked.train, opts.say)   # a space that cannot test what it searches stops before any asset
     tracking_uri = tracking.resolve_tracking_uri(opts.tracking_uri)
     tracking.check_tracking(tracking_uri)
     storage_url = _optuna_storage_url(opts, paths)
@@ -126,6 +127,7 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
             datasets = dataset_records(space.base, {ref_key(s.ref): s.fingerprint for s in checked.sets},
                                        assets["keys"], assets["stats"])
             paths.update_state(datasets=datasets)   # resume logs the same inputs
+            _check(space, checked.train, opts.say, assets["keys"])   # again, on the study's teacher scores
             experiment_id, parent_run_id = _start_parent_run(
                 space, paths, assets, tracking_uri, state["experiment"],
                 {tags.ALGORITHM_TAG: space.study.algorithm, tags.METRIC_TAG: ",".join(space.metrics),
@@ -147,6 +149,18 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
             return new_tuner(ctx, max_concurrent)
 
         return _fit_and_finish(start, ctx)
+
+
+def _check(space: SearchSpace, data, say: Callable[[str], None], keys: dict[str, str] | None = None) -> None:
+    """`kd-study check` before any trial (study.check): errors stop the run (exit 2), warnings are said."""
+    from study.check import raise_on_errors
+    from study.check_scores import check_for_run
+
+    report = check_for_run(space, data, keys)
+    if keys is not None or report.errors:   # said once: with the scores, or when it stops the run
+        for line in report.flag_lines():
+            say(f"kd-study: check: {line}")
+    raise_on_errors(report)
 
 
 def resume_study(name: str, opts: StudyOptions) -> StudyOutcome:

@@ -9,10 +9,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainables.config import LossConfig
+from trainables.config import COSINE_STUDENT_SCALE, LossConfig, TrialConfig
 from trainables.losses import (
     LOSSES,
     compute_loss,
+    gamma2_values,
     kl_loss,
     kl_nll_loss,
     margin_mse_loss,
@@ -348,3 +349,54 @@ def test_wkl_loss_is_finite_with_negative_gamma2_on_negatives_with_vanishing_q(d
     assert torch.isfinite(loss)
     if dtype != torch.float16:   # weights up to e^30 (MAX_LOG_WEIGHT) overflow fp16's range in the gradient
         assert bool(torch.isfinite(s.grad).all())
+
+
+def _fit_cosine_student(teacher: torch.Tensor, positives: torch.Tensor, scale: float, steps: int = 400) -> float:
+    """Optimise free cosine scores (tanh of free parameters, in (−1, 1)) on MarginMSE; the final loss."""
+    torch.manual_seed(0)
+    theta = torch.zeros_like(teacher, requires_grad=True)
+    optimizer = torch.optim.Adam([theta], lr=0.05)
+    for _ in range(steps):
+        loss = margin_mse_loss(torch.tanh(theta), teacher, positives, student_scale=scale)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return margin_mse_loss(torch.tanh(theta), teacher, positives, student_scale=scale).item()
+
+
+def test_margin_mse_with_a_scaled_cosine_student_reaches_a_cross_encoders_margins():
+    """Cross-encoder-like logits (margins of several units): a cosine student scaled ×20 (the `auto`
+    default) can match them, an unscaled one cannot (its margins are at most 2)."""
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.cat([torch.full((8, 1), 7.0), torch.empty(8, 6).uniform_(-6.0, 2.0, generator=generator)], dim=1)
+    positives = torch.zeros(8, 7, dtype=torch.bool)
+    positives[:, 0] = True
+    margins = teacher[:, :1] - teacher[:, 1:]
+    assert margins.min() > 4.0   # every margin is beyond a cosine's reach of 2
+    unreachable = float(((margins - 2.0) ** 2).mean())
+    assert _fit_cosine_student(teacher, positives, scale=20.0) < 0.01
+    assert _fit_cosine_student(teacher, positives, scale=1.0) >= unreachable * 0.99
+
+
+def test_margin_mse_scale_auto_follows_the_teacher_and_student():
+    cross = TrialConfig.from_dict({"teacher": {"kind": "cross_encoder", "model": "x"}, "loss": {"name": "margin_mse"}})
+    assert cross.loss.student_scale == "auto" and cross.loss.margin_scale == COSINE_STUDENT_SCALE
+    assert TrialConfig.from_dict({"loss": {"name": "margin_mse"}}).loss.margin_scale == 1.0   # cosine teacher too
+    assert cross.with_overrides({"loss.student_scale": 5}).loss.margin_scale == 5.0
+    # compute_loss applies it: scores × 20 against the teacher's margins
+    s, t = torch.tensor([[0.5, 0.1]]), torch.tensor([[9.0, 1.0]])
+    positives = torch.tensor([[True, False]])
+    torch.testing.assert_close(compute_loss(cross.loss, s, t, positives), torch.tensor((20 * 0.4 - 8.0) ** 2))
+
+
+def test_gamma2_floor_keeps_gamma2_at_or_above_it():
+    beta = torch.tensor([[0.0, 1.4, -0.3]])
+    torch.testing.assert_close(gamma2_values(1.0, beta), torch.tensor([[1.0, -0.4, 1.3]]))
+    torch.testing.assert_close(gamma2_values(1.0, beta, floor=0.0), torch.tensor([[1.0, 0.0, 1.3]]))
+    s = torch.tensor([[2.0, 0.5, -1.0]])
+    t = torch.tensor([[3.0, 1.0, -2.0]])
+    positives = torch.tensor([[True, False, False]])
+    floored = LossConfig(name="wkl", gamma1=1.0, alpha=1.5, gamma2_floor=0.0)
+    expected = wkl_loss(s, t, positives, 1.0, gamma2_values(1.0, beta, 0.0))
+    torch.testing.assert_close(compute_loss(floored, s, t, positives, beta=beta), expected)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trainables.errors import BadInput
 
@@ -141,6 +141,7 @@ class LossConfig(_Strict):
     """The distillation loss and its parameters (WKL paper)."""
 
     name: Literal["kl", "margin_mse", "kl_nll", "wkl"] = "kl"
+    _scale: float | None = PrivateAttr(None)   # `student_scale` resolved by the TrialConfig holding this block
     gamma1: float = Field(0.0, ge=0.0, description="WKL focusing exponent for positives (γ1 ≥ 0)")
     alpha: float = Field(0.0, ge=0.0, description="WKL scale of β from student ranks")
     nll_weight: float = Field(1.0, ge=0.0, description="λ of KL+NLL")
@@ -149,6 +150,28 @@ class LossConfig(_Strict):
     beta_refresh_steps: int = Field(200, ge=1, description="refresh student ranks for β every N batches")
     beta_pool_depth: int = Field(20, ge=1, description="candidates re-scored per query at a β refresh")
     kl_warmup_steps: int = Field(0, ge=0, description="plain KL steps before WKL (the paper's KL+WKL)")
+    gamma2_floor: float | None = Field(
+        None, description="WKL: γ2,i = max(γ1 − β_i, floor); the paper needs γ2,i > 0 (or all 0): α > γ1 "
+                          "without a floor ≥ 0 breaks it (`kd-study check` says so)")
+    student_scale: float | Literal["auto"] = Field(
+        "auto", description="MarginMSE: student scores × scale before the margins (KL-family losses use "
+                            "student_temperature); auto: see `student_score_scale`")
+
+    @field_validator("student_scale")
+    @classmethod
+    def _positive_scale(cls, value: float | str) -> float | str:
+        if value != "auto" and not value > 0:
+            raise ValueError(f"expected 'auto' or a number > 0, got {value}")
+        return value
+
+
+    @property
+    def margin_scale(self) -> float:
+        """The student-score multiplier of MarginMSE: a number as given, `auto` as the owning TrialConfig
+        resolved it (`student_score_scale`); a bare block's `auto` is 1 (raw scores)."""
+        if self.student_scale != "auto":
+            return float(self.student_scale)
+        return 1.0 if self._scale is None else self._scale
 
 
 class OptimConfig(_Strict):
@@ -225,6 +248,16 @@ class TrialConfig(_Strict):
         return check_name(value)
 
     @model_validator(mode="after")
+    def _resolve_student_scale(self) -> "TrialConfig":
+        """`loss.student_scale: auto` becomes a number for the loss functions, which see the loss block only.
+
+        Kept beside the block (not written into it), so a dumped or overridden config still says
+        `auto` and re-resolves against its own teacher and student.
+        """
+        self.loss._scale = student_score_scale(self)
+        return self
+
+    @model_validator(mode="after")
     def _k_fits_pool(self) -> "TrialConfig":
         """No pool is deeper than `data.pool_depth`; the real pools are checked once they exist."""
         from trainables.samplers import check_k_fits_pool   # samplers imports this module
@@ -259,6 +292,21 @@ class TrialConfig(_Strict):
         for dotted, value in overrides.items():
             set_dotted(raw, dotted, value)
         return TrialConfig.from_dict(raw, source=source)
+
+
+# sentence-transformers' scale for cosine scores (MultipleNegativesRankingLoss, scale=20 ≡ τ = 0.05): cosine
+# margins are at most 2, a cross-encoder's logit margins span several units.
+COSINE_STUDENT_SCALE = 20.0
+
+
+def student_score_scale(cfg: TrialConfig) -> float:
+    """The multiplier MarginMSE applies to student scores: `loss.student_scale`, or for `auto`
+    COSINE_STUDENT_SCALE when a cosine student distils a teacher whose scores are not cosines (a
+    cross-encoder's logits, a dot-product bi-encoder), else 1 (both on the same scale)."""
+    if cfg.loss.student_scale != "auto":
+        return float(cfg.loss.student_scale)
+    same_scale = cfg.teacher.kind == "bi_encoder" and cfg.teacher.similarity == cfg.student.similarity
+    return COSINE_STUDENT_SCALE if cfg.student.similarity == "cosine" and not same_scale else 1.0
 
 
 def get_dotted(raw: Mapping[str, Any], dotted: str) -> Any:

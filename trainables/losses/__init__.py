@@ -16,7 +16,7 @@ from trainables.config import LossConfig
 from trainables.losses.kl import kl_loss
 from trainables.losses.kl_nll import kl_nll_loss
 from trainables.losses.margin_mse import margin_mse_loss
-from trainables.losses.wkl import ranks_from_scores, wkl_beta, wkl_loss, wkl_terms
+from trainables.losses.wkl import gamma2_values, ranks_from_scores, wkl_beta, wkl_log_weights, wkl_loss, wkl_terms
 from trainables.losses.wkl_ranks import (
     RankTable, initial_rank_table, is_refresh_step, refresh_columns, refresh_ranks, uses_beta,
 )
@@ -25,6 +25,7 @@ __all__ = [
     "LOSSES",
     "RankTable",
     "compute_loss",
+    "gamma2_values",
     "initial_rank_table",
     "is_refresh_step",
     "kl_loss",
@@ -35,6 +36,7 @@ __all__ = [
     "refresh_ranks",
     "uses_beta",
     "wkl_beta",
+    "wkl_log_weights",
     "wkl_loss",
     "wkl_terms",
 ]
@@ -59,8 +61,9 @@ def compute_loss(
 ) -> Tensor:
     """The loss `loss_cfg.name` with the config's parameters.
 
-    wkl: γ2 = γ1 − β with `beta` from `wkl_beta` (zeros when None, i.e. γ2 = γ1), and plain KL
-    while `step < loss_cfg.kl_warmup_steps` (the paper's KL warm-up before WKL).
+    wkl: γ2 = γ1 − β with `beta` from `wkl_beta` (zeros when None, i.e. γ2 = γ1), floored at
+    `loss_cfg.gamma2_floor` when set, and plain KL while `step < loss_cfg.kl_warmup_steps` (the
+    paper's KL warm-up before WKL). margin_mse: student scores × `loss_cfg.margin_scale`.
     """
     temperatures = {
         "teacher_temperature": loss_cfg.teacher_temperature,
@@ -70,13 +73,14 @@ def compute_loss(
     if name == "kl" or (name == "wkl" and step < loss_cfg.kl_warmup_steps):
         return kl_loss(student_scores, teacher_scores, positive_mask, valid_mask, **temperatures)
     if name == "margin_mse":
-        return margin_mse_loss(student_scores, teacher_scores, positive_mask, valid_mask)
+        return margin_mse_loss(student_scores, teacher_scores, positive_mask, valid_mask,
+                               student_scale=loss_cfg.margin_scale)
     if name == "kl_nll":
         return kl_nll_loss(
             student_scores, teacher_scores, positive_mask, valid_mask, nll_weight=loss_cfg.nll_weight, **temperatures
         )
     if name == "wkl":
-        gamma2 = loss_cfg.gamma1 if beta is None else loss_cfg.gamma1 - beta
+        gamma2 = gamma2_values(loss_cfg.gamma1, beta, loss_cfg.gamma2_floor)
         return wkl_loss(
             student_scores, teacher_scores, positive_mask, loss_cfg.gamma1, gamma2, valid_mask, **temperatures
         )

@@ -1,10 +1,14 @@
 """MarginMSE: the student's score margins regress onto the teacher's.
 
-    L_MarginMSE = 1/B Σ_Q 1/|P_Q| Σ_{(j, i) ∈ P_Q} ((s_j - s_i) - (t_j - t_i))²,   P_Q = D+ × D-
+    L_MarginMSE = 1/B Σ_Q 1/|P_Q| Σ_{(j, i) ∈ P_Q} (c·(s_j - s_i) - (t_j - t_i))²,   P_Q = D+ × D-
 
 i.e. the mean over the query's (positive, negative) pairs, then the mean over queries (with one
-positive and one negative per query this is sentence-transformers' MarginMSELoss). Raw scores, no
-temperature. A query with no negative has no pair and contributes 0.
+positive and one negative per query and c = 1 this is sentence-transformers' MarginMSELoss). No
+temperature; c = `student_scale` puts the student's margins on the teacher's scale: a cosine
+student's margins are at most 2, a cross-encoder teacher's logit margins span several units, so
+with c = 1 the loss cannot be matched and degenerates to "push the margins up" (`loss.student_scale`,
+`auto` = 20 for a cosine student of a non-cosine teacher; `kd-study check` compares the ranges).
+A query with no negative has no pair and contributes 0.
 Reference: Hofstätter et al., "Improving Efficient Neural Ranking Models with Cross-Architecture
 Knowledge Distillation" (2020); a baseline of the WKL paper (science.md §2).
 
@@ -28,11 +32,16 @@ def margin_mse_loss(
     teacher_scores: Tensor,
     positive_mask: Tensor,
     valid_mask: Tensor | None = None,
+    *,
+    student_scale: float = 1.0,
 ) -> Tensor:
-    """Mean over queries of the mean squared (positive − negative) margin error."""
+    """Mean over queries of the mean squared (positive − negative) margin error, student scores × `student_scale`."""
+    if not student_scale > 0:
+        raise ValueError(f"student_scale must be positive, got {student_scale}")
     student, teacher, positives, valid = prepare_inputs(
         student_scores, teacher_scores, positive_mask, valid_mask, require_positive=True
     )
+    student = student * student_scale
     negatives = valid & ~positives
     # [B, n, n]: row j = the positive's index, column i = the negative's index.
     student_margin = student.unsqueeze(2) - student.unsqueeze(1)

@@ -38,6 +38,20 @@ from trainables.losses.kl import kl_terms, log_probs, prepare_inputs
 MAX_LOG_WEIGHT = 30.0   # weights ≤ e^30 ≈ 1e13: finite losses even for negative γ2 and q ≈ 0
 
 
+def wkl_log_weights(log_q: Tensor, positive_mask: Tensor, gamma1: float, gamma2: Tensor | float) -> Tensor:
+    """ln of WKL's per-document weights: γ1 · ln(1 − q_j) at positives, γ2,i · ln q_i at negatives (capped).
+
+    What multiplies each KL term; `kd-study check` reads their spread over a pool.
+    """
+    eps = torch.finfo(log_q.dtype).eps
+    q = torch.exp(log_q)
+    log_one_minus_q = torch.log1p(-q.clamp(max=1.0 - eps))
+    positive_log_weight = gamma1 * log_one_minus_q
+    negative_log_weight = gamma2 * log_q
+    log_weight = torch.where(positive_mask, positive_log_weight, negative_log_weight)
+    return log_weight.clamp(max=MAX_LOG_WEIGHT)
+
+
 def wkl_terms(
     log_q: Tensor, log_p: Tensor, positive_mask: Tensor, gamma1: float, gamma2: Tensor | float
 ) -> Tensor:
@@ -46,13 +60,20 @@ def wkl_terms(
     positive j: (1 − q_j)^γ1 · p_j ln(p_j/q_j);   negative i: q_i^γ2,i · p_i ln(p_i/q_i).
     Each term depends on its own q only, which is what the gradient ratio g is defined on.
     """
-    eps = torch.finfo(log_q.dtype).eps
-    q = torch.exp(log_q)
-    log_one_minus_q = torch.log1p(-q.clamp(max=1.0 - eps))
-    positive_log_weight = gamma1 * log_one_minus_q
-    negative_log_weight = gamma2 * log_q
-    log_weight = torch.where(positive_mask, positive_log_weight, negative_log_weight)
-    return torch.exp(log_weight.clamp(max=MAX_LOG_WEIGHT)) * kl_terms(log_q, log_p)
+    return torch.exp(wkl_log_weights(log_q, positive_mask, gamma1, gamma2)) * kl_terms(log_q, log_p)
+
+
+def gamma2_values(gamma1: float, beta: Tensor | None, floor: float | None = None) -> Tensor | float:
+    """γ2,i = γ1 − β_i (γ1 where β is None), floored at `floor` when given (`loss.gamma2_floor`).
+
+    The paper requires γ2,i > 0 for every negative, or γ2 = 0 for all: with γ2 < 0 the gradient
+    ratio g = q^γ2 (1 − γ2 ln(p/q)) exceeds 1 where the teacher is worse (p < q), the opposite of
+    WKL's purpose. |β_i| < α, so α ≤ γ1 keeps γ2 > 0; a floor ≥ 0 keeps it there for any α.
+    """
+    gamma2 = gamma1 if beta is None else gamma1 - beta
+    if floor is None:
+        return gamma2
+    return torch.clamp(gamma2, min=floor) if isinstance(gamma2, Tensor) else max(gamma2, floor)
 
 
 def wkl_loss(
