@@ -210,7 +210,10 @@ def test_rank_by_teacher_keeps_the_teachers_top_of_the_first_stage_and_the_rando
 def test_pool_source_config_errors_name_the_key(data, message):
     with pytest.raises(ConfigError, match=rf"trial.yaml: data: .*{message}"):
         TrialConfig.from_dict({"data": data}, source="trial.yaml")
-    assert TrialConfig.from_dict({"data": {"candidates_file": "run.trec"}}).data.pool_source == "file"
+    from_file = TrialConfig.from_dict({"data": {"candidates_file": "run.trec"}})
+    assert from_file.data.effective_pool_source == "file"          # a file alone: its pools, as before
+    assert from_file.with_overrides({"data.candidates_file": None}).data.effective_pool_source == "student"
+    assert TrialConfig.from_dict({}).with_overrides({"data.candidates_file": "r"}).data.effective_pool_source == "file"
 
 
 def test_teacher_ranked_pools_with_random_additions_from_prepare_assets(data, tmp_path):

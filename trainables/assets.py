@@ -124,7 +124,7 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
             save_npz_atomic(teacher_path, arrays)
     stats["teacher_cache_hit"] = stats["teacher_cache_status"] == "hit"
     stats["teacher_seconds"] = time.perf_counter() - started
-    if cfg.data.pool_source == "teacher":
+    if cfg.data.effective_pool_source == "teacher":
         pools, arrays = _cut_to_teacher_top(pools, arrays, cfg.data.pool_depth)
         texts = {}
     sizes = np.array([len(p) for p in pools.doc_ids])
@@ -191,7 +191,7 @@ def asset_keys(cfg: TrialConfig, data: RetrievalData, queries: list[TrainQuery])
             cfg.teacher.model_dump(exclude={"batch_size", "scores_file", "allow_pickle"}),
             model_identity(cfg.teacher), data.fingerprint, pool,
         )
-    ranking = (cfg.data.pool_source, cfg.data.pool_depth) if cfg.data.pool_source == "teacher" else None
+    ranking = ("teacher", cfg.data.pool_depth) if cfg.data.effective_pool_source == "teacher" else None
     return {
         "data": data.fingerprint,
         "pools": pool,
@@ -202,7 +202,7 @@ def asset_keys(cfg: TrialConfig, data: RetrievalData, queries: list[TrainQuery])
 
 def first_stage_depth(cfg: TrialConfig) -> int:
     """Candidates per query before any teacher cut: first_stage_depth for teacher-ranked pools, else pool_depth."""
-    return cfg.data.first_stage_depth if cfg.data.pool_source == "teacher" else cfg.data.pool_depth
+    return cfg.data.first_stage_depth if cfg.data.effective_pool_source == "teacher" else cfg.data.pool_depth
 
 
 def model_identity(cfg: ModelConfig) -> Any:

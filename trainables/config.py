@@ -96,13 +96,15 @@ class DataConfig(_Strict):
     `pool_depth` of the first `first_stage_depth` candidates of the file, or of the student's
     retrieval without one: the WKL paper's "top 100 re-ranked by the teacher, top 20 kept").
     `random_additions` R appends R seeded random corpus passages to every pool (the
-    score-distribution paper's pools). Without `pool_source`, a `candidates_file` means `file`.
+    score-distribution paper's pools). Without `pool_source` (null), a `candidates_file` means
+    `file`, else `student` (`effective_pool_source`).
     """
 
     train: DatasetRef = DatasetRef(id="quickstart", split="train")
     pool_depth: int = Field(100, ge=1, description="N: candidates kept per query (positives excluded)")
-    pool_source: Literal["student", "teacher", "file"] = Field(
-        "student", description="who ranks the pool: the initial student, the candidates file, or the teacher")
+    pool_source: Literal["student", "teacher", "file"] | None = Field(
+        None, description="who ranks the pool: the initial student, the candidates file, or the teacher "
+                          "(default: file with a candidates_file, else student)")
     first_stage_depth: int = Field(
         100, ge=1, description="pool_source teacher: first-stage candidates the teacher re-ranks (≥ pool_depth)")
     random_additions: int = Field(0, ge=0, description="R seeded random corpus passages added to each pool")
@@ -119,13 +121,10 @@ class DataConfig(_Strict):
     def _train_ref(cls, value: Any) -> Any:
         return _coerce_dataset(value, "train")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _file_means_file_pools(cls, raw: Any) -> Any:
-        """A candidates file without `pool_source` keeps its old meaning: the pools are the file's."""
-        if isinstance(raw, dict) and raw.get("candidates_file") and "pool_source" not in raw:
-            raw = {**raw, "pool_source": "file"}
-        return raw
+    @property
+    def effective_pool_source(self) -> Literal["student", "teacher", "file"]:
+        """`pool_source`, or its default: a candidates file alone means its pools (`file`), else `student`."""
+        return self.pool_source or ("file" if self.candidates_file else "student")
 
     @model_validator(mode="after")
     def _pool_source_inputs(self) -> "DataConfig":

@@ -3,7 +3,7 @@
 Layouts (gzip or not, decided by the file's first bytes; the layout by its name):
 - `.pkl` / `.pickle`: a pickled `{qid: {pid: score}}` (sentence-transformers' MS MARCO recipe ships
   `cross-encoder-ms-marco-MiniLM-L-6-v2-scores.pkl.gz`, 160M pairs). Unpickling runs any code the
-  file holds, so it is read only with `allow_pickle=True` (`teacher.allow_pickle` in a config).
+  file holds, so it is read only when `allow_pickle` is set (`teacher.allow_pickle: true` in a config).
 - `.tsv` / `.txt`: `qid pid score` lines (tab or space separated; a header line is skipped).
 - `.jsonl`: `{"qid": ..., "pid": ..., "score": ...}` lines.
 Ids are compared as strings (the public pickle uses ints).
