@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_candidates import scifact_ci
 from trainables.assets import prepare_assets
 from trainables.config import TrialConfig
 from trainables.errors import CheckpointError
@@ -25,40 +24,45 @@ def _trial(sample_data, cache_dir, **overrides) -> TrialConfig:
 
 
 @pytest.mark.slow
-def test_the_warm_start_is_built_once_and_reused_by_a_second_trial(sample_data, tmp_path):
-    data = scifact_ci(sample_data)
-    base = _trial(sample_data, tmp_path)
-    assets = prepare_assets(base, progress=False, data=data)              # the study's asset step
-    assert assets.stats["warm_start_cache_status"] == "miss" and assets.stats["warm_start_steps_trained"] == 3
+def test_the_warm_start_is_built_once_and_reused_by_a_second_trial(tmp_path):
+    from test_epoch_plan import multi_positive_set
 
-    # Two trials that differ in what they search (loss, seed, their own lr) find the same warm start.
-    trials = [base.with_overrides({"loss.name": "wkl", "loss.gamma1": 2.0, "seed": 1}),
-              base.with_overrides({"sampler.name": "topk", "optim.lr": 1e-5})]
-    for trial in trials:
-        warm = prepare_warm_start(trial, assets.training_set_path)
-        assert warm.key == assets.keys["warm_start"]
+    training_set = tmp_path / "trainsets" / "0123456789abcdef.npz"    # its name is its content key
+    multi_positive_set(12).save(training_set)
+    base = TrialConfig.from_dict({
+        "student": {"model": "tiny:bert", "num_layers": 1, "query_max_length": 8, "passage_max_length": 8},
+        "data": {"pool_depth": 6, "max_positives": 2}, "sampler": {"k": 4},
+        "init": {"from": "warmup", "warmup": {"steps": 3, "batch_size": 4, "lr": 1e-3, "sampler": {"k": 4}}},
+        "cache_dir": str(tmp_path)})
+    first = prepare_warm_start(base, training_set)                    # the study's asset step
+    assert first.stats["warm_start_cache_status"] == "miss" and first.stats["warm_start_steps_trained"] == 3
+
+    # Two trials that differ in what they search (loss, seed, sampler, their own lr) find the same warm start.
+    for trial in (base.with_overrides({"loss.name": "wkl", "loss.gamma1": 2.0, "seed": 1}),
+                  base.with_overrides({"sampler.name": "topk", "optim.lr": 1e-5})):
+        warm = prepare_warm_start(trial, training_set)
+        assert (warm.key, warm.path) == (first.key, first.path)
         assert warm.stats == {"warm_start_steps_trained": 0, "warm_start_cache_status": "hit"}
 
     # What the warm-up does is part of its key: another warm-up is another asset.
     longer = base.with_overrides({"init.warmup.steps": 4})
-    assert warm_start_key(longer, assets.training_set_path) != assets.keys["warm_start"]
-    assert prepare_warm_start(longer, assets.training_set_path).stats["warm_start_steps_trained"] == 4
+    assert warm_start_key(longer, training_set) != first.key
+    assert prepare_warm_start(longer, training_set).stats["warm_start_steps_trained"] == 4
 
     # The trial's student loads exactly the warmed-up weights (and they moved from the pretrained ones).
-    warm = prepare_warm_start(base, assets.training_set_path)
     pretrained = BiEncoder.from_config(base.student, base.cache_dir)
     student = BiEncoder.from_config(base.student, base.cache_dir)
-    load_warm_start(student, warm.path)
-    saved = torch.load(warm.path, weights_only=True)
+    load_warm_start(student, first.path)
+    saved = torch.load(first.path, weights_only=True)
     assert all(torch.equal(student.state_dict()[k], v) for k, v in saved.items())
     assert any(not torch.equal(pretrained.state_dict()[k], v) for k, v in saved.items())
 
     # A truncated file is refused when loaded and rebuilt when prepared again.
-    path = tmp_path / "warm_start" / f"{warm.key}.pt"
+    path = tmp_path / "warm_start" / f"{first.key}.pt"
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="warm start missing or corrupt"):
         load_warm_start(student, path)
-    assert prepare_warm_start(base, assets.training_set_path).stats["warm_start_cache_status"] == "corrupt"
+    assert prepare_warm_start(base, training_set).stats["warm_start_cache_status"] == "corrupt"
 
 
 @pytest.mark.slow
@@ -103,6 +107,9 @@ def test_a_trial_from_a_pickle_scores_file_refines_the_warm_start_with_zero_teac
     assets = prepare_assets(cfg, progress=False)
     assert assets.stats["teacher_forward_passes"] == 0 and assets.stats["teacher_pairs_scored"] == 0
     assert assets.stats["teacher_pairs_read"] > 0 and assets.stats["warm_start_steps_trained"] == 3
+
+    assert assets.stats["teacher_cache_status"] == "miss"
+    assert prepare_assets(cfg, progress=False).stats["warm_start_cache_status"] == "hit"   # a second preparation
 
     result = run_trial(cfg, assets, storage_path=str(tmp_path / "runs"), name="from-file")
     assert result.metrics["step"] == 2
