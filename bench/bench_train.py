@@ -115,7 +115,7 @@ def run_sentence_transformers(ts, cfg, args, loss_name: str) -> tuple[float, flo
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.optim.warmup_ratio * args.steps), args.steps)
 
     def columns(batch):
-        q, pos, cand = batch.query_idx, batch.positive_col, batch.candidate_col
+        q, pos, cand = batch.query_idx, batch.positive_col[:, 0], batch.candidate_col
         texts = [[ts.query_texts[i] for i in q], [ts.doc_texts[ts.positive_doc_idx[i, p]] for i, p in zip(q, pos)]]
         texts += [[ts.doc_texts[ts.pool_doc_idx[i, c]] for i, c in zip(q, cand[:, j])] for j in range(cand.shape[1])]
         labels = torch.from_numpy(np.concatenate(

@@ -28,7 +28,8 @@ def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[s
     """`data`: the base config's training data when the caller already loaded it (the preflight)."""
     from trainables.assets import prepare_assets
 
-    say(f"kd-study: preparing shared assets (pools, teacher scores) in {space.base.cache_dir} ...")
+    warm = ", warm start" if space.base.init.start == "warmup" else ""
+    say(f"kd-study: preparing shared assets (pools, teacher scores{warm}) in {space.base.cache_dir} ...")
     assets = prepare_assets(space.base, progress=progress_bars(), data=data)
     stats = {k: v for k, v in assets.stats.items() if isinstance(v, (int, float, str, bool)) or v is None}
     info = AssetsRecord(training_set_path=assets.training_set_path, keys=assets.keys, stats=stats)
@@ -41,8 +42,13 @@ def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[s
 
 
 def assets_line(stats: dict[str, Any]) -> str:
-    scored = stats.get("teacher_pairs_scored")
-    hit = "cache hit" if scored == 0 else f"{scored} teacher pairs scored"
+    scored, read = stats.get("teacher_pairs_scored"), stats.get("teacher_pairs_read")
+    hit = f"{read} teacher scores read from the scores file" if read else (
+        "cache hit" if scored == 0 else f"{scored} teacher pairs scored")
+    warm = stats.get("warm_start_cache_status")
+    if warm is not None:
+        trained = stats.get("warm_start_steps_trained")
+        hit += ", warm start " + ("reused" if warm == "hit" else f"trained ({trained} steps)")
     return f"kd-study: assets ready ({stats.get('n_train_queries')} training queries, {hit})"
 
 

@@ -79,3 +79,18 @@ def test_windowed_refresh_writes_the_rows_a_full_refresh_writes_whatever_the_tab
     others = np.setdiff1d(np.arange(len(ts)), window)
     assert torch.equal(windowed[others], older[others])          # untouched until their own steps come
     assert not torch.equal(full[window], older[window])         # the perturbation did change ranks
+
+
+def test_a_trial_from_the_warm_start_ranks_beta_by_the_warm_start_before_its_first_step(prepared):
+    """The table's initial ranks are the pretrained student's; a refinement must not use them."""
+    from trainables.losses import RankTable
+
+    cfg, ts, student = prepared
+    for init, refreshed in (("pretrained", False), ("warmup", True)):
+        trial = cfg.with_overrides({"init.from": init})
+        table = RankTable.start(ts, trial.loss)
+        before = table.ranks.clone()
+        table.refresh_if_due(student, ts, trial, 0, 0, 1)
+        window = steps_queries(len(ts), trial, 0, trial.loss.beta_refresh_steps)
+        expected = refresh_ranks(student, ts, before.clone(), table.columns, 0, 1, trial.eval.batch_size, queries=window)
+        assert torch.equal(table.ranks, expected if refreshed else before)

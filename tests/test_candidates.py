@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from trainables.assets import training_queries
-from trainables.candidates import Pools, build_pools, read_run
-from trainables.config import StudentConfig
+from trainables.candidates import Pools, build_pools, random_corpus_passages, rank_by_teacher, read_run
+from trainables.config import ConfigError, StudentConfig, TrialConfig
 from trainables.data.types import DataError, DictCorpus, RetrievalData
 from trainables.retrieval import build_index, encode_corpus, search
 from trainables.student import BiEncoder
+from trainables.training_set import TrainingSet
 
 MAX_DOCS = 300  # all judged docs of scifact_ci + distractors: keeps CPU encoding to a second or two
 
@@ -174,3 +175,67 @@ def test_candidate_index_kinds_approximate_the_exact_index(kind):
     assert recall > 0.8 and np.all(np.diff(scores, axis=1) <= 1e-5)
     with pytest.raises(RuntimeError, match="no GPU"):
         build_index(emb, kind, use_gpu=True)
+
+
+# ---- pools as the papers build them (data.pool_source, data.random_additions) ---------------------
+def test_random_additions_are_distinct_seeded_and_never_a_positive_or_a_pool_candidate():
+    corpus = [f"d{i}" for i in range(50)]
+    positives, pools = [["d0"], ["d1", "d2"]], [["d3", "d4"], ["d5"]]
+    extra = random_corpus_passages(corpus, positives, pools, 10, seed=0)
+    for added, pos, pool in zip(extra, positives, pools):
+        assert len(added) == len(set(added)) == 10 and not set(added) & (set(pos) | set(pool))
+    assert extra == random_corpus_passages(corpus, positives, pools, 10, seed=0)
+    assert extra != random_corpus_passages(corpus, positives, pools, 10, seed=1)
+    # A query's draw does not depend on the other queries.
+    assert random_corpus_passages(corpus, positives[1:], pools[1:], 10, seed=0) != [] and \
+        random_corpus_passages(corpus, positives[:1], pools[:1], 10, seed=0) == extra[:1]
+    assert len(random_corpus_passages(corpus[:6], [["d0"]], [["d1"]], 10, seed=0)[0]) == 4   # short, no repeats
+
+
+def test_rank_by_teacher_keeps_the_teachers_top_of_the_first_stage_and_the_random_additions():
+    pools = Pools(["q"], [["a", "b", "c", "d", "r1", "r2"]], [np.arange(6, dtype=np.float32)], [["p"]],
+                  [np.zeros(1, np.float32)], "dense", [2])
+    teacher = [np.array([0.1, 0.9, 0.5, 0.7, -5.0, 3.0], np.float32)]
+    cut, scores = rank_by_teacher(pools, teacher, 2)
+    assert cut.doc_ids == [["b", "d", "r1", "r2"]] and cut.random_counts == [2]
+    np.testing.assert_array_equal(scores[0], teacher[0][[1, 3, 4, 5]])
+    np.testing.assert_array_equal(cut.student_scores[0], [1, 3, 4, 5])
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"pool_source": "file"}, "pool_source 'file' needs data.candidates_file"),
+    ({"pool_source": "student", "candidates_file": "run.trec"}, "pool_source 'student' retrieves its pools"),
+    ({"pool_source": "teacher", "pool_depth": 20, "first_stage_depth": 10}, "first_stage_depth=10 < pool_depth=20"),
+])
+def test_pool_source_config_errors_name_the_key(data, message):
+    with pytest.raises(ConfigError, match=rf"trial.yaml: data: .*{message}"):
+        TrialConfig.from_dict({"data": data}, source="trial.yaml")
+    from_file = TrialConfig.from_dict({"data": {"candidates_file": "run.trec"}})
+    assert from_file.data.effective_pool_source == "file"          # a file alone: its pools, as before
+    assert from_file.with_overrides({"data.candidates_file": None}).data.effective_pool_source == "student"
+    assert TrialConfig.from_dict({}).with_overrides({"data.candidates_file": "r"}).data.effective_pool_source == "file"
+
+
+def test_teacher_ranked_pools_with_random_additions_from_prepare_assets(data, tmp_path):
+    from trainables.assets import prepare_assets
+
+    def trial(**data_cfg):
+        return TrialConfig.from_dict({
+            "data": {"train": {"id": "beir:unused"}, "max_train_queries": 6, **data_cfg},
+            "student": {"model": "tiny:bert", "num_layers": 1, "query_max_length": 16, "passage_max_length": 32},
+            "teacher": {"model": "tiny:bert", "query_max_length": 16, "passage_max_length": 32},
+            "sampler": {"k": 4}, "cache_dir": str(tmp_path)})
+
+    first_stage = TrainingSet.load(prepare_assets(trial(pool_depth=10), progress=False, data=data).training_set_path)
+    ranked = prepare_assets(trial(pool_source="teacher", first_stage_depth=10, pool_depth=4, random_additions=3),
+                            progress=False, data=data)
+    assert ranked.stats["pool_size_min"] == 7 and ranked.stats["pool_depth"] == 4
+    ts = TrainingSet.load(ranked.training_set_path)
+    for i in range(len(ts)):
+        full = dict(zip((first_stage.doc_ids[d] for d in first_stage.pool_doc_idx[i]), first_stage.teacher_pool_scores[i]))
+        pool = [ts.doc_ids[d] for d in ts.pool_doc_idx[i]]
+        top = sorted(full, key=lambda d: -full[d])[:4]
+        assert pool[:4] == top                                             # the teacher's top 4, best first
+        positives = {ts.doc_ids[d] for d in ts.positive_doc_idx[i] if d >= 0}
+        assert not set(pool[4:]) & (set(full) | positives) and len(set(pool)) == 7   # 3 random, new passages
+        assert np.isfinite(ts.teacher_pool_scores[i]).all()                # the teacher scored them too

@@ -33,6 +33,8 @@ def test_a_good_config_passes_and_hands_back_the_training_data(sample_data, tmp_
     ({"teacher.model": "./no/such/model"}, ModelError, r"^t\.yaml: teacher\.model: model folder .* does not exist"),
     ({"eval.dev": {"id": "beir:/no/such/folder", "split": "test"}}, DataError, r"^t\.yaml: eval\.dev: .*no such folder"),
     ({"data.train": {"id": "irds:not/a/dataset"}}, DataError, r"^t\.yaml: data\.train: unknown ir_datasets id"),
+    ({"teacher.scores_file": "/no/scores.tsv"}, ConfigError, r"^t\.yaml: teacher\.scores_file: /no/scores\.tsv: no such file"),
+    ({"data.candidates_file": "/no/run.trec"}, ConfigError, r"^t\.yaml: data\.candidates_file: /no/run\.trec: no such"),
 ])
 def test_the_first_problem_is_one_line_naming_the_key(sample_data, tmp_path, override, error, message):
     started = time.perf_counter()

@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from trainables.config import ConfigError, TrialConfig
@@ -17,6 +19,7 @@ from trainables.samplers import (
     sample_candidates,
     score_diagnostics,
     stratified,
+    teacher_top_n,
     topk,
 )
 
@@ -136,6 +139,36 @@ def test_equal_width_sampler_covers_every_nonempty_bin_and_borrows_for_empty_one
             bins = np.minimum(np.floor((scores.max() - scores) / np.ptp(scores) * k), k - 1)
             for b in np.unique(bins):
                 assert np.any(bins[picked] == b), "a non-empty bin got no draw"
+
+
+# ---- teacher_top_n (WKL paper: K negatives sampled from the teacher's top 20) ----------------
+@given(scores=st.lists(st.floats(-20, 20, allow_nan=False), min_size=1, max_size=60),
+       k=st.integers(1, 8), n=st.integers(1, 25), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=200, deadline=None)
+def test_teacher_top_n_draws_k_distinct_candidates_only_from_the_teachers_top_n(scores, k, n, seed):
+    scores = np.array(scores)
+    k = min(k, n, len(scores))
+    picked = teacher_top_n(scores, k, np.random.default_rng(seed), n=n)
+    top = set(np.argsort(-scores, kind="stable")[:n].tolist())
+    assert len(set(picked.tolist())) == k and set(picked.tolist()) <= top
+
+
+def test_teacher_top_n_is_uniform_over_the_top_n_and_never_beyond():
+    scores = np.arange(50.0)[::-1]              # candidate i has rank i
+    counts = np.zeros(50)
+    for seed in range(3000):
+        counts[teacher_top_n(scores, 4, np.random.default_rng(seed), n=20)] += 1
+    assert counts[20:].sum() == 0
+    assert chisquare(counts[:20]).pvalue > 1e-3       # each of the top 20 drawn 3000·4/20 = 600 times
+
+
+def test_teacher_top_n_through_sample_candidates_and_its_config():
+    pools = np.array([np.arange(30.0), np.r_[np.arange(10.0), [np.nan] * 20]])
+    for seed in range(20):
+        picked = sample_candidates("teacher_top_n", pools, 3, np.random.default_rng(seed), top_n=5)
+        assert set(picked[0].tolist()) <= set(range(25, 30)) and set(picked[1].tolist()) <= set(range(5, 10))
+    with pytest.raises(ConfigError, match=r"sampler: k=8 > top_n=5: teacher_top_n draws K distinct candidates"):
+        TrialConfig.from_dict({"sampler": {"name": "teacher_top_n", "k": 8, "top_n": 5}})
 
 
 # ---- every sampler ------------------------------------------------------------------------

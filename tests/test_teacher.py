@@ -15,6 +15,7 @@ from trainables.config import TeacherConfig, TrialConfig
 from trainables.models import resolve_model_path
 from trainables.student import BiEncoder
 from trainables.teacher import BiEncoderTeacher, CrossEncoderTeacher, build_teacher
+from trainables.data.types import DataError
 from trainables.training_set import TrainingSet, is_complete
 
 QUERIES = ["aspirin and heart attacks", "sleep of cats"]
@@ -183,3 +184,46 @@ def test_two_processes_preparing_one_cache_build_each_asset_once(sample_data, tm
     assert sorted(s["teacher_cache_status"] for s in stats) == ["hit", "miss"]
     assert sorted(s["teacher_pairs_scored"] > 0 for s in stats) == [False, True]
     assert not list((tmp_path / "cache").rglob(".*tmp*")), "no temporary file is left behind"
+
+
+# ---- teacher scores from a file (teacher.scores_file) -------------------------------------------
+def test_a_public_pickle_scores_file_replaces_the_teacher_with_zero_forward_passes(sample_data, tmp_path, monkeypatch):
+    import gzip
+    import pickle
+
+    data = scifact_ci(sample_data)
+    modelled = prepare_assets(_trial(sample_data, tmp_path / "cache"), progress=False, data=data)
+    ts = TrainingSet.load(modelled.training_set_path)
+    # The public layout {qid: {pid: score}} with int ids, gzipped; scores unlike the model's, to tell them apart.
+    published = {}
+    for i, qid in enumerate(ts.query_ids):
+        for idx, score in [*zip(ts.positive_doc_idx[i], ts.teacher_positive_scores[i]),
+                           *zip(ts.pool_doc_idx[i], ts.teacher_pool_scores[i])]:
+            if idx >= 0:
+                published.setdefault(int(qid), {})[int(ts.doc_ids[idx])] = 10.0 * float(score) - 3.0
+    scores_file = tmp_path / "ce-scores.pkl.gz"
+    scores_file.write_bytes(gzip.compress(pickle.dumps(published)))
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("a teacher model was built although the scores come from a file")
+
+    monkeypatch.setattr(assets_module, "build_teacher", no_teacher)
+    cfg = _trial(sample_data, tmp_path / "cache", scores_file=str(scores_file), allow_pickle=True)
+    from_file = prepare_assets(cfg, progress=False, data=data)
+    assert from_file.stats["teacher_cache_status"] == "miss" and from_file.stats["pool_cache_hit"]
+    assert from_file.stats["teacher_forward_passes"] == 0 and from_file.stats["teacher_pairs_scored"] == 0
+    assert from_file.stats["teacher_pairs_read"] == (ts.pool_doc_idx >= 0).sum() + (ts.positive_doc_idx >= 0).sum()
+    assert from_file.keys["teacher"] != modelled.keys["teacher"]
+    read = TrainingSet.load(from_file.training_set_path)
+    np.testing.assert_allclose(read.teacher_pool_scores, 10.0 * ts.teacher_pool_scores - 3.0, rtol=1e-5)
+    np.testing.assert_allclose(read.teacher_positive_scores, 10.0 * ts.teacher_positive_scores - 3.0, rtol=1e-5)
+
+    # A file that misses pairs of the pools is one line naming how many, never a made-up score.
+    del published[int(ts.query_ids[0])]
+    holey = tmp_path / "holey.pkl"
+    holey.write_bytes(pickle.dumps(published))
+    n_missing = (ts.pool_doc_idx[0] >= 0).sum() + (ts.positive_doc_idx[0] >= 0).sum()
+    with pytest.raises(DataError, match=rf"holey.pkl: {n_missing} of \d+ \(query, passage\) pairs have no teacher "
+                                        rf"score, e\.g\. query '{ts.query_ids[0]}'"):
+        prepare_assets(_trial(sample_data, tmp_path / "cache", scores_file=str(holey), allow_pickle=True),
+                       progress=False, data=data)

@@ -3,10 +3,15 @@
     cache_dir/pools/<pool_key>.npz        first-stage pools + initial student scores
     cache_dir/teacher/<teacher_key>.npz   teacher scores of every (query, positive|pool passage)
     cache_dir/trainsets/<key>.npz         the TrainingSet trials read
+    cache_dir/warm_start/<key>.pt         `init: {from: warmup}`: the shared warmed-up student (warm_start.py)
 
 pool_key    = hash(data fingerprint, training query ids, student model + num_layers + pooling +
-              similarity + max lengths, pool depth, candidates file sha256)
-teacher_key = hash(teacher config, data fingerprint, pool_key)
+              similarity + max lengths, first-stage depth, candidates file sha256 + systems,
+              random additions R + their seed)
+teacher_key = hash(teacher config, data fingerprint, pool_key), or with `teacher.scores_file`
+              hash(scores file sha256, pool_key): no teacher runs, the scores are read from the file
+trainset    = hash(pool_key, teacher_key, pool_source, pool_depth): `pool_source: teacher` cuts the
+              first-stage pools to the teacher's top pool_depth here (candidates.rank_by_teacher)
 Any input change changes the key, so a stale file is never read. Every file is written atomically
 with a sha256 sidecar (training_set.is_complete); a corrupt or partial file is rebuilt, never used.
 """
@@ -23,9 +28,10 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from trainables.candidates import Pools, TrainQuery, build_pools
+from trainables.candidates import Pools, TrainQuery, build_pools, rank_by_teacher
 from trainables.config import ConfigError, ModelConfig, TrialConfig
 from trainables.data import training_queries as data_training_queries
+from trainables.data.teacher_scores import scores_for
 from trainables.data.types import DataError, RetrievalData
 from trainables.hashing import file_sha256
 from trainables.models import PACKAGED_MINILM, PACKAGED_MPNET
@@ -36,7 +42,7 @@ from trainables.training_set import Assets, TrainingSet, content_key, is_complet
 log = logging.getLogger(__name__)
 
 # Bump when the layout or meaning of a cached file changes.
-POOLS_VERSION = 1
+POOLS_VERSION = 2      # 2: random additions (random_counts)
 TEACHER_VERSION = 1
 TRAINSET_VERSION = 2   # 2: strings as UTF-8 buffers, loadable without pickle
 # The training-query subset does not follow the trial seed: trials that differ only in seed share
@@ -78,14 +84,13 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
             pools, stats["pool_cache_status"] = None, "corrupt"
         if pools is None:
             student = BiEncoder.from_config(cfg.student, cfg.cache_dir).to(device)
-            pools = build_pools(data, queries, student, cfg.data.pool_depth, cfg.data.candidates_file, progress,
-                                batch_size=cfg.eval.batch_size)
+            pools = build_pools(data, queries, student, first_stage_depth(cfg), cfg.data.candidates_file, progress,
+                                batch_size=cfg.eval.batch_size, systems=cfg.data.candidates_systems,
+                                random_additions=cfg.data.random_additions, seed=SUBSET_SEED)
             del student
             save_npz_atomic(pool_path, pools.to_arrays())
     stats["pool_cache_hit"] = stats["pool_cache_status"] == "hit"
     stats["pools_seconds"] = time.perf_counter() - started
-    sizes = np.array([len(p) for p in pools.doc_ids])
-    stats.update(pool_depth=cfg.data.pool_depth, pool_size_mean=float(sizes.mean()), pool_size_min=int(sizes.min()))
 
     # ---- teacher scores -----------------------------------------------------------------------
     started = time.perf_counter()
@@ -97,7 +102,14 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
         if arrays is not None and not _teacher_arrays_fit(arrays, pools):
             log.warning("%s: does not fit pools %s; rebuilding", teacher_path, keys["pools"])
             arrays, stats["teacher_cache_status"] = None, "corrupt"
-        if arrays is None:
+        if arrays is None and cfg.teacher.scores_file:
+            scores = scores_for(cfg.teacher.scores_file, pools.query_ids,
+                                [pos + pool for pos, pool in zip(pools.positive_doc_ids, pools.doc_ids)],
+                                allow_pickle=cfg.teacher.allow_pickle)
+            stats["teacher_pairs_read"] = sum(len(s) for s in scores)
+            arrays = _teacher_arrays(pools, scores)
+            save_npz_atomic(teacher_path, arrays)
+        elif arrays is None:
             texts = _doc_texts(data, pools)
             teacher = build_teacher(cfg.teacher, cfg.cache_dir, device)
             scores = teacher.score(
@@ -112,6 +124,11 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
             save_npz_atomic(teacher_path, arrays)
     stats["teacher_cache_hit"] = stats["teacher_cache_status"] == "hit"
     stats["teacher_seconds"] = time.perf_counter() - started
+    if cfg.data.effective_pool_source == "teacher":
+        pools, arrays = _cut_to_teacher_top(pools, arrays, cfg.data.pool_depth)
+        texts = {}
+    sizes = np.array([len(p) for p in pools.doc_ids])
+    stats.update(pool_depth=cfg.data.pool_depth, pool_size_mean=float(sizes.mean()), pool_size_min=int(sizes.min()))
 
     # ---- training set ---------------------------------------------------------------------------
     started = time.perf_counter()
@@ -123,6 +140,12 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
             assemble_training_set(queries, pools, arrays, texts).save(trainset_path)
     stats["trainset_cache_hit"] = reuse
     stats["trainset_seconds"] = time.perf_counter() - started
+    if cfg.init.start == "warmup":
+        from trainables.warm_start import prepare_warm_start
+
+        warm = prepare_warm_start(cfg, str(trainset_path), progress=progress)
+        keys["warm_start"] = warm.key
+        stats.update(warm.stats)
     log.info("assets ready: %s (pools %s, teacher %s, %d pairs scored)", trainset_path,
              stats["pool_cache_status"], stats["teacher_cache_status"], stats["teacher_pairs_scored"])
     return Assets(str(trainset_path), keys, stats)
@@ -155,19 +178,31 @@ def asset_keys(cfg: TrialConfig, data: RetrievalData, queries: list[TrainQuery])
     candidates = cfg.data.candidates_file
     pool = content_key(
         "pools", POOLS_VERSION, data.fingerprint, query_digest,
-        cfg.student.model_dump(), model_identity(cfg.student), cfg.data.pool_depth,
-        _candidates_file_digest(Path(candidates)) if candidates else None,
+        cfg.student.model_dump(), model_identity(cfg.student), first_stage_depth(cfg),
+        _file_digest(Path(candidates), "data.candidates_file") if candidates else None, cfg.data.candidates_systems,
+        cfg.data.random_additions, SUBSET_SEED if cfg.data.random_additions else None,
     )
-    teacher = content_key(
-        "teacher", TEACHER_VERSION, cfg.teacher.model_dump(exclude={"batch_size"}), model_identity(cfg.teacher),
-        data.fingerprint, pool,
-    )
+    if cfg.teacher.scores_file:
+        teacher = content_key("teacher-file", TEACHER_VERSION,
+                              _file_digest(Path(cfg.teacher.scores_file), "teacher.scores_file"), pool)
+    else:
+        teacher = content_key(
+            "teacher", TEACHER_VERSION,
+            cfg.teacher.model_dump(exclude={"batch_size", "scores_file", "allow_pickle"}),
+            model_identity(cfg.teacher), data.fingerprint, pool,
+        )
+    ranking = ("teacher", cfg.data.pool_depth) if cfg.data.effective_pool_source == "teacher" else None
     return {
         "data": data.fingerprint,
         "pools": pool,
         "teacher": teacher,
-        "training_set": content_key("trainset", TRAINSET_VERSION, pool, teacher),
+        "training_set": content_key("trainset", TRAINSET_VERSION, pool, teacher, *([ranking] if ranking else [])),
     }
+
+
+def first_stage_depth(cfg: TrialConfig) -> int:
+    """Candidates per query before any teacher cut: first_stage_depth for teacher-ranked pools, else pool_depth."""
+    return cfg.data.first_stage_depth if cfg.data.effective_pool_source == "teacher" else cfg.data.pool_depth
 
 
 def model_identity(cfg: ModelConfig) -> Any:
@@ -189,10 +224,20 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _candidates_file_digest(path: Path) -> str:
+def _file_digest(path: Path, key: str) -> str:
     if not path.is_file():
-        raise ConfigError(f"data.candidates_file: {path} not found")
+        raise ConfigError(f"{key}: {path} not found")
     return file_sha256(path)
+
+
+def _cut_to_teacher_top(pools: Pools, arrays: dict[str, np.ndarray], depth: int) -> tuple[Pools, dict[str, np.ndarray]]:
+    """`pool_source: teacher`: pools and teacher arrays cut to the teacher's top `depth` (+ random additions)."""
+    per_query = [arrays["pool_scores"][i, :len(ids)] for i, ids in enumerate(pools.doc_ids)]
+    pools, pool_scores = rank_by_teacher(pools, per_query, depth)
+    positive = arrays["positive_scores"]
+    cut = _teacher_arrays(pools, [np.concatenate([positive[i, :len(p)], s])
+                                  for i, (p, s) in enumerate(zip(pools.positive_doc_ids, pool_scores))])
+    return pools, cut
 
 
 def _teacher_arrays(pools: Pools, scores: list[np.ndarray]) -> dict[str, np.ndarray]:

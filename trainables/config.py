@@ -89,17 +89,61 @@ def _coerce_dataset(value: Any, default_split: str) -> Any:
 
 
 class DataConfig(_Strict):
-    """Training data and the first-stage candidate pools."""
+    """Training data and the candidate pools (science.md §1-2: how the papers build them).
+
+    `pool_source` says who ranks a query's pool: `student` (dense retrieval with the initial student
+    over the corpus), `file` (`candidates_file` as given), or `teacher` (the teacher's top
+    `pool_depth` of the first `first_stage_depth` candidates of the file, or of the student's
+    retrieval without one: the WKL paper's "top 100 re-ranked by the teacher, top 20 kept").
+    `random_additions` R appends R seeded random corpus passages to every pool (the
+    score-distribution paper's pools). Without `pool_source` (null), a `candidates_file` means
+    `file`, else `student` (`effective_pool_source`).
+    """
 
     train: DatasetRef = DatasetRef(id="quickstart", split="train")
-    pool_depth: int = Field(100, ge=1, description="N: first-stage candidates kept per query")
-    candidates_file: str | None = Field(None, description="TREC run file; else dense retrieval with the initial student")
+    pool_depth: int = Field(100, ge=1, description="N: candidates kept per query (positives excluded)")
+    pool_source: Literal["student", "teacher", "file"] | None = Field(
+        None, description="who ranks the pool: the initial student, the candidates file, or the teacher "
+                          "(default: file with a candidates_file, else student)")
+    first_stage_depth: int = Field(
+        100, ge=1, description="pool_source teacher: first-stage candidates the teacher re-ranks (≥ pool_depth)")
+    random_additions: int = Field(0, ge=0, description="R seeded random corpus passages added to each pool")
+    candidates_file: str | None = Field(
+        None, description="TREC run or hard-negative JSONL (sentence-transformers' msmarco-hard-negatives layout)")
+    candidates_systems: list[str] | None = Field(
+        None, description="hard-negative JSONL: the `neg` systems to read (default all), interleaved by rank")
+    max_positives: int = Field(
+        1, ge=1, description="positives per query in the KD list (all of them up to this; more: a seeded subset)")
     max_train_queries: int | None = Field(None, ge=1, description="seeded subset of training queries")
 
     @field_validator("train", mode="before")
     @classmethod
     def _train_ref(cls, value: Any) -> Any:
         return _coerce_dataset(value, "train")
+
+    @property
+    def effective_pool_source(self) -> Literal["student", "teacher", "file"]:
+        """`pool_source`, or its default: a candidates file alone means its pools (`file`), else `student`."""
+        return self.pool_source or ("file" if self.candidates_file else "student")
+
+    @model_validator(mode="after")
+    def _pool_source_inputs(self) -> "DataConfig":
+        if self.pool_source == "file" and not self.candidates_file:
+            raise ValueError("pool_source 'file' needs data.candidates_file")
+        if self.pool_source == "student" and self.candidates_file:
+            raise ValueError("pool_source 'student' retrieves its pools: drop data.candidates_file "
+                             "or set pool_source: file (or teacher, to re-rank the file's candidates)")
+        if self.pool_source == "teacher" and self.first_stage_depth < self.pool_depth:
+            raise ValueError(f"first_stage_depth={self.first_stage_depth} < pool_depth={self.pool_depth}: "
+                             "the teacher keeps its top pool_depth of the first-stage candidates")
+        if self.candidates_systems is not None and not self.candidates_systems:
+            raise ValueError("candidates_systems: name at least one system, or leave it out for all")
+        return self
+
+    @property
+    def max_pool_size(self) -> int:
+        """The most candidates one query's pool can hold: pool_depth + random_additions."""
+        return self.pool_depth + self.random_additions
 
 
 class ModelConfig(_Strict):
@@ -113,12 +157,37 @@ class ModelConfig(_Strict):
     passage_max_length: int = Field(128, ge=8)
 
 
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pkl.gz", ".pickle.gz")
+
+
+def is_pickle_path(path: str | Path) -> bool:
+    """A teacher-scores file in the pickle layout (by its name: .pkl / .pickle, gzipped or not)."""
+    return str(path).lower().endswith(PICKLE_SUFFIXES)
+
+
 class TeacherConfig(ModelConfig):
-    """The teacher: a bi-encoder (offline default) or a cross-encoder scoring (query, passage) pairs."""
+    """The teacher: a bi-encoder (offline default), a cross-encoder scoring (query, passage) pairs, or a scores file.
+
+    `scores_file` replaces the model: every (query, passage) score is read from the file and no
+    teacher runs (trainables/data/teacher_scores.py: `{qid: {pid: score}}` pickle, TSV or JSONL).
+    """
 
     kind: Literal["bi_encoder", "cross_encoder"] = "bi_encoder"
     batch_size: int = Field(64, ge=1)
     passage_max_length: int = Field(256, ge=8)
+    scores_file: str | None = Field(
+        None, description="published teacher scores: {qid: {pid: score}} pickle (.pkl[.gz]), or qid pid score "
+                          "lines (.tsv/.txt/.jsonl, gzipped or not)")
+    allow_pickle: bool = Field(
+        False, description="read a pickle scores_file: unpickling runs code from the file, so only a trusted one")
+
+    @model_validator(mode="after")
+    def _pickle_is_opt_in(self) -> "TeacherConfig":
+        if self.scores_file and is_pickle_path(self.scores_file) and not self.allow_pickle:
+            raise ValueError(
+                f"scores_file {self.scores_file} is a pickle, and unpickling runs any code the file holds: "
+                "set teacher.allow_pickle: true if you trust its source, or convert it to TSV/JSONL (qid pid score)")
+        return self
 
 
 class StudentConfig(ModelConfig):
@@ -128,13 +197,21 @@ class StudentConfig(ModelConfig):
 
 
 class SamplerConfig(_Strict):
-    """How K candidates are picked from each query's pool (score-distribution paper)."""
+    """How K candidates are picked from each query's pool (score-distribution paper; WKL paper's `teacher_top_n`)."""
 
-    name: Literal["topk", "random", "stratified"] = "stratified"
+    name: Literal["topk", "random", "stratified", "teacher_top_n"] = "stratified"
     k: int = Field(8, ge=1)
+    top_n: int = Field(20, ge=1, description="teacher_top_n: draw K uniformly from the teacher's top N of the pool")
     on_small_pool: Literal["error", "clip"] = Field(
         "error", description="K larger than a query's pool: fail, or use the whole pool for that query"
     )
+
+    @model_validator(mode="after")
+    def _k_fits_top_n(self) -> "SamplerConfig":
+        if self.name == "teacher_top_n" and self.k > self.top_n:
+            raise ValueError(f"k={self.k} > top_n={self.top_n}: teacher_top_n draws K distinct candidates "
+                             "from the teacher's top N")
+        return self
 
 
 class LossConfig(_Strict):
@@ -218,6 +295,32 @@ class EvalConfig(_Strict):
         return "" if self.subset_distractors is None else f"_subset{self.subset_distractors}"
 
 
+class WarmupConfig(_Strict):
+    """The shared warm-up a refinement starts from (WKL paper: KL first, then WKL at a small lr)."""
+
+    loss: LossConfig = LossConfig(name="kl")
+    sampler: SamplerConfig = SamplerConfig(name="random", on_small_pool="clip")
+    steps: int = Field(1000, ge=1, description="optimiser steps of the warm-up")
+    lr: float = Field(3e-5, gt=0.0)
+    batch_size: int = Field(32, ge=1, description="queries per step")
+    seed: int = Field(0, description="one warm-up per study: not the trial seed, so seeds share it")
+
+
+class InitConfig(_Strict):
+    """Where a trial's student starts: the pretrained weights, or one shared warmed-up student.
+
+    `from: warmup` trains one student with `warmup` once per study (a content-addressed asset,
+    trainables/warm_start.py) and every trial refines it. The warm-up has its own loss, sampler,
+    steps, lr, batch size and seed, so trials that differ in theirs share one warm start.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
+                              serialize_by_alias=True)
+
+    start: Literal["pretrained", "warmup"] = Field("pretrained", alias="from")
+    warmup: WarmupConfig = WarmupConfig()
+
+
 class ResourcesConfig(_Strict):
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
@@ -233,6 +336,7 @@ class TrialConfig(_Strict):
     data: DataConfig = DataConfig()
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
+    init: InitConfig = InitConfig()
     sampler: SamplerConfig = SamplerConfig()
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
@@ -262,8 +366,9 @@ class TrialConfig(_Strict):
         """No pool is deeper than `data.pool_depth`; the real pools are checked once they exist."""
         from trainables.samplers import check_k_fits_pool   # samplers imports this module
 
-        check_k_fits_pool(self.sampler.k, self.data.pool_depth, self.sampler.on_small_pool,
-                          pool=f"data.pool_depth={self.data.pool_depth}")
+        pool = f"data.pool_depth={self.data.pool_depth}" + (
+            f" + data.random_additions={self.data.random_additions}" if self.data.random_additions else "")
+        check_k_fits_pool(self.sampler.k, self.data.max_pool_size, self.sampler.on_small_pool, pool=pool)
         return self
 
     # ---- loading and saving -------------------------------------------------------------
@@ -363,12 +468,13 @@ def format_validation_error(error: ValidationError, source: str) -> str:
 
 
 def absolute_paths(cfg: TrialConfig) -> TrialConfig:
-    """`cfg` with cache_dir, output_dir, candidates_file and `beir:` folders resolved against the cwd."""
+    """`cfg` with cache_dir, output_dir, candidates_file, scores_file and `beir:` folders resolved against the cwd."""
     raw = cfg.model_dump(mode="json")
     raw["cache_dir"] = os.path.abspath(raw["cache_dir"])
     raw["output_dir"] = os.path.abspath(raw["output_dir"])
-    if raw["data"].get("candidates_file"):
-        raw["data"]["candidates_file"] = os.path.abspath(raw["data"]["candidates_file"])
+    for block, key in (("data", "candidates_file"), ("teacher", "scores_file")):
+        if raw[block].get(key):
+            raw[block][key] = os.path.abspath(os.path.expanduser(raw[block][key]))
     refs = [raw["data"]["train"], raw["eval"]["dev"], *raw["eval"]["beir"], *raw["eval"]["dl"]]
     for ref in refs:
         if ref is not None and ref["id"].startswith("beir:"):

@@ -2,7 +2,7 @@
 
 One step = `optim.batch_size` queries over all workers. Epoch `e` visits the TrainingSet rows in the
 order `default_rng([seed, e]).permutation(Q)` (global batch i is rows [i·B, (i+1)·B); the incomplete
-last batch is dropped); rank `r` takes its slice of each global batch and draws one positive and K
+last batch is dropped); rank `r` takes its slice of each global batch and draws up to `data.max_positives` positives and K
 candidates (by `sampler.name`) per query for the whole epoch up front from `default_rng([seed, e, r])`.
 So a plan is a pure function of (TrainingSet, config, epoch, rank, world): a resumed run rebuilds it
 and, at the same world size, trains on exactly the batches of the uninterrupted run.
@@ -28,7 +28,7 @@ class RankBatch:
     """One rank's share of one global step."""
 
     query_idx: np.ndarray       # [b] rows of the TrainingSet
-    positive_col: np.ndarray    # [b] column into positive_doc_idx (the positive this epoch)
+    positive_col: np.ndarray    # [b, M] columns into positive_doc_idx (this epoch's positives), -1 padded
     candidate_col: np.ndarray   # [b, K] columns into pool_doc_idx, -1 where a small pool was clipped
     global_size: int            # queries in the whole step (over all ranks)
 
@@ -59,6 +59,22 @@ def epoch_order(n_queries: int, cfg: TrialConfig, epoch: int) -> np.ndarray:
     return np.random.default_rng([cfg.seed, epoch]).permutation(n_queries)
 
 
+def plan_positives(n_positives: np.ndarray, max_positives: int, rng: np.random.Generator) -> np.ndarray:
+    """[b, M] positive columns per query for one epoch, -1 padded (M = max_positives).
+
+    A query with at most M positives keeps them all (the WKL paper keeps every positive in the list
+    and averages β over them); one with more gets a seeded subset of M, re-drawn every epoch.
+    M = 1 is one positive per query and epoch: the first, or a seeded random one when there are several.
+    """
+    if max_positives == 1:
+        return np.where(n_positives > 1, rng.integers(0, np.maximum(n_positives, 1)), 0)[:, None]
+    columns = np.full((len(n_positives), max_positives), -1, dtype=np.int64)
+    for row, n in enumerate(n_positives.tolist()):
+        chosen = np.arange(n) if n <= max_positives else np.sort(rng.choice(n, size=max_positives, replace=False))
+        columns[row, :len(chosen)] = chosen
+    return columns
+
+
 def plan_epoch(ts: TrainingSet, cfg: TrialConfig, epoch: int, rank: int, world: int) -> list[RankBatch]:
     """This rank's batches for `epoch`, deterministic in (seed, epoch, rank); candidates re-drawn every epoch."""
     n_queries, batch_size = len(ts), cfg.optim.batch_size
@@ -72,11 +88,10 @@ def plan_epoch(ts: TrainingSet, cfg: TrialConfig, epoch: int, rank: int, world: 
     mine = np.concatenate(shares)
 
     rng = np.random.default_rng([cfg.seed, epoch, rank])
-    n_positives = (ts.positive_doc_idx[mine] >= 0).sum(axis=1)
-    # One positive per query and epoch: the first, or a seeded random one when there are several.
-    positive_col = np.where(n_positives > 1, rng.integers(0, np.maximum(n_positives, 1)), 0)
+    positive_col = plan_positives((ts.positive_doc_idx[mine] >= 0).sum(axis=1), cfg.data.max_positives, rng)
     picked = sample_candidates(
-        cfg.sampler.name, ts.teacher_pool_scores[mine], cfg.sampler.k, rng, cfg.sampler.on_small_pool
+        cfg.sampler.name, ts.teacher_pool_scores[mine], cfg.sampler.k, rng, cfg.sampler.on_small_pool,
+        top_n=cfg.sampler.top_n,
     )
     candidate_col = np.full((len(mine), cfg.sampler.k), -1, dtype=np.int64)
     for row, columns in enumerate(picked):

@@ -38,6 +38,9 @@ def preflight(cfg: TrialConfig, *, source: str = "") -> Preflight:
             spec_kind(spec)
         except BadInput as error:  # a ModelError: name the file and key
             raise type(error)(f"{prefix}{key}: {error}") from None
+    for key, path in (("data.candidates_file", cfg.data.candidates_file), ("teacher.scores_file", cfg.teacher.scores_file)):
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(f"{prefix}{key}: {path}: no such file")
     for key, folder in (("cache_dir", cfg.cache_dir), ("output_dir", cfg.output_dir)):
         check_writable(Path(folder), f"{prefix}{key}")
     train, sets = check_datasets(cfg, source=source)

@@ -9,7 +9,8 @@ Every sampler is a pure function of one query's pool scores:
     sampler(scores: np.ndarray[n] float, k: int, rng: np.random.Generator) -> np.ndarray[k] int64
 
 returning distinct indices into the pool, deterministic for a given `rng` state. `topk` ignores
-`rng`. `sample_candidates` applies one to a NaN-padded batch of pools; `check_k_fits_pool` is the
+`rng`. `teacher_top_n` (the WKL paper's negatives: K drawn from the teacher's top 20) has one more
+parameter, N; `sampler_for` binds it from the config. `sample_candidates` applies one to a NaN-padded batch of pools; `check_k_fits_pool` is the
 one rule for K against the pools, checked wherever the pool sizes become known.
 """
 from __future__ import annotations
@@ -122,7 +123,31 @@ def equal_width(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
     return picks
 
 
-SAMPLERS: dict[str, Sampler] = {"topk": topk, "random": random, "stratified": stratified}
+def teacher_top_n(scores: np.ndarray, k: int, rng: np.random.Generator, n: int = 20) -> np.ndarray:
+    """K candidates uniformly without replacement from the teacher's top N of the pool (WKL paper: N = 20).
+
+    The top N by teacher score, ties kept in pool order (as `topk`); a pool smaller than N is used
+    whole. Returned best-scored first, so the result is a set, not an order the loss could read.
+    """
+    scores = _check_pool(scores, k)
+    if n < k:
+        raise ValueError(f"top_n={n} must be at least k={k}")
+    top = _descending_order(scores)[:n]
+    picked = rng.choice(top.shape[0], size=k, replace=False)
+    return top[np.sort(picked)].astype(np.int64)
+
+
+SAMPLERS: dict[str, Sampler] = {"topk": topk, "random": random, "stratified": stratified,
+                                "teacher_top_n": teacher_top_n}
+
+
+def sampler_for(name: str, top_n: int | None = None) -> Sampler:
+    """The sampler `name` as a (scores, k, rng) function; `top_n` binds teacher_top_n's N (default 20)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}: expected one of {sorted(SAMPLERS)}")
+    if name == "teacher_top_n" and top_n is not None:
+        return lambda scores, k, rng: teacher_top_n(scores, k, rng, n=top_n)
+    return SAMPLERS[name]
 
 
 def sample_candidates(
@@ -131,6 +156,7 @@ def sample_candidates(
     k: int,
     rng: np.random.Generator,
     on_small_pool: Literal["error", "clip"] = "error",
+    top_n: int | None = None,
 ) -> list[np.ndarray]:
     """Sample K candidates per query from a NaN-padded batch of pools.
 
@@ -142,10 +168,9 @@ def sample_candidates(
     (`check_k_fits_pool`) naming how many queries are affected and the smallest pool size; `"clip"`
     runs the sampler with K = the pool size, which returns the whole pool for that query (topk: best
     first; random: a random order; stratified: every candidate, one per stratum), so that query has
-    fewer than K candidates.
+    fewer than K candidates. `top_n`: teacher_top_n's N (`sampler.top_n`).
     """
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}: expected one of {sorted(SAMPLERS)}")
+    sampler = sampler_for(name, top_n)
     if on_small_pool not in ("error", "clip"):
         raise ValueError(f"on_small_pool must be 'error' or 'clip', got {on_small_pool!r}")
     if k < 1:
@@ -159,7 +184,6 @@ def sample_candidates(
         smallest, n_small = int(pool_sizes.min()), int((pool_sizes < k).sum())
         check_k_fits_pool(k, smallest, on_small_pool,
                           pool=f"the pool of {n_small} of {len(pool_sizes)} queries (smallest pool size: {smallest})")
-    sampler = SAMPLERS[name]
     picked = []
     for row, row_real in zip(pool_scores, real):
         columns = np.flatnonzero(row_real)

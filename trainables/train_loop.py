@@ -47,6 +47,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     loop_config: {"trial": TrialConfig.model_dump(mode="json"), "training_set": path to the .npz,
     "run_dir": the trial's storage folder (checkpoints are staged in it before Ray copies them)},
+    optionally "student_init": the warm start's state_dict (`init: {from: warmup}`, warm_start.py),
     plus two test hooks: for fault-tolerance tests, "fail_once_at_step": int and "fail_marker": path —
     before training step `fail_once_at_step` (1-based) every worker raises once if the marker file
     does not exist yet (rank 0 creates it first, so the retry passes); for divergence tests,
@@ -71,7 +72,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if resume.final_metrics is not None:    # a finished trial (same storage and name) reports again and stops
         ray.train.report(resume.final_metrics)
         return
-    training = Training.build(worker, resume.train_state)
+    training = Training.build(worker, resume.train_state, loop_config.get("student_init"))
     state = LoopState.resume(worker, resume.train_state)
     plan = RankPlan(worker.ts, worker.cfg, worker.rank, worker.world)
 
@@ -127,8 +128,9 @@ class Training:
     scheduler: Any
 
     @classmethod
-    def build(cls, worker: Worker, saved: TrainState | None) -> Training:
-        """A fresh student (seeded) or the checkpoint's, wrapped for DDP, with its optimizer and schedule."""
+    def build(cls, worker: Worker, saved: TrainState | None, init: str | None = None) -> Training:
+        """A fresh student (seeded; from the warm start `init` when given) or the checkpoint's, wrapped for
+        DDP, with its optimizer and schedule."""
         import ray.train.torch
 
         from trainables.student import BiEncoder
@@ -137,6 +139,10 @@ class Training:
         student = BiEncoder.from_config(worker.cfg.student, worker.cfg.cache_dir)
         if saved is not None:
             student.load_state_dict(saved.student)
+        elif init is not None:
+            from trainables.warm_start import load_warm_start
+
+            load_warm_start(student, init)
         model = ray.train.torch.prepare_model(DistillScorer(student))
         optimizer, scheduler = make_optimizer(model, worker.cfg, worker.steps)
         if saved is not None:

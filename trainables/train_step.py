@@ -1,6 +1,6 @@
 """One distillation step: a rank's batch → student scores → `compute_loss` → optimizer step.
 
-Per query the loss sees its positive (column 0) and K candidates; teacher scores come from the
+Per query the loss sees its positives (the first `data.max_positives` columns, padded) and K candidates; teacher scores come from the
 TrainingSet, student scores from the model being trained, in one forward so DDP sees one forward per
 step. Shared by the Ray Train loop (train_loop.py) and bench/bench_train.py (one process, no Ray).
 """
@@ -41,10 +41,10 @@ class DistillScorer(nn.Module):
 class StepInputs:
     queries: Any                   # BatchEncoding [b]
     passages: Any                  # BatchEncoding [b * n], query-major
-    n: int                         # passages per query: 1 positive + K candidates
+    n: int                         # passages per query: M positive columns + K candidates
     teacher_scores: Tensor         # [b, n]
-    positive_mask: Tensor          # [b, n] bool, column 0
-    valid_mask: Tensor             # [b, n] bool, False where a small pool was clipped
+    positive_mask: Tensor          # [b, n] bool, the first M columns (where a positive is there)
+    valid_mask: Tensor             # [b, n] bool, False at padding (fewer positives than M, a clipped pool)
     student_ranks: Tensor | None   # [b, n] rank table entries for β (WKL only)
     sampled_teacher_scores: list[np.ndarray]   # per query, the K candidates' teacher scores
     loss_weight: float             # b · world / global batch: DDP's gradient mean = mean over all queries
@@ -53,21 +53,22 @@ class StepInputs:
 def build_step_inputs(student, ts: TrainingSet, batch: RankBatch, world: int, rank_table: Tensor | None) -> StepInputs:
     """Tokenised texts and aligned teacher scores / masks for one rank's share of a step."""
     q, pos, cand = batch.query_idx, batch.positive_col, batch.candidate_col
-    valid_cand = cand >= 0
-    safe_cand = np.where(valid_cand, cand, 0)
-    docs = np.concatenate([ts.positive_doc_idx[q, pos][:, None], ts.pool_doc_idx[q[:, None], safe_cand]], axis=1)
-    valid = np.concatenate([np.ones((len(q), 1), dtype=bool), valid_cand], axis=1)
+    m = pos.shape[1]
+    valid_pos, valid_cand = pos >= 0, cand >= 0
+    safe_pos, safe_cand = np.where(valid_pos, pos, 0), np.where(valid_cand, cand, 0)
+    docs = np.concatenate([ts.positive_doc_idx[q[:, None], safe_pos], ts.pool_doc_idx[q[:, None], safe_cand]], axis=1)
+    valid = np.concatenate([valid_pos, valid_cand], axis=1)
     teacher = np.concatenate(
-        [ts.teacher_positive_scores[q, pos][:, None], ts.teacher_pool_scores[q[:, None], safe_cand]], axis=1
+        [ts.teacher_positive_scores[q[:, None], safe_pos], ts.teacher_pool_scores[q[:, None], safe_cand]], axis=1
     )
     teacher = np.where(valid, teacher, 0.0).astype(np.float32)
     texts = [ts.doc_texts[d] if ok else "" for d, ok in zip(docs.ravel(), valid.ravel())]
     positive_mask = np.zeros_like(valid)
-    positive_mask[:, 0] = True
+    positive_mask[:, :m] = valid_pos
     ranks = None
     if rank_table is not None:
         n_pos = ts.positive_doc_idx.shape[1]
-        cols = np.concatenate([pos[:, None], n_pos + safe_cand], axis=1)
+        cols = np.concatenate([safe_pos, n_pos + safe_cand], axis=1)
         ranks = rank_table[torch.from_numpy(q)[:, None], torch.from_numpy(cols)]
         ranks = torch.where(torch.from_numpy(valid), ranks, float(rank_table.shape[1] + 1))
     return StepInputs(
@@ -78,7 +79,7 @@ def build_step_inputs(student, ts: TrainingSet, batch: RankBatch, world: int, ra
         positive_mask=torch.from_numpy(positive_mask),
         valid_mask=torch.from_numpy(valid),
         student_ranks=ranks,
-        sampled_teacher_scores=[row[ok] for row, ok in zip(teacher[:, 1:], valid[:, 1:])],
+        sampled_teacher_scores=[row[ok] for row, ok in zip(teacher[:, m:], valid[:, m:])],
         loss_weight=len(q) * world / batch.global_size,
     )
 

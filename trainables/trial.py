@@ -69,6 +69,10 @@ def build_trainer(
         )
     loop_config = {"trial": cfg.model_dump(mode="json"), "training_set": str(Path(training_set_path).resolve()),
                    "run_dir": str(run_dir), **nan_loss_hook(cfg)}
+    if cfg.init.start == "warmup":   # the study's shared warm start (built once; a hit after the first trial)
+        from trainables.warm_start import prepare_warm_start
+
+        loop_config["student_init"] = prepare_warm_start(cfg, training_set_path).path
     loop_config.update(loop_extra or {})
     resources = cfg.resources
     return _Trainer(

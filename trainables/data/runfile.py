@@ -4,11 +4,12 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+from trainables.data.textfile import open_text
 from trainables.data.types import DataError
 
 
 def read_run_file(path: str | Path) -> dict[str, list[tuple[str, float]]]:
-    """qid → [(docid, score)] in rank order (by the rank column; ties keep file order).
+    """qid → [(docid, score)] in rank order (by the rank column; ties keep file order); gzip or plain.
 
     A line without 6 fields, a non-integer rank, a non-numeric score or a docid listed twice for a
     query raises DataError("<file>:<line>: ..."); blank lines are ignored.
@@ -18,7 +19,7 @@ def read_run_file(path: str | Path) -> dict[str, list[tuple[str, float]]]:
         raise DataError(f"{path}: no such run file")
     rows: dict[str, list[tuple[int, int, str, float]]] = {}
     seen: set[tuple[str, str]] = set()
-    with path.open(encoding="utf-8") as handle:
+    with open_text(path, "run file") as handle:    # gzipped or not
         for number, line in enumerate(handle, start=1):
             fields = line.split()
             if not fields:

@@ -5,6 +5,8 @@
     p = softmax(t / τ_t),  q = softmax(s / τ_s),  γ1 ≥ 0,  γ2,i = γ1 − β_i,
     β_i = α · (1/π(i) − mean_{j∈D+} 1/π(j)),   π = rank by the *student's* score (1 = best)
 
+D+ holds every positive of the query in the list (`data.max_positives`, padded with `valid_mask`):
+β's reference is the mean of 1/π over all of them, as in the paper, never one chosen positive.
 Positives the student already ranks high (q_j → 1) and negatives it already pushes down (q_i → 0)
 are down-weighted; higher-ranked negatives get a larger β, a smaller γ2 and so a larger weight.
 γ1 = 0 and γ2 = 0 give exactly KL. The weights keep their gradient (it is what the paper's gradient

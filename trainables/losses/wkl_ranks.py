@@ -127,8 +127,13 @@ class RankTable:
         return cls(ranks, refresh_columns(ts, loss_cfg.beta_pool_depth))
 
     def refresh_if_due(self, student, ts: TrainingSet, cfg: TrialConfig, completed: int, rank: int, world: int) -> None:
-        """Before step `completed` + 1: re-rank the queries the steps until the next refresh train on."""
-        if not is_refresh_step(cfg.loss, completed):
+        """Before step `completed` + 1: re-rank the queries the steps until the next refresh train on.
+
+        A trial that starts from the shared warm start (`init: {from: warmup}`) also refreshes before
+        its first step: the table's initial ranks are the pretrained student's, not the warm start's.
+        """
+        warm_first = completed == 0 and cfg.init.start == "warmup" and cfg.loss.kl_warmup_steps == 0
+        if not (is_refresh_step(cfg.loss, completed) or warm_first):
             return
         # Only those queries: their rows come out as a full refresh's (see `refresh_ranks`).
         window = steps_queries(len(ts), cfg, completed, cfg.loss.beta_refresh_steps)
