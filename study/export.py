@@ -17,6 +17,7 @@ import yaml
 from study.report import ReportError, check_mode, choose_best, download_artifact, load_study_runs, log_on_parent
 from study.tags import BEST_CONFIG_ARTIFACT, TRIAL_CONFIG_ARTIFACT
 from trainables.config import ConfigError, TrialConfig
+from trainables.outputs import BEST_STEP, BEST_SUFFIX
 
 
 def export_best(name: str, tracking_uri: str, metric: str | None = None,
@@ -48,6 +49,7 @@ def export_best(name: str, tracking_uri: str, metric: str | None = None,
             f"# study: {name}",
             f"# trial: {best.trial['trial_id']} (MLflow run {run_id}, parent run {study.parent_run_id})",
             f"# {best.metric} = {best.trial[best.metric]:.6g} ({best.mode} over {len(study.trials)} finished trials)",
+            selection_line(best.metric, best.trial),
             f"# exported: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
         ]
         body = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
@@ -61,3 +63,14 @@ def export_best(name: str, tracking_uri: str, metric: str | None = None,
         shutil.copyfile(out, logged)
         log_on_parent(study, [logged])
     return out
+
+
+def selection_line(metric: str, trial) -> str:
+    """The header line that says what the selection looked at: the final student or its curve's best point."""
+    if not metric.endswith(BEST_SUFFIX):
+        return f"# selected on: the final student ({metric} at the end of training)"
+    step, steps = trial.get(BEST_STEP), trial.get("step")
+    known = all(v is not None and v == v for v in (step, steps))   # v == v: not NaN
+    at = f" at step {int(step)} of {int(steps)}" if known else ""
+    return (f"# selected on: the best point of the learning curve ({metric}{at}); this config trains the "
+            "whole budget, and only its final student is kept")
