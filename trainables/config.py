@@ -149,6 +149,9 @@ class LossConfig(_Strict):
     beta_refresh_steps: int = Field(200, ge=1, description="refresh student ranks for β every N batches")
     beta_pool_depth: int = Field(20, ge=1, description="candidates re-scored per query at a β refresh")
     kl_warmup_steps: int = Field(0, ge=0, description="plain KL steps before WKL (the paper's KL+WKL)")
+    in_batch_weight: float = Field(
+        0.0, ge=0.0, description="λ_IB: add λ_IB · contrastive NLL of each positive against every passage of "
+                                 "the batch (other queries' passages as negatives, student-scored); 0 = off")
 
 
 class OptimConfig(_Strict):

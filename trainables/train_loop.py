@@ -243,7 +243,8 @@ def _train_on(batch: RankBatch, worker: Worker, training: Training, state: LoopS
     # Dropout draws depend on (seed, step) only, so a resumed run repeats the uninterrupted one.
     torch.manual_seed(cfg.seed * 1_000_003 + state.step)
     ranks = state.rank_table.ranks if state.rank_table is not None else None
-    inputs = build_step_inputs(training.student, worker.ts, batch, worker.world, ranks)
+    inputs = build_step_inputs(training.student, worker.ts, batch, worker.world, ranks,
+                               in_batch=cfg.loss.in_batch_weight > 0)
     if nan_loss:
         inputs.teacher_scores = torch.full_like(inputs.teacher_scores, float("nan"))
     loss = train_step(training.model, training.optimizer, training.scheduler, inputs, cfg.loss, state.step,
