@@ -90,3 +90,29 @@ def test_curve_metric_prefers_the_study_metric():
     assert curve_metric(names) == "dev_mrr_at_10"
     assert curve_metric(names, "dev_mrr_at_10_best") == "dev_mrr_at_10"
     assert curve_metric(["beir_ndcg_at_10_avg"]) is None
+
+
+def test_learning_curves_read_metric_histories_and_references_from_the_store(tmp_path_factory):
+    """Through a real MLflow store: each trial's curve is its metric history by step; references from the parent."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+    from test_report import KL_ONLY, make_study_store
+
+    from study.report.curves import learning_curves
+    from study.report.runs import load_study_runs
+
+    store = make_study_store(tmp_path_factory.mktemp("store"), tmp_path_factory.getbasetemp())
+    client = MlflowClient(store.uri)
+    study = load_study_runs(KL_ONLY, store.uri)
+    first, second = study.trials["run_id"]
+    for run_id, values in ((first, [0.30, 0.45, 0.50]), (second, [0.45, 0.40, 0.20])):
+        client.log_batch(run_id, metrics=[Metric("dev_mrr_at_10", v, 1000 + s, s) for s, v in zip([5, 10, 20], values)])
+    client.log_metric(store.kl_only_parent_id, "reference/untrained/dev_mrr_at_10", 0.25, step=0)
+
+    curves = learning_curves(load_study_runs(KL_ONLY, store.uri))
+    assert curves.metric == "dev_mrr_at_10" and curves.references == {"untrained": 0.25}
+    table = curves.table.set_index("run_id")
+    assert [c for c in table.columns if c.startswith("step ")] == ["step 0", "step 5", "step 10", "step 20"]
+    assert table.loc[first, "final"] == 0.50 and table.loc[first, "flags"] == ""
+    assert table.loc[second, "final"] == 0.20
+    assert table.loc[second, "flags"] == f"{FLAG_BELOW_BEST}, {FLAG_BELOW_UNTRAINED}"
