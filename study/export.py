@@ -26,7 +26,7 @@ from study.report import (Best, ReportError, StudyRuns, check_mode, choose_best,
                           log_on_parent, mlflow_client)
 from study.tags import BEST_CONFIG_ARTIFACT, CHECKPOINT_TAG, STUDENT_ARTIFACT_DIR, TRIAL_CONFIG_ARTIFACT
 from trainables.config import ConfigError, TrialConfig
-from trainables.outputs import TIME_PREFIX
+from trainables.outputs import BEST_STEP, BEST_SUFFIX, TIME_PREFIX
 
 
 def export_best(name: str, tracking_uri: str, metric: str | None = None,
@@ -58,6 +58,7 @@ def export_best(name: str, tracking_uri: str, metric: str | None = None,
             f"# study: {name}",
             f"# trial: {best.trial['trial_id']} (MLflow run {run_id}, parent run {study.parent_run_id})",
             f"# {best.metric} = {best.trial[best.metric]:.6g} ({best.mode} over {len(study.trials)} finished trials)",
+            selection_line(best.metric, best.trial),
             f"# exported: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
         ]
         body = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
@@ -207,3 +208,14 @@ def _best_student(study: StudyRuns, run_id: str, download_dir: Path) -> Path:
     raise ReportError(f"the student of best trial run {run_id} of study {study.name!r} is in neither {where} nor "
                       f"the run's {STUDENT_ARTIFACT_DIR}/ artifacts (run studies with --log-models to keep students "
                       "in MLflow)")
+
+
+def selection_line(metric: str, trial) -> str:
+    """The header line that says what the selection looked at: the final student or its curve's best point."""
+    if not metric.endswith(BEST_SUFFIX):
+        return f"# selected on: the final student ({metric} at the end of training)"
+    step, steps = trial.get(BEST_STEP), trial.get("step")
+    known = all(v is not None and v == v for v in (step, steps))   # v == v: not NaN
+    at = f" at step {int(step)} of {int(steps)}" if known else ""
+    return (f"# selected on: the best point of the learning curve ({metric}{at}); this config trains the "
+            "whole budget, and only its final student is kept")

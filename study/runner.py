@@ -276,7 +276,7 @@ def _start_parent_run(space: SearchSpace, paths: StudyPaths, assets: AssetsRecor
         tracking_uri, experiment, space.name, space_params=_space_params(space),
         tags={tags.GIT_SHA_TAG: tracking.git_revision(), tags.STUDY_DIR_TAG: str(paths.dir), **(extra_tags or {}),
               **{tags.ASSET_TAG_PREFIX + k: v for k, v in assets["keys"].items()}},
-        artifacts=[paths.space_copy, paths.space_resolved, paths.assets])
+        artifacts=[paths.space_copy, paths.space_resolved, paths.assets], metrics=assets.get("references") or {})
 
 
 def _space_params(space: SearchSpace) -> dict[str, Any]:

@@ -21,19 +21,23 @@ class AssetsRecord(TypedDict):
     training_set_path: str     # the .npz every trial reads
     keys: dict[str, str]       # part → cache key (pools, teacher scores, training set)
     stats: dict[str, Any]      # build statistics: training queries, smallest pool, pairs scored
+    references: dict[str, float]   # untrained student and teacher on the dev set (trainables.references)
 
 
 def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[str], None], *,
                          data: RetrievalData | None = None) -> AssetsRecord:
     """`data`: the base config's training data when the caller already loaded it (the preflight)."""
     from trainables.assets import prepare_assets
+    from trainables.references import reference_metrics
 
     warm = ", warm start" if space.base.init.start == "warmup" else ""
     say(f"kd-study: preparing shared assets (pools, teacher scores{warm}) in {space.base.cache_dir} ...")
     assets = prepare_assets(space.base, progress=progress_bars(), data=data)
     stats = {k: v for k, v in assets.stats.items() if isinstance(v, (int, float, str, bool)) or v is None}
-    info = AssetsRecord(training_set_path=assets.training_set_path, keys=assets.keys, stats=stats)
     check_pool_sizes(space, stats)
+    references = reference_metrics(space.base)   # the learning curves' floor and ceiling
+    info = AssetsRecord(training_set_path=assets.training_set_path, keys=assets.keys, stats=stats,
+                        references=references)
     tmp = paths.assets.with_suffix(".tmp")
     tmp.write_text(json.dumps(info, indent=1, default=str))
     os.replace(tmp, paths.assets)

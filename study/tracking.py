@@ -176,8 +176,9 @@ def git_revision(path: str | Path | None = None) -> str:
 
 
 def start_parent_run(uri: str, experiment_name: str, study_name: str, *, space_params: Mapping[str, Any],
-                     tags: Mapping[str, str], artifacts: list[Path]) -> tuple[str, str]:
-    """Create the study's parent run; returns (experiment_id, run_id)."""
+                     tags: Mapping[str, str], artifacts: list[Path],
+                     metrics: Mapping[str, float] | None = None) -> tuple[str, str]:
+    """Create the study's parent run (with `metrics`: the reference points, step 0); returns (experiment_id, run_id)."""
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
     mlflow_client = client(uri)
@@ -190,6 +191,8 @@ def start_parent_run(uri: str, experiment_name: str, study_name: str, *, space_p
     })
     run_id = run.info.run_id
     log_params(mlflow_client, run_id, space_params)
+    for key, value in (metrics or {}).items():
+        mlflow_client.log_metric(run_id, key, float(value), step=0)
     for path in artifacts:
         if path.is_file():
             mlflow_client.log_artifact(run_id, str(path))

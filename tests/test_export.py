@@ -7,7 +7,9 @@ import pytest
 import yaml
 from test_report import STUDY, Store, make_study_store
 
-from study.export import export_best
+import pandas as pd
+
+from study.export import export_best, selection_line
 from study.report import ReportError
 from trainables.config import TrialConfig
 
@@ -28,6 +30,14 @@ def test_export_writes_the_best_trials_full_config(store, tmp_path):
     assert any(store.run_ids[best] in line for line in header)
     assert any(f"dev_mrr_at_10 = {store.dev[best]:.6g}" in line for line in header)
     assert any(line.startswith("# exported: 20") for line in header)
+    assert "# selected on: the final student (dev_mrr_at_10 at the end of training)" in header
+
+
+def test_export_says_when_the_best_curve_point_was_selected():
+    trial = pd.Series({"dev_mrr_at_10_best": 0.6, "best_step": 22, "step": 88})
+    line = selection_line("dev_mrr_at_10_best", trial)
+    assert "best point of the learning curve (dev_mrr_at_10_best at step 22 of 88)" in line
+    assert "at step" not in selection_line("dev_mrr_at_10_best", pd.Series({"best_step": float("nan")}))
 
 
 def test_export_min_mode_and_other_metric(store, tmp_path):

@@ -43,7 +43,9 @@ def write_space(workdir: Path, sample_data: Path, name: str, study: dict, search
             "sampler": {"name": "stratified", "k": 4},
             "loss": {"beta_refresh_steps": 2, "beta_pool_depth": 8},
             "optim": {"lr": 1.0e-3, "batch_size": 8, "epochs": 2, "log_every_steps": 1},
-            "eval": {"dev": data, "beir": [{**data, "name": "scifact_ci"}], "batch_size": 128},
+            # One learning-curve point mid-way (step 2 of 4) besides the final evaluation.
+            "eval": {"dev": data, "beir": [{**data, "name": "scifact_ci"}], "batch_size": 128,
+                     "at_fractions": [0.5, 1.0]},
             "resources": {"num_workers": 2, "cpus_per_worker": 1},
             "cache_dir": str(workdir / "cache"),
         },
@@ -116,6 +118,11 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, sample_data):
     assert parent.data.tags["kd_study.kind"] == "study" and parent.data.tags["kd_study.git_sha"]
     assert parent.data.params["search.loss.gamma1"]          # the space file is on the parent
     assert {"space.yaml", "space.resolved.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    # The reference points of the learning curves, computed once for the study, on the parent run.
+    for role in ("untrained", "teacher"):
+        assert 0.0 <= parent.data.metrics[f"reference/{role}/dev_mrr_at_10"] <= 1.0
+    report_files = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/learning_curves.png", "report/learning_curves.csv"} <= report_files
 
     seen = []
     for run in trials:
@@ -128,6 +135,13 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, sample_data):
         for key in FINAL_METRICS:
             assert 0.0 <= metrics[key] <= 1.0, key
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 2  # every report, with its step
+        # The learning curve: the dev set at the configured point (step 2) and at the end (step 4);
+        # the other sets only at the end.
+        curve = client.get_metric_history(run.info.run_id, "dev_mrr_at_10")
+        assert sorted(m.step for m in curve) == [2, 4]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "beir_ndcg_at_10_avg")] == [4]
+        assert metrics["dev_mrr_at_10_best"] == max(m.value for m in curve)
+        assert metrics["best_step"] == min(m.step for m in curve if m.value == metrics["dev_mrr_at_10_best"])
         assert {"optim.lr", "data.pool_depth", "eval.top_k", "resources.num_workers"} <= set(params)
 
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

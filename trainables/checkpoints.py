@@ -52,6 +52,8 @@ class TrainState:
     rank_table: Tensor | None       # WKL's β ranks (losses/wkl_ranks.py), None for other losses
     train_seconds: float            # training time of all attempts so far
     last_loss: float                # the last logged train loss
+    curve_best: float = float("-inf")   # the learning curve's best value so far, and its step
+    curve_best_step: int = 0
 
 
 @dataclass
@@ -95,6 +97,7 @@ def read_checkpoint(directory: str | Path, where: str | None = None) -> Resume:
     return Resume(train_state=TrainState(
         step=state["step"], student=state["student"], optimizer=state["optimizer"], scheduler=state["scheduler"],
         rank_table=state.get("rank_table"), train_seconds=state["train_s"], last_loss=state["last_loss"],
+        curve_best=state.get("curve_best", float("-inf")), curve_best_step=state.get("curve_best_step", 0),
     ))
 
 
@@ -119,7 +122,7 @@ def save_train_state(directory: str, state: TrainState, steps_per_epoch: int, wo
         "format": STATE_FORMAT, "step": int(state.step), "epoch": int(state.step) // steps_per_epoch,
         "student": state.student, "optimizer": state.optimizer, "scheduler": state.scheduler,
         "rank_table": rank_table, "train_s": float(state.train_seconds), "last_loss": float(state.last_loss),
-        "world_size": int(world),
+        "world_size": int(world), "curve_best": float(state.curve_best), "curve_best_step": int(state.curve_best_step),
     }, os.path.join(directory, TRAIN_STATE))
 
 

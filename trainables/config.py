@@ -233,6 +233,9 @@ class LossConfig(_Strict):
     student_scale: float | Literal["auto"] = Field(
         "auto", description="MarginMSE: student scores × scale before the margins (KL-family losses use "
                             "student_temperature); auto: see `student_score_scale`")
+    in_batch_weight: float = Field(
+        0.0, ge=0.0, description="λ_IB: add λ_IB · contrastive NLL of each positive against every passage of "
+                                 "the batch (other queries' passages as negatives, student-scored); 0 = off")
 
     @field_validator("student_scale")
     @classmethod
@@ -240,7 +243,6 @@ class LossConfig(_Strict):
         if value != "auto" and not value > 0:
             raise ValueError(f"expected 'auto' or a number > 0, got {value}")
         return value
-
 
     @property
     def margin_scale(self) -> float:
@@ -277,7 +279,11 @@ class EvalConfig(_Strict):
         None, ge=0, description="evaluate on judged docs + N seeded random distractors (metric names say so)"
     )
     batch_size: int = Field(128, ge=1)
-    every_steps: int | None = Field(None, ge=1, description="intermediate evaluation for pruning")
+    every_steps: int | None = Field(None, ge=1, description="intermediate evaluation of every set, for pruning")
+    at_fractions: list[float] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75, 1.0],
+        description="learning curve: evaluate the dev (selection) set only at these fractions of the step "
+                    "budget (1.0 is the final evaluation); [] for none")
 
     @field_validator("dev", mode="before")
     @classmethod
@@ -288,6 +294,19 @@ class EvalConfig(_Strict):
     @classmethod
     def _refs(cls, value: Any) -> Any:
         return [_coerce_dataset(v, "test") for v in value] if isinstance(value, list) else value
+
+    @field_validator("at_fractions")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 < f <= 1.0 for f in value):
+            raise ValueError(f"expected fractions of the step budget in (0, 1], got {value}")
+        return sorted(set(value))
+
+    def curve_steps(self, steps: int) -> list[int]:
+        """The steps (of `steps` in all) at which the learning curve evaluates: `at_fractions` rounded, ≥ 1."""
+        if self.dev is None:
+            return []
+        return sorted({min(steps, max(1, round(f * steps))) for f in self.at_fractions})
 
     @property
     def metric_suffix(self) -> str:

@@ -78,8 +78,42 @@ def eval_metric_keys(eval_cfg: EvalConfig) -> list[str]:
 
 
 def final_metric_keys(eval_cfg: EvalConfig) -> list[str]:
-    """The metrics a finished trial's final report carries that a study can rank trials by."""
-    return [*eval_metric_keys(eval_cfg), FINAL_LOSS]
+    """The metrics a finished trial's final report carries that a study can rank trials by.
+
+    With a selection (dev) set, also the best value of its learning curve (`curve_best_key`), so a
+    sweep can select on the final student or on the best point of its training.
+    """
+    curve = curve_metric_key(eval_cfg)
+    return [*eval_metric_keys(eval_cfg), *([curve_best_key(curve)] if curve else []), FINAL_LOSS]
+
+
+# Learning curves (eval.at_fractions): the selection (dev) set is evaluated at those fractions of the
+# budget; its RR@10 is the curve a report draws and the value whose best point a trial reports.
+CURVE_MEASURE = "mrr_at_10"
+BEST_SUFFIX = "_best"       # `<curve metric>_best`: the best curve point's value (final point included)
+BEST_STEP = "best_step"     # the step of that point (ties: the earliest)
+
+
+def curve_metric_key(eval_cfg: EvalConfig) -> str | None:
+    """The learning-curve metric of `eval_cfg`, e.g. `dev_mrr_at_10_subset500`; None without a dev set."""
+    if eval_cfg.dev is None:
+        return None
+    return set_metric_keys("dev", eval_cfg.dev.label, eval_cfg.metric_suffix)[CURVE_MEASURE]
+
+
+def curve_best_key(metric_key: str) -> str:
+    """`<metric_key>_best`: the best point of that metric's learning curve."""
+    return metric_key + BEST_SUFFIX
+
+
+# Reference points of a study (study/references.py): the untrained student and the teacher evaluated
+# on the selection set, logged on the study's parent run as `reference/<role>/<metric key>`.
+REFERENCE_ROLES = ("untrained", "teacher")
+
+
+def reference_key(role: str, metric_key: str) -> str:
+    """`reference/untrained/dev_mrr_at_10`: a reference model's value of one metric."""
+    return f"reference/{role}/{metric_key}"
 
 
 # Inside a trial's run folder (beside its checkpoints): where rank 0 writes a checkpoint before

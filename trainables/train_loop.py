@@ -33,8 +33,9 @@ from trainables.ddp import eval_shard, unwrap
 from trainables.epoch_plan import RankBatch, RankPlan, check_sizes, steps_per_epoch, total_steps
 from trainables.losses.wkl_ranks import RankTable
 from trainables.outputs import (
-    CHECKPOINT_SECONDS, EVAL_SECONDS, FINAL_LOSS, LEARNING_RATE, QUERIES_PER_SECOND, RESUMED_FROM,
+    BEST_STEP, CHECKPOINT_SECONDS, EVAL_SECONDS, FINAL_LOSS, LEARNING_RATE, QUERIES_PER_SECOND, RESUMED_FROM,
     SAMPLED_SCORE_ENTROPY, SAMPLED_SCORE_VARIANCE, STAGING_DIR, TRAIN_LOSS, TRAIN_SECONDS, WORKER_SETUP_SECONDS,
+    curve_best_key, curve_metric_key,
 )
 from trainables.samplers import score_diagnostics
 from trainables.train_step import DistillScorer, build_step_inputs, make_optimizer, train_step
@@ -103,15 +104,17 @@ class Worker:
     steps: int                  # total global steps of the run
     steps_per_epoch: int
     staging: Path               # inside the trial's run folder: rank 0 writes checkpoints here for Ray to copy
+    curve_steps: frozenset[int]  # learning-curve points (eval.at_fractions): the dev set is evaluated there
     lease_owner: str | None = None   # the run folder's lease this run holds (checkpoints.FolderLease)
 
     @classmethod
     def start(cls, cfg: TrialConfig, ts: TrainingSet, rank: int, world: int, device: torch.device,
               run_dir: str, lease_owner: str | None = None) -> Worker:
         check_sizes(len(ts), cfg.optim.batch_size, world)
+        steps = total_steps(cfg, len(ts))
         return cls(cfg, ts, rank, world, device, cfg.resources.mixed_precision and device.type == "cuda",
-                   total_steps(cfg, len(ts)), steps_per_epoch(len(ts), cfg.optim.batch_size),
-                   Path(run_dir, STAGING_DIR), lease_owner)
+                   steps, steps_per_epoch(len(ts), cfg.optim.batch_size), Path(run_dir, STAGING_DIR),
+                   frozenset(cfg.eval.curve_steps(steps)), lease_owner)
 
     def check_lease(self) -> None:
         """Before writing a checkpoint: stop if another run took the run folder over (a lost driver's workers)."""
@@ -196,6 +199,7 @@ class LoopState:
     setup_seconds: float = 0.0              # this attempt: model, training set, DDP wrap
     checkpoint_seconds: float = 0.0         # this attempt's intermediate checkpoints
     phase_start: float = 0.0                # when training last resumed after a report
+    best: Best = field(default_factory=lambda: Best())
     window: Window = field(default_factory=Window)
 
     @classmethod
@@ -204,7 +208,8 @@ class LoopState:
         if saved is None:
             return cls(rank_table=rank_table)
         return cls(step=saved.step, rank_table=rank_table, last_loss=saved.last_loss,
-                   train_seconds=saved.train_seconds, resumed_from=saved.step)
+                   train_seconds=saved.train_seconds, resumed_from=saved.step,
+                   best=Best(saved.curve_best, saved.curve_best_step))
 
     def restart_phase(self) -> float:
         """Training time counts again from now; returns now."""
@@ -219,7 +224,27 @@ class LoopState:
         return TrainState(step=self.step, student=training.student.state_dict(),
                           optimizer=training.optimizer.state_dict(), scheduler=training.scheduler.state_dict(),
                           rank_table=self.rank_table.ranks if self.rank_table is not None else None,
-                          train_seconds=self.train_seconds, last_loss=self.last_loss)
+                          train_seconds=self.train_seconds, last_loss=self.last_loss,
+                          curve_best=self.best.value, curve_best_step=self.best.step)
+
+
+@dataclass
+class Best:
+    """The best point of the learning curve so far (value of `outputs.curve_metric_key`, its step)."""
+
+    value: float = float("-inf")
+    step: int = 0
+
+    def update(self, metrics: dict[str, Any], key: str | None, step: int) -> None:
+        """Keep `metrics[key]` at `step` when it beats the best (strictly: ties keep the earlier step)."""
+        if key is not None and key in metrics and metrics[key] > self.value:
+            self.value, self.step = float(metrics[key]), step
+
+    def report(self, key: str | None) -> dict[str, float]:
+        """`{<key>_best: value, best_step: step}` for the final report; {} without a curve."""
+        if key is None or self.value == float("-inf"):
+            return {}
+        return {curve_best_key(key): self.value, BEST_STEP: self.step}
 
 
 # ---- the loop's parts -----------------------------------------------------------------------------
@@ -233,7 +258,8 @@ def _train_on(batch: RankBatch, worker: Worker, training: Training, state: LoopS
     # Dropout draws depend on (seed, step) only, so a resumed run repeats the uninterrupted one.
     torch.manual_seed(cfg.seed * 1_000_003 + state.step)
     ranks = state.rank_table.ranks if state.rank_table is not None else None
-    inputs = build_step_inputs(training.student, worker.ts, batch, worker.world, ranks)
+    inputs = build_step_inputs(training.student, worker.ts, batch, worker.world, ranks,
+                               in_batch=cfg.loss.in_batch_weight > 0)
     if nan_loss:
         inputs.teacher_scores = torch.full_like(inputs.teacher_scores, float("nan"))
     loss = train_step(training.model, training.optimizer, training.scheduler, inputs, cfg.loss, state.step,
@@ -244,16 +270,23 @@ def _train_on(batch: RankBatch, worker: Worker, training: Training, state: LoopS
     state.window.add(loss, len(batch.query_idx), diagnostics, batch.global_size)
 
 
-def reports_due(step: int, cfg: TrialConfig, steps: int, per_epoch: int) -> tuple[bool, bool, bool]:
-    """(log, evaluate, checkpoint) after `step` completed steps of `steps`.
+def reports_due(step: int, cfg: TrialConfig, steps: int, per_epoch: int,
+                curve_steps: frozenset[int] = frozenset()) -> tuple[bool, str | None, bool]:
+    """(log, evaluate, checkpoint) after `step` completed steps of `steps`; evaluate is "all", "selection" or None.
 
-    Log every `log_every_steps` and at the end; evaluate every `eval.every_steps` before the end (the
-    final evaluation follows the loop); checkpoint at each epoch end, at the end and every
+    Log every `log_every_steps` and at the end; before the end (the final evaluation follows the
+    loop) evaluate every set every `eval.every_steps`, and the selection (dev) set alone at the
+    learning curve's `curve_steps`; checkpoint at each epoch end, at the end and every
     `checkpoint_every_steps`.
     """
     log = step % cfg.optim.log_every_steps == 0 or step == steps
     every = cfg.eval.every_steps
-    evaluate = every is not None and step % every == 0 and step < steps
+    evaluate = None
+    if step < steps:
+        if every is not None and step % every == 0:
+            evaluate = "all"
+        elif step in curve_steps:
+            evaluate = "selection"
     every_ckpt = cfg.optim.checkpoint_every_steps
     checkpoint = step % per_epoch == 0 or step == steps or bool(every_ckpt and step % every_ckpt == 0)
     return log, evaluate, checkpoint
@@ -261,7 +294,8 @@ def reports_due(step: int, cfg: TrialConfig, steps: int, per_epoch: int) -> tupl
 
 def _report_if_due(worker: Worker, training: Training, state: LoopState) -> None:
     """Log, evaluate and checkpoint when due; the time this takes is not training time."""
-    log, evaluate, checkpoint = reports_due(state.step, worker.cfg, worker.steps, worker.steps_per_epoch)
+    log, evaluate, checkpoint = reports_due(state.step, worker.cfg, worker.steps, worker.steps_per_epoch,
+                                            worker.curve_steps)
     if not (log or evaluate or checkpoint):
         return
     metrics: dict[str, Any] = {}
@@ -271,7 +305,8 @@ def _report_if_due(worker: Worker, training: Training, state: LoopState) -> None
         metrics[LEARNING_RATE] = training.scheduler.get_last_lr()[0]
     state.pause_phase()
     if evaluate:
-        metrics.update(_evaluate(worker, training).metrics)
+        metrics.update(_evaluate(worker, training, selection_only=evaluate == "selection").metrics)
+        state.best.update(metrics, curve_metric_key(worker.cfg.eval), state.step)
     metrics.update(step=state.step, epoch=state.step / worker.steps_per_epoch, **{TRAIN_SECONDS: state.train_seconds})
     if checkpoint:
         worker.check_lease()
@@ -290,8 +325,11 @@ def _final_report(worker: Worker, training: Training, state: LoopState) -> None:
     eval_start = time.perf_counter()
     training.model.eval()
     result = _evaluate(worker, training)
+    curve = curve_metric_key(worker.cfg.eval)
+    state.best.update(result.metrics, curve, state.step)
     final = {
         **result.metrics,
+        **state.best.report(curve),
         FINAL_LOSS: state.last_loss,
         RESUMED_FROM: state.resumed_from,
         "step": state.step,
@@ -306,11 +344,13 @@ def _final_report(worker: Worker, training: Training, state: LoopState) -> None:
             worker.staging, "kd-final-", "final")
 
 
-def _evaluate(worker: Worker, training: Training):
-    """`evaluate_student` on `eval`'s sets, the corpus encoding sharded over the workers (rank 0 scores)."""
+def _evaluate(worker: Worker, training: Training, selection_only: bool = False):
+    """`evaluate_student` on `eval`'s sets (only the dev set for a learning-curve point), the corpus
+    encoding sharded over the workers (rank 0 scores)."""
     from trainables.evaluate import evaluate_student
 
-    return evaluate_student(training.student, worker.cfg.eval, worker.cfg.seed, progress=False,
+    eval_cfg = worker.cfg.eval.model_copy(update={"beir": [], "dl": []}) if selection_only else worker.cfg.eval
+    return evaluate_student(training.student, eval_cfg, worker.cfg.seed, progress=False,
                             shard=eval_shard(worker.rank, worker.world))
 
 

@@ -25,16 +25,21 @@ if TYPE_CHECKING:
 
 
 class DistillScorer(nn.Module):
-    """Student scores [b, n] of each query's n passages in one forward, so DDP sees one forward per step."""
+    """Student scores [b, n] of each query's n passages in one forward, so DDP sees one forward per step.
+
+    With `in_batch`, also the scores [b, b·n] of every query with every passage of the step (the
+    same embeddings: in-batch negatives cost one matrix product).
+    """
 
     def __init__(self, student: nn.Module):
         super().__init__()
         self.student = student
 
-    def forward(self, queries, passages, n: int) -> Tensor:
+    def forward(self, queries, passages, n: int, in_batch: bool = False):
         q_emb = self.student.embed(queries)
-        p_emb = self.student.embed(passages).reshape(q_emb.shape[0], n, -1)
-        return self.student.score(q_emb, p_emb)
+        p_flat = self.student.embed(passages)
+        own = self.student.score(q_emb, p_flat.reshape(q_emb.shape[0], n, -1))
+        return (own, q_emb @ p_flat.T) if in_batch else own
 
 
 @dataclass
@@ -48,10 +53,13 @@ class StepInputs:
     student_ranks: Tensor | None   # [b, n] rank table entries for β (WKL only)
     sampled_teacher_scores: list[np.ndarray]   # per query, the K candidates' teacher scores
     loss_weight: float             # b · world / global batch: DDP's gradient mean = mean over all queries
+    in_batch_mask: Tensor | None = None   # [b, b * n] passages a query's in-batch NLL may use (loss.in_batch_weight)
 
 
-def build_step_inputs(student, ts: TrainingSet, batch: RankBatch, world: int, rank_table: Tensor | None) -> StepInputs:
-    """Tokenised texts and aligned teacher scores / masks for one rank's share of a step."""
+def build_step_inputs(student, ts: TrainingSet, batch: RankBatch, world: int, rank_table: Tensor | None,
+                      in_batch: bool = False) -> StepInputs:
+    """Tokenised texts and aligned teacher scores / masks for one rank's share of a step (`in_batch`: and
+    the in-batch mask: valid passages, minus the query's own positives met in other queries' lists)."""
     q, pos, cand = batch.query_idx, batch.positive_col, batch.candidate_col
     m = pos.shape[1]
     valid_pos, valid_cand = pos >= 0, cand >= 0
@@ -81,7 +89,22 @@ def build_step_inputs(student, ts: TrainingSet, batch: RankBatch, world: int, ra
         student_ranks=ranks,
         sampled_teacher_scores=[row[ok] for row, ok in zip(teacher[:, m:], valid[:, m:])],
         loss_weight=len(q) * world / batch.global_size,
+        in_batch_mask=torch.from_numpy(in_batch_mask(ts, q, docs, valid)) if in_batch else None,
     )
+
+
+def in_batch_mask(ts: TrainingSet, query_idx: np.ndarray, docs: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """[b, b·n]: True where query i may treat passage j of the step as its positive (j = i·n) or a negative.
+
+    Padding is out, and so is any positive of query i met elsewhere in the batch: a false negative.
+    """
+    b, n = docs.shape
+    flat_docs, flat_valid = docs.ravel(), valid.ravel()
+    positives = ts.positive_doc_idx[query_idx]                          # [b, P], -1 padded
+    is_positive = (flat_docs[None, :, None] == positives[:, None, :]).any(axis=2)   # [b, b·n]
+    mask = np.broadcast_to(flat_valid, (b, b * n)) & ~is_positive
+    mask[np.arange(b), np.arange(b) * n] = True                          # the query's own positive
+    return mask
 
 
 def autocast_context(device: torch.device, mixed_precision: bool):
@@ -114,9 +137,16 @@ def train_step(
     beta = None
     if loss_cfg.name == "wkl" and inputs.student_ranks is not None:
         beta = wkl_beta(inputs.student_ranks.to(device), positives, loss_cfg.alpha, valid)
+    in_batch = None
     with autocast_context(device, mixed_precision):
-        student_scores = model(inputs.queries, inputs.passages, inputs.n)
-    loss = compute_loss(loss_cfg, student_scores.float(), teacher, positives, beta=beta, step=step, valid_mask=valid)
+        if inputs.in_batch_mask is not None:
+            student_scores, all_scores = model(inputs.queries, inputs.passages, inputs.n, in_batch=True)
+            own_positive = torch.arange(all_scores.shape[0], device=device) * inputs.n
+            in_batch = (all_scores.float(), own_positive, inputs.in_batch_mask.to(device))
+        else:
+            student_scores = model(inputs.queries, inputs.passages, inputs.n)
+    loss = compute_loss(loss_cfg, student_scores.float(), teacher, positives, beta=beta, step=step, valid_mask=valid,
+                        in_batch=in_batch)
     optimizer.zero_grad(set_to_none=True)
     (loss * inputs.loss_weight).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from study.report.best import choose_best
+from study.report.curves import LearningCurves, learning_curves
 from study.report.importances import param_importances
 from study.report.runs import (PerQuery, ReportError, StudyRuns, load_per_query, load_study_runs,
                                read_artifact_text)
@@ -35,6 +36,7 @@ class StudyReport:
     importances: pd.DataFrame | None = None
     sampler_diagnostics: pd.DataFrame | None = None
     trial_times: pd.DataFrame | None = None
+    curves: LearningCurves | None = None
     notes: list[str] = field(default_factory=list)
     importance_notes: list[str] = field(default_factory=list)
     correction: str = CORRECTION
@@ -78,6 +80,11 @@ def build_report(name: str, tracking_uri: str, metric: str | None = None,
     if report.sampler_diagnostics is None:
         report.notes.append(f"no {VARIANCE_METRIC} / {ENTROPY_METRIC} metrics: sampler diagnostics skipped")
     report.trial_times = trial_times(df)
+    report.curves = learning_curves(study, metric)
+    if report.curves is None:
+        report.notes.append("trials log no dev-set learning curve (eval.at_fractions): curves skipped")
+    else:
+        report.notes += report.curves.notes
     return report
 
 

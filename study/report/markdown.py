@@ -9,6 +9,7 @@ from typing import Union
 import pandas as pd
 
 from study.report.build import StudyReport
+from study.report.curves import curves_section
 from study.report.figures import plot_heatmap, plot_importances
 from study.report.points import tied_points
 from study.report.sensitivity import (BASELINE_LABEL, BETTER_THAN_BASELINE, CANNOT_SEPARATE, DAGGER, SIGNIFICANCE,
@@ -36,6 +37,8 @@ class Section:
 def report_sections(report: StudyReport) -> list[Section]:
     """The report's sections, in reading order."""
     sections = [overview(report)]
+    if report.curves is not None:
+        sections.append(Section(*curves_section(report.curves)))
     if report.tables:
         sections.append(reading_guide(report))
     sections += [sensitivity_section(key, table) for key, table in report.tables.items()]

@@ -13,6 +13,7 @@ from typing import Callable
 from torch import Tensor
 
 from trainables.config import LossConfig
+from trainables.losses.in_batch import in_batch_nll
 from trainables.losses.kl import kl_loss
 from trainables.losses.kl_nll import kl_nll_loss
 from trainables.losses.margin_mse import margin_mse_loss
@@ -26,6 +27,7 @@ __all__ = [
     "RankTable",
     "compute_loss",
     "gamma2_values",
+    "in_batch_nll",
     "initial_rank_table",
     "is_refresh_step",
     "kl_loss",
@@ -58,13 +60,26 @@ def compute_loss(
     beta: Tensor | None = None,
     step: int = 0,
     valid_mask: Tensor | None = None,
+    in_batch: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> Tensor:
-    """The loss `loss_cfg.name` with the config's parameters.
+    """The loss `loss_cfg.name` with the config's parameters, plus λ_IB · `in_batch_nll` when asked.
 
     wkl: γ2 = γ1 − β with `beta` from `wkl_beta` (zeros when None, i.e. γ2 = γ1), floored at
     `loss_cfg.gamma2_floor` when set, and plain KL while `step < loss_cfg.kl_warmup_steps` (the
     paper's KL warm-up before WKL). margin_mse: student scores × `loss_cfg.margin_scale`.
+    `in_batch`: (scores [B, M] of each query with every passage of the batch, positive column [B],
+    mask [B, M]); required when `loss_cfg.in_batch_weight > 0`.
     """
+    loss = _distillation_loss(loss_cfg, student_scores, teacher_scores, positive_mask, beta, step, valid_mask)
+    if loss_cfg.in_batch_weight > 0:
+        if in_batch is None:
+            raise ValueError("loss.in_batch_weight > 0 needs the in-batch scores")
+        loss = loss + loss_cfg.in_batch_weight * in_batch_nll(*in_batch, loss_cfg.student_temperature)
+    return loss
+
+
+def _distillation_loss(loss_cfg: LossConfig, student_scores: Tensor, teacher_scores: Tensor, positive_mask: Tensor,
+                       beta: Tensor | None, step: int, valid_mask: Tensor | None) -> Tensor:
     temperatures = {
         "teacher_temperature": loss_cfg.teacher_temperature,
         "student_temperature": loss_cfg.student_temperature,
