@@ -391,14 +391,18 @@ def sample_points(space: SearchSpace, n: int) -> list[dict[str, Scalar]]:
         return []
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.study.seed))
-    points = []
-    for _ in range(n):
-        trial = study.ask()
-        space.define_by_run(trial)
-        points.append(dict(trial.params))
-        study.tell(trial, 0.0)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)   # this throwaway study only: `run`'s own is logged
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.study.seed))
+        points = []
+        for _ in range(n):
+            trial = study.ask()
+            space.define_by_run(trial)
+            points.append(dict(trial.params))
+            study.tell(trial, 0.0)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return points
 
 
