@@ -27,8 +27,8 @@ from trainables.config import ConfigError, check_name
 from study import tags
 from study.paths import StudyPaths
 from study.replicates import point_id
+from study.report.stats import ALPHA
 
-ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -172,26 +172,17 @@ def kendall_tau(x: list[float], y: list[float], *, resamples: int = BOOTSTRAP_RE
     return float(tau), float(low), float(high), float(p)
 
 
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values: the k-th smallest (0-based) times (m − k), made monotone, capped at 1."""
-    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
-    adjusted, running = [0.0] * len(pvalues), 0.0
-    for k, i in enumerate(order):
-        running = max(running, min(1.0, (len(pvalues) - k) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
 def tied_with_best(per_point: dict[str, dict[str, float]], means: dict[str, float], mode: str,
                    alpha: float = ALPHA) -> tuple[dict[str, bool], str, int]:
     """Points statistically tied with the best: paired t-tests over queries vs the best, Holm-corrected.
 
     `per_point[p] = {qid: value}` (seeds averaged per query). Returns ({point: tied}, the test's
-    description, n queries). The best is tied with itself.
-    TODO(lead): use the `stats` branch's tied-best set (study/report/stats.py) once both are merged.
+    description, n queries). The best is tied with itself. The tests and the correction are
+    `study.report.stats`'s, as in the sweep's report.
     """
     import numpy as np
-    from scipy.stats import ttest_rel
+
+    from study.report import stats
 
     best = max(means, key=means.get) if mode == "max" else min(means, key=means.get)
     tied = {p: p == best for p in means}
@@ -202,13 +193,10 @@ def tied_with_best(per_point: dict[str, dict[str, float]], means: dict[str, floa
             tied[p] = True
         return tied, "no per-query scores: every point counted as tied", len(qids)
     b = np.array([per_point[best][q] for q in qids])
-    pvalues = []
-    for p in others:
-        o = np.array([per_point[p][q] for q in qids])
-        diff = b - o
-        pvalues.append(1.0 if np.allclose(diff, 0) else float(ttest_rel(b, o).pvalue))
-    for p, padj in zip(others, holm(pvalues)):
-        tied[p] = padj >= alpha
+    pvalues = [stats.paired_contrast(b, np.array([per_point[p][q] for q in qids])).p_value for p in others]
+    adjusted = stats.adjust_p_values(pvalues, "holm")
+    for p, is_tied in zip(others, stats.tied_with_best(adjusted, [False] * len(others), alpha)):
+        tied[p] = bool(is_tied)
     return tied, f"paired t-test over {len(qids)} queries vs the best, Holm-corrected, α = {alpha}", len(qids)
 
 

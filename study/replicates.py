@@ -63,29 +63,22 @@ def point_mean(results: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dic
 
 def bootstrap_interval(per_seed: Sequence[Mapping[str, float]], *, resamples: int = 2000, level: float = 0.95,
                        seed: int = 0) -> tuple[float, float, float, int] | None:
-    """Mean and percentile bootstrap interval of a metric over queries and seeds; (mean, low, high, n queries).
+    """Mean and bootstrap interval of a metric over queries and seeds; (mean, low, high, n queries).
 
-    `per_seed[s] = {qid: value}`; queries every seed scored. Each resample draws seeds and queries
-    with replacement (a two-stage bootstrap: the interval holds both the query sampling and the
+    `per_seed[s] = {qid: value}`; queries every seed scored, resampled with the seeds as in
+    `study.report.stats.bootstrap_ci` (the interval holds both the query sampling and the
     seed-to-seed variance). None without a query common to all seeds.
-    TODO(lead): use the `stats` branch's bootstrap (study/report/stats.py) once both are merged.
     """
     import numpy as np
+
+    from study.report.stats import bootstrap_ci
 
     qids = sorted(set.intersection(*(set(p) for p in per_seed))) if per_seed else []
     if not qids:
         return None
-    table = np.array([[p[q] for q in qids] for p in per_seed], dtype=float)   # [seeds, queries]
-    mean = float(table.mean())
-    n_seeds, n_queries = table.shape
-    rng = np.random.default_rng(seed)
-    seeds = rng.integers(0, n_seeds, size=(resamples, n_seeds))
-    queries = rng.integers(0, n_queries, size=(resamples, n_queries))
-    # mean of table[seeds][:, queries] per resample = mean over drawn seeds of (row means over drawn queries)
-    draws = np.array([table[s][:, q].mean() for s, q in zip(seeds, queries)])
-    tail = (1 - level) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail])
-    return mean, float(low), float(high), n_queries
+    table = np.array([[p[q] for p in per_seed] for q in qids], dtype=float)   # [queries, seeds]
+    low, high = bootstrap_ci(table, confidence=level, n_resamples=resamples, seed=seed)
+    return float(table.mean()), low, high, len(qids)
 
 
 def finite(value: Any) -> bool:
