@@ -13,7 +13,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -92,12 +92,16 @@ def _unpack_strings(buffer: np.ndarray, offsets: np.ndarray) -> list[str]:
 
 
 # ---- checksummed cache files -------------------------------------------------------------------
-def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write `path` via a unique temp file + rename, then its sha256 sidecar the same way (is_complete checks both)."""
+def write_checksummed(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
+    """`write(tmp)` to a unique temp file, rename it to `path`, then its sha256 sidecar the same way.
+
+    The one writer of checksummed cache files: `is_complete` trusts `path` only when both renames
+    happened, so a killed writer leaves a miss, never a half file that looks whole.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
     try:
-        np.savez(tmp, **arrays)
+        write(tmp)
         digest = file_sha256(tmp)
         tmp.replace(path)
     finally:
@@ -108,6 +112,11 @@ def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
         sidecar_tmp.replace(path.with_suffix(".sha256"))
     finally:
         sidecar_tmp.unlink(missing_ok=True)
+
+
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez` of `arrays` at `path` as a checksummed cache file (`write_checksummed`)."""
+    write_checksummed(path, lambda tmp: np.savez(tmp, **arrays), suffix=".tmp.npz")
 
 
 def load_npz_checked(path: Path) -> tuple[dict[str, np.ndarray] | None, str]:

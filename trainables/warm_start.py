@@ -16,16 +16,13 @@ it is one short run), on CUDA when the process has it.
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trainables.config import OptimConfig, TrialConfig
-from trainables.hashing import file_sha256
-from trainables.training_set import content_key, is_complete
+from trainables.training_set import content_key, is_complete, write_checksummed
 
 log = logging.getLogger(__name__)
 
@@ -131,19 +128,7 @@ def load_warm_start(student, path: str | Path) -> None:
 
 
 def _save_atomic(path: Path, state: dict[str, Any]) -> None:
-    """torch.save via a unique temp file + rename, then the sha256 sidecar (`is_complete` checks both)."""
+    """torch.save of `state` at `path` as a checksummed cache file (`is_complete` checks it)."""
     import torch
 
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(state, tmp)
-        digest = file_sha256(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    sidecar = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.sha256")
-    try:
-        sidecar.write_text(digest)
-        sidecar.replace(path.with_suffix(".sha256"))
-    finally:
-        sidecar.unlink(missing_ok=True)
+    write_checksummed(path, lambda tmp: torch.save(state, tmp))
