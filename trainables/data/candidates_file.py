@@ -11,12 +11,11 @@ are kept, each cut to `depth`.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from trainables.data.runfile import read_run_file
-from trainables.data.textfile import base_suffix, open_text
+from trainables.data.textfile import base_suffix, jsonl_records
 from trainables.data.types import DataError
 
 
@@ -47,34 +46,28 @@ def read_hard_negatives(
     wanted = None if queries is None else {str(q) for q in queries}
     found_systems: set[str] = set()
     out: dict[str, list[str]] = {}
-    with open_text(path, "candidates file") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                qid, positives, negatives = str(record["qid"]), record.get("pos", []), record["neg"]
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: not JSON ({error.msg})") from None
-            except (KeyError, TypeError):
-                raise DataError(f"{path}:{number}: expected {{\"qid\": ..., \"pos\": [...], \"neg\": "
-                                f"{{system: [pids]}}}}, got {line.strip()[:80]!r}") from None
-            if not isinstance(negatives, dict):
-                raise DataError(f"{path}:{number}: \"neg\" must map system names to pid lists")
-            found_systems.update(negatives)
-            if wanted is not None and qid not in wanted:
-                continue
-            lists = [negatives.get(s, []) for s in systems] if systems is not None else list(negatives.values())
-            excluded = {str(p) for p in positives}
-            ranked: list[str] = []
-            for rank in range(max((len(x) for x in lists), default=0)):
-                for ids in lists:
-                    if rank < len(ids):
-                        pid = str(ids[rank])
-                        if pid not in excluded:
-                            excluded.add(pid)
-                            ranked.append(pid)
-            out[qid] = ranked[:depth]
+    for number, record, line in jsonl_records(path, "candidates file"):
+        try:
+            qid, positives, negatives = str(record["qid"]), record.get("pos", []), record["neg"]
+        except (KeyError, TypeError, AttributeError):
+            raise DataError(f"{path}:{number}: expected {{\"qid\": ..., \"pos\": [...], \"neg\": "
+                            f"{{system: [pids]}}}}, got {line.strip()[:80]!r}") from None
+        if not isinstance(negatives, dict):
+            raise DataError(f"{path}:{number}: \"neg\" must map system names to pid lists")
+        found_systems.update(negatives)
+        if wanted is not None and qid not in wanted:
+            continue
+        lists = [negatives.get(s, []) for s in systems] if systems is not None else list(negatives.values())
+        excluded = {str(p) for p in positives}
+        ranked: list[str] = []
+        for rank in range(max((len(x) for x in lists), default=0)):
+            for ids in lists:
+                if rank < len(ids):
+                    pid = str(ids[rank])
+                    if pid not in excluded:
+                        excluded.add(pid)
+                        ranked.append(pid)
+        out[qid] = ranked[:depth]
     if systems is not None and found_systems and not set(systems) & found_systems:
         raise DataError(f"{path}: none of data.candidates_systems {list(systems)} is in the file "
                         f"(it has: {', '.join(sorted(found_systems))})")

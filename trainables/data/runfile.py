@@ -4,7 +4,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from trainables.data.textfile import open_text
+from trainables.data.textfile import whitespace_rows
 from trainables.data.types import DataError
 
 
@@ -19,27 +19,20 @@ def read_run_file(path: str | Path) -> dict[str, list[tuple[str, float]]]:
         raise DataError(f"{path}: no such run file")
     rows: dict[str, list[tuple[int, int, str, float]]] = {}
     seen: set[tuple[str, str]] = set()
-    with open_text(path, "run file") as handle:    # gzipped or not
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 6:
-                raise DataError(f"{path}:{number}: expected 6 fields 'qid Q0 docid rank score tag', "
-                                f"got {len(fields)}: {line.strip()!r}")
-            qid, _, doc_id, rank, score, _ = fields
-            try:
-                rank_value = int(rank)
-            except ValueError:
-                raise DataError(f"{path}:{number}: rank must be an integer, got {rank!r}") from None
-            try:
-                score_value = float(score)
-            except ValueError:
-                raise DataError(f"{path}:{number}: score must be a number, got {score!r}") from None
-            if (qid, doc_id) in seen:
-                raise DataError(f"{path}:{number}: docid {doc_id!r} listed twice for query {qid!r}")
-            seen.add((qid, doc_id))
-            rows.setdefault(qid, []).append((rank_value, number, doc_id, score_value))
+    for number, fields in whitespace_rows(path, "run file", "qid Q0 docid rank score tag"):    # gzipped or not
+        qid, _, doc_id, rank, score, _ = fields
+        try:
+            rank_value = int(rank)
+        except ValueError:
+            raise DataError(f"{path}:{number}: rank must be an integer, got {rank!r}") from None
+        try:
+            score_value = float(score)
+        except ValueError:
+            raise DataError(f"{path}:{number}: score must be a number, got {score!r}") from None
+        if (qid, doc_id) in seen:
+            raise DataError(f"{path}:{number}: docid {doc_id!r} listed twice for query {qid!r}")
+        seen.add((qid, doc_id))
+        rows.setdefault(qid, []).append((rank_value, number, doc_id, score_value))
     return {qid: [(doc_id, score) for _, _, doc_id, score in sorted(ranked)] for qid, ranked in rows.items()}
 
 

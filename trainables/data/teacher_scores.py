@@ -14,7 +14,6 @@ and extrapolated to MS MARCO size in docs/internals.md, "Teacher scores and nega
 """
 from __future__ import annotations
 
-import json
 import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from trainables.config import is_pickle_path
-from trainables.data.textfile import base_suffix, open_binary, open_text
+from trainables.data.textfile import base_suffix, jsonl_records, open_binary, whitespace_rows
 from trainables.data.types import DataError
 
 TEXT_SUFFIXES = {".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl"}
@@ -115,33 +114,20 @@ def _pickle_pairs(path: Path, wanted: dict[str, set[str]]) -> Iterator[tuple[str
 
 
 def _tsv_pairs(path: Path) -> Iterator[tuple[str, str, float]]:
-    with open_text(path, "teacher scores file") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
+    for number, fields in whitespace_rows(path, "teacher scores file", "qid pid score"):
+        try:
+            score = float(fields[2])
+        except ValueError:
+            if number == 1:    # a header line (qid pid score)
                 continue
-            if len(fields) != 3:
-                raise DataError(f"{path}:{number}: expected 3 fields 'qid pid score', got {len(fields)}: "
-                                f"{line.strip()[:80]!r}")
-            try:
-                score = float(fields[2])
-            except ValueError:
-                if number == 1:    # a header line (qid pid score)
-                    continue
-                raise DataError(f"{path}:{number}: score must be a number, got {fields[2]!r}") from None
-            yield fields[0], fields[1], score
+            raise DataError(f"{path}:{number}: score must be a number, got {fields[2]!r}") from None
+        yield fields[0], fields[1], score
 
 
 def _jsonl_pairs(path: Path) -> Iterator[tuple[str, str, float]]:
-    with open_text(path, "teacher scores file") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                yield str(record["qid"]), str(record["pid"]), float(record["score"])
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: not JSON ({error.msg})") from None
-            except (KeyError, TypeError, ValueError):
-                raise DataError(f"{path}:{number}: expected {{\"qid\": ..., \"pid\": ..., \"score\": number}}, "
-                                f"got {line.strip()[:80]!r}") from None
+    for number, record, line in jsonl_records(path, "teacher scores file"):
+        try:
+            yield str(record["qid"]), str(record["pid"]), float(record["score"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{path}:{number}: expected {{\"qid\": ..., \"pid\": ..., \"score\": number}}, "
+                            f"got {line.strip()[:80]!r}") from None

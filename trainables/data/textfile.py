@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import IO
+import json
+from typing import IO, Any, Iterator
 
 from trainables.data.types import DataError
 
@@ -36,3 +37,34 @@ def base_suffix(path: str | Path) -> str:
     name = Path(path).name.lower()
     name = name[:-3] if name.endswith(".gz") else name
     return Path(name).suffix
+
+
+def whitespace_rows(path: str | Path, what: str, layout: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank line of a whitespace-separated file with `layout`'s field count.
+
+    `layout` names the columns ("qid pid score"); a line with another field count raises
+    DataError("<file>:<line>: expected N fields '<layout>', got M: ...").
+    """
+    width = len(layout.split())
+    with open_text(path, what) as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != width:
+                raise DataError(f"{path}:{number}: expected {width} fields {layout!r}, got {len(fields)}: "
+                                f"{line.strip()[:80]!r}")
+            yield number, fields
+
+
+def jsonl_records(path: str | Path, what: str) -> Iterator[tuple[int, Any, str]]:
+    """(line number, parsed value, the line) of each non-blank line of a JSONL file; DataError on bad JSON."""
+    with open_text(path, what) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}:{number}: not JSON ({error.msg})") from None
+            yield number, record, line
