@@ -51,10 +51,12 @@ def test_a_train_state_round_trips_and_the_resumed_run_repeats_the_uninterrupted
     ranks = np.arange(12, dtype=np.float32).reshape(3, 4)     # handed as numpy: saved as a tensor
     save_train_state(str(tmp_path), TrainState(
         step=3, student=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-        rank_table=ranks, train_seconds=np.float64(1.5), last_loss=float("nan")), steps_per_epoch=2, world=2)
+        rank_table=ranks, train_seconds=np.float64(1.5), last_loss=float("nan"), eval_seconds=0.25),
+        steps_per_epoch=2, world=2)
 
     saved = read_checkpoint(tmp_path).train_state
     assert saved.step == 3 and saved.train_seconds == 1.5 and math.isnan(saved.last_loss)
+    assert saved.eval_seconds == 0.25     # a resumed trial's eval time keeps its earlier curve points
     assert type(saved.train_seconds) is float
     assert torch.equal(saved.rank_table, torch.from_numpy(ranks))
 

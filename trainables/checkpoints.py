@@ -54,6 +54,7 @@ class TrainState:
     last_loss: float                # the last logged train loss
     curve_best: float = float("-inf")   # the learning curve's best value so far, and its step
     curve_best_step: int = 0
+    eval_seconds: float = 0.0           # intermediate evaluations (learning curve, eval.every_steps) so far
 
 
 @dataclass
@@ -98,6 +99,7 @@ def read_checkpoint(directory: str | Path, where: str | None = None) -> Resume:
         step=state["step"], student=state["student"], optimizer=state["optimizer"], scheduler=state["scheduler"],
         rank_table=state.get("rank_table"), train_seconds=state["train_s"], last_loss=state["last_loss"],
         curve_best=state.get("curve_best", float("-inf")), curve_best_step=state.get("curve_best_step", 0),
+        eval_seconds=state.get("eval_s", 0.0),
     ))
 
 
@@ -123,6 +125,7 @@ def save_train_state(directory: str, state: TrainState, steps_per_epoch: int, wo
         "student": state.student, "optimizer": state.optimizer, "scheduler": state.scheduler,
         "rank_table": rank_table, "train_s": float(state.train_seconds), "last_loss": float(state.last_loss),
         "world_size": int(world), "curve_best": float(state.curve_best), "curve_best_step": int(state.curve_best_step),
+        "eval_s": float(state.eval_seconds),
     }, os.path.join(directory, TRAIN_STATE))
 
 

@@ -195,6 +195,7 @@ class LoopState:
     rank_table: RankTable | None = None     # WKL's β ranks (None for other losses)
     last_loss: float = float("nan")         # the last logged train loss
     train_seconds: float = 0.0              # all attempts; reports, evaluations and checkpoints excluded
+    eval_seconds: float = 0.0               # all attempts' intermediate evaluations (curve points, every_steps)
     resumed_from: int = 0                   # the step this attempt started at
     setup_seconds: float = 0.0              # this attempt: model, training set, DDP wrap
     checkpoint_seconds: float = 0.0         # this attempt's intermediate checkpoints
@@ -208,7 +209,7 @@ class LoopState:
         if saved is None:
             return cls(rank_table=rank_table)
         return cls(step=saved.step, rank_table=rank_table, last_loss=saved.last_loss,
-                   train_seconds=saved.train_seconds, resumed_from=saved.step,
+                   train_seconds=saved.train_seconds, eval_seconds=saved.eval_seconds, resumed_from=saved.step,
                    best=Best(saved.curve_best, saved.curve_best_step))
 
     def restart_phase(self) -> float:
@@ -225,7 +226,8 @@ class LoopState:
                           optimizer=training.optimizer.state_dict(), scheduler=training.scheduler.state_dict(),
                           rank_table=self.rank_table.ranks if self.rank_table is not None else None,
                           train_seconds=self.train_seconds, last_loss=self.last_loss,
-                          curve_best=self.best.value, curve_best_step=self.best.step)
+                          curve_best=self.best.value, curve_best_step=self.best.step,
+                          eval_seconds=self.eval_seconds)
 
 
 @dataclass
@@ -305,7 +307,9 @@ def _report_if_due(worker: Worker, training: Training, state: LoopState) -> None
         metrics[LEARNING_RATE] = training.scheduler.get_last_lr()[0]
     state.pause_phase()
     if evaluate:
+        evaluating = time.perf_counter()
         metrics.update(_evaluate(worker, training, selection_only=evaluate == "selection").metrics)
+        state.eval_seconds += time.perf_counter() - evaluating
         state.best.update(metrics, curve_metric_key(worker.cfg.eval), state.step)
     metrics.update(step=state.step, epoch=state.step / worker.steps_per_epoch, **{TRAIN_SECONDS: state.train_seconds})
     if checkpoint:
@@ -335,7 +339,7 @@ def _final_report(worker: Worker, training: Training, state: LoopState) -> None:
         "step": state.step,
         "epoch": state.step / worker.steps_per_epoch,
         TRAIN_SECONDS: state.train_seconds,
-        EVAL_SECONDS: time.perf_counter() - eval_start,
+        EVAL_SECONDS: state.eval_seconds + time.perf_counter() - eval_start,   # the curve's evaluations too
         WORKER_SETUP_SECONDS: state.setup_seconds,
         CHECKPOINT_SECONDS: state.checkpoint_seconds,
     }
