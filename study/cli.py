@@ -111,6 +111,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from study.space import load_space
 
     space = load_space(args.space, pin=_pins(args.pin))
+    # the model loaders' "Loading weights" bars are not a long step: the table is the output
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     report = check_space(space, gather_evidence(space, args.scores), n_sample=args.sample)
     console.print_check(report)
     raise_on_errors(report)   # exit 2 after the table, which says why
