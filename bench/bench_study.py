@@ -19,7 +19,10 @@ user runs it (`kd-study run`, its own local Ray with --num-cpus):
 
     python bench/bench_study.py                               # both variants, 6 points, 2 CPUs
     python bench/bench_study.py --variants replicates --points 3
-    python bench/bench_study.py --write bench/results/study.md
+    python bench/bench_study.py --repeats 3 --write bench/results/study.md
+
+Each variant runs `--repeats` times (interleaved: one-at-a-time, replicates, one-at-a-time, ...);
+the summary gives the median efficiency and its range over the repeats.
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}")
     parser.add_argument("--points", type=int, default=6, help="configuration points (the quickstart's first N)")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of each study's local Ray")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each variant (median and range reported)")
     parser.add_argument("--cache-dir", default=str(REPO_ROOT / ".kd-cache"), help="shared assets cache")
     parser.add_argument("--workdir", default=None, help="studies and MLflow store (default: a temp folder)")
     parser.add_argument("--write", metavar="PATH", help="also write the table (Markdown) to PATH")
@@ -75,6 +79,7 @@ def run_variant(name: str, args: argparse.Namespace, folder: Path) -> dict:
     from study.report.runs import load_study_runs
     from trainables.outputs import EVAL_SECONDS, TRAIN_SECONDS
 
+    folder.mkdir(parents=True, exist_ok=True)
     space, slots = variant_space(name, args.points, args.cache_dir, folder)
     uri = f"sqlite:///{folder / 'mlruns.db'}"
     command = [sys.executable, "-m", "study.cli", "--tracking-uri", uri, "--root", str(folder / "studies"),
@@ -91,19 +96,31 @@ def run_variant(name: str, args: argparse.Namespace, folder: Path) -> dict:
     work = float((trials[TRAIN_SECONDS] + trials[EVAL_SECONDS]).sum())
     wall = (trials["end_time"].max() - trials["start_time"].min()) / 1000.0
     per_trial = ((trials["end_time"] - trials["start_time"]) / 1000.0).mean()
-    return {"variant": name, "trials": len(trials), "slots": slots, "train_eval_s": work, "wall_s": wall,
+    return {"variant": name, "repeat": folder.name, "trials": len(trials), "slots": slots, "train_eval_s": work, "wall_s": wall,
             "trial_wall_s": float(per_trial), "train_eval_per_trial_s": work / len(trials),
             "efficiency": work / (wall * slots), "command_s": total}
 
 
 def table(rows: list[dict]) -> str:
-    header = ["variant", "trials", "slots", "Σ train+eval (s)", "study wall (s)", "mean trial wall (s)",
+    header = ["variant", "repeat", "trials", "slots", "Σ train+eval (s)", "study wall (s)", "mean trial wall (s)",
               "train+eval per trial (s)", "efficiency", "kd-study run (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['trials']} | {r['slots']} | {r['train_eval_s']:.1f} | {r['wall_s']:.1f} | "
+        lines.append(f"| {r['variant']} | {r['repeat']} | {r['trials']} | {r['slots']} | {r['train_eval_s']:.1f} | {r['wall_s']:.1f} | "
                      f"{r['trial_wall_s']:.1f} | {r['train_eval_per_trial_s']:.1f} | {r['efficiency']:.2f} | "
                      f"{r['command_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict], names: list[str]) -> str:
+    """Median efficiency per variant with its range over the repeats, and the replicates' gain."""
+    import statistics
+
+    lines = ["| variant | repeats | median efficiency | min – max |", "|---|---|---|---|"]
+    for name in names:
+        values = [r["efficiency"] for r in rows if r["variant"] == name]
+        lines.append(f"| {name} | {len(values)} | {statistics.median(values):.2f} | "
+                     f"{min(values):.2f} – {max(values):.2f} |")
     return "\n".join(lines)
 
 
@@ -117,11 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]
     rows = []
-    for name in names:
-        rows.append(run_variant(name, args, folder))
-        print(table(rows[-1:]), flush=True)
-    text = (f"Study efficiency, `python bench/bench_study.py --points {args.points}` ({args.num_cpus} CPUs; "
-            f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end):\n\n{table(rows)}\n")
+    for repeat in range(1, args.repeats + 1):
+        for name in names:
+            rows.append(run_variant(name, args, folder / f"{name}-{repeat}"))
+            print(table(rows[-1:]), flush=True)
+    text = (f"Study efficiency, `python bench/bench_study.py --points {args.points} --repeats {args.repeats}` "
+            f"({args.num_cpus} CPUs; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end):"
+            f"\n\n{table(rows)}\n\n{summary(rows, names)}\n")
     print(text)
     if args.write:
         Path(args.write).write_text(text)

@@ -257,3 +257,11 @@ def test_the_ray_train_internals_the_cleaner_drop_relies_on_still_exist():
     assert PlacementGroupCleanerCallback.__name__ == "PlacementGroupCleanerCallback"
     assert "PlacementGroupCleanerCallback()" in inspect.getsource(TorchTrainer._create_default_callbacks)
     assert "_create_default_callbacks()" in inspect.getsource(TorchTrainer.fit)
+    # the DatasetsCallback drop: the class name, and a worker that starts without a shard provider
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.execution.worker_group.worker import RayTrainWorker
+
+    assert DatasetsCallback.__name__ == "DatasetsCallback"
+    assert "DatasetsCallback(" in inspect.getsource(TorchTrainer._create_default_callbacks)
+    provider = inspect.signature(RayTrainWorker.init_train_context).parameters["dataset_shard_provider"]
+    assert provider.default is None

@@ -95,20 +95,25 @@ def build_trainer(
 
 
 class _Trainer(TorchTrainer):
-    """A TorchTrainer without Ray Train's PlacementGroupCleaner where the cluster serves no state API.
+    """A TorchTrainer without the two Ray Train callbacks that cost a trial and give it nothing.
 
-    The cleaner is a detached actor that asks the state API (the Ray dashboard's) whether the
-    controller still lives. Without a dashboard (kd-study's local Ray, `ray[tune,train]` without
-    `ray[default]`) it never learns: it logs "Failed to query Ray Train Controller actor state"
-    every second and outlives a killed driver for good. What it guards is moot there: it could
-    never clean anything, and a killed driver's placement groups end with its job.
+    - The PlacementGroupCleaner, where the cluster serves no state API: a detached actor that asks
+      the state API (the Ray dashboard's) whether the controller still lives. Without a dashboard
+      (kd-study's local Ray, `ray[tune,train]` without `ray[default]`) it never learns: it logs
+      "Failed to query Ray Train Controller actor state" every second and outlives a killed driver
+      for good. What it guards is moot there: it could never clean anything, and a killed driver's
+      placement groups end with its job.
+    - The DatasetsCallback, since kd-study passes no Ray Datasets (its data are the trial's own
+      assets): it starts a DatasetManager actor per trial (one more Python process) and ships Ray
+      Data's context to every worker (importing Ray Data there). Workers then get no shard provider,
+      which is their default.
     """
 
     def _create_default_callbacks(self):
-        callbacks = super()._create_default_callbacks()
-        if _state_api_served():
-            return callbacks
-        return [cb for cb in callbacks if type(cb).__name__ != "PlacementGroupCleanerCallback"]
+        unused = set() if self.datasets else {"DatasetsCallback"}
+        if not _state_api_served():
+            unused.add("PlacementGroupCleanerCallback")
+        return [cb for cb in super()._create_default_callbacks() if type(cb).__name__ not in unused]
 
 
 @functools.lru_cache(maxsize=1)
