@@ -118,6 +118,30 @@ def test_beir_fingerprint_follows_content_not_path_or_mtime(tmp_path):
     assert fingerprints[0] == fingerprints[1] != fingerprints[2]
 
 
+def test_corpus_fingerprint_is_shared_by_the_sets_that_search_the_same_passages(tmp_path, sample_data):
+    """Splits, hold-outs and copies of one BEIR folder share it; another corpus or a different sub-corpus does not."""
+    root = sample_data / "scifact_ci"
+    test = load_data(f"beir:{root}", "test")
+    train = load_data(f"beir:{root}", "train")
+    held = load_data(DatasetRef(id=f"beir:{root}", split="train", holdout=20, part="holdout"))
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (copy / name).write_bytes((root / name).read_bytes())
+    (copy / "qrels").mkdir()
+    (copy / "qrels" / "test.tsv").write_bytes((root / "qrels" / "test.tsv").read_bytes())
+    shared = {test.corpus_fingerprint, train.corpus_fingerprint, held.corpus_fingerprint,
+              load_data(f"beir:{copy}", "test").corpus_fingerprint}
+    assert len(shared) == 1 and "" not in shared
+    assert len({test.fingerprint, train.fingerprint, held.fingerprint}) == 3   # the sets themselves differ
+    other = load_data(f"beir:{sample_data / 'dl19_sample'}", "test")
+    assert other.corpus_fingerprint not in shared
+    # a sub-corpus is its judged docs + seeded distractors: shared only when the same passages were drawn
+    assert subset(test, 30, 0).corpus_fingerprint == subset(test, 30, 0).corpus_fingerprint
+    assert len({subset(test, 30, 0).corpus_fingerprint, subset(test, 30, 1).corpus_fingerprint,
+                subset(held, 30, 0).corpus_fingerprint, test.corpus_fingerprint}) == 4
+
+
 def test_unknown_scheme_lists_the_valid_ones():
     with pytest.raises(DataError, match=r"unknown dataset id 'hf:scifact'.*'quickstart'.*'beir:<folder>'.*'irds:"):
         load_data("hf:scifact")
@@ -189,6 +213,8 @@ def test_irds_beir_scifact_test_offline_streams_the_corpus(irds_home, sample_dat
     assert len(pickle.dumps(data.corpus)) < 500 and sum(1 for _ in pickle.loads(pickle.dumps(data.corpus))) == 1000
     small = subset(data, 40, seed=0)
     assert set(judged) <= {d for d, _ in small.corpus} and len(small.corpus) == len(judged) + 40
+    # its train split reads the same docs (ir_datasets' docs_parent_id): an evaluation encodes them once
+    assert load_data("irds:beir/scifact/train").corpus_fingerprint == data.corpus_fingerprint != ""
 
 
 def test_irds_unknown_id_and_split_less_id(irds_home):
@@ -301,6 +327,7 @@ def test_quickstart_splits_sizes_and_queries(quickstart_cache, source, low, high
     assert len(test.queries) == round(0.2 * n) and not set(train.queries) & set(test.queries)
     assert len(train.corpus) == len(test.corpus) == n  # the corpus is every passage of both splits
     assert train.fingerprint != test.fingerprint
+    assert train.corpus_fingerprint == test.corpus_fingerprint != ""   # one corpus: encoded once per evaluation
     for data in (train, test):
         assert data.qrels == {qid: {qid: 1} for qid in data.queries}
         for api, query in data.queries.items():

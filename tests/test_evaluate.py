@@ -179,6 +179,8 @@ def test_subset_mode_suffixes_keys_and_keeps_every_judged_doc(tiny_student, scif
     assert set(result.per_query["dev_recall_at_1000_subset20"].values()) == {1.0}
     # scifact grades are all 1: under the DL convention (relevant = grade >= 2) nothing is relevant
     assert result.metrics["dl_recall_at_1000_subset20"] == 0.0
+    # both sets judge the same docs, so both drew the same sub-corpus: encoded once
+    assert result.timings["dl/corpus_reused_from"] == "dev"
 
 
 def test_sharded_corpus_encoding_gives_the_same_metrics_on_rank_zero(tiny_student, scifact_ci, full_result):
@@ -197,6 +199,86 @@ def test_sharded_corpus_encoding_gives_the_same_metrics_on_rank_zero(tiny_studen
     assert 0 < len(from_rank1[0][0]) < 1000
     dev_keys = ("dev_mrr_at_10", "dev_ndcg_at_10", "dev_recall_at_1000")
     assert rank0.metrics == pytest.approx({k: full_result.metrics[k] for k in dev_keys}, abs=1e-6)
+
+
+# ---- one corpus encoding for the sets that share a corpus ---------------------------------------
+@pytest.fixture
+def counted_passages(tiny_student, monkeypatch) -> list[int]:
+    """Passages the student encodes (the real encoder, counted): one entry per call."""
+    calls: list[int] = []
+    encode = tiny_student.encode
+
+    def counting(texts, is_query, *args, **kwargs):
+        texts = list(texts)
+        if not is_query:
+            calls.append(len(texts))
+        return encode(texts, is_query, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_student, "encode", counting)
+    return calls
+
+
+def shared_corpus_sets(sample_data, **overrides) -> EvalConfig:
+    """SciFact's layout: validation = held-out train queries, test = the test split, one corpus; + DL19."""
+    root = sample_data / "scifact_ci"
+    fields = {"dev": {"id": f"beir:{root}", "split": "train", "holdout": 20, "part": "holdout", "name": "val"},
+              "beir": [f"beir:{root}"], "dl": [{"id": f"beir:{sample_data / 'dl19_sample'}", "name": "dl19"}],
+              "top_k": 100, "batch_size": 64}
+    return EvalConfig(**{**fields, **overrides})
+
+
+def test_sets_sharing_a_corpus_encode_it_once_with_the_metrics_of_separate_evaluations(
+        tiny_student, sample_data, counted_passages):
+    cfg = shared_corpus_sets(sample_data)
+    together = evaluate_student(tiny_student, cfg, seed=0, progress=False)
+    assert sum(counted_passages) == 1000 + 296          # scifact_ci once, dl19_sample once
+    timings = together.timings
+    assert timings["beir/scifact_ci/corpus_reused_from"] == "dev"
+    assert timings["beir/scifact_ci/encode_corpus_s"] == timings["beir/scifact_ci/index_s"] == 0.0
+    assert timings["dev/encode_corpus_s"] > 0.0 and "dev/corpus_reused_from" not in timings
+    assert "dl19/corpus_reused_from" not in timings     # another corpus
+
+    counted_passages.clear()
+    alone = {}
+    for one_set in ({"beir": [], "dl": []}, {"dev": None, "dl": []}, {"dev": None, "beir": []}):
+        alone.update(evaluate_student(tiny_student, cfg.model_copy(update=one_set), seed=0, progress=False).metrics)
+    assert sum(counted_passages) == 1000 + 1000 + 296
+    del alone["beir_ndcg_at_10_avg"]
+    assert together.metrics == pytest.approx({**alone, "beir_ndcg_at_10_avg": alone["beir/scifact_ci/ndcg_at_10"]},
+                                             abs=1e-7)
+    assert together.runs["beir/scifact_ci"].keys() == set(load_data(f"beir:{sample_data / 'scifact_ci'}").qrels)
+
+
+def test_subset_sets_with_different_judged_docs_encode_their_own_sub_corpus(tiny_student, sample_data,
+                                                                            counted_passages):
+    result = evaluate_student(tiny_student, shared_corpus_sets(sample_data, subset_distractors=20), seed=0,
+                              progress=False)
+    assert not any(key.endswith("corpus_reused_from") for key in result.timings)
+    assert len(counted_passages) == 3
+
+
+def test_a_sharded_evaluation_gathers_once_per_distinct_corpus_on_every_rank(tiny_student, sample_data):
+    """Every rank skips the reused set's gather alike, so no rank waits on a gather the others never call."""
+    cfg = shared_corpus_sets(sample_data, dl=[])
+    from_rank1 = []
+
+    def gather_on_rank1(obj):
+        from_rank1.append(obj)
+        return [None, obj]
+
+    rank1 = evaluate_student(tiny_student, cfg, seed=0, progress=False, shard=(1, 2, gather_on_rank1))
+    assert rank1.metrics == {} and len(from_rank1) == 1
+    slices = iter(from_rank1)
+    gathered_on_rank0 = []
+
+    def gather_on_rank0(obj):
+        gathered_on_rank0.append(obj)
+        return [obj, next(slices)]
+
+    rank0 = evaluate_student(tiny_student, cfg, seed=0, progress=False, shard=(0, 2, gather_on_rank0))
+    assert len(gathered_on_rank0) == 1 and rank0.timings["beir/scifact_ci/corpus_reused_from"] == "dev"
+    whole = evaluate_student(tiny_student, cfg, seed=0, progress=False)
+    assert rank0.metrics == pytest.approx(whole.metrics, abs=1e-6)
 
 
 def test_each_evaluation_set_leaves_a_trec_run_that_rescores_to_the_logged_metric(full_result, scifact_ci, tmp_path):

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from trainables import retrieval
 from trainables.config import DatasetRef, EvalConfig
-from trainables.data import RetrievalData, load_data, subset
+from trainables.data import RetrievalData, corpus_source, load_data, subset
 from trainables.outputs import (
     BEIR_AVERAGED_MEASURE, BEIR_MEASURE_NAMES, DEV_MEASURE_NAMES, DL_MEASURE_NAMES, beir_average_key, eval_set_refs,
     set_metric_keys,
@@ -53,12 +53,14 @@ MEASURES = {"dev": DEV_MEASURES, "beir": BEIR_MEASURES, "dl": DL_MEASURES}
 class EvalResult:
     """Aggregate metrics, `per_query[metric_key] = {qid: value}` (for significance tests) and timings in seconds.
 
-    On a rank other than 0 of a sharded evaluation, `metrics` and `per_query` are empty.
+    On a rank other than 0 of a sharded evaluation, `metrics` and `per_query` are empty. Timings:
+    `<set>/{load_s, encode_corpus_s, index_s, encode_queries_s, search_s, metrics_s}`, `total_s`, and
+    `<set>/corpus_reused_from` (a set name, not seconds) where the set searched another set's encoding.
     """
 
     metrics: dict[str, float]
     per_query: dict[str, dict[str, float]]
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float | str] = field(default_factory=dict)
     runs: dict[str, Run] = field(default_factory=dict)   # evaluation set name → its top-`top_k` run
 
 
@@ -126,7 +128,22 @@ def retrieve(
     return run
 
 
-def _retrieve_timed(student, data, top_k, index_kind, batch_size, progress, shard) -> tuple[Run | None, dict]:
+@dataclass(frozen=True)
+class EncodedCorpus:
+    """A corpus encoded for search: its doc ids and the faiss index over them (None on ranks > 0).
+
+    `owner` is the evaluation set that encoded it; a later set with the same corpus fingerprint
+    searches it instead of encoding the corpus again.
+    """
+
+    owner: str
+    doc_ids: list[str] | None
+    index: Any
+
+
+def _encode_and_index(student, data: RetrievalData, index_kind, batch_size, progress, shard, owner: str
+                      ) -> tuple[EncodedCorpus, dict[str, float]]:
+    """Encode `data`'s corpus (sharded: every rank its slice, gathered on rank 0) and index it on rank 0."""
     timings: dict[str, float] = {}
     rank, world, gather_fn = shard if shard is not None else (0, 1, None)
     start = time.perf_counter()
@@ -136,11 +153,39 @@ def _retrieve_timed(student, data, top_k, index_kind, batch_size, progress, shar
     if gather_fn is not None:
         parts = gather_fn((list(doc_ids), np.asarray(doc_emb, dtype=np.float32)))
         if rank != 0:
-            return None, timings
+            timings["encode_corpus_s"] = time.perf_counter() - start
+            return EncodedCorpus(owner, None, None), timings
         doc_ids = [d for part_ids, _ in parts for d in part_ids]
         doc_emb = np.concatenate([emb for ids, emb in parts if len(ids)] or [np.asarray(doc_emb)])
-    doc_ids = list(doc_ids)
     timings["encode_corpus_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    index = retrieval.build_index(doc_emb, kind=index_kind) if len(doc_ids) else None
+    timings["index_s"] = time.perf_counter() - start
+    return EncodedCorpus(owner, list(doc_ids), index), timings
+
+
+def _retrieve_timed(student, data: RetrievalData, top_k, index_kind, batch_size, progress, shard,
+                    encodings: dict[str, EncodedCorpus] | None = None, set_name: str = ""
+                    ) -> tuple[Run | None, dict[str, float | str]]:
+    """`retrieve` with its timings; `encodings` (corpus fingerprint → encoding) is read and filled.
+
+    A set whose corpus fingerprint is in `encodings` searches that encoding: its `encode_corpus_s`
+    and `index_s` are 0 and `corpus_reused_from` names the set that encoded it. Every rank of a
+    sharded evaluation takes the same decision (the fingerprints are the same everywhere), so every
+    rank calls the gather the same number of times.
+    """
+    timings: dict[str, float | str] = {}
+    key = data.corpus_fingerprint
+    corpus = encodings.get(key) if encodings is not None and key else None
+    if corpus is None:
+        corpus, encode_timings = _encode_and_index(student, data, index_kind, batch_size, progress, shard, set_name)
+        timings.update(encode_timings)
+        if encodings is not None and key:
+            encodings[key] = corpus
+    else:
+        timings.update({"encode_corpus_s": 0.0, "index_s": 0.0, "corpus_reused_from": corpus.owner})
+    if corpus.doc_ids is None:  # a rank > 0 of a sharded evaluation: its part is done
+        return None, timings
 
     start = time.perf_counter()
     qids = [qid for qid in data.qrels if qid in data.queries]  # unjudged queries cannot move a metric
@@ -151,9 +196,9 @@ def _retrieve_timed(student, data, top_k, index_kind, batch_size, progress, shar
 
     start = time.perf_counter()
     run: Run = {}
+    doc_ids = corpus.doc_ids
     if qids and doc_ids:
-        index = retrieval.build_index(doc_emb, kind=index_kind)
-        scores, idx = retrieval.search(index, query_emb, min(top_k, len(doc_ids)))
+        scores, idx = retrieval.search(corpus.index, query_emb, min(top_k, len(doc_ids)))
         for qid, row_scores, row_idx in zip(qids, scores.tolist(), idx.tolist()):
             # faiss pads with -1 when an approximate index finds fewer than k neighbours
             run[qid] = {doc_ids[j]: s for j, s in zip(row_idx, row_scores) if j >= 0}
@@ -193,15 +238,26 @@ def evaluate_student(
     In subset mode (`eval_cfg.subset_distractors = N`) each set is reduced to its judged docs plus
     N distractors drawn with `seed`, and every key carries `eval_cfg.metric_suffix`.
     `shard`: see `retrieve`; every rank must call this, only rank 0 gets metrics.
+
+    Sets that search the same corpus (`RetrievalData.corpus_fingerprint`: SciFact's validation
+    hold-out of the train split and its test split) share one encoding and faiss index: the corpus
+    is encoded once per call (`<set>/corpus_reused_from` in the timings says which set did it). An
+    encoding is kept only while a later set comes from the same source (`corpus_source`), so
+    distinct large corpora are not held side by side. Subset mode draws one sub-corpus per set:
+    shared only when two sets drew the same passages.
     """
     total_start = time.perf_counter()
     rank = shard[0] if shard is not None else 0
     metrics: dict[str, float] = {}
     per_query: dict[str, dict[str, float]] = {}
-    timings: dict[str, float] = {}
+    timings: dict[str, float | str] = {}
     runs: dict[str, Run] = {}
     beir_ndcg = []
-    for eval_set in tqdm(eval_sets(eval_cfg), desc="evaluate", unit="set", disable=not progress or rank != 0):
+    encodings: dict[str, EncodedCorpus] = {}   # corpus fingerprint → its encoding
+    held: dict[str, str] = {}                  # corpus fingerprint → the source it was loaded from
+    sets = eval_sets(eval_cfg)
+    sources = [corpus_source(eval_set.ref) for eval_set in sets]
+    for position, eval_set in enumerate(tqdm(sets, desc="evaluate", unit="set", disable=not progress or rank != 0)):
         start = time.perf_counter()
         data = load_data(eval_set.ref)
         if eval_cfg.subset_distractors is not None:
@@ -209,8 +265,13 @@ def evaluate_student(
         timings[f"{eval_set.name}/load_s"] = time.perf_counter() - start
 
         run, set_timings = _retrieve_timed(
-            student, data, eval_cfg.top_k, eval_cfg.index, eval_cfg.batch_size, progress, shard
+            student, data, eval_cfg.top_k, eval_cfg.index, eval_cfg.batch_size, progress, shard, encodings,
+            eval_set.name,
         )
+        held.setdefault(data.corpus_fingerprint, sources[position])
+        for key in [key for key, source in held.items() if source not in sources[position + 1:]]:
+            encodings.pop(key, None)  # no later set comes from its source: free the index now
+            del held[key]
         timings.update({f"{eval_set.name}/{k}": v for k, v in set_timings.items()})
         if run is None:  # a rank > 0 of a sharded evaluation: its part is done
             continue

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from trainables.config import DatasetRef
 from trainables.data.runfile import read_run_file
 from trainables.data.subset import hold_out, subset
 from trainables.data.types import Corpus, DataError, DictCorpus, RetrievalData
 
-__all__ = ["Corpus", "DataError", "DictCorpus", "RetrievalData", "hold_out", "load_data", "read_run_file",
-           "subset", "training_queries"]
+__all__ = ["Corpus", "DataError", "DictCorpus", "RetrievalData", "corpus_source", "hold_out", "load_data",
+           "read_run_file", "subset", "training_queries"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,26 @@ def load_data(ref: DatasetRef | str, split: str | None = None) -> RetrievalData:
     if isinstance(ref, DatasetRef) and ref.holdout is not None:
         data = hold_out(data, ref.holdout, ref.part)
     return data
+
+
+def corpus_source(ref: DatasetRef | str) -> str:
+    """Where a set's passages come from, known without loading it: the BEIR folder, the ir_datasets
+    collection whose docs a split uses, the quickstart source.
+
+    A hint, not an identity (`RetrievalData.corpus_fingerprint` is that): an evaluation keeps a
+    corpus encoding only while a later set has the same source.
+    """
+    source_id = ref.id if isinstance(ref, DatasetRef) else ref
+    if source_id.startswith("beir:"):
+        return "beir:" + os.path.realpath(os.path.expanduser(source_id[5:]))
+    if source_id.startswith("irds:"):
+        try:
+            import ir_datasets
+
+            return "irds:" + ir_datasets.docs_parent_id(source_id[5:].strip("/"))
+        except (ImportError, KeyError):  # unknown id or no ir_datasets: loading the set reports it
+            return source_id
+    return source_id
 
 
 def _load_source(ref: DatasetRef | str, split: str | None) -> RetrievalData:

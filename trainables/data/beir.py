@@ -18,7 +18,8 @@ Bad input:
 
 The fingerprint is a sha256 over the split and the contents of the corpus, queries and qrels files:
 not their path or mtime, so a re-provisioned or copied folder keeps its cache (the files are read
-in full anyway; hashing adds a fraction of the parse time).
+in full anyway; hashing adds a fraction of the parse time). The corpus fingerprint hashes
+corpus.jsonl alone, so every split of a folder shares it.
 """
 from __future__ import annotations
 
@@ -76,9 +77,10 @@ def load_beir(folder: str | Path, split: str, label: str | None = None) -> Retri
     skips = {reason: count for reason, count in skipped.items() if count}
     for reason, count in skips.items():
         log.warning("%s: skipped %d (%s)", name, count, reason)
+    digests = [file_sha256(p) for p in (corpus_path, queries_path, qrels_path)]
     return RetrievalData(name=name, corpus=DictCorpus(texts, source=str(corpus_path)), queries=queries,
-                         qrels=kept_qrels, fingerprint=fingerprint(split, corpus_path, queries_path, qrels_path),
-                         skipped=skips)
+                         qrels=kept_qrels, fingerprint=fingerprint(split, digests), skipped=skips,
+                         corpus_fingerprint=corpus_fingerprint(digests[0]))
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
@@ -103,10 +105,14 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def fingerprint(split: str, corpus_path: Path, queries_path: Path, qrels_path: Path) -> str:
+def fingerprint(split: str, file_digests: list[str]) -> str:
     """sha256 over (split, sha256 of the corpus, queries and qrels files): content, not path or mtime."""
-    key = json.dumps(["beir", split] + [file_sha256(p) for p in (corpus_path, queries_path, qrels_path)])
-    return hashlib.sha256(key.encode()).hexdigest()
+    return hashlib.sha256(json.dumps(["beir", split, *file_digests]).encode()).hexdigest()
+
+
+def corpus_fingerprint(corpus_digest: str) -> str:
+    """sha256 over the corpus file's sha256: the same for every split of the folder (and any copy of it)."""
+    return hashlib.sha256(json.dumps(["beir-corpus", corpus_digest]).encode()).hexdigest()
 
 
 def _read_corpus(path: Path, skipped: Counter[str]) -> dict[str, str]:

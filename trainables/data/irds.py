@@ -15,7 +15,8 @@ reads it later), so set IR_DATASETS_HOME before anything imports it (Ray workers
 runtime_env). `ir_datasets` is imported lazily, here, for the same reason.
 
 The fingerprint is a sha256 over the id, the ir_datasets version and the queries and qrels
-contents (the corpus is fixed by the id).
+contents (the corpus is fixed by the id); the corpus fingerprint over the id of the collection whose
+docs the split uses (`ir_datasets.docs_parent_id`) and the version.
 """
 from __future__ import annotations
 
@@ -61,8 +62,11 @@ def load_irds(dataset_id: str) -> RetrievalData:
 
     digest = hashlib.sha256(json.dumps([f"irds:{dataset_id}", ir_datasets.__version__, sorted(queries.items()),
                                         sorted((q, sorted(j.items())) for q, j in qrels.items())]).encode())
+    # the splits of a collection share its docs (`docs_parent_id`: beir/scifact/test → beir/scifact)
+    corpus_digest = hashlib.sha256(json.dumps(["irds-docs", ir_datasets.docs_parent_id(dataset_id),
+                                               ir_datasets.__version__]).encode())
     return RetrievalData(name=dataset_id, corpus=IrdsCorpus(dataset_id), queries=queries, qrels=qrels,
-                         fingerprint=digest.hexdigest(), skipped=skipped)
+                         fingerprint=digest.hexdigest(), skipped=skipped, corpus_fingerprint=corpus_digest.hexdigest())
 
 
 class IrdsCorpus(Corpus):

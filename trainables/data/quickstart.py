@@ -157,8 +157,10 @@ def load_quickstart(source: str, split: str, cache_dir: str | Path | None = None
     qrels = {qid: {qid: 1} for qid in queries}
     content = hashlib.sha256(raw).hexdigest()
     fingerprint = hashlib.sha256(f"{source}\0{split}\0{content}".encode()).hexdigest()
+    # both splits search every pair's passage: one corpus per source and build
+    corpus_fingerprint = hashlib.sha256(f"{source}\0corpus\0{content}".encode()).hexdigest()
     return RetrievalData(name=f"{source.replace('-', '_')}/{split}", corpus=corpus, queries=queries,
-                         qrels=qrels, fingerprint=fingerprint)
+                         qrels=qrels, fingerprint=fingerprint, corpus_fingerprint=corpus_fingerprint)
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:

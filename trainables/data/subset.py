@@ -52,8 +52,12 @@ def subset(data: RetrievalData, n_distractors: int, seed: int) -> RetrievalData:
         log.warning("%s: %d judged docids are not in the corpus; dropped from the qrels", data.name, missing)
         qrels = {q: {d: g for d, g in graded.items() if d in judged_texts} for q, graded in qrels.items()}
     name = f"{data.name}-subset{n_distractors}"
+    # the drawn passages depend on the qrels too: two sets share the sub-corpus only when they drew the same ids
+    corpus_fingerprint = hashlib.sha256(json.dumps([data.corpus_fingerprint, "subset", list(texts)]).encode()
+                                        ).hexdigest() if data.corpus_fingerprint else ""
     return RetrievalData(name=name, corpus=DictCorpus(texts, source=name), queries=dict(data.queries), qrels=qrels,
-                         fingerprint=subset_fingerprint(data.fingerprint, n_distractors, seed), skipped=skipped)
+                         fingerprint=subset_fingerprint(data.fingerprint, n_distractors, seed), skipped=skipped,
+                         corpus_fingerprint=corpus_fingerprint)
 
 
 def subset_fingerprint(fingerprint: str, n_distractors: int, seed: int) -> str:
@@ -82,7 +86,7 @@ def hold_out(data: RetrievalData, n_queries: int, part: str) -> RetrievalData:
     qrels = {qid: graded for qid, graded in data.qrels.items() if qid in keep}
     fingerprint = hashlib.sha256(json.dumps([data.fingerprint, "holdout", n_queries, part]).encode()).hexdigest()
     return RetrievalData(name=f"{data.name}-{part}{n_queries}", corpus=data.corpus, queries=queries, qrels=qrels,
-                         fingerprint=fingerprint, skipped=dict(data.skipped))
+                         fingerprint=fingerprint, skipped=dict(data.skipped), corpus_fingerprint=data.corpus_fingerprint)
 
 
 def reservoir_sample(items: Iterable[tuple[str, str]], k: int, rng: random.Random) -> list[tuple[int, str, str]]:

@@ -58,7 +58,9 @@ class RetrievalData:
     """A retrieval collection for one split: corpus (docid→text), queries (qid→text), qrels (qid→docid→grade).
 
     `fingerprint` is a content hash of the inputs (source id, split, file contents or sizes), used to
-    address cached assets; any change of the data changes it.
+    address cached assets; any change of the data changes it. `corpus_fingerprint` hashes the corpus
+    alone: two sets that carry the same one (two splits of a folder, a hold-out and the rest) search
+    the same passages, so an evaluation encodes them once; "" (unknown) is never shared.
     """
 
     name: str
@@ -67,6 +69,7 @@ class RetrievalData:
     qrels: dict[str, dict[str, int]]
     fingerprint: str
     skipped: dict[str, int] = field(default_factory=dict)  # reason → count of documented, logged skips
+    corpus_fingerprint: str = ""
 
     def positives(self, qid: str, min_grade: int = 1) -> list[str]:
         """Relevant docids of a query (grade ≥ min_grade), highest grade first."""
