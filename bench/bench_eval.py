@@ -9,6 +9,11 @@ Two comparisons, each must agree to `--tolerance` (exit 1 otherwise):
     python bench/bench_eval.py                                  # scifact_ci, packaged MiniLM, max_len 128
     python bench/bench_eval.py --data ../shared/data/scifact    # full SciFact test (slow on CPU)
     python bench/bench_eval.py --model tiny:bert                # random tiny encoder, seconds
+    python bench/bench_eval.py --precision fp32,bf16            # + kd-study under bf16 autocast (CPU)
+
+`--precision`: kd-study's retrieval once per precision (`resources.precision`, trainables/precision.py:
+bf16 = autocast of the encoder's forward; embeddings reach faiss as float32). BEIR stays fp32, the
+reference; the tolerance check reads the fp32 row, a bf16 row prints its metric difference from it.
 """
 from __future__ import annotations
 
@@ -67,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tolerance", type=float, default=1e-4)
     parser.add_argument("--repeats", type=int, default=1, help="time each system N times, report the fastest")
     parser.add_argument("--cache-dir", default=None, help="model cache (default: a temporary folder)")
+    parser.add_argument("--precision", default="fp32",
+                        help="kd-study's precision, comma-separated (fp32, bf16, auto, gpu-bf16); BEIR stays fp32")
     return parser.parse_args(argv)
 
 
@@ -155,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.config import StudentConfig
     from trainables.data import load_data
     from trainables.evaluate import retrieve
+    from trainables.precision import PRECISIONS, autocast, autocast_dtype
     from trainables.student import BiEncoder
 
     cfg = StudentConfig(model=args.model, num_layers=args.num_layers,
@@ -174,19 +182,34 @@ def main(argv: list[str] | None = None) -> int:
     if same_ids:
         print(f"note: {same_ids} query ids are also docids; BEIR drops such documents from its run")
 
-    # warm the thread pools and allocator on real batch shapes before anything is timed
+    precisions = [name.strip() for name in args.precision.split(",") if name.strip()]
+    unknown = sorted(set(precisions) - set(PRECISIONS))
+    if unknown or not precisions:
+        print(f"--precision: expected a comma-separated subset of {', '.join(PRECISIONS)}, got {args.precision!r}",
+              file=sys.stderr)
+        return 2
+    cpu = torch.device("cpu")
+    dtypes = {name: autocast_dtype(name, cpu) for name in precisions}
+    # warm the thread pools and allocator on real batch shapes (each precision's kernels) before anything is timed
     warm_up = [text for (_, text), _ in zip(data.corpus, range(args.batch_size))]
-    student.encode(warm_up, is_query=False, batch_size=args.batch_size, progress=False)
-    beir_seconds, kd_seconds = [], []
+    for dtype in {None, *dtypes.values()}:
+        with autocast(cpu, dtype):
+            student.encode(warm_up, is_query=False, batch_size=args.batch_size, progress=False)
+    beir_seconds = []
+    kd_seconds: dict[str, list[float]] = {name: [] for name in precisions}
+    kd_end_to_end: dict[str, dict[str, float]] = {}
     beir_metrics_seconds, kd_metrics_seconds = [], []
     for _ in range(args.repeats):
         seconds, beir_end_to_end, beir_run = run_beir(student, corpus, queries, qrels, args.batch_size)
         beir_seconds.append(seconds)
 
-        start = time.perf_counter()
-        run = retrieve(student, data, top_k=100, index_kind="flat", batch_size=args.batch_size, progress=False)
-        kd_end_to_end = kd_metrics(run, data.qrels)
-        kd_seconds.append(time.perf_counter() - start)
+        for name, dtype in dtypes.items():
+            start = time.perf_counter()
+            with autocast(cpu, dtype):
+                run = retrieve(student, data, top_k=100, index_kind="flat", batch_size=args.batch_size,
+                               progress=False)
+            kd_end_to_end[name] = kd_metrics(run, data.qrels)
+            kd_seconds[name].append(time.perf_counter() - start)
 
         beir_run_copy = copy.deepcopy(beir_run)
         start = time.perf_counter()
@@ -195,16 +218,18 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         kd_on_beir_run = kd_metrics(beir_run, data.qrels)
         kd_metrics_seconds.append(time.perf_counter() - start)
-    beir_seconds, kd_seconds = min(beir_seconds), min(kd_seconds)
+    beir_seconds = min(beir_seconds)
+    fastest = {name: min(seconds) for name, seconds in kd_seconds.items()}
     beir_metrics_seconds, kd_metrics_seconds = min(beir_metrics_seconds), min(kd_metrics_seconds)
 
     print(f"{args.data} split={args.split}: {len(data.corpus)} docs, {len(qrels)} judged queries; "
           f"model {args.model} (layers {args.num_layers or 'all'}, max_len q{args.query_max_length}/"
           f"p{args.max_length}), {torch.get_num_threads()} torch threads, fastest of {args.repeats}")
+    tag = {name: "" if precisions == ["fp32"] else f" [{name}]" for name in precisions}
     print_table("retrieval + metrics (each system's own run)", [
         ("beir DenseRetrievalExactSearch + EvaluateRetrieval", beir_seconds, beir_end_to_end, 1.0),
-        ("kd-study evaluate.retrieve (faiss flat) + evaluate_run", kd_seconds, kd_end_to_end,
-         kd_seconds / beir_seconds),
+        *((f"kd-study evaluate.retrieve (faiss flat) + evaluate_run{tag[name]}", fastest[name], kd_end_to_end[name],
+           fastest[name] / beir_seconds) for name in precisions),
     ])
     print_table("metrics only (both on beir's run)", [
         ("beir EvaluateRetrieval.evaluate + evaluate_custom(mrr)", beir_metrics_seconds, beir_on_beir_run, 1.0),
@@ -212,8 +237,15 @@ def main(argv: list[str] | None = None) -> int:
          kd_metrics_seconds / beir_metrics_seconds),
     ])
 
+    for name in precisions:
+        if dtypes[name] is not None and "fp32" in kd_end_to_end:
+            moved = max(abs(kd_end_to_end[name][m] - kd_end_to_end["fp32"][m]) for m in METRICS)
+            print(f"{name}: largest metric difference from kd-study fp32 {moved:.2e}, "
+                  f"{fastest['fp32'] / fastest[name]:.2f}x the fp32 speed")
+    # the agreement check is about semantics: it reads the fp32 (or else the first) kd-study row
+    reference = kd_end_to_end.get("fp32", kd_end_to_end[precisions[0]])
     worst = max(abs(ours[m] - theirs[m]) for ours, theirs in
-                ((kd_end_to_end, beir_end_to_end), (kd_on_beir_run, beir_on_beir_run)) for m in METRICS)
+                ((reference, beir_end_to_end), (kd_on_beir_run, beir_on_beir_run)) for m in METRICS)
     verdict = "PASS" if worst <= args.tolerance else "FAIL"
     print(f"{verdict}: largest metric difference {worst:.2e} (tolerance {args.tolerance:.0e}; "
           "BEIR rounds to 5 decimals)")

@@ -14,8 +14,12 @@ forward → loss → backward → clip → optimizer): model loading, Ray start-
     (gloo) with one CPU each; queries/s from the loop's own `outputs.QUERIES_PER_SECOND` windows
     (each rank draws its own candidates there, from `default_rng([seed, epoch, rank])`).
 
+  * `--precision fp32,bf16`: each kd-study system once per precision (`resources.precision`; bf16 =
+    autocast of the forward, trainables/precision.py); sentence-transformers stays fp32, the reference.
+
     python bench/bench_train.py                           # 30 steps, batch 16, K=4, MiniLM-L2, max_len 64
     python bench/bench_train.py --steps 10 --systems st,inprocess
+    python bench/bench_train.py --systems st,inprocess --precision fp32,bf16   # bf16 autocast against fp32
 """
 from __future__ import annotations
 
@@ -48,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=64, help="query and passage max length (tokens)")
     parser.add_argument("--losses", default="kl,margin_mse")
     parser.add_argument("--systems", default="st,inprocess,ray1,ray2")
+    parser.add_argument("--precision", default="fp32",
+                        help="kd-study systems' resources.precision, comma-separated (fp32, bf16, auto, gpu-bf16)")
     parser.add_argument("--cache-dir", default=str(REPO_ROOT / ".kd-cache"), help="assets cache (pools, teacher scores)")
     return parser.parse_args(argv)
 
@@ -146,29 +152,33 @@ def run_sentence_transformers(ts, cfg, args, loss_name: str) -> tuple[float, flo
 
 
 def run_in_process(ts, cfg, args) -> tuple[float, float]:
-    """(queries/s, first-batch loss in eval mode) of the Ray Train loop's step (train_step.py) without Ray."""
+    """(queries/s, first-batch loss in eval mode) of the Ray Train loop's step (train_step.py) without Ray,
+    at `cfg.resources.precision` on the CPU."""
     import torch
 
     from trainables.losses import compute_loss
+    from trainables.precision import autocast, autocast_dtype
     from trainables.student import BiEncoder
     from trainables.train_step import DistillScorer, build_step_inputs, make_optimizer, train_step
 
+    cpu = torch.device("cpu")
+    dtype = autocast_dtype(cfg.resources.precision, cpu)
     torch.manual_seed(cfg.seed)
     model = DistillScorer(BiEncoder.from_config(cfg.student, cfg.cache_dir))
     optimizer, scheduler = make_optimizer(model, cfg, args.steps)
     batches = list(planned_batches(ts, cfg, args.steps))
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(cpu, dtype):
         inputs = build_step_inputs(model.student, ts, batches[0], 1, None)
         scores = model(inputs.queries, inputs.passages, inputs.n)
-        first_loss = float(compute_loss(cfg.loss, scores, inputs.teacher_scores, inputs.positive_mask,
+        first_loss = float(compute_loss(cfg.loss, scores.float(), inputs.teacher_scores, inputs.positive_mask,
                                         valid_mask=inputs.valid_mask))
     model.train()
     seconds = []
     for step, batch in enumerate(batches):
         start = time.perf_counter()
         inputs = build_step_inputs(model.student, ts, batch, 1, None)
-        train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, torch.device("cpu"))
+        train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, cpu, dtype)
         seconds.append(time.perf_counter() - start)
     return rate(seconds, cfg.optim.batch_size, args.warmup_steps), first_loss
 
@@ -180,7 +190,7 @@ def run_ray(training_set_path: str, cfg, workers: int, storage: str) -> float:
 
     cpus = 2 / workers
     cfg = cfg.with_overrides({"resources.num_workers": workers, "resources.cpus_per_worker": cpus})
-    name = f"{cfg.name}-w{workers}"
+    name = f"{cfg.name}-w{workers}-{cfg.resources.precision}"
     result = build_trainer(cfg, training_set_path, storage_path=storage, name=name, max_failures=0).fit()
     if result.error is not None:
         raise result.error
@@ -199,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     losses_ = [name.strip() for name in args.losses.split(",") if name.strip()]
     systems = {name.strip() for name in args.systems.split(",")}
+    precisions = [name.strip() for name in args.precision.split(",") if name.strip()]
     rows = []
     ray_started = False
     storage = tempfile.mkdtemp(prefix="kd-bench-train-", dir="/tmp")
@@ -218,21 +229,24 @@ def main(argv: list[str] | None = None) -> int:
                 qps, first_st = run_sentence_transformers(ts, cfg, args, loss_name)
                 measured("sentence-transformers " + LOSSES[loss_name], loss_name, 1, qps)
                 print(f"  first-batch loss (eval mode): sentence-transformers {first_st:.6f}", file=sys.stderr)
-            if "inprocess" in systems:
-                qps, first_ours = run_in_process(ts, cfg, args)
-                measured("kd-study loop, in-process", loss_name, 1, qps)
-                print(f"  first-batch loss (eval mode): kd-study {first_ours:.6f}", file=sys.stderr)
-            for workers in (1, 2):
-                if f"ray{workers}" not in systems:
-                    continue
-                if not ray_started:
-                    import ray
+            for precision in precisions:
+                at = cfg.with_overrides({"resources.precision": precision})
+                tag = "" if precisions == ["fp32"] else f" [{precision}]"
+                if "inprocess" in systems:
+                    qps, first_ours = run_in_process(ts, at, args)
+                    measured(f"kd-study loop, in-process{tag}", loss_name, 1, qps)
+                    print(f"  first-batch loss (eval mode): kd-study{tag} {first_ours:.6f}", file=sys.stderr)
+                for workers in (1, 2):
+                    if f"ray{workers}" not in systems:
+                        continue
+                    if not ray_started:
+                        import ray
 
-                    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                             _temp_dir=tempfile.mkdtemp(prefix="ray_kd_bench_", dir="/tmp"))
-                    ray_started = True
-                measured(f"kd-study Ray Train ({workers} worker{'s' * (workers > 1)})", loss_name, workers,
-                         run_ray(assets.training_set_path, cfg, workers, storage))
+                        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                                 _temp_dir=tempfile.mkdtemp(prefix="ray_kd_bench_", dir="/tmp"))
+                        ray_started = True
+                    measured(f"kd-study Ray Train ({workers} worker{'s' * (workers > 1)}){tag}", loss_name, workers,
+                             run_ray(assets.training_set_path, at, workers, storage))
     finally:
         if ray_started:
             import ray

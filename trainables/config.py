@@ -340,11 +340,36 @@ class InitConfig(_Strict):
     warmup: WarmupConfig = WarmupConfig()
 
 
+Precision = Literal["gpu-bf16", "fp32", "bf16", "auto"]   # resources.precision (trainables/precision.py)
+
+
 class ResourcesConfig(_Strict):
+    """Workers, devices and numeric precision of a trial.
+
+    `precision`: bf16 autocast of the student's forward passes (training and corpus/query encoding)
+    — `gpu-bf16` on CUDA only (the default, as before the knob existed), `fp32` never, `bf16`
+    always, `auto` where the device runs bf16 natively (a GPU with bf16, a CPU with avx512_bf16 or
+    AMX). The legacy `mixed_precision: true|false` reads as `gpu-bf16|fp32`.
+    """
+
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
-    mixed_precision: bool = Field(True, description="autocast on GPU (bf16 where supported); ignored on CPU")
+    precision: Precision = Field("gpu-bf16", description="bf16 autocast: gpu-bf16 | fp32 | bf16 | auto")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_mixed_precision(cls, raw: Any) -> Any:
+        """Configs written before `precision` (checkpoints, study.json) say `mixed_precision`: read it as precision."""
+        if isinstance(raw, dict) and "mixed_precision" in raw:
+            raw = dict(raw)
+            legacy = raw.pop("mixed_precision")
+            if "precision" in raw:
+                raise ValueError("give resources.precision only (mixed_precision is its old, GPU-only form)")
+            if not isinstance(legacy, bool):
+                raise ValueError(f"mixed_precision must be true or false, got {legacy!r}")
+            raw["precision"] = "gpu-bf16" if legacy else "fp32"
+        return raw
 
 
 class TrialConfig(_Strict):

@@ -37,6 +37,7 @@ from trainables.outputs import (
     SAMPLED_SCORE_ENTROPY, SAMPLED_SCORE_VARIANCE, STAGING_DIR, TRAIN_LOSS, TRAIN_SECONDS, WORKER_SETUP_SECONDS,
     curve_best_key, curve_metric_key,
 )
+from trainables.precision import autocast, autocast_dtype
 from trainables.samplers import score_diagnostics
 from trainables.train_step import DistillScorer, build_step_inputs, make_optimizer, train_step
 from trainables.training_set import TrainingSet
@@ -100,7 +101,7 @@ class Worker:
     rank: int
     world: int
     device: torch.device
-    mixed_precision: bool       # bf16 autocast: asked for and on GPU
+    autocast_dtype: torch.dtype | None   # resources.precision on this device (None: fp32)
     steps: int                  # total global steps of the run
     steps_per_epoch: int
     staging: Path               # inside the trial's run folder: rank 0 writes checkpoints here for Ray to copy
@@ -112,7 +113,7 @@ class Worker:
               run_dir: str, lease_owner: str | None = None) -> Worker:
         check_sizes(len(ts), cfg.optim.batch_size, world)
         steps = total_steps(cfg, len(ts))
-        return cls(cfg, ts, rank, world, device, cfg.resources.mixed_precision and device.type == "cuda",
+        return cls(cfg, ts, rank, world, device, autocast_dtype(cfg.resources.precision, device),
                    steps, steps_per_epoch(len(ts), cfg.optim.batch_size), Path(run_dir, STAGING_DIR),
                    frozenset(cfg.eval.curve_steps(steps)), lease_owner)
 
@@ -265,7 +266,7 @@ def _train_on(batch: RankBatch, worker: Worker, training: Training, state: LoopS
     if nan_loss:
         inputs.teacher_scores = torch.full_like(inputs.teacher_scores, float("nan"))
     loss = train_step(training.model, training.optimizer, training.scheduler, inputs, cfg.loss, state.step,
-                      cfg.optim.max_grad_norm, worker.device, worker.mixed_precision)
+                      cfg.optim.max_grad_norm, worker.device, worker.autocast_dtype)
     state.step += 1
     # Entropy at the teacher temperature the loss uses: the distribution the student is asked to match.
     diagnostics = score_diagnostics(inputs.sampled_teacher_scores, cfg.loss.teacher_temperature)
@@ -354,8 +355,9 @@ def _evaluate(worker: Worker, training: Training, selection_only: bool = False):
     from trainables.evaluate import evaluate_student
 
     eval_cfg = worker.cfg.eval.model_copy(update={"beir": [], "dl": []}) if selection_only else worker.cfg.eval
-    return evaluate_student(training.student, eval_cfg, worker.cfg.seed, progress=False,
-                            shard=eval_shard(worker.rank, worker.world))
+    with autocast(worker.device, worker.autocast_dtype):   # encoding at the training precision; faiss gets float32
+        return evaluate_student(training.student, eval_cfg, worker.cfg.seed, progress=False,
+                                shard=eval_shard(worker.rank, worker.world))
 
 
 def _report(metrics: dict[str, Any], rank: int, write: Callable[[str], None] | None = None,

@@ -6,7 +6,6 @@ step. Shared by the Ray Train loop (train_loop.py) and bench/bench_train.py (one
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from trainables.config import LossConfig, TrialConfig
 from trainables.epoch_plan import RankBatch
 from trainables.errors import Diverged
 from trainables.losses import compute_loss, wkl_beta
+from trainables.precision import autocast
 
 if TYPE_CHECKING:
     from trainables.training_set import TrainingSet
@@ -107,13 +107,6 @@ def in_batch_mask(ts: TrainingSet, query_idx: np.ndarray, docs: np.ndarray, vali
     return mask
 
 
-def autocast_context(device: torch.device, mixed_precision: bool):
-    """bf16 autocast on GPU when asked; full precision on CPU (autocast there is slow and unhelpful)."""
-    if device.type == "cuda" and mixed_precision:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -123,11 +116,12 @@ def train_step(
     step: int,
     max_grad_norm: float,
     device: torch.device,
-    mixed_precision: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> float:
     """Forward, `compute_loss`, backward (DDP all-reduce), clip, optimizer and LR-scheduler step.
 
-    `step` is the number of completed steps (for the KL warm-up of WKL). Returns this rank's loss.
+    `step` is the number of completed steps (for the KL warm-up of WKL); `autocast_dtype` (from
+    `precision.autocast_dtype`) runs the forward under that autocast, the loss in float32. Returns this rank's loss.
     Raises `Diverged` before the optimizer step when the loss or the gradient norm is not finite,
     so NaN never reaches the weights (every rank raises: the gradients are all-reduced).
     """
@@ -138,7 +132,7 @@ def train_step(
     if loss_cfg.name == "wkl" and inputs.student_ranks is not None:
         beta = wkl_beta(inputs.student_ranks.to(device), positives, loss_cfg.alpha, valid)
     in_batch = None
-    with autocast_context(device, mixed_precision):
+    with autocast(device, autocast_dtype):
         if inputs.in_batch_mask is not None:
             student_scores, all_scores = model(inputs.queries, inputs.passages, inputs.n, in_batch=True)
             own_positive = torch.arange(all_scores.shape[0], device=device) * inputs.n

@@ -92,6 +92,7 @@ def train_warmup(cfg: TrialConfig, training_set_path: str | Path, progress: bool
 
     from trainables.epoch_plan import RankPlan, check_sizes, total_steps
     from trainables.losses.wkl_ranks import RankTable
+    from trainables.precision import autocast_dtype
     from trainables.student import BiEncoder
     from trainables.train_step import DistillScorer, build_step_inputs, make_optimizer, train_step
     from trainables.training_set import TrainingSet
@@ -105,14 +106,14 @@ def train_warmup(cfg: TrialConfig, training_set_path: str | Path, progress: bool
     model = DistillScorer(student)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     plan, table = RankPlan(ts, cfg, 0, 1), RankTable.start(ts, cfg.loss)
-    mixed = cfg.resources.mixed_precision and device.type == "cuda"
+    dtype = autocast_dtype(cfg.resources.precision, device)
     model.train()
     for step in tqdm(range(steps), desc="warm-up", unit="step", disable=not progress):
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         if table is not None:
             table.refresh_if_due(student, ts, cfg, step, 0, 1)
         inputs = build_step_inputs(student, ts, plan.batch(step), 1, table.ranks if table is not None else None)
-        train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, device, mixed)
+        train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, device, dtype)
     return {name: tensor.detach().cpu() for name, tensor in student.state_dict().items()}
 
 
