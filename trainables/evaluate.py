@@ -268,7 +268,8 @@ def evaluate_student(
             student, data, eval_cfg.top_k, eval_cfg.index, eval_cfg.batch_size, progress, shard, encodings,
             eval_set.name,
         )
-        held.setdefault(data.corpus_fingerprint, sources[position])
+        if data.corpus_fingerprint:
+            held.setdefault(data.corpus_fingerprint, sources[position])
         for key in [key for key, source in held.items() if source not in sources[position + 1:]]:
             encodings.pop(key, None)  # no later set comes from its source: free the index now
             del held[key]
