@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     tag = {name: "" if precisions == ["fp32"] else f" [{name}]" for name in precisions}
     print_table("retrieval + metrics (each system's own run)", [
         ("beir DenseRetrievalExactSearch + EvaluateRetrieval", beir_seconds, beir_end_to_end, 1.0),
-        *((f"kd-study evaluate.retrieve (faiss flat) + evaluate_run{tag[name]}", fastest[name], kd_end_to_end[name],
+        *((f"kd-study{tag[name]} evaluate.retrieve (faiss flat) + evaluate_run", fastest[name], kd_end_to_end[name],
            fastest[name] / beir_seconds) for name in precisions),
     ])
     print_table("metrics only (both on beir's run)", [
