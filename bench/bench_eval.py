@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.data} split={args.split}: {len(data.corpus)} docs, {len(qrels)} judged queries; "
           f"model {args.model} (layers {args.num_layers or 'all'}, max_len q{args.query_max_length}/"
           f"p{args.max_length}), {torch.get_num_threads()} torch threads, fastest of {args.repeats}")
-    tag = {name: "" if precisions == ["fp32"] else f" [{name}]" for name in precisions}
+    tag = {name: "" if precisions == ["fp32"] else f" ({name})" for name in precisions}   # [..] is rich markup
     print_table("retrieval + metrics (each system's own run)", [
         ("beir DenseRetrievalExactSearch + EvaluateRetrieval", beir_seconds, beir_end_to_end, 1.0),
         *((f"kd-study{tag[name]} evaluate.retrieve (faiss flat) + evaluate_run", fastest[name], kd_end_to_end[name],
