@@ -63,9 +63,8 @@ def require_gpu() -> str:
 
 
 def data_root(given: Path | None) -> Path:
-    candidates = [given] if given else [REPO_ROOT / "shared" / "data",
-                                        *([Path(os.environ["KD_SHARED_DATA"])] if os.environ.get("KD_SHARED_DATA") else []),
-                                        REPO_ROOT.parent / "shared" / "data"]
+    from_env = [Path(os.environ["KD_SHARED_DATA"])] if os.environ.get("KD_SHARED_DATA") else []
+    candidates = [given] if given else [REPO_ROOT / "shared" / "data", *from_env, REPO_ROOT.parent / "shared" / "data"]
     for root in candidates:
         if (root / "scifact" / "corpus.jsonl").is_file():
             return root.resolve()
@@ -83,7 +82,8 @@ def trial_config(args, root: Path, name: str, steps: int, gpu: bool, precision: 
     raw = yaml.safe_load(args.config.read_text().replace(f"beir:{CONFIG_DATA}", f"beir:{root}"))
     cfg = TrialConfig.from_dict(raw, source=str(args.config))
     return cfg.with_overrides({
-        "name": name, "optim.max_steps": steps, "optim.log_every_steps": max(1, steps // 4), "eval.subset_distractors": None, "eval.at_fractions": [],
+        "name": name, "optim.max_steps": steps, "optim.log_every_steps": max(1, steps // 4),
+        "eval.subset_distractors": None, "eval.at_fractions": [],
         "resources.use_gpu": gpu, "resources.num_workers": 1, "resources.cpus_per_worker": cpus,
         "resources.precision": precision, "cache_dir": str(args.cache_dir),
     }, source="gpu_smoke overrides")

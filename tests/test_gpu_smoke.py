@@ -16,7 +16,8 @@ def fake_nvidia_smi(folder: Path, listing: str | None) -> dict[str, str]:
     """An environment whose `nvidia-smi -L` prints `listing` (None: fails, as on a machine without a driver)."""
     folder.mkdir(exist_ok=True)
     tool = folder / "nvidia-smi"
-    tool.write_text("#!/bin/sh\n" + (f"echo '{listing}'\n" if listing else "echo 'NVIDIA-SMI has failed' >&2; exit 9\n"))
+    body = f"echo '{listing}'\n" if listing else "echo 'NVIDIA-SMI has failed' >&2; exit 9\n"
+    tool.write_text("#!/bin/sh\n" + body)
     tool.chmod(0o755)
     return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}", "KD_PYTHON": sys.executable}
 

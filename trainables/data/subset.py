@@ -86,7 +86,8 @@ def hold_out(data: RetrievalData, n_queries: int, part: str) -> RetrievalData:
     qrels = {qid: graded for qid, graded in data.qrels.items() if qid in keep}
     fingerprint = hashlib.sha256(json.dumps([data.fingerprint, "holdout", n_queries, part]).encode()).hexdigest()
     return RetrievalData(name=f"{data.name}-{part}{n_queries}", corpus=data.corpus, queries=queries, qrels=qrels,
-                         fingerprint=fingerprint, skipped=dict(data.skipped), corpus_fingerprint=data.corpus_fingerprint)
+                         fingerprint=fingerprint, skipped=dict(data.skipped),
+                         corpus_fingerprint=data.corpus_fingerprint)
 
 
 def reservoir_sample(items: Iterable[tuple[str, str]], k: int, rng: random.Random) -> list[tuple[int, str, str]]:
