@@ -81,6 +81,7 @@ def confirm_space_file(name: str, root: str | None, top_points: list[dict[str, A
     points = [{k: v for k, v in p.items() if k in search} for p in top_points]
     if study.get("baseline"):   # a pinned field is no longer searched, so no longer a baseline key
         study["baseline"] = {k: v for k, v in study["baseline"].items() if k in search} or None
+    study.pop("contrasts", None)   # the top N points rarely hold a contrast's pairs; confirm compares ranks
     study.update(name=child, algorithm="random", num_samples=len(points), points_to_evaluate=points,
                  scheduler="none", metric=metric, mode=mode, objectives=None,
                  replicates=replicates or study.get("replicates", 1))

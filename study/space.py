@@ -17,6 +17,8 @@ A space file is "a base TrialConfig + searched fields" (YAML):
       mode: max
       replicates: 1                      # seeds per point (study/replicates.py); num_samples counts points
       baseline: {loss.name: kl}          # optional: the cell the report compares against
+      contrasts:                         # optional: comparisons declared before the study runs
+        - {of: {sampler.name: stratified}, vs: {sampler.name: random}, within: [loss.name, sampler.k]}
 
 `when: {field: value}` (or `{field: [v1, v2]}`) makes a parameter conditional: Optuna's
 define-by-run only asks for it when `field` (a searched parameter, or the base/fixed value) takes
@@ -48,7 +50,7 @@ from study.params import ParamSpec, Scalar, SearchParam, Strict, holds
 from study.replicates import REPLICATE_KEY, replicate_seed
 from study.space_checks import check_override, check_params, order_params, settle_study
 
-__all__ = ["ALGORITHMS", "AshaSettings", "Objective", "ParamSpec", "Scalar", "SearchParam", "SearchSpace",
+__all__ = ["ALGORITHMS", "AshaSettings", "ContrastSpec", "Objective", "ParamSpec", "Scalar", "SearchParam", "SearchSpace",
            "SpaceFile", "StudySettings", "dump_space", "expected_metric_keys", "load_space"]
 
 ALGORITHMS = ("tpe", "grid", "random")
@@ -66,6 +68,20 @@ class AshaSettings(Strict):
     grace_period: int | None = Field(None, ge=1, description="steps before a trial can be stopped; default eval.every_steps")
     reduction_factor: float = Field(2.0, gt=1.0)
     max_t: int | None = Field(None, ge=1, description="default: the base config's total training steps")
+
+
+class ContrastSpec(Strict):
+    """A comparison declared before the study runs: each point matching `of` vs the `vs` point at the same `within`.
+
+    `of` defaults to every point that does not match `vs`; contrasts sharing a `family` (default:
+    all of the study's) are corrected together. Pairing rules: study/contrasts.py.
+    """
+
+    name: str | None = Field(None, min_length=1)
+    of: dict[str, Scalar] = Field(default_factory=dict)
+    vs: dict[str, Scalar] = Field(min_length=1)
+    within: list[str] = Field(default_factory=list)
+    family: str | None = Field(None, min_length=1)
 
 
 class StudySettings(Strict):
@@ -88,6 +104,7 @@ class StudySettings(Strict):
     grid: dict[str, list[Scalar]] | None = Field(None, description="shorthand: field → values, as categorical search params")
     replicates: int = Field(1, ge=1, description="seeds per configuration point (base seed + 0..N-1)")
     baseline: dict[str, Scalar] | None = Field(None, description="searched field → value: the reference cell")
+    contrasts: list[ContrastSpec] = Field(default_factory=list, description="declared comparisons (study/contrasts.py)")
 
     @field_validator("name")
     @classmethod

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from trainables.config import ConfigError, TrialConfig, format_validation_error, set_dotted
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
+from study.contrasts import contrast_name, pair_points
 from study.params import ParamSpec, SearchParam, holds
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ def settle_study(space: SearchSpace) -> StudySettings:
                           "set eval.every_steps in the base config or in `fixed`")
     _check_points_to_evaluate(space)
     _check_replicates(space)
+    _check_contrasts(space)
     return study.model_copy(update={"num_samples": _num_samples(space)})
 
 
@@ -188,6 +190,39 @@ def _check_replicates(space: SearchSpace) -> None:
             raise ConfigError(f"{where}: not a searched parameter (expected one of: {', '.join(by_name) or 'none'})")
         if not by_name[dotted].spec.contains(value):
             raise ConfigError(f"{where}: {value!r} is outside its search ({by_name[dotted].spec.describe()})")
+
+
+def _check_contrasts(space: SearchSpace) -> None:
+    """Declared contrasts name searched values; in grid mode every `of` point has exactly one `vs` partner."""
+    src, study = space.source, space.study
+    by_name = {p.name: p for p in space.params}
+    names = [contrast_name(c.model_dump()) for c in study.contrasts]
+    for i, contrast in enumerate(study.contrasts):
+        where = f"{src}: study.contrasts.{i}"
+        if names.count(names[i]) > 1:
+            raise ConfigError(f"{where}: name {names[i]!r} is declared twice (give each contrast its own `name`)")
+        for part in ("of", "vs"):
+            for dotted, value in getattr(contrast, part).items():
+                if dotted not in by_name:
+                    raise ConfigError(f"{where}.{part}.{dotted}: not a searched parameter "
+                                      f"(expected one of: {', '.join(by_name) or 'none'})")
+                if not by_name[dotted].spec.contains(value):
+                    raise ConfigError(f"{where}.{part}.{dotted}: {value!r} is outside its search "
+                                      f"({by_name[dotted].spec.describe()})")
+        for dotted in contrast.within:
+            if dotted not in by_name:
+                raise ConfigError(f"{where}.within: {dotted!r} is not a searched parameter "
+                                  f"(expected one of: {', '.join(by_name) or 'none'})")
+            if dotted in contrast.vs:
+                raise ConfigError(f"{where}.within: {dotted} is fixed by `vs`; a field is compared or held, not both")
+        if study.algorithm == "grid":
+            points = [{p.name: point.get(p.name, space.static_value(p.name)) for p in space.params}
+                      for point in space.grid_points()]
+            pairs, problems = pair_points(points, contrast.model_dump())
+            if problems:
+                raise ConfigError(f"{where}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+            if not pairs:
+                raise ConfigError(f"{where}: pairs no two grid points (no point matches `of` but not `vs`)")
 
 
 def _num_samples(space: SearchSpace) -> int:

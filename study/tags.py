@@ -61,4 +61,5 @@ STUDY_METRIC_PARAM = "study.metric"
 STUDY_MODE_PARAM = "study.mode"
 STUDY_OBJECTIVES_PARAM = "study.objectives"
 STUDY_BASELINE_PARAM = "study.baseline"     # JSON {dotted key: value}: the configuration every cell is compared with
+STUDY_CONTRASTS_PARAM = "study.contrasts"   # JSON [{name, of, vs, within, family}]: the declared contrasts
 BEST_CONFIG_ARTIFACT = "best_config.yaml"   # on the parent run: the best trial's config (kd-study export)

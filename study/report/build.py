@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from study.report.best import choose_best
+from study.report.contrasts import declared_contrasts
 from study.report.curves import LearningCurves, learning_curves
 from study.report.importances import param_importances
 from study.report.runs import (PerQuery, ReportError, StudyRuns, load_per_query, load_study_runs,
@@ -42,6 +43,7 @@ class StudyReport:
     correction: str = CORRECTION
     points: pd.DataFrame | None = None
     point_params: list[str] = field(default_factory=list)
+    contrasts: pd.DataFrame | None = None
 
 
 def build_report(name: str, tracking_uri: str, metric: str | None = None,
@@ -73,6 +75,10 @@ def build_report(name: str, tracking_uri: str, metric: str | None = None,
     report.point_params = varying_params(df, study.param_names)
     report.points = point_table(df, metric, per_query, report.point_params, mode=mode, correction=correction,
                                 significance=significance)
+    if study.contrasts:
+        report.contrasts, notes = declared_contrasts(df, per_query, metric, study.contrasts, params=report.point_params,
+                                                     mode=mode, correction=correction, significance=significance)
+        report.notes += notes
 
     if optuna_storage is not None:
         report.importances, report.importance_notes = param_importances(optuna_storage, name)

@@ -9,6 +9,7 @@ from typing import Union
 import pandas as pd
 
 from study.report.build import StudyReport
+from study.report.contrasts import contrasts_legend, contrasts_markdown
 from study.report.curves import curves_section
 from study.report.figures import plot_heatmap, plot_importances
 from study.report.points import tied_points
@@ -42,6 +43,8 @@ def report_sections(report: StudyReport) -> list[Section]:
     if report.tables:
         sections.append(reading_guide(report))
     sections += [sensitivity_section(key, table) for key, table in report.tables.items()]
+    if report.contrasts is not None:
+        sections.append(contrasts_section(report))
     if report.points is not None:
         sections.append(tied_section(report))
     if report.importances is not None or report.importance_notes:  # importances were asked for
@@ -107,6 +110,16 @@ def reading_guide(report: StudyReport) -> Section:
                     "(t_{1−α/2} + t_{0.8}) × the standard error of a paired difference, beside the spread of its "
                     f"cell means. A spread below the MDE means {CANNOT_SEPARATE}: its ordering is not evidence.",
                     ""])
+
+
+def contrasts_section(report: StudyReport) -> Section:
+    """The space's declared contrasts on the report's metric (all rows also in contrasts.csv)."""
+    table = report.contrasts
+    lines = [f"## Declared contrasts: {metric_label(report.metric)}", ""]
+    if table.empty:
+        return Section(lines + ["No pair of finished points matches a declared contrast.", ""])
+    body = contrasts_markdown(table) + "\n\n" + contrasts_legend(table)
+    return Section(lines + [body, "", "Files: [contrasts.csv](contrasts.csv)", ""], {"contrasts.csv": table})
 
 
 def tied_section(report: StudyReport) -> Section:

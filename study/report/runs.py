@@ -10,7 +10,8 @@ final metrics, and the artifacts TRIAL_CONFIG_ARTIFACT and PER_QUERY_ARTIFACT
 Replicates: a trial (seed) run's POINT_TAG and REPLICATE_TAG become the frame's `point` and
 `replicate` columns; a run without them (a study made before replicates) is its own point
 (`point` = its trial_id) and replicate 0, so a one-seed study reads as before. The parent run's
-STUDY_BASELINE_PARAM (JSON `{dotted key: value}`) is `StudyRuns.baseline`.
+STUDY_BASELINE_PARAM (JSON `{dotted key: value}`) is `StudyRuns.baseline`, its STUDY_CONTRASTS_PARAM
+(JSON list, study/contrasts.py) `StudyRuns.contrasts`.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from typing import Any
 import pandas as pd
 
 from study.tags import (
-    OVERHEAD_METRIC, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, POINT_TAG, REPLICATE_TAG, STUDY_BASELINE_PARAM, STUDY_KIND,
+    OVERHEAD_METRIC, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, POINT_TAG, REPLICATE_TAG, STUDY_BASELINE_PARAM,
+    STUDY_CONTRASTS_PARAM, STUDY_KIND,
     STUDY_KIND_TAG, STUDY_METRIC_PARAM, STUDY_MODE_PARAM, STUDY_NAME_TAG, STUDY_OBJECTIVES_PARAM, TAG_FALLBACKS,
     TRIAL_ID_TAG, WALL_METRIC,
 )
@@ -49,7 +51,8 @@ class StudyRuns:
 
     `objectives` are the study's own (metric, mode) pairs from its space file, first = the one its
     search optimised; empty for a parent run that did not log them. `baseline` is the space file's
-    `study.baseline` (`{dotted key: value}`), empty when it names none.
+    `study.baseline` (`{dotted key: value}`), empty when it names none; `contrasts` its
+    `study.contrasts` (one mapping per declared contrast).
     """
 
     name: str
@@ -63,6 +66,7 @@ class StudyRuns:
     notes: tuple[str, ...] = ()
     objectives: tuple[tuple[str, str], ...] = ()
     baseline: dict[str, Any] = field(default_factory=dict)
+    contrasts: tuple[dict[str, Any], ...] = ()
 
 
 def mlflow_client(tracking_uri: str):
@@ -114,7 +118,7 @@ def load_study_runs(name: str, tracking_uri: str) -> StudyRuns:
     trials.attrs.update(study=name, parent_run_id=parent.info.run_id, metrics=metrics)
     return StudyRuns(name, tracking_uri, parent.info.run_id, parent.info.experiment_id, trials, excluded,
                      param_names, metrics, tuple(notes), study_objectives(parent.data.params),
-                     study_baseline(parent.data.params))
+                     study_baseline(parent.data.params), study_contrasts(parent.data.params))
 
 
 def trial_runs(client, experiment_id: str, parent_run_id: str) -> list:
@@ -186,6 +190,20 @@ def study_baseline(params: dict[str, str]) -> dict[str, Any]:
     except ValueError:
         return {}
     return dict(baseline) if isinstance(baseline, dict) else {}
+
+
+def study_contrasts(params: dict[str, str]) -> tuple[dict[str, Any], ...]:
+    """The contrasts a parent run's params declare (`study.contrasts`, a JSON list), or () for none."""
+    text = params.get(STUDY_CONTRASTS_PARAM)
+    if text in (None, "None", "null", ""):
+        return ()
+    try:
+        contrasts = json.loads(text)
+    except ValueError:
+        return ()
+    if not isinstance(contrasts, list):
+        return ()
+    return tuple(c for c in contrasts if isinstance(c, dict) and isinstance(c.get("vs"), dict) and c["vs"])
 
 
 def _replicate(tag: str | None) -> int:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from study.contrasts import same_value
 from study.report import stats
 from study.report.best import best_position, check_mode
 from study.report.runs import PerQuery, ReportError
@@ -285,14 +286,6 @@ def _best_cell(mean: pd.DataFrame, mode: str) -> tuple[Any, Any]:
     if position is None:
         raise ReportError("no cell has a finite mean")
     return tuple(stacked.index[position])
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """A logged param equals a space file value: numbers by value (8 == 8.0), anything else by its text."""
-    try:
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    except (TypeError, ValueError):
-        return str(a) == str(b)
 
 
 def baseline_partners(data: pd.DataFrame, rows: str, cols: str, cells: Sequence[tuple[Any, Any]],
