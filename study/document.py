@@ -12,8 +12,13 @@ so re-running the command on the same store rewrites the same document.
     metrics: [dev_mrr_at_10_subset500, ...]   # tables per study and metric (first = selection metric)
     search_comparisons: [{grid: scifact_wkl, search: scifact_wkl_tpe}]
     reference: [bench/results/reference_scifact.md]   # untrained student and teacher on the same sets
-    performance: [bench/results/train.md, bench/results/eval.md]
+    performance: [bench/results/train.md, bench/results/eval.md]   # or a glob: bench/results/*.md
     discussion: docs/results_discussion.md
+    findings: docs/findings.yaml         # finding | paper | kd-study | verdict (study/report/findings.py)
+    confirmations: [scifact_sampling]    # include `kd-study confirm`'s tables (kd-studies/NAME/confirm/)
+
+Per study and metric it also writes the space's declared contrasts (`study.contrasts`, corrected
+per family) and, in one table, the minimum detectable difference (MDE) per study and metric.
 """
 from __future__ import annotations
 
@@ -29,10 +34,15 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from study.confirm import kendall_tau
 from study.paths import StudyPaths
 from study.report import (ReportError, StudyRuns, best_trial, build_report, frame_to_markdown, load_per_query,
                           load_study_runs, metric_label, mode_for, plot_heatmap, plot_importances,
                           plot_search_progress)
+from study.report.contrasts import contrasts_legend, contrasts_markdown, declared_contrasts, median_mde
+from study.report.findings import findings_legend, findings_table, load_findings
+from study.report.points import varying_params
+from study.report.sensitivity import SIGNIFICANCE
 from study.report.text import slug
 from study.tags import OVERHEAD_METRIC, WALL_METRIC
 from study.tracking import redact
@@ -58,6 +68,8 @@ class DocumentSpec(BaseModel):
     reference: list[str] = Field(default_factory=list)
     performance: list[str] = Field(default_factory=list)
     discussion: str | None = None
+    findings: str | None = None
+    confirmations: list[str] = Field(default_factory=list)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "DocumentSpec":
@@ -122,12 +134,25 @@ class _Study:
     assets: dict[str, Any]
 
 
+@dataclass
+class _Measured:
+    """What the study sections computed and the summary sections read: contrasts per (study, metric), MDE rows."""
+
+    contrasts: dict[tuple[str, str], pd.DataFrame | None]
+    power: list[dict[str, Any]]
+
+
 def write_document(spec_path: str | Path, tracking_uri: str, root: str | None = None) -> Path:
     """Build the document the spec describes and return its path (figures in `<output stem>/`)."""
     spec_path = Path(spec_path)
     spec = DocumentSpec.from_yaml(spec_path)
     base = Path.cwd()
     output = (base / spec.output).resolve()
+    findings = load_findings(base / spec.findings) if spec.findings else []
+    for i, finding in enumerate(findings):
+        if finding.study not in spec.studies:
+            raise ReportError(f"{spec.findings}: findings.{i}.study: {finding.study!r} is not one of the document's "
+                              f"studies ({', '.join(spec.studies)})")
     figures = output.with_suffix("")
     figures.mkdir(parents=True, exist_ok=True)
     rel = figures.name
@@ -145,7 +170,18 @@ def write_document(spec_path: str | Path, tracking_uri: str, root: str | None = 
     if spec.regenerate:
         md += ["## Regenerate", "", "```bash", *spec.regenerate, "```", ""]
 
+    measured = _Measured({}, [])
+    sections = [_study_section(study, spec, tracking_uri, figures, rel, measured) for study in studies]
+
     md += _contents(studies, spec)
+    if findings:
+        by_name = {s.name: s for s in studies}
+        text, _ = findings_table(findings, lambda study, metric: _contrasts_of(by_name[study], metric,
+                                                                                 tracking_uri, measured))
+        md += ["## Findings: the papers' claims and what kd-study measured", "", text, "",
+               findings_legend(SIGNIFICANCE), ""]
+    if measured.power:
+        md += _power_section(measured.power)
     if spec.reference:
         md += ["## Reference points", ""] + _included(base, spec.reference)
     if spec.discussion:
@@ -155,8 +191,10 @@ def write_document(spec_path: str | Path, tracking_uri: str, root: str | None = 
     for comparison in spec.search_comparisons:
         md += _comparison_section(comparison, {s.name: s for s in studies}, spec, figures, rel)
 
-    for study in studies:
-        md += _study_section(study, spec, tracking_uri, figures, rel)
+    for section in sections:
+        md += section
+    if spec.confirmations:
+        md += _confirmations_section(spec.confirmations, root)
 
     md += _timing_section(studies)
     if spec.performance:
@@ -166,9 +204,68 @@ def write_document(spec_path: str | Path, tracking_uri: str, root: str | None = 
     return output
 
 
+def _contrasts_of(study: _Study, metric: str, tracking_uri: str, measured: _Measured) -> pd.DataFrame | None:
+    """The study's declared contrasts on `metric`: the study section's table, or computed here for another metric."""
+    key = (study.name, metric)
+    if key not in measured.contrasts:
+        runs = study.runs
+        if not runs.contrasts or metric not in runs.trials.columns:
+            measured.contrasts[key] = None
+        else:
+            per_query = load_per_query(tracking_uri, runs.trials["run_id"], metrics=[metric])
+            measured.contrasts[key], _ = declared_contrasts(
+                runs.trials, per_query, metric, runs.contrasts, params=varying_params(runs.trials, runs.param_names),
+                mode=mode_for(runs, metric))
+    return measured.contrasts[key]
+
+
+def _power_section(rows: list[dict[str, Any]]) -> list[str]:
+    return ["## Power: the minimum detectable difference per study and metric", "",
+            "MDE at 80% power, α = 0.05 two-sided (before correction): the true difference a paired test over "
+            "queries detects 4 times in 5, from each contrast's own standard error. `from` says which contrasts: "
+            "the space's declared ones, else each sensitivity table's contrasts with its best cell. A difference "
+            "smaller than the MDE is one the study was not built to see; a spread of the point means below it "
+            "means the study cannot order its points on that metric.", "",
+            frame_to_markdown(pd.DataFrame(rows)), ""]
+
+
+def _confirmations_section(names: list[str], root: str | None) -> list[str]:
+    """Each study's `kd-study confirm` tables (confirm/<child>.md), after a summary of the rank correlations."""
+    summary, bodies = [], []
+    for name in names:
+        folder = StudyPaths.of(name, root).dir / "confirm"
+        files = sorted(folder.glob("*.md")) if folder.is_dir() else []
+        if not files:
+            bodies += [f"_No confirmation of `{name}` yet: run `kd-study confirm {name} --top 3`._", ""]
+            continue
+        for path in files:
+            table = path.with_suffix(".csv")
+            if table.is_file():
+                rows = pd.read_csv(table)
+                tau, low, high, p = kendall_tau(rows["sweep_mean"].tolist(), rows["confirm_mean"].tolist())
+                summary.append({"study": name, "confirmation": path.stem, "points": len(rows), "Kendall τ": tau,
+                                "95% CI low": low, "95% CI high": high,
+                                "tied with best": int(rows["tied_with_best"].astype(str).eq("True").sum())})
+            body = path.read_text().strip().splitlines()
+            body = [("###" + line[1:]) if line.startswith("# ") else line for line in body]
+            bodies += [*body, ""]
+    md = ["## Confirmation: does the sweep's ranking hold?", "",
+          "`kd-study confirm NAME --top N` re-runs each sweep's top points with longer training; Kendall's τ "
+          "between the sweep's and the confirmation's means of those points, with a 95% bootstrap interval over "
+          "points (from each confirmation's CSV).", ""]
+    if summary:
+        md += [frame_to_markdown(pd.DataFrame(summary), digits=2), ""]
+    return md + bodies
+
+
 def _included(base: Path, files: list[str]) -> list[str]:
+    """Each file's text under its name; a glob (`bench/results/*.md`) includes every match, sorted."""
     md = []
+    names = []
     for name in files:
+        matched = sorted(p.relative_to(base).as_posix() for p in base.glob(name)) if any(c in name for c in "*?[") else []
+        names += matched or [name]
+    for name in names:
         path = base / name
         body = path.read_text().strip() if path.is_file() else f"_{name} is missing: run the benchmark._"
         md += [f"### `{name}`", "", body, ""]
@@ -203,7 +300,8 @@ def _selection_metric(study: _Study, spec: DocumentSpec, df: pd.DataFrame) -> st
     raise ReportError(f"study {study.name!r}: none of the metrics {candidates} was logged")
 
 
-def _study_section(study: _Study, spec: DocumentSpec, tracking_uri: str, figures: Path, rel: str) -> list[str]:
+def _study_section(study: _Study, spec: DocumentSpec, tracking_uri: str, figures: Path, rel: str,
+                   measured: _Measured) -> list[str]:
     df = study.runs.trials
     md = [f"## Study `{study.name}`", ""]
     if df.empty:
@@ -227,6 +325,12 @@ def _study_section(study: _Study, spec: DocumentSpec, tracking_uri: str, figures
             plot_heatmap(table, figures / f"{stem}.png")
             md += [f"### {table.title}", "", f"![{table.title}]({rel}/{stem}.png)", "", table.to_markdown(), "",
                    table.legend(), *[f"- {n}" for n in table.notes], ""]
+        if report.contrasts is not None:
+            measured.contrasts[(study.name, metric)] = report.contrasts
+            if not report.contrasts.empty:
+                md += [f"### Declared contrasts: {metric_label(metric)}", "", contrasts_markdown(report.contrasts), "",
+                       contrasts_legend(report.contrasts), ""]
+        measured.power.append(_power_row(study.name, metric, report))
         if first:
             if report.importances is not None:
                 plot_importances(report.importances, figures / f"{study.name}_importances.png", study.name)
@@ -241,6 +345,26 @@ def _study_section(study: _Study, spec: DocumentSpec, tracking_uri: str, figures
                        frame_to_markdown(report.sampler_diagnostics), ""]
         first = False
     return md
+
+
+def _power_row(name: str, metric: str, report) -> dict[str, Any]:
+    """One study and metric: the MDE (median and range over its contrasts), the design, the spread of point means."""
+    if report.contrasts is not None and report.contrasts["mde"].notna().any():
+        source, mdes = "declared contrasts", report.contrasts["mde"].dropna().astype(float)
+        design = (f"{int(report.contrasts['n_queries'].median())} × {int(report.contrasts['n_seeds'].max())}")
+        largest = float(report.contrasts["difference"].abs().max())
+    else:
+        powers = [t.power for t in report.tables.values() if t.power is not None]
+        source, mdes = "tables vs best", pd.Series([p.mde for p in powers], dtype=float)
+        design = f"{powers[0].n_queries} × {powers[0].n_seeds}" if powers else "—"
+        largest = float("nan")
+    means = report.points["mean"].astype(float) if report.points is not None else pd.Series(dtype=float)
+    return {"study": name, "metric": metric_label(metric), "from": source,
+            "MDE (median)": median_mde(pd.DataFrame({"mde": mdes})) if len(mdes) else float("nan"),
+            "MDE min": float(mdes.min()) if len(mdes) else float("nan"),
+            "MDE max": float(mdes.max()) if len(mdes) else float("nan"),
+            "queries × seeds": design, "largest declared Δ (absolute)": largest,
+            "spread of point means": float(means.max() - means.min()) if len(means) else float("nan")}
 
 
 def _comparison_section(comparison: SearchComparison, studies: dict[str, _Study], spec: DocumentSpec,

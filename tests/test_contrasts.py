@@ -178,3 +178,36 @@ def test_without_per_query_values_rows_are_means_only_and_untested():
     assert set(table["result"]) == {"untested"} and table["difference"].notna().all()
     missing, notes = declared_contrasts(trials.drop(columns=["sampler.k"]), None, "dev", [STRATIFIED_VS_RANDOM])
     assert missing.empty and "no column(s) sampler.k" in notes[0]
+
+
+# ---- through the store: the parent run's param → the written report ------------------------------------
+def test_the_report_tests_the_contrasts_the_parent_run_declares(tmp_path_factory):
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    from study.report import build_report, report_study
+    from test_report import _log_trial, _migrated_db, _replicated_specs
+
+    root = tmp_path_factory.mktemp("declared")
+    db = root / "mlflow.db"
+    db.write_bytes(_migrated_db(tmp_path_factory.getbasetemp()).read_bytes())
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("kd-study", artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(experiment_id, run_name="declared", tags={"kd_study.name": "declared",
+                                                                         "kd_study.kind": "study"})
+    contrast = {"name": "stratified_vs_topk", "of": {"sampler.name": "stratified"}, "vs": {"sampler.name": "topk"},
+                "within": ["sampler.k"]}
+    client.log_batch(parent.info.run_id, params=[Param("study.metric", "dev_mrr_at_10"), Param("study.mode", "max"),
+                                                 Param("study.contrasts", _param_value([contrast]))])
+    for spec in _replicated_specs():
+        _log_trial(client, experiment_id, parent.info.run_id, spec, root / "logged")
+    client.set_terminated(parent.info.run_id)
+
+    report = build_report("declared", uri)
+    assert report.study.contrasts == (contrast,)
+    (row,) = report.contrasts.itertuples()   # stratified K=8 vs topk K=8; topk K=4 has no stratified partner
+    assert (row.at, row.n_seeds, row.n_queries) == ("sampler.k=8", 2, 30) and row.difference > 0
+    text = report_study("declared", uri, root / "report", log_to_parent=False).read_text()
+    assert "## Declared contrasts: Dev MRR@10" in text and "stratified_vs_topk" in text
+    assert (root / "report" / "contrasts.csv").is_file()

@@ -76,3 +76,63 @@ def test_document_spec_errors_are_one_line(tmp_path, monkeypatch):
     (tmp_path / "broken.yaml").write_text("title: [x\n")
     with pytest.raises(ReportError, match="broken.yaml: cannot read the document spec"):
         write_document("broken.yaml", "sqlite:///nowhere.db")
+
+
+def test_document_holds_declared_contrasts_findings_power_and_confirmations(tmp_path_factory, monkeypatch):
+    """A study whose parent run declares a contrast, a findings file over it, a confirmation and a bench glob."""
+    from study.paths import StudyPaths
+    from study.tracking import _param_value, client
+
+    root = tmp_path_factory.mktemp("evidence")
+    store = make_study_store(root / "store", tmp_path_factory.getbasetemp())
+    contrast = {"name": "stratified_vs_topk", "of": {"sampler.name": "stratified"}, "vs": {"sampler.name": "topk"},
+                "within": ["loss.name", "sampler.k"]}
+    client(store.uri).log_param(store.parent_id, "study.contrasts", _param_value([contrast]))
+    finding = {"claim": "Stratified beats top-K", "paper": "stratified > top-K (DL19 nDCG@10)", "study": STUDY,
+               "contrast": "stratified_vs_topk", "expect": "better"}
+    (root / "findings.yaml").write_text(yaml.safe_dump({"findings": [
+        {**finding, "metric": "dev_mrr_at_10"}, {**finding, "metric": "dev_ndcg_at_10"},   # the 2nd: not tabulated
+        {**finding, "metric": "dev_mrr_at_10", "contrast": "never_declared"}]}, allow_unicode=True))
+    (root / "bench").mkdir()
+    for name in ("train.md", "eval.md"):
+        (root / "bench" / name).write_text(f"table of {name}\n")
+    studies = root / "studies"
+    confirm = StudyPaths.of(STUDY, studies).dir / "confirm"
+    confirm.mkdir(parents=True)
+    (confirm / "wkl-sweep-confirm.md").write_text("# Confirmation of wkl-sweep (wkl-sweep-confirm)\n\n| a |\n")
+    pd.DataFrame({"point": ["a", "b", "c"], "sweep_mean": [0.5, 0.4, 0.3], "confirm_mean": [0.6, 0.55, 0.58],
+                  "tied_with_best": [True, False, True]}).to_csv(confirm / "wkl-sweep-confirm.csv", index=False)
+    spec = {"title": "Evidence", "output": "out/results.md", "studies": [STUDY, KL_ONLY],
+            "metrics": ["dev_mrr_at_10"], "performance": ["bench/*.md"], "findings": "findings.yaml",
+            "confirmations": [STUDY, KL_ONLY]}
+    (root / "results.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.chdir(root)
+    text = write_document("results.yaml", store.uri, root=str(studies)).read_text()
+
+    # the declared contrast (stratified K=4 vs topk K=4, KL: t6 vs t5) in the study's section
+    assert "### Declared contrasts: Dev MRR@10" in text and "| declared | stratified_vs_topk |" in text
+    findings = text[text.index("## Findings"):text.index("## Power")]
+    assert "| finding | paper | kd-study | verdict |" in findings
+    lines = [line for line in findings.splitlines() if line.startswith("| Stratified beats top-K")]
+    assert len(lines) == 3 and "Dev MRR@10: loss.name=kl, sampler.k=4: Δ +" in lines[0]
+    assert "Dev nDCG@10: loss.name=kl, sampler.k=4: Δ +" in lines[1]
+    assert lines[0].endswith("| reproduced |") and lines[2].endswith("| not measured |")
+    # t6 is 0.03 above t5 on every query (± 0.02 noise): significant, as the study's own table says
+    assert "| reproduced |" in lines[1]
+    power = text[text.index("## Power"):]
+    assert f"| {STUDY} | Dev MRR@10 | declared contrasts |" in power and f"| {KL_ONLY} | Dev MRR@10 |" in power
+    confirmation = text[text.index("## Confirmation"):]
+    assert "### Confirmation of wkl-sweep (wkl-sweep-confirm)" in confirmation
+    assert f"| {STUDY} | wkl-sweep-confirm | 3 | 0.33 |" in confirmation   # τ of (a, b, c): one discordant pair
+    assert f"_No confirmation of `{KL_ONLY}` yet" in confirmation
+    assert "### `bench/eval.md`" in text and "table of train.md" in text
+
+
+def test_a_finding_on_a_study_the_document_does_not_hold_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump({"findings": [
+        {"claim": "x", "paper": "y", "study": "elsewhere", "metric": "m", "contrast": "c"}]}))
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"title": "t", "output": "o.md", "studies": ["s"],
+                                                     "findings": "f.yaml"}))
+    with pytest.raises(ReportError, match=r"f.yaml: findings.0.study: 'elsewhere' is not one of the document's"):
+        write_document("r.yaml", "sqlite:///nowhere.db")
