@@ -71,3 +71,22 @@ def test_a_findings_file_is_validated_at_the_edge(tmp_path):
         load_findings(bad)
     with pytest.raises(ReportError, match=r"missing.yaml: cannot read the findings"):
         load_findings(tmp_path / "missing.yaml")
+
+
+# ---- the shipped files agree with each other ------------------------------------------------------------
+def test_every_shipped_finding_reads_a_contrast_its_studys_space_declares():
+    from pathlib import Path
+
+    from study.contrasts import contrast_name
+    from study.document import DocumentSpec
+    from study.space import load_space
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = DocumentSpec.from_yaml(repo / "docs" / "results.yaml")
+    spaces = {name: load_space(repo / "search_spaces" / f"{name}.yaml") for name in spec.studies}
+    for finding in load_findings(repo / spec.findings):
+        space = spaces[finding.study]
+        assert finding.contrast in [contrast_name(c.model_dump()) for c in space.study.contrasts], finding.claim
+        assert finding.metric in space.final_metric_keys(), finding.claim
+        assert set(finding.where) <= set(space.param_names), finding.claim
+    assert [s.num_trials for s in spaces.values()] == [18, 12]
