@@ -211,3 +211,10 @@ def test_the_report_tests_the_contrasts_the_parent_run_declares(tmp_path_factory
     text = report_study("declared", uri, root / "report", log_to_parent=False).read_text()
     assert "## Declared contrasts: Dev MRR@10" in text and "stratified_vs_topk" in text
     assert (root / "report" / "contrasts.csv").is_file()
+    from rich.console import Console
+
+    from study.report import render_report
+
+    console = Console(record=True, width=200)
+    render_report(report, console)
+    assert "Declared contrasts (Dev MRR@10; corrected p: holm within each family)" in console.export_text()

@@ -26,6 +26,11 @@ def render_report(report: StudyReport, console=None) -> None:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     for table in report.tables.values():
         _print_sensitivity(table, console)
+    if report.contrasts is not None and not report.contrasts.empty:
+        shown = report.contrasts[["contrast", "of", "vs", "at", "difference", "ci_low", "ci_high", "p_adjusted", "mde",
+                                  "result"]]
+        console.print(_rich_table(shown, f"Declared contrasts ({metric_label(metric)}; corrected p: "
+                                         f"{report.correction} within each family)"))
     if report.points is not None:
         tied = tied_points(report.points)
         shown = tied[report.point_params + ["n_seeds", "mean", "ci_low", "ci_high", "p_adjusted_vs_best"]]
