@@ -182,6 +182,9 @@ def derive_warmup(cfg: TrialConfig, ev: Evidence) -> Derived | None:
         return None
     steps = _steps(cfg, ev)
     warmup = cfg.loss.kl_warmup_steps
+    if warmup == 0 and cfg.init.start == "warmup":   # the WKL paper's protocol: the warm-up is a shared student
+        shared = cfg.init.warmup
+        return Derived(0.0, f"refines a shared {shared.loss.name} warm-up student ({shared.steps:,} steps, init.warmup)")
     if steps is None or warmup == 0:
         return Derived(0.0 if warmup == 0 else None, "no KL warm-up" if warmup == 0 else f"{warmup:,} steps")
     share = warmup / steps
@@ -325,7 +328,7 @@ STEPS = ("optim.batch_size", "optim.epochs", "optim.max_steps")
 LIST = ("sampler", "seed")          # the loss list: the sampler's K picks (+ the positive), seeded
 DERIVATIONS: list[Derivation] = [
     Derivation("optimiser steps", STEPS, derive_steps),
-    Derivation("warm-up (KL → WKL)", (*STEPS, "optim.warmup_ratio", "loss.name", "loss.kl_warmup_steps"),
+    Derivation("warm-up (KL → WKL)", (*STEPS, "optim.warmup_ratio", "loss.name", "loss.kl_warmup_steps", "init"),
                derive_warmup),
     Derivation("β refreshes", (*STEPS, "loss.name", "loss.alpha", "loss.beta_refresh_steps", "loss.kl_warmup_steps"),
                derive_beta_refreshes),

@@ -57,6 +57,13 @@ def test_kl_warmup_as_long_as_training_is_an_error(tmp_path, sample_data, capsys
     assert "WKL never runs" in err and "loss.kl_warmup_steps=10 ≥ the 10 steps" in err
 
 
+def test_a_shared_warm_up_student_is_named_not_called_missing(tmp_path, sample_data, capsys):
+    path = space_file(tmp_path, sample_data, fixed={"init": {"from": "warmup", "warmup": {"steps": 30}}})
+    code, out, _ = check(path, capsys)
+    assert code == 0 and "refines a shared kl warm-up student (30 steps, init.warmup)" in out
+    assert "no KL warm-up" not in out
+
+
 def test_refresh_interval_past_the_last_step_is_an_error(tmp_path, sample_data, capsys):
     path = space_file(tmp_path, sample_data, fixed={"loss.beta_refresh_steps": 10})
     code, _, err = check(path, capsys)
