@@ -44,6 +44,10 @@ def test_the_warm_start_is_built_once_and_reused_by_a_second_trial(tmp_path):
         assert (warm.key, warm.path) == (first.key, first.path)
         assert warm.stats == {"warm_start_steps_trained": 0, "warm_start_cache_status": "hit"}
 
+    # The shipped recipe's warm-up: KL plus in-batch negatives (loss.in_batch_weight) trains too.
+    in_batch = base.with_overrides({"init.warmup.loss": {"name": "kl", "in_batch_weight": 1.0}})
+    assert prepare_warm_start(in_batch, training_set).stats["warm_start_steps_trained"] == 3
+
     # What the warm-up does is part of its key: another warm-up is another asset.
     longer = base.with_overrides({"init.warmup.steps": 4})
     assert warm_start_key(longer, training_set) != first.key

@@ -112,7 +112,8 @@ def train_warmup(cfg: TrialConfig, training_set_path: str | Path, progress: bool
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         if table is not None:
             table.refresh_if_due(student, ts, cfg, step, 0, 1)
-        inputs = build_step_inputs(student, ts, plan.batch(step), 1, table.ranks if table is not None else None)
+        inputs = build_step_inputs(student, ts, plan.batch(step), 1, table.ranks if table is not None else None,
+                                   in_batch=cfg.loss.in_batch_weight > 0)   # the recipe's warm-up has in-batch negatives
         train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, device, dtype)
     return {name: tensor.detach().cpu() for name, tensor in student.state_dict().items()}
 
