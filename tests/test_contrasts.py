@@ -168,7 +168,7 @@ def test_the_of_point_is_named_by_what_differs_from_its_baseline():
     frame = pd.concat([trials[trials["sampler.name"] == "topk"], wkl.iloc[:1]], ignore_index=True)
     table, notes = declared_contrasts(frame, per_query, "dev", [{"vs": {"loss.name": "kl"}}],
                                       params=["loss.name", "loss.gamma1"])
-    assert set(table["of"]) == {"loss.name=margin_mse", "loss.name=wkl, loss.gamma1=5"}
+    assert set(table["of"]) == {"loss.name=margin_mse, loss.gamma1=0", "loss.name=wkl, loss.gamma1=5"}
     assert set(table["vs"]) == {"loss.name=kl"} and notes == []
 
 

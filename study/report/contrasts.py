@@ -43,8 +43,8 @@ def declared_contrasts(trials: pd.DataFrame, per_query: PerQuery | None, metric:
 
     `params` are the fields that tell the study's points apart (`varying_params`). `vs` names the
     baseline point by the contrast's `vs` fields, `of` the compared point by those and every other
-    field of `params` (not held by `within`) where it differs from its baseline (γ1, α of a WKL
-    cell against KL), `at` by the `within` values; `of_point`/`vs_point` hold all of them, for a
+    field of `params` (not held by `within`) that differs from its baseline or between the
+    contrast's compared points (γ1, α of a WKL cell), `at` by the `within` values; `of_point`/`vs_point` hold all of them, for a
     finding to select rows by.
     """
     check_mode(mode)
@@ -53,7 +53,7 @@ def declared_contrasts(trials: pd.DataFrame, per_query: PerQuery | None, metric:
     missing = sorted(f for f in declared if f not in trials.columns)
     if missing:
         return pd.DataFrame(columns=COLUMNS), [f"declared contrasts: trials have no column(s) {', '.join(missing)}"]
-    fields = sorted(declared | {p for p in params if p in trials.columns})
+    fields = list(dict.fromkeys([*(p for p in params if p in trials.columns), *sorted(declared)]))
     values = [{f: _plain(runs[f].iloc[0]) for f in fields} for _, runs in points]
     rows, notes, cells = [], [], {}
     for spec in contrasts:
@@ -61,6 +61,8 @@ def declared_contrasts(trials: pd.DataFrame, per_query: PerQuery | None, metric:
         pairs, problems = pair_points(values, spec)
         notes += [f"contrast {name}: {p}" for p in problems]
         within = list(spec.get("within") or [])
+        # a field that tells this contrast's `of` points apart names each of them (γ1 and α of WKL cells)
+        apart = {k for k in fields if len({repr(values[i][k]) for i, _ in pairs}) > 1}
         for i, j in pairs:
             of_runs, vs_runs = points[i][1], points[j][1]
             for index, runs in ((i, of_runs), (j, vs_runs)):
@@ -68,7 +70,7 @@ def declared_contrasts(trials: pd.DataFrame, per_query: PerQuery | None, metric:
                     cells[index] = cell_values(runs, per_query or {}, metric)
             row = {"family": family, "contrast": name,
                    "of": describe({k: values[i][k] for k in [*spec["vs"], *fields] if k in spec["vs"] or (
-                       k not in within and not same_value(values[i][k], values[j][k]))}),
+                       k not in within and (k in apart or not same_value(values[i][k], values[j][k])))}),
                    "vs": describe({k: values[j][k] for k in spec["vs"]}),
                    "at": describe({f: values[i][f] for f in within}),
                    "of_point": values[i], "vs_point": values[j],
