@@ -107,7 +107,7 @@ def table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['repeat']} | {r['trials']} | {r['slots']} | {r['train_eval_s']:.1f} | {r['wall_s']:.1f} | "
-                     f"{r['trial_wall_s']:.1f} | {r['train_eval_per_trial_s']:.1f} | {r['efficiency']:.2f} | "
+                     f"{r['trial_wall_s']:.1f} | {r['train_eval_per_trial_s']:.1f} | {r['efficiency']:.3f} | "
                      f"{r['command_s']:.0f} |")
     return "\n".join(lines)
 
@@ -119,8 +119,8 @@ def summary(rows: list[dict], names: list[str]) -> str:
     lines = ["| variant | repeats | median efficiency | min – max |", "|---|---|---|---|"]
     for name in names:
         values = [r["efficiency"] for r in rows if r["variant"] == name]
-        lines.append(f"| {name} | {len(values)} | {statistics.median(values):.2f} | "
-                     f"{min(values):.2f} – {max(values):.2f} |")
+        lines.append(f"| {name} | {len(values)} | {statistics.median(values):.3f} | "
+                     f"{min(values):.3f} – {max(values):.3f} |")
     return "\n".join(lines)
 
 
