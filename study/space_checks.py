@@ -154,18 +154,21 @@ def settle_study(space: SearchSpace) -> StudySettings:
     return study.model_copy(update={"num_samples": _num_samples(space)})
 
 
+def _check_searched_value(where: str, dotted: str, value: Any, by_name: dict) -> None:
+    """`dotted` is a searched parameter and `value` lies inside its search: the rule for every value a space names."""
+    if dotted not in by_name:
+        raise ConfigError(f"{where}: not a searched parameter (expected one of: {', '.join(by_name) or 'none'})")
+    if not by_name[dotted].spec.contains(value):
+        raise ConfigError(f"{where}: {value!r} is outside its search ({by_name[dotted].spec.describe()})")
+
+
 def _check_points_to_evaluate(space: SearchSpace) -> None:
     """Searched keys, values inside the search, conditions respected, a valid config."""
     by_name = {p.name: p for p in space.params}
     for i, point in enumerate(space.study.points_to_evaluate):
         where = f"{space.source}: study.points_to_evaluate.{i}"
         for dotted, value in point.items():
-            if dotted not in by_name:
-                raise ConfigError(f"{where}.{dotted}: not a searched parameter (expected one of: "
-                                  f"{', '.join(by_name)})")
-            if not by_name[dotted].spec.contains(value):
-                raise ConfigError(f"{where}.{dotted}: {value!r} is outside its search "
-                                  f"({by_name[dotted].spec.describe()})")
+            _check_searched_value(f"{where}.{dotted}", dotted, value, by_name)
         chosen: dict[str, Any] = {}
         for param in space.params:
             active = space.is_active(param, chosen)
@@ -185,11 +188,7 @@ def _check_replicates(space: SearchSpace) -> None:
                           "base seed + 0..N-1; do not search the seed as well")
     by_name = {p.name: p for p in space.params}
     for dotted, value in (study.baseline or {}).items():
-        where = f"{src}: study.baseline.{dotted}"
-        if dotted not in by_name:
-            raise ConfigError(f"{where}: not a searched parameter (expected one of: {', '.join(by_name) or 'none'})")
-        if not by_name[dotted].spec.contains(value):
-            raise ConfigError(f"{where}: {value!r} is outside its search ({by_name[dotted].spec.describe()})")
+        _check_searched_value(f"{src}: study.baseline.{dotted}", dotted, value, by_name)
 
 
 def _check_contrasts(space: SearchSpace) -> None:
@@ -203,12 +202,7 @@ def _check_contrasts(space: SearchSpace) -> None:
             raise ConfigError(f"{where}: name {names[i]!r} is declared twice (give each contrast its own `name`)")
         for part in ("of", "vs"):
             for dotted, value in getattr(contrast, part).items():
-                if dotted not in by_name:
-                    raise ConfigError(f"{where}.{part}.{dotted}: not a searched parameter "
-                                      f"(expected one of: {', '.join(by_name) or 'none'})")
-                if not by_name[dotted].spec.contains(value):
-                    raise ConfigError(f"{where}.{part}.{dotted}: {value!r} is outside its search "
-                                      f"({by_name[dotted].spec.describe()})")
+                _check_searched_value(f"{where}.{part}.{dotted}", dotted, value, by_name)
         for dotted in contrast.within:
             if dotted not in by_name:
                 raise ConfigError(f"{where}.within: {dotted!r} is not a searched parameter "

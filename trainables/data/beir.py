@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from trainables.data.textfile import jsonl_records
 from trainables.data.types import DataError, DictCorpus, RetrievalData
 from trainables.hashing import file_sha256
 
@@ -128,14 +129,7 @@ def _read_corpus(path: Path, skipped: Counter[str]) -> dict[str, str]:
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(`_id`, row) per non-blank line; malformed lines raise a `file:line` DataError."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: invalid JSON: {error.msg}") from None
-            if not isinstance(row, dict) or "_id" not in row:
-                raise DataError(f"{path}:{number}: expected a JSON object with an '_id'")
-            yield str(row["_id"]), row
+    for number, row, _ in jsonl_records(path, "BEIR file"):
+        if not isinstance(row, dict) or "_id" not in row:
+            raise DataError(f"{path}:{number}: expected a JSON object with an '_id'")
+        yield str(row["_id"]), row

@@ -66,5 +66,5 @@ def jsonl_records(path: str | Path, what: str) -> Iterator[tuple[int, Any, str]]
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: not JSON ({error.msg})") from None
+                raise DataError(f"{path}:{number}: invalid JSON: {error.msg}") from None
             yield number, record, line
