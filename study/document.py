@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from study.confirm import kendall_tau
 from study.paths import StudyPaths
@@ -42,6 +41,7 @@ from study.report import (ReportError, StudyRuns, best_trial, build_report, fram
 from study.report.contrasts import contrasts_legend, contrasts_markdown, declared_contrasts, median_mde
 from study.report.findings import findings_legend, findings_table, load_findings
 from study.report.points import varying_params
+from study.report.runs import read_yaml_model
 from study.report.sensitivity import SIGNIFICANCE
 from study.report.text import slug
 from study.tags import OVERHEAD_METRIC, WALL_METRIC
@@ -73,16 +73,7 @@ class DocumentSpec(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "DocumentSpec":
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as error:
-            raise ReportError(f"{path}: cannot read the document spec ({str(error).splitlines()[0]})") from None
-        try:
-            return cls.model_validate(raw or {})
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "<top>"
-            raise ReportError(f"{path}: {where}: {first['msg']}") from None
+        return read_yaml_model(path, cls, "the document spec")
 
 
 # ---- pieces ------------------------------------------------------------------------------------------

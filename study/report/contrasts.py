@@ -23,6 +23,7 @@ from study.report import stats
 from study.report.best import check_mode
 from study.report.runs import PerQuery
 from study.report.sensitivity import CORRECTION, SIGNIFICANCE, cell_values, paired_values
+from study.report.text import is_missing, markdown_table, plain
 
 COLUMNS = ["family", "contrast", "of", "vs", "at", "of_point", "vs_point", "mean_of", "mean_vs", "difference",
            "ci_low", "ci_high", "p_value", "p_adjusted", "n_queries", "n_seeds", "mde", "sd_seed", "result"]
@@ -54,7 +55,7 @@ def declared_contrasts(trials: pd.DataFrame, per_query: PerQuery | None, metric:
     if missing:
         return pd.DataFrame(columns=COLUMNS), [f"declared contrasts: trials have no column(s) {', '.join(missing)}"]
     fields = list(dict.fromkeys([*(p for p in params if p in trials.columns), *sorted(declared)]))
-    values = [{f: _plain(runs[f].iloc[0]) for f in fields} for _, runs in points]
+    values = [{f: plain(runs[f].iloc[0]) for f in fields} for _, runs in points]
     rows, notes, cells = [], [], {}
     for spec in contrasts:
         name, family = contrast_name(spec), spec.get("family") or DEFAULT_FAMILY
@@ -87,10 +88,6 @@ def declared_contrasts(trials: pd.DataFrame, per_query: PerQuery | None, metric:
     return table, notes
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _test(a: pd.DataFrame | None, b: pd.DataFrame | None, row: Mapping[str, Any]) -> dict[str, Any]:
     """The pair's paired contrast (or means only without per-query values)."""
     nan = math.nan
@@ -104,7 +101,7 @@ def _test(a: pd.DataFrame | None, b: pd.DataFrame | None, row: Mapping[str, Any]
 
 
 def _result(difference: float, p_adjusted: float, mode: str, significance: float) -> str:
-    if p_adjusted is None or (isinstance(p_adjusted, float) and math.isnan(p_adjusted)):
+    if is_missing(p_adjusted):
         return "untested"
     if p_adjusted >= significance:
         return "n.s."
@@ -114,10 +111,8 @@ def _result(difference: float, p_adjusted: float, mode: str, significance: float
 
 def contrasts_markdown(table: pd.DataFrame, digits: int = 4) -> str:
     """The rows as a Markdown table: pair, means, difference [95% CI], raw and corrected p, MDE, result."""
-    from study.report.text import markdown_table
-
     def number(value: float, fmt: str = f".{digits}f") -> str:
-        return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+        return "—" if is_missing(value) else format(value, fmt)
 
     rows = [[r.family, r.contrast, r.of, r.vs, r.at or "—", number(r.mean_of), number(r.mean_vs),
              f"{number(r.difference, f'+.{digits}f')} [{number(r.ci_low, f'+.{digits}f')}, "

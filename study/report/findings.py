@@ -20,18 +20,16 @@ pair matches (the study, metric or contrast did not run).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from study.contrasts import matches
-from study.report.runs import ReportError
-from study.report.text import markdown_table, metric_label
+from study.report.runs import read_yaml_model
+from study.report.text import is_missing, markdown_table, metric_label
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURED = "reproduced", "not reproduced", "inconclusive", "not measured"
 
@@ -54,16 +52,7 @@ class FindingsFile(BaseModel):
 
 def load_findings(path: str | Path) -> list[Finding]:
     """The findings of a YAML file; a bad file is a one-line ReportError naming the file and key."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ReportError(f"{path}: cannot read the findings ({str(error).splitlines()[0]})") from None
-    try:
-        return FindingsFile.model_validate(raw or {}).findings
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<top>"
-        raise ReportError(f"{path}: {where}: {first['msg']}") from None
+    return read_yaml_model(path, FindingsFile, "the findings").findings
 
 
 def pair_verdict(result: str, expect: str) -> str:
@@ -107,14 +96,10 @@ def measured(finding: Finding, rows: pd.DataFrame, digits: int = 4) -> str:
     parts = []
     for r in rows.itertuples():
         label = "; ".join(x for x in ((r.of if label_of else ""), r.at) if x)
-        ci = ("" if _nan(r.ci_low) else f" [{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}]")
-        p = "untested" if _nan(r.p_adjusted) else f"corrected p {r.p_adjusted:.3g}"
+        ci = ("" if is_missing(r.ci_low) else f" [{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}]")
+        p = "untested" if is_missing(r.p_adjusted) else f"corrected p {r.p_adjusted:.3g}"
         parts.append(f"{label + ': ' if label else ''}Δ {r.difference:+.{digits}f}{ci}, {p}")
     return f"{finding.study}, {metric_label(finding.metric)}: " + "; ".join(parts)
-
-
-def _nan(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def findings_table(findings: list[Finding],

@@ -45,6 +45,26 @@ class ReportError(BadInput, LookupError):
     """A study, metric or artifact the report or export needs is missing; the message is one line."""
 
 
+def read_yaml_model(path: str | Path, model: type, what: str):
+    """`model` validated from the YAML file at `path`; a ReportError of one line naming the file (and key) otherwise.
+
+    `what` names the file in the error when it cannot be read ("the document spec", "the findings").
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ReportError(f"{path}: cannot read {what} ({str(error).splitlines()[0]})") from None
+    try:
+        return model.model_validate(raw or {})
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<top>"
+        raise ReportError(f"{path}: {where}: {first['msg']}") from None
+
+
 @dataclass(frozen=True)
 class StudyRuns:
     """A study's parent run and its trial runs: `trials` (FINISHED) and `excluded` (any other status).
