@@ -6,7 +6,7 @@ Two comparisons, each must agree to `--tolerance` (exit 1 otherwise):
   * end to end: each system's own run and metrics (retrieval + metrics wall time);
   * metrics only: both metric implementations on BEIR's run (isolates the evaluation semantics).
 
-    python bench/bench_eval.py                                  # scifact_ci, packaged MiniLM, max_len 128
+    python bench/bench_eval.py                                  # scifact_ci, packaged MiniLM, max_len 128, 3 repeats
     python bench/bench_eval.py --data ../shared/data/scifact    # full SciFact test (slow on CPU)
     python bench/bench_eval.py --model tiny:bert                # random tiny encoder, seconds
     python bench/bench_eval.py --precision fp32,bf16            # + kd-study under bf16 autocast (CPU)
@@ -21,17 +21,15 @@ import argparse
 import copy
 import functools
 import logging
-import os
+import statistics
 import sys
 import tempfile
 import time
 import types
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from _env import REPO_ROOT, commit  # noqa: E402  (bench/_env.py: offline models, quiet Ray)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact_ci"
 METRICS = ("nDCG@10", "MRR@10", "R@100")
 
@@ -70,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--query-max-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--tolerance", type=float, default=1e-4)
-    parser.add_argument("--repeats", type=int, default=1, help="time each system N times, report the fastest")
+    parser.add_argument("--repeats", type=int, default=3, help="time each system N times, interleaved (median, range)")
     parser.add_argument("--cache-dir", default=None, help="model cache (default: a temporary folder)")
     parser.add_argument("--precision", default="fp32",
                         help="kd-study's precision, comma-separated (fp32, bf16, auto, gpu-bf16); BEIR stays fp32")
@@ -130,23 +128,20 @@ def kd_metrics(run, qrels) -> dict[str, float]:
     return aggregate
 
 
-def print_table(title: str, rows: list[tuple[str, float, dict[str, float], float]]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # plain text is enough
-        print(title)
-        print(f"{'system':<58} {'seconds':>8} " + " ".join(f"{m:>8}" for m in METRICS) + f" {'ratio vs beir':>13}")
-        for system, seconds, metrics, ratio in rows:
-            print(f"{system:<58} {seconds:>8.3f} " + " ".join(f"{metrics[m]:>8.4f}" for m in METRICS)
-                  + f" {ratio:>13.2f}")
-        return
-    table = Table(title=title)
-    for column in ("system", "seconds", *METRICS, "ratio vs beir"):
-        table.add_column(column, justify="left" if column == "system" else "right")
-    for system, seconds, metrics, ratio in rows:
-        table.add_row(system, f"{seconds:.3f}", *(f"{metrics[m]:.4f}" for m in METRICS), f"{ratio:.2f}")
-    Console(width=140).print(table)
+def spread(values: list[float], digits: int, unit: str = "") -> str:
+    """`median (min – max)` of a measurement's repeats."""
+    return f"{statistics.median(values):.{digits}f}{unit} ({min(values):.{digits}f} – {max(values):.{digits}f})"
+
+
+def print_table(title: str, rows: list[tuple[str, list[float], dict[str, float], list[float] | None]]) -> None:
+    """Markdown: system | seconds | metrics | speed-up over beir (beir seconds / system seconds, per repeat;
+    > 1 = kd-study faster), medians and ranges over the repeats."""
+    print(f"\n{title}\n")
+    print("| system | seconds, median (min – max) | " + " | ".join(METRICS) + " | speed-up vs beir, median (min – max) |")
+    print("|---|---|" + "---|" * len(METRICS) + "---|")
+    for system, seconds, metrics, speed_ups in rows:
+        print(f"| {system} | {spread(seconds, 3)} | " + " | ".join(f"{metrics[m]:.4f}" for m in METRICS)
+              + f" | {spread(speed_ups, 2, 'x') if speed_ups else '1 (the peer)'} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,30 +213,29 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         kd_on_beir_run = kd_metrics(beir_run, data.qrels)
         kd_metrics_seconds.append(time.perf_counter() - start)
-    beir_seconds = min(beir_seconds)
-    fastest = {name: min(seconds) for name, seconds in kd_seconds.items()}
-    beir_metrics_seconds, kd_metrics_seconds = min(beir_metrics_seconds), min(kd_metrics_seconds)
+    median_seconds = {name: statistics.median(seconds) for name, seconds in kd_seconds.items()}
 
-    print(f"{args.data} split={args.split}: {len(data.corpus)} docs, {len(qrels)} judged queries; "
+    print(f"commit {commit()}; {args.data} split={args.split}: {len(data.corpus)} docs, {len(qrels)} judged queries; "
           f"model {args.model} (layers {args.num_layers or 'all'}, max_len q{args.query_max_length}/"
-          f"p{args.max_length}), {torch.get_num_threads()} torch threads, fastest of {args.repeats}")
-    tag = {name: "" if precisions == ["fp32"] else f" ({name})" for name in precisions}   # [..] is rich markup
+          f"p{args.max_length}), {torch.get_num_threads()} torch threads, {args.repeats} interleaved repeats")
+    tag = {name: "" if precisions == ["fp32"] else f" ({name})" for name in precisions}
     print_table("retrieval + metrics (each system's own run)", [
-        ("beir DenseRetrievalExactSearch + EvaluateRetrieval", beir_seconds, beir_end_to_end, 1.0),
-        *((f"kd-study{tag[name]} evaluate.retrieve (faiss flat) + evaluate_run", fastest[name], kd_end_to_end[name],
-           fastest[name] / beir_seconds) for name in precisions),
+        ("beir DenseRetrievalExactSearch + EvaluateRetrieval", beir_seconds, beir_end_to_end, None),
+        *((f"kd-study{tag[name]} evaluate.retrieve (faiss flat) + evaluate_run", kd_seconds[name], kd_end_to_end[name],
+           [b / k for b, k in zip(beir_seconds, kd_seconds[name])]) for name in precisions),
     ])
     print_table("metrics only (both on beir's run)", [
-        ("beir EvaluateRetrieval.evaluate + evaluate_custom(mrr)", beir_metrics_seconds, beir_on_beir_run, 1.0),
+        ("beir EvaluateRetrieval.evaluate + evaluate_custom(mrr)", beir_metrics_seconds, beir_on_beir_run, None),
         ("kd-study evaluate_run (ir_measures)", kd_metrics_seconds, kd_on_beir_run,
-         kd_metrics_seconds / beir_metrics_seconds),
+         [b / k for b, k in zip(beir_metrics_seconds, kd_metrics_seconds)]),
     ])
+    print()
 
     for name in precisions:
         if dtypes[name] is not None and "fp32" in kd_end_to_end:
             moved = max(abs(kd_end_to_end[name][m] - kd_end_to_end["fp32"][m]) for m in METRICS)
             print(f"{name}: largest metric difference from kd-study fp32 {moved:.2e}, "
-                  f"{fastest['fp32'] / fastest[name]:.2f}x the fp32 speed")
+                  f"{median_seconds['fp32'] / median_seconds[name]:.2f}x the fp32 speed")
     # the agreement check is about semantics: it reads the fp32 (or else the first) kd-study row
     reference = kd_end_to_end.get("fp32", kd_end_to_end[precisions[0]])
     worst = max(abs(ours[m] - theirs[m]) for ours, theirs in
@@ -250,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{verdict}: largest metric difference {worst:.2e} (tolerance {args.tolerance:.0e}; "
           "BEIR rounds to 5 decimals)")
     return 0 if verdict == "PASS" else 1
+
+
 
 
 if __name__ == "__main__":

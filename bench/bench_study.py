@@ -36,12 +36,8 @@ from pathlib import Path
 
 import yaml
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
+from _env import REPO_ROOT  # noqa: E402  (bench/_env.py: offline models, quiet Ray)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO_ROOT / "search_spaces" / "quickstart.yaml"
 VARIANTS = {
     # name: (study overrides, base resources, slots)

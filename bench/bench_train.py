@@ -18,26 +18,24 @@ forward → loss → backward → clip → optimizer): model loading, Ray start-
     autocast of the forward, trainables/precision.py); sentence-transformers stays fp32, the reference.
 
     python bench/bench_train.py                           # 30 steps, batch 16, K=4, MiniLM-L2, max_len 64
+    python bench/bench_train.py --systems st,inprocess,ray1 --losses kl,margin_mse,wkl --repeats 3
     python bench/bench_train.py --steps 10 --systems st,inprocess
     python bench/bench_train.py --systems st,inprocess --precision fp32,bf16   # bf16 autocast against fp32
 """
 from __future__ import annotations
 
 import argparse
-import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
+from _env import REPO_ROOT, commit  # noqa: E402  (bench/_env.py: offline models, quiet Ray)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "scifact"
-LOSSES = {"kl": "DistillKLDivLoss", "margin_mse": "MarginMSELoss"}
+LOSSES = {"kl": "DistillKLDivLoss", "margin_mse": "MarginMSELoss", "wkl": "DistillKLDivLoss"}   # st's loss per row
+WKL = {"gamma1": 5.0, "alpha": 1.0, "beta_refresh_steps": 5}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=64, help="query and passage max length (tokens)")
     parser.add_argument("--losses", default="kl,margin_mse")
     parser.add_argument("--systems", default="st,inprocess,ray1,ray2")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every system, interleaved (median, range)")
     parser.add_argument("--precision", default="fp32",
                         help="kd-study systems' resources.precision, comma-separated (fp32, bf16, auto, gpu-bf16)")
     parser.add_argument("--cache-dir", default=str(REPO_ROOT / ".kd-cache"), help="assets cache (pools, teacher scores)")
@@ -71,7 +70,7 @@ def bench_config(args: argparse.Namespace, loss: str):
         "student": {"model": "packaged:all-MiniLM-L6-v2", "num_layers": args.num_layers,
                     "query_max_length": args.max_length, "passage_max_length": args.max_length},
         "sampler": {"name": "stratified", "k": args.k},
-        "loss": {"name": loss},
+        "loss": {"name": loss, **(WKL if loss == "wkl" else {})},
         "optim": {"lr": 3e-5, "batch_size": args.batch_size, "max_steps": args.steps, "log_every_steps": args.warmup_steps},
         "eval": {"dev": None, "beir": []},
         "resources": {"num_workers": 1, "cpus_per_worker": 1},
@@ -113,7 +112,7 @@ def run_sentence_transformers(ts, cfg, args, loss_name: str) -> tuple[float, flo
     model = SentenceTransformer(resolve_model_path(cfg.student.model, cfg.cache_dir), device="cpu")
     truncate_layers(model[0].auto_model, cfg.student.num_layers)
     model.max_seq_length = cfg.student.passage_max_length
-    if loss_name == "kl":
+    if loss_name in ("kl", "wkl"):
         loss = losses.DistillKLDivLoss(model, similarity_fct=pairwise_dot_score, temperature=1.0)
     else:
         loss = losses.MarginMSELoss(model, similarity_fct=pairwise_dot_score)
@@ -153,10 +152,11 @@ def run_sentence_transformers(ts, cfg, args, loss_name: str) -> tuple[float, flo
 
 def run_in_process(ts, cfg, args) -> tuple[float, float]:
     """(queries/s, first-batch loss in eval mode) of the Ray Train loop's step (train_step.py) without Ray,
-    at `cfg.resources.precision` on the CPU."""
+    at `cfg.resources.precision` on the CPU; WKL's β refreshes (losses/wkl_ranks.py) count in the step they precede."""
     import torch
 
     from trainables.losses import compute_loss
+    from trainables.losses.wkl_ranks import RankTable
     from trainables.precision import autocast, autocast_dtype
     from trainables.student import BiEncoder
     from trainables.train_step import DistillScorer, build_step_inputs, make_optimizer, train_step
@@ -174,10 +174,13 @@ def run_in_process(ts, cfg, args) -> tuple[float, float]:
         first_loss = float(compute_loss(cfg.loss, scores.float(), inputs.teacher_scores, inputs.positive_mask,
                                         valid_mask=inputs.valid_mask))
     model.train()
+    rank_table = RankTable.start(ts, cfg.loss)
     seconds = []
     for step, batch in enumerate(batches):
         start = time.perf_counter()
-        inputs = build_step_inputs(model.student, ts, batch, 1, None)
+        if rank_table is not None:
+            rank_table.refresh_if_due(model.student, ts, cfg, step, 0, 1)
+        inputs = build_step_inputs(model.student, ts, batch, 1, rank_table.ranks if rank_table is not None else None)
         train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, cpu, dtype)
         seconds.append(time.perf_counter() - start)
     return rate(seconds, cfg.optim.batch_size, args.warmup_steps), first_loss
@@ -200,6 +203,28 @@ def run_ray(training_set_path: str, cfg, workers: int, storage: str) -> float:
     return sum(window_queries) / sum(q / r[QUERIES_PER_SECOND] for q, r in zip(window_queries, windows))
 
 
+
+
+def summary_table(rows: list[tuple[int, str, str, int, float]], timed_steps: int) -> list[str]:
+    """Markdown rows: per (system, loss, workers), the median (min–max) queries/s over repeats and the speed-up
+    over sentence-transformers' run of the row's peer loss (`LOSSES`) in the same repeat (> 1 = kd-study faster)."""
+    st = {(repeat, system): qps for repeat, system, _, _, qps in rows if system.startswith("sentence-transformers")}
+    keys = list(dict.fromkeys((system, loss, workers) for _, system, loss, workers, _ in rows))
+    lines = ["| system | loss | workers | timed steps | repeats | queries/s median (min – max) "
+             "| speed-up vs sentence-transformers, median (min – max) |", "|---|---|---|---|---|---|---|"]
+    for system, loss, workers in keys:
+        runs = [(repeat, qps) for repeat, s, l, w, qps in rows if (s, l, w) == (system, loss, workers)]
+        rates = [qps for _, qps in runs]
+        peer_system = "sentence-transformers " + LOSSES[loss]
+        ups = [qps / st[repeat, peer_system] for repeat, qps in runs if (repeat, peer_system) in st]
+        peer = (f"{statistics.median(ups):.2f}x ({min(ups):.2f} – {max(ups):.2f})" if ups else "-")
+        if system.startswith("sentence-transformers"):
+            peer = "1 (the peer)"
+        lines.append(f"| {system} | {loss} | {workers} | {timed_steps} | {len(runs)} | {statistics.median(rates):.2f} "
+                     f"({min(rates):.2f} – {max(rates):.2f}) | {peer} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -214,56 +239,57 @@ def main(argv: list[str] | None = None) -> int:
     ray_started = False
     storage = tempfile.mkdtemp(prefix="kd-bench-train-", dir="/tmp")
 
-    def measured(system: str, loss: str, workers: int, qps: float) -> None:
-        rows.append((system, loss, workers, qps))
-        print(f"  {system} [{loss}]: {qps:.1f} queries/s", file=sys.stderr, flush=True)
+    def measured(repeat: int, system: str, loss: str, workers: int, qps: float) -> None:
+        rows.append((repeat, system, loss, workers, qps))
+        print(f"  repeat {repeat + 1}: {system} [{loss}]: {qps:.2f} queries/s", file=sys.stderr, flush=True)
 
+    configs = {loss_name: bench_config(args, loss_name) for loss_name in losses_}
+    training_sets = {}
+    for loss_name, cfg in configs.items():
+        assets = prepare_assets(cfg, progress=False)
+        training_sets[loss_name] = (assets.training_set_path, TrainingSet.load(assets.training_set_path))
+        print(f"[{loss_name}] {len(training_sets[loss_name][1])} queries, pools of "
+              f"{training_sets[loss_name][1].pool_doc_idx.shape[1]}, torch threads {torch.get_num_threads()}",
+              file=sys.stderr)
     try:
-        for loss_name in losses_:
-            cfg = bench_config(args, loss_name)
-            assets = prepare_assets(cfg, progress=False)
-            ts = TrainingSet.load(assets.training_set_path)
-            print(f"[{loss_name}] {len(ts)} queries, pools of {ts.pool_doc_idx.shape[1]}, "
-                  f"torch threads {torch.get_num_threads()}", file=sys.stderr)
-            if "st" in systems:
-                qps, first_st = run_sentence_transformers(ts, cfg, args, loss_name)
-                measured("sentence-transformers " + LOSSES[loss_name], loss_name, 1, qps)
-                print(f"  first-batch loss (eval mode): sentence-transformers {first_st:.6f}", file=sys.stderr)
-            for precision in precisions:
-                at = cfg.with_overrides({"resources.precision": precision})
-                tag = "" if precisions == ["fp32"] else f" [{precision}]"
-                if "inprocess" in systems:
-                    qps, first_ours = run_in_process(ts, at, args)
-                    measured(f"kd-study loop, in-process{tag}", loss_name, 1, qps)
-                    print(f"  first-batch loss (eval mode): kd-study{tag} {first_ours:.6f}", file=sys.stderr)
-                for workers in (1, 2):
-                    if f"ray{workers}" not in systems:
-                        continue
-                    if not ray_started:
-                        import ray
+        for repeat in range(args.repeats):
+            for loss_name, cfg in configs.items():
+                ts_path, ts = training_sets[loss_name]
+                # one sentence-transformers run per its loss and repeat: WKL's peer is the KL row's run
+                if "st" in systems and not any(r == repeat and s == "sentence-transformers " + LOSSES[loss_name]
+                                               for r, s, _, _, _ in rows):
+                    qps, first_st = run_sentence_transformers(ts, cfg, args, loss_name)
+                    measured(repeat, "sentence-transformers " + LOSSES[loss_name], loss_name, 1, qps)
+                    print(f"  first-batch loss (eval mode): sentence-transformers {first_st:.6f}", file=sys.stderr)
+                for precision in precisions:
+                    at = cfg.with_overrides({"resources.precision": precision})
+                    tag = "" if precisions == ["fp32"] else f" [{precision}]"
+                    if "inprocess" in systems:
+                        qps, first_ours = run_in_process(ts, at, args)
+                        measured(repeat, f"kd-study loop, in-process{tag}", loss_name, 1, qps)
+                        print(f"  first-batch loss (eval mode): kd-study{tag} {first_ours:.6f}", file=sys.stderr)
+                    for workers in (1, 2):
+                        if f"ray{workers}" not in systems:
+                            continue
+                        if not ray_started:
+                            import ray
 
-                        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                                 _temp_dir=tempfile.mkdtemp(prefix="ray_kd_bench_", dir="/tmp"))
-                        ray_started = True
-                    measured(f"kd-study Ray Train ({workers} worker{'s' * (workers > 1)}){tag}", loss_name, workers,
-                             run_ray(assets.training_set_path, at, workers, storage))
+                            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                                     _temp_dir=tempfile.mkdtemp(prefix="ray_kd_bench_", dir="/tmp"))
+                            ray_started = True
+                        at_repeat = at.with_overrides({"name": f"{at.name}-r{repeat}"})
+                        measured(repeat, f"kd-study Ray Train ({workers} worker{'s' * (workers > 1)}){tag}", loss_name,
+                                 workers, run_ray(ts_path, at_repeat, workers, storage))
     finally:
         if ray_started:
             import ray
 
             ray.shutdown()
 
-    print(f"\nsteps: {args.steps} (first {args.warmup_steps} untimed), batch {args.batch_size} queries, "
-          f"K={args.k}, student MiniLM-L{args.num_layers}, max_len {args.max_length}, CPU threads {torch.get_num_threads()}\n")
-    header = ("system", "loss", "workers", "steps", "queries/s", "vs sentence-transformers")
-    reference = {loss: qps for system, loss, _, qps in rows if system.startswith("sentence-transformers")}
-    table = [(system, loss, str(workers), str(args.steps - args.warmup_steps), f"{qps:.1f}",
-              f"{qps / reference[loss]:.2f}x" if loss in reference else "-") for system, loss, workers, qps in rows]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("-|-".join("-" * w for w in widths))
-    for row in table:
-        print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print(f"\ncommit {commit()}; steps: {args.steps} (first {args.warmup_steps} untimed), batch {args.batch_size} "
+          f"queries, K={args.k}, student MiniLM-L{args.num_layers}, max_len {args.max_length}, CPU threads "
+          f"{torch.get_num_threads()}, {args.repeats} interleaved repeats; WKL: {WKL}\n")
+    print("\n".join(summary_table(rows, args.steps - args.warmup_steps)))
     return 0
 
 

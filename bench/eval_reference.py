@@ -10,13 +10,11 @@ seed, so the numbers are directly comparable with the study's metrics. Prints a 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import _env  # noqa: E402, F401  (bench/_env.py sets the environment: offline models, quiet Ray)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,12 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")  # before _env
+from _env import REPO_ROOT  # noqa: E402  (bench/_env.py: offline models, quiet Ray)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "search_spaces" / "trial_scifact.yaml"
 CONFIG_DATA = "../shared/data"   # how trial_scifact.yaml names its data folder
 NO_GPU = 2
