@@ -270,7 +270,7 @@ def derive_sampler_overlap(cfg: TrialConfig, ev: Evidence) -> Derived | None:
     """Expected share of the same candidates picked by two of the space's samplers at this K and pool."""
     if len(ev.samplers) < 2:
         return None
-    pools = ev.scores.teacher_pool if ev.scores is not None else _ranked_pools(cfg.data.pool_depth)
+    pools = ev.scores.teacher_pool if ev.scores is not None else _ranked_pools(cfg.data.max_pool_size)
     overlaps = sampler_overlaps(pools, ev.samplers, cfg.sampler.k, ev.seed)
     (a, b), share = max(overlaps.items(), key=lambda item: item[1])
     depth = int(np.median((~np.isnan(pools)).sum(axis=1)))
@@ -337,7 +337,7 @@ DERIVATIONS: list[Derivation] = [
     Derivation("student softmax entropy", ("loss.name", "loss.student_temperature", *LIST), derive_student_entropy),
     Derivation("WKL weight spread", ("loss.name", "loss.gamma1", "loss.alpha", "loss.gamma2_floor",
                                      "loss.student_temperature", *LIST), derive_wkl_weights),
-    Derivation("sampler overlap", ("sampler.k", "data.pool_depth"), derive_sampler_overlap),
+    Derivation("sampler overlap", ("sampler.k", "data.pool_depth", "data.random_additions"), derive_sampler_overlap),
     Derivation("MarginMSE margins", ("loss.name", "loss.student_scale", *LIST), derive_margins),
     Derivation("intermediate evaluations", (*STEPS, "eval.every_steps"), derive_evaluations),
 ]

@@ -187,6 +187,12 @@ def test_sampler_overlap_follows_k_and_pool_depth():
     assert all(share == 1.0 for share in full.values())
 
 
+def test_sampler_overlap_without_scores_counts_random_additions_in_the_pool():
+    cfg = TrialConfig.from_dict({"sampler": {"k": 8}, "data": {"pool_depth": 100, "random_additions": 50}})
+    derived = derive("sampler overlap", cfg, Evidence(samplers=("topk", "random", "stratified")))
+    assert "pool 150" in derived.text
+
+
 def test_margins_measured_from_scores_replace_the_prior():
     scores = synthetic_scores()
     cross = ScoreSample(scores.teacher_positive * 20, scores.teacher_pool * 20, scores.student_positive,
