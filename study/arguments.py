@@ -194,7 +194,7 @@ confirmed set of points tied with the best.""")
     confirm.add_argument("--name", dest="child", metavar="CHILD", help="the child study's name (default: NAME-confirm)")
     confirm.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="pin",
                          help="fix a trial config field in the confirmation (YAML value), e.g. --set eval.top_k=100")
-    confirm.add_argument("--quiet", action="store_true", help="no live trial table")
+    _verbosity_options(confirm)
     confirm.set_defaults(command_name="confirm")
     return parser
 

@@ -219,16 +219,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from study.confirm import confirm_study, table_rows, tau_line
+    from study.confirm import child_name, confirm_study, table_rows, tau_line
 
     name = check_name(args.name, "study name")
     for flag in ("top", "replicates", "epochs", "max_steps"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} {value}: expected a positive number")
-    opts = _options(args, verbose=0 if args.quiet else 1)
-    result = confirm_study(name, opts, top=args.top, replicates=args.replicates, pins=_pins(args.pin),
-                           epochs=args.epochs, max_steps=args.max_steps, child=args.child)
+    opts = _options(args, verbose=_verbosity(args))
+    with _logs_to(_study_dir(child_name(name, args.child), args) / LOGS_DIR_NAME, args):
+        result = confirm_study(name, opts, top=args.top, replicates=args.replicates, pins=_pins(args.pin),
+                               epochs=args.epochs, max_steps=args.max_steps, child=args.child)
     code = _finish(result.outcome, [result.confirm_metric], args) if result.outcome is not None else 0
     if not result.rows:
         return code

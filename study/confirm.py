@@ -202,6 +202,11 @@ def tied_with_best(per_point: dict[str, dict[str, float]], means: dict[str, floa
 
 
 # ---- the whole verb ---------------------------------------------------------------------------------
+def child_name(name: str, child: str | None = None) -> str:
+    """The confirmation study's name: `child` (checked) or NAME-confirm."""
+    return check_name(child or f"{name}-confirm", "--name")
+
+
 def confirm_study(name: str, opts, *, top: int, replicates: int | None = None, pins: dict[str, Any] | None = None,
                   epochs: int | None = None, max_steps: int | None = None, child: str | None = None) -> Confirmation:
     """Run the confirmation of study `name` (a child study) and compare its ranking with the sweep's."""
@@ -216,7 +221,7 @@ def confirm_study(name: str, opts, *, top: int, replicates: int | None = None, p
     paths = check_existing_study(name, opts.root)
     state = paths.read_state()
     tracking_uri = state["tracking_uri"]
-    child = check_name(child or f"{name}-confirm", "--name")
+    child = child_name(name, child)
     sweep_space = load_space(paths.space_resolved)
     sweep = load_study_runs(name, tracking_uri)
     metric, mode = (sweep.objectives[0] if sweep.objectives else (sweep_space.metrics[0], sweep_space.modes[0]))

@@ -278,6 +278,9 @@ def test_confirm_reruns_the_top_points_and_prints_the_rank_correlation(workdir):
     result = run_cli(workdir, "confirm", name, "--top", "2", "--replicates", "1", "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Kendall τ" in result.stdout and "tied with the best" in result.stdout
+    console = result.stdout + result.stderr                               # --quiet: the libraries' lines go to logs/
+    assert "RayTrainWorker" not in console and "Reporting training result" not in console, console[-2000:]
+    assert (workdir / "studies" / f"{name}-confirm" / "logs" / "driver.log").is_file()
     table = (workdir / "studies" / name / "confirm" / f"{name}-confirm.md").read_text()
     print(table)                                                          # the rank-correlation table, in CI logs
     assert "| confirmed rank |" in table.replace("dev_mrr_at_10 ", "") or "confirmed rank" in table
