@@ -1,11 +1,12 @@
 """Reference points of a trial config: the untrained student and the teacher on the trial's own eval sets.
 
 What every trial of a study should be read against: where the student starts (the initial
-student, before any distillation) and what it imitates (the teacher, used as a bi-encoder
-retriever). Both go through the trials' own `evaluate_student`, on the same sets, subsets and
+student, before any distillation; with `init: {from: warmup}` also the shared KL warm-up student that
+every trial refines) and what it imitates (the teacher, used as a bi-encoder retriever). Both go through the trials' own `evaluate_student`, on the same sets, subsets and
 seed, so the numbers are directly comparable with the study's metrics. Prints a Markdown table.
 
     python bench/eval_reference.py search_spaces/trial_scifact.yaml > bench/results/reference_scifact.md
+    python bench/eval_reference.py kd-studies/scifact_wkl_v2/best.yaml --skip-teacher   # + the warm-up student
 """
 from __future__ import annotations
 
@@ -31,11 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.teacher.kind != "bi_encoder" and not args.skip_teacher:
         print(f"{args.config}: a {cfg.teacher.kind} teacher cannot retrieve: use --skip-teacher", file=sys.stderr)
         return 2
-    models = [("untrained student", cfg.student)] + ([] if args.skip_teacher else [("teacher", cfg.teacher)])
+    models = [("untrained student", cfg.student, None)]
+    if cfg.init.start == "warmup":
+        warm = cfg.init.warmup
+        models.append((f"warm-up student ({warm.loss.name}, {warm.steps} steps, lr {warm.lr:g})", cfg.student,
+                       warm_start_file(cfg)))
+    models += [] if args.skip_teacher else [("teacher", cfg.teacher, None)]
     rows = []
-    for label, model_cfg in models:
+    for label, model_cfg, weights in models:
         started = time.perf_counter()
         encoder = BiEncoder.from_config(model_cfg, cfg.cache_dir)
+        if weights is not None:
+            from trainables.warm_start import load_warm_start
+
+            load_warm_start(encoder, weights)
         result = evaluate_student(encoder, cfg.eval, cfg.seed, progress=True)
         seconds = time.perf_counter() - started
         layers = model_cfg.num_layers or "all"
@@ -51,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | " + " | ".join(f"{metrics[k]:.4f}" if k in metrics else "—" for k in keys)
               + f" | {seconds:.0f} |")
     return 0
+
+
+def warm_start_file(cfg) -> str:
+    """The config's shared warm start, as its trials load it (from the cache; trained there if missing)."""
+    from trainables.assets import prepare_assets
+    from trainables.warm_start import prepare_warm_start
+
+    return prepare_warm_start(cfg, prepare_assets(cfg, progress=False).training_set_path).path
 
 
 if __name__ == "__main__":
