@@ -2,11 +2,13 @@
 
 What every trial of a study should be read against: where the student starts (the initial
 student, before any distillation; with `init: {from: warmup}` also the shared KL warm-up student that
-every trial refines) and what it imitates (the teacher, used as a bi-encoder retriever). Both go through the trials' own `evaluate_student`, on the same sets, subsets and
-seed, so the numbers are directly comparable with the study's metrics. Prints a Markdown table.
+every trial refines) and what it imitates (the teacher, used as a bi-encoder retriever). All go
+through the trials' own `evaluate_student`, on the same sets, subsets and seed, so the numbers are
+directly comparable with the study's metrics. Prints a Markdown table.
 
     python bench/eval_reference.py search_spaces/trial_scifact.yaml > bench/results/reference_scifact.md
-    python bench/eval_reference.py kd-studies/scifact_wkl_v2/best.yaml --skip-teacher   # + the warm-up student
+    kd-study export scifact_wkl_v2 -o kd-runs/wkl_v2_best.yaml
+    python bench/eval_reference.py kd-runs/wkl_v2_best.yaml --skip-teacher   # + the warm-up student
 """
 from __future__ import annotations
 
@@ -64,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def warm_start_file(cfg) -> str:
-    """The config's shared warm start, as its trials load it (from the cache; trained there if missing)."""
+    """The config's shared warm start, as its trials load it (`prepare_assets` reuses it, or trains it once)."""
     from trainables.assets import prepare_assets
-    from trainables.warm_start import prepare_warm_start
+    from trainables.warm_start import warm_start_path
 
-    return prepare_warm_start(cfg, prepare_assets(cfg, progress=False).training_set_path).path
+    return str(warm_start_path(cfg, prepare_assets(cfg, progress=False).training_set_path))
 
 
 if __name__ == "__main__":
