@@ -11,7 +11,7 @@ Two comparisons, each must agree to `--tolerance` (exit 1 otherwise):
     python bench/bench_eval.py --model tiny:bert                # random tiny encoder, seconds
     python bench/bench_eval.py --precision fp32,bf16            # + kd-study under bf16 autocast (CPU)
 
-`--precision`: kd-study's retrieval once per precision (`resources.precision`, trainables/precision.py:
+`--precision`: kd-study's retrieval once per precision (`resources.precision`, trainables/train/precision.py:
 bf16 = autocast of the encoder's forward; embeddings reach faiss as float32). BEIR stays fp32, the
 reference; the tolerance check reads the fp32 row, a bf16 row prints its metric difference from it.
 """
@@ -122,7 +122,7 @@ def beir_metrics(qrels, results) -> dict[str, float]:
 def kd_metrics(run, qrels) -> dict[str, float]:
     from ir_measures import RR, R, nDCG
 
-    from trainables.evaluate import evaluate_run
+    from trainables.evaluate.evaluation import evaluate_run
 
     aggregate, _ = evaluate_run(run, qrels, {"nDCG@10": nDCG @ 10, "MRR@10": RR @ 10, "R@100": R @ 100})
     return aggregate
@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from trainables.config import StudentConfig
     from trainables.data import load_data
-    from trainables.evaluate import retrieve
-    from trainables.precision import PRECISIONS, autocast, autocast_dtype
-    from trainables.student import BiEncoder
+    from trainables.evaluate.evaluation import retrieve
+    from trainables.train.precision import PRECISIONS, autocast, autocast_dtype
+    from trainables.models.student import BiEncoder
 
     cfg = StudentConfig(model=args.model, num_layers=args.num_layers,
                         query_max_length=args.query_max_length, passage_max_length=args.max_length)

@@ -2,7 +2,7 @@
 
 Every system trains the same student (packaged MiniLM, first `--num-layers` layers, mean pooling,
 cosine) from the same weights with the same loss on the same batches: the queries, positives and K
-sampled candidates of `trainables.epoch_plan.plan_epoch` (rank 0 of 1), teacher scores from the same
+sampled candidates of `trainables.train.epoch_plan.plan_epoch` (rank 0 of 1), teacher scores from the same
 cached TrainingSet, AdamW + linear schedule + gradient clipping. Only steps are timed (tokenise →
 forward → loss → backward → clip → optimizer): model loading, Ray start-up and the first
 `--warmup-steps` steps are excluded.
@@ -15,7 +15,7 @@ forward → loss → backward → clip → optimizer): model loading, Ray start-
     (each rank draws its own candidates there, from `default_rng([seed, epoch, rank])`).
 
   * `--precision fp32,bf16`: each kd-study system once per precision (`resources.precision`; bf16 =
-    autocast of the forward, trainables/precision.py); sentence-transformers stays fp32, the reference.
+    autocast of the forward, trainables/train/precision.py); sentence-transformers stays fp32, the reference.
 
     python bench/bench_train.py                           # 30 steps, batch 16, K=4, MiniLM-L2, max_len 64
     python bench/bench_train.py --systems st,inprocess,ray1 --losses kl,margin_mse,wkl --repeats 3
@@ -80,7 +80,7 @@ def bench_config(args: argparse.Namespace, loss: str):
 
 def planned_batches(ts, cfg, steps: int):
     """The first `steps` single-process batches of the trial (what every in-process system trains on)."""
-    from trainables.epoch_plan import plan_epoch, steps_per_epoch
+    from trainables.train.epoch_plan import plan_epoch, steps_per_epoch
 
     per_epoch = steps_per_epoch(len(ts), cfg.optim.batch_size)
     plans = {}
@@ -106,7 +106,7 @@ def run_sentence_transformers(ts, cfg, args, loss_name: str) -> tuple[float, flo
     from sentence_transformers.util import pairwise_dot_score
     from transformers import get_linear_schedule_with_warmup
 
-    from trainables.models import resolve_model_path, truncate_layers
+    from trainables.models.encoders import resolve_model_path, truncate_layers
 
     torch.manual_seed(cfg.seed)
     model = SentenceTransformer(resolve_model_path(cfg.student.model, cfg.cache_dir), device="cpu")
@@ -152,14 +152,14 @@ def run_sentence_transformers(ts, cfg, args, loss_name: str) -> tuple[float, flo
 
 def run_in_process(ts, cfg, args) -> tuple[float, float]:
     """(queries/s, first-batch loss in eval mode) of the Ray Train loop's step (train_step.py) without Ray,
-    at `cfg.resources.precision` on the CPU; WKL's β refreshes (losses/wkl_ranks.py) count in the step they precede."""
+    at `cfg.resources.precision` on the CPU; WKL's β refreshes (train/rank_table.py) count in the step they precede."""
     import torch
 
     from trainables.losses import compute_loss
-    from trainables.losses.wkl_ranks import RankTable
-    from trainables.precision import autocast, autocast_dtype
-    from trainables.student import BiEncoder
-    from trainables.train_step import DistillScorer, build_step_inputs, make_optimizer, train_step
+    from trainables.train.rank_table import RankTable
+    from trainables.train.precision import autocast, autocast_dtype
+    from trainables.models.student import BiEncoder
+    from trainables.train.step import DistillScorer, build_step_inputs, make_optimizer, train_step
 
     cpu = torch.device("cpu")
     dtype = autocast_dtype(cfg.resources.precision, cpu)
@@ -189,7 +189,7 @@ def run_in_process(ts, cfg, args) -> tuple[float, float]:
 def run_ray(training_set_path: str, cfg, workers: int, storage: str) -> float:
     """Global queries/s of the real trial under Ray Train, from its log windows after the first."""
     from trainables.outputs import QUERIES_PER_SECOND
-    from trainables.trial import build_trainer, read_train_log
+    from trainables.train.trial import build_trainer, read_train_log
 
     cpus = 2 / workers
     cfg = cfg.with_overrides({"resources.num_workers": workers, "resources.cpus_per_worker": cpus})
@@ -229,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from trainables.assets import prepare_assets
-    from trainables.training_set import TrainingSet
+    from trainables.prepare.assets import prepare_assets
+    from trainables.data.training_set import TrainingSet
 
     losses_ = [name.strip() for name in args.losses.split(",") if name.strip()]
     systems = {name.strip() for name in args.systems.split(",")}

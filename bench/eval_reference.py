@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from trainables.config import TrialConfig
-    from trainables.evaluate import evaluate_student
-    from trainables.student import BiEncoder
+    from trainables.evaluate.evaluation import evaluate_student
+    from trainables.models.student import BiEncoder
 
     cfg = TrialConfig.from_yaml(args.config)
     if cfg.teacher.kind != "bi_encoder" and not args.skip_teacher:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         encoder = BiEncoder.from_config(model_cfg, cfg.cache_dir)
         if weights is not None:
-            from trainables.warm_start import load_warm_start
+            from trainables.train.warm_start import load_warm_start
 
             load_warm_start(encoder, weights)
         result = evaluate_student(encoder, cfg.eval, cfg.seed, progress=True)
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def warm_start_file(cfg) -> str:
     """The config's shared warm start, as its trials load it (`prepare_assets` reuses it, or trains it once)."""
-    from trainables.assets import prepare_assets
-    from trainables.warm_start import warm_start_path
+    from trainables.prepare.assets import prepare_assets
+    from trainables.train.warm_start import warm_start_path
 
     return str(warm_start_path(cfg, prepare_assets(cfg, progress=False).training_set_path))
 

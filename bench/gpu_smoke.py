@@ -89,9 +89,9 @@ def trial_config(args, root: Path, name: str, steps: int, gpu: bool, precision: 
 def measure(cfg, assets, storage: str) -> dict:
     """Run the trial; its train queries/s, eval docs/s, the encoding reuse and the headline metrics."""
     from trainables.data import load_data
-    from trainables.evaluate import eval_sets
+    from trainables.evaluate.evaluation import eval_sets
     from trainables.outputs import FINAL_METRICS, QUERIES_PER_SECOND
-    from trainables.trial import read_train_log, run_trial
+    from trainables.train.trial import read_train_log, run_trial
 
     start = time.perf_counter()
     result = run_trial(cfg, assets, storage_path=storage, name=cfg.name, max_failures=0)
@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import torch
 
-    from trainables import retrieval
-    from trainables.assets import prepare_assets
+    from trainables.evaluate import retrieval
+    from trainables.prepare.assets import prepare_assets
 
     if not retrieval.gpu_available():
         print("gpu_smoke: note: faiss has no GPU here (faiss-gpu not installed or not importable): the index "

@@ -17,7 +17,7 @@ import json
 import urllib.parse
 import urllib.request
 
-from study.tags import STUDY_KIND_TAG, TRIAL_KIND
+from study.track.tags import STUDY_KIND_TAG, TRIAL_KIND
 
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]

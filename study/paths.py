@@ -9,9 +9,9 @@
     tune/                 Ray Tune experiment (Tuner.restore reads it)
     trials/<trial_id>/    each trial's Ray Train run: checkpoints, its train log and config (trainables.outputs)
     logs/                 driver.log (Ray, Tune, MLflow, transformers, faiss; tracebacks) and workers.log
-                          (what the Ray processes printed): study.logs, unless --verbose
+                          (what the Ray processes printed): study.console.logs, unless --verbose
     report/               tables and figures (study.report)
-    best.yaml             best trial's full config (study.export): `kd-study train best.yaml`
+    best.yaml             best trial's full config (study.report.export): `kd-study train best.yaml`
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class StudyPaths:
         """Atomic write, so a killed driver never leaves a half-written study.json; readable by its owner only.
 
         The state keeps the real tracking and Optuna storage URIs, passwords included (resume needs
-        them); everything that shows a URI shows it through `study.tracking.redact`.
+        them); everything that shows a URI shows it through `study.track.tracking.redact`.
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.state.with_suffix(".json.tmp")

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from trainables.config import TrialConfig
-from trainables.student import BiEncoder
-from trainables.epoch_plan import RankPlan, plan_epoch, steps_per_epoch, steps_queries
-from trainables.losses import initial_rank_table, refresh_columns, refresh_ranks
-from trainables.training_set import TrainingSet
+from trainables.models.student import BiEncoder
+from trainables.train.epoch_plan import RankPlan, plan_epoch, steps_per_epoch, steps_queries
+from trainables.train.rank_table import initial_rank_table, refresh_columns, refresh_ranks
+from trainables.data.training_set import TrainingSet
 
 
 def config(sample_data, cache_dir, **overrides) -> TrialConfig:
@@ -27,7 +27,7 @@ def config(sample_data, cache_dir, **overrides) -> TrialConfig:
 
 @pytest.fixture(scope="module")
 def prepared(sample_data, tmp_path_factory):
-    from trainables.assets import prepare_assets
+    from trainables.prepare.assets import prepare_assets
 
     cfg = config(sample_data, tmp_path_factory.mktemp("cache"))
     ts = TrainingSet.load(prepare_assets(cfg, progress=False).training_set_path)
@@ -83,7 +83,7 @@ def test_windowed_refresh_writes_the_rows_a_full_refresh_writes_whatever_the_tab
 
 def test_a_trial_from_the_warm_start_ranks_beta_by_the_warm_start_before_its_first_step(prepared):
     """The table's initial ranks are the pretrained student's; a refinement must not use them."""
-    from trainables.losses import RankTable
+    from trainables.train.rank_table import RankTable
 
     cfg, ts, student = prepared
     for init, refreshed in (("pretrained", False), ("warmup", True)):

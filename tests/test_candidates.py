@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainables.assets import training_queries
-from trainables.candidates import Pools, build_pools, random_corpus_passages, rank_by_teacher, read_run
+from trainables.prepare.assets import training_queries
+from trainables.data.candidates import Pools, build_pools, random_corpus_passages, rank_by_teacher, read_run
 from trainables.config import ConfigError, StudentConfig, TrialConfig
 from trainables.data.types import DataError, DictCorpus, RetrievalData
-from trainables.retrieval import build_index, encode_corpus, search
-from trainables.student import BiEncoder
-from trainables.training_set import TrainingSet
+from trainables.evaluate.retrieval import build_index, encode_corpus, search
+from trainables.models.student import BiEncoder
+from trainables.data.training_set import TrainingSet
 
 MAX_DOCS = 300  # all judged docs of scifact_ci + distractors: keeps CPU encoding to a second or two
 
@@ -217,7 +217,7 @@ def test_pool_source_config_errors_name_the_key(data, message):
 
 
 def test_teacher_ranked_pools_with_random_additions_from_prepare_assets(data, tmp_path):
-    from trainables.assets import prepare_assets
+    from trainables.prepare.assets import prepare_assets
 
     def trial(**data_cfg):
         return TrialConfig.from_dict({

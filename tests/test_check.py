@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import yaml
 
-from study.check import (
+from study.check.dimensions import (
     DERIVATIONS, Evidence, ScoreSample, check_space, evidence_for, sampler_overlaps, wkl_weight_ratio,
 )
-from study.cli import main
-from study.space import load_space
+from study.cli.verbs import main
+from study.space.schema import load_space
 from trainables.config import TrialConfig
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -115,9 +115,9 @@ def test_samplers_picking_the_same_candidates_is_a_warning(tmp_path, sample_data
 
 def test_near_uniform_softmax_is_a_warning_read_from_the_cached_teacher_scores(tmp_path, sample_data, capsys):
     """Cosine-like scores at τ = 1 are near uniform; the check reads them from the study's cache (no model)."""
-    from trainables.assets import asset_keys, training_queries
+    from trainables.prepare.assets import asset_keys, training_queries
     from trainables.data import load_data
-    from trainables.training_set import save_npz_atomic
+    from trainables.data.training_set import save_npz_atomic
 
     path = space_file(tmp_path, sample_data, base={"loss": {"name": "kl"}})
     cfg = load_space(path).base
@@ -140,7 +140,7 @@ def test_near_uniform_softmax_is_a_warning_read_from_the_cached_teacher_scores(t
                  "--set", "loss.student_temperature=0.05"])
     assert code == 0 and "near uniform" not in capsys.readouterr().out
     # `kd-study run` checks the same way: static before the assets exist, then on the study's cached scores
-    from study.check_scores import check_for_run
+    from study.check.scores import check_for_run
 
     space = load_space(path)
     before = check_for_run(space, data)
@@ -174,7 +174,7 @@ def test_flat_wkl_weights_are_a_warning():
 
 
 def _lists(cfg, evidence):
-    from study.check import _loss_lists
+    from study.check.dimensions import _loss_lists
 
     return _loss_lists(cfg, evidence)
 
@@ -227,7 +227,7 @@ def test_sampled_scores_score_a_few_seeded_queries_with_the_real_teacher(tmp_pat
     """No cache: `--scores sample` builds pools for 16 seeded queries over a sub-corpus and scores them."""
     tiny = {"student": {"model": "tiny:bert"}, "teacher": {"model": "tiny:bert"}, "loss": {"name": "kl"}}
     path = space_file(tmp_path, sample_data, base=tiny)
-    from study.check_scores import gather_evidence
+    from study.check.scores import gather_evidence
 
     evidence = gather_evidence(load_space(path), "sample", n_queries=16, n_passages=200)
     scores = evidence.scores

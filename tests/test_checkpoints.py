@@ -1,4 +1,4 @@
-"""trainables/checkpoints.py without Ray: a train state survives the safe load, anything else is refused in one line;
+"""trainables/train/checkpoints.py without Ray: a train state survives the safe load, anything else is refused in one line;
 a run folder is written by one run at a time (its lease)."""
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ import pytest
 import torch
 from torch import nn
 
-from trainables import checkpoints
-from trainables.checkpoints import (
+from trainables.train import checkpoints
+from trainables.train.checkpoints import (
     STATE_FORMAT, FolderBusy, FolderLease, TrainState, check_lease, read_checkpoint, read_lease, save_train_state,
 )
 from trainables.config import TrialConfig
 from trainables.errors import CheckpointError
 from trainables.outputs import LEASE, TRAIN_STATE
-from trainables.train_step import make_optimizer
+from trainables.train.step import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 

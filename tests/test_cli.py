@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.cli import main
+from study.cli.verbs import main
 
 COMMANDS = ("run", "train", "resume", "report", "export", "confirm")
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -25,7 +25,7 @@ def kd_study(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Complete
     """The CLI in a fresh interpreter, as a user runs it."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "study.cli.verbs", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -116,8 +116,8 @@ def test_unreachable_ray_cluster_fails_fast(tmp_path):
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
-    from study import console
-    from study.space import load_space
+    from study.console import console
+    from study.space.schema import load_space
 
     console.print_plan(load_space(SPACES / "wkl_paper.yaml"))  # MS MARCO: its data needs a network
     out = capsys.readouterr().out
@@ -155,17 +155,17 @@ def test_dry_run_opens_every_data_set_and_fails_in_seconds(tmp_path, capsys, bro
 
 def test_run_hands_the_loaded_space_and_options_to_the_runner(tmp_path, monkeypatch, capsys):
     """The CLI loads the space once (with its overrides and --set) and the runner gets it as is."""
-    import study.runner
-    from study.space import SearchSpace
+    import study.run.runner
+    from study.space.schema import SearchSpace
 
     handed = {}
 
     def run_study(space, opts):
         handed.update(space=space, opts=opts)
-        return study.runner.StudyOutcome(space.name, Path(opts.root) / space.name, space.num_samples,
+        return study.run.runner.StudyOutcome(space.name, Path(opts.root) / space.name, space.num_samples,
                                          finished=["t1", "t2", "t3"])
 
-    monkeypatch.setattr(study.runner, "run_study", run_study)
+    monkeypatch.setattr(study.run.runner, "run_study", run_study)
     studies = tmp_path / "studies"
     assert main(["--root", str(studies), "run", str(space_file(tmp_path)), "--num-samples", "3",
                  "--set", "optim.epochs=2", "--quiet"]) == 0
@@ -183,16 +183,16 @@ def test_run_hands_the_loaded_space_and_options_to_the_runner(tmp_path, monkeypa
 ], ids=["interrupted", "a trial failed"])
 def test_an_unfinished_study_exits_nonzero_and_says_how_to_continue(tmp_path, monkeypatch, capsys, ended, code,
                                                                    expected):
-    import study.runner
+    import study.run.runner
 
-    monkeypatch.setattr(study.runner, "run_study",
-                        lambda space, opts: study.runner.StudyOutcome(space.name, tmp_path, 3, **ended))
+    monkeypatch.setattr(study.run.runner, "run_study",
+                        lambda space, opts: study.run.runner.StudyOutcome(space.name, tmp_path, 3, **ended))
     assert main(["--root", str(tmp_path / "studies"), "run", str(space_file(tmp_path))]) == code
     assert expected.format(root=tmp_path / "studies") in one_error_line(capsys.readouterr().err)
 
 
 def test_resume_prints_the_trials_by_the_studys_metric(tmp_path, monkeypatch, capsys):
-    import study.runner
+    import study.run.runner
 
     studies = tmp_path / "studies"
     (studies / "cli-test").mkdir(parents=True)
@@ -200,9 +200,9 @@ def test_resume_prints_the_trials_by_the_studys_metric(tmp_path, monkeypatch, ca
     row = {"trial_id": "t1", "status": "TERMINATED", "loss.name": "kl", "dev_mrr_at_10": 0.25}
 
     def resume_study(name, opts):
-        return study.runner.StudyOutcome(name, studies / name, 1, finished=["t1"], rows=[row], best=row)
+        return study.run.runner.StudyOutcome(name, studies / name, 1, finished=["t1"], rows=[row], best=row)
 
-    monkeypatch.setattr(study.runner, "resume_study", resume_study)
+    monkeypatch.setattr(study.run.runner, "resume_study", resume_study)
     assert main(["--root", str(studies), "resume", "cli-test"]) == 0
     assert "best trial: t1 (dev_mrr_at_10 = 0.2500)" in capsys.readouterr().out
 
@@ -243,12 +243,12 @@ def test_a_value_error_from_numpy_is_a_bug_not_bad_input(tmp_path, monkeypatch, 
     """Only kd-study's own BadInput errors exit 2: numpy's ValueError inside a trial is a bug (exit 1 + traceback)."""
     import numpy as np
 
-    import study.runner
+    import study.run.runner
 
     def crash(*args, **kwargs):
         np.zeros(-1)  # ValueError: negative dimensions are not allowed
 
-    monkeypatch.setattr(study.runner, "train_single", crash)
+    monkeypatch.setattr(study.run.runner, "train_single", crash)
     config = tmp_path / "trial.yaml"
     config.write_text("name: t\n")
     code = main(["train", str(config)])
@@ -259,14 +259,14 @@ def test_a_value_error_from_numpy_is_a_bug_not_bad_input(tmp_path, monkeypatch, 
 
 
 def test_bad_input_and_failure_errors_carry_their_exit_status():
-    from study.preflight import UnreachableError
+    from study.run.preflight import UnreachableError
     from study.report import ReportError
-    from study.runner import StudyError
-    from study.tracking import TrackingError
+    from study.run.runner import StudyError
+    from study.track.tracking import TrackingError
     from trainables.config import ConfigError
     from trainables.data.types import DataError
     from trainables.errors import BadInput, Failure
-    from trainables.models import ModelError
+    from trainables.models.encoders import ModelError
 
     for bad_input in (ConfigError, DataError, ModelError, ReportError, TrackingError):
         assert issubclass(bad_input, BadInput) and bad_input("x").exit_code == 2
@@ -291,7 +291,7 @@ def stored_study(cwd: Path, port: int) -> None:
 
 def empty_store(cwd: Path, port: int) -> None:
     """An MLflow store holding no study."""
-    from study.tracking import check_tracking
+    from study.track.tracking import check_tracking
 
     check_tracking(f"sqlite:///{cwd / 'mlruns.db'}")
 
@@ -406,14 +406,14 @@ def test_bad_input_fails_in_one_line_and_creates_nothing(tmp_path, monkeypatch, 
     ("postgresql://user@host/db", "postgresql://user@host/db"),
 ])
 def test_redact_hides_passwords_and_keeps_the_rest(uri, shown):
-    from study.tracking import redact
+    from study.track.tracking import redact
 
     assert redact(uri) == shown
     assert redact(redact(uri)) == shown
 
 
 def test_an_unreachable_store_error_shows_no_password():
-    from study.tracking import TrackingError, check_tracking
+    from study.track.tracking import TrackingError, check_tracking
 
     with pytest.raises(TrackingError) as raised:
         check_tracking(f"http://user:secret@127.0.0.1:{closed_port()}", timeout=2)
@@ -421,7 +421,7 @@ def test_an_unreachable_store_error_shows_no_password():
 
 
 def test_console_errors_redact_whatever_quotes_a_uri(capsys):
-    from study import console
+    from study.console import console
 
     console.error("RestException: POST http://user:secret@host/api/2.0/runs failed")
     assert capsys.readouterr().err == "kd-study: error: RestException: POST http://user:***@host/api/2.0/runs failed\n"
@@ -468,9 +468,9 @@ def sigterm_self(*args, **kwargs):
 
 
 def test_sigterm_during_train_says_how_to_continue_and_exits_143(tmp_path, monkeypatch, capsys):
-    import study.runner
+    import study.run.runner
 
-    monkeypatch.setattr(study.runner, "train_single", sigterm_self)
+    monkeypatch.setattr(study.run.runner, "train_single", sigterm_self)
     config = tmp_path / "trial.yaml"
     config.write_text("name: t\noutput_dir: runs\n")
     (tmp_path / "runs" / "again").mkdir(parents=True)          # the run had started: its folder exists
@@ -484,12 +484,12 @@ def test_sigterm_during_train_says_how_to_continue_and_exits_143(tmp_path, monke
 
 
 def test_ctrl_c_during_train_exits_130(tmp_path, monkeypatch, capsys):
-    import study.runner
+    import study.run.runner
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(study.runner, "train_single", interrupt)
+    monkeypatch.setattr(study.run.runner, "train_single", interrupt)
     config = tmp_path / "trial.yaml"
     config.write_text("name: t\n")
     monkeypatch.chdir(tmp_path)
@@ -500,16 +500,16 @@ def test_ctrl_c_during_train_exits_130(tmp_path, monkeypatch, capsys):
 
 
 def test_sigterm_before_the_study_runs_exits_143(tmp_path, monkeypatch, capsys):
-    import study.runner
+    import study.run.runner
 
-    monkeypatch.setattr(study.runner, "run_study", sigterm_self)
+    monkeypatch.setattr(study.run.runner, "run_study", sigterm_self)
     assert main(["--root", str(tmp_path / "studies"), "run", str(space_file(tmp_path))]) == 143
     assert one_error_line(capsys.readouterr().err) == "kd-study: error: stopped by SIGTERM"
 
 
 def test_sigterm_during_tunes_fit_is_its_graceful_stop(tmp_path, monkeypatch, capsys):
     """During `fit` Tune's SIGINT handler is in place: SIGTERM runs it, and the study ends 'interrupted'."""
-    import study.runner
+    import study.run.runner
 
     stopped = []
 
@@ -520,9 +520,9 @@ def test_sigterm_during_tunes_fit_is_its_graceful_stop(tmp_path, monkeypatch, ca
             time.sleep(0.5)
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        return study.runner.StudyOutcome(space.name, tmp_path, 3, finished=["t1"], unfinished=["t2"])
+        return study.run.runner.StudyOutcome(space.name, tmp_path, 3, finished=["t1"], unfinished=["t2"])
 
-    monkeypatch.setattr(study.runner, "run_study", run_study)
+    monkeypatch.setattr(study.run.runner, "run_study", run_study)
     assert main(["run", str(space_file(tmp_path))]) == 143
     assert stopped == [signal.SIGINT]
     line = one_error_line(capsys.readouterr().err)
@@ -551,8 +551,8 @@ def test_multi_objective_uses_the_spaces_own_metric_keys(tmp_path, capsys):
     """The SciFact spaces evaluate on subsets: --multi-objective must optimise the `_subset500` keys."""
     code = main(["--root", str(tmp_path), "run", str(SPACES / "scifact_sampling.yaml"), "--multi-objective", "--dry-run"]) \
         if (SPACES.parent.parent / "shared" / "data" / "scifact").is_dir() else None
-    from study.cli import _headline_objectives
-    from study.space import load_space
+    from study.cli.verbs import _headline_objectives
+    from study.space.schema import load_space
 
     objectives = _headline_objectives(load_space(SPACES / "scifact_sampling.yaml"))["study.objectives"]
     assert [o["metric"] for o in objectives] == ["dev_mrr_at_10_subset500", "beir_ndcg_at_10_avg_subset500"]
@@ -568,17 +568,17 @@ def test_multi_objective_uses_the_spaces_own_metric_keys(tmp_path, capsys):
 
 # ---- a console a person reads (issue #12): the libraries' lines in logs/, --verbose brings them back -------
 def test_run_says_where_the_logs_are_and_verbose_keeps_them_here(tmp_path, monkeypatch, capsys):
-    import study.runner
+    import study.run.runner
 
     handed = []
 
     def run_study(space, opts):
-        from study import logs
+        from study.console import logs
 
         handed.append((opts.verbose, logs.active()))
-        return study.runner.StudyOutcome(space.name, tmp_path / "studies" / space.name, 1, finished=["t1"])
+        return study.run.runner.StudyOutcome(space.name, tmp_path / "studies" / space.name, 1, finished=["t1"])
 
-    monkeypatch.setattr(study.runner, "run_study", run_study)
+    monkeypatch.setattr(study.run.runner, "run_study", run_study)
     monkeypatch.chdir(tmp_path)
     space = str(space_file(tmp_path))
     assert main(["--root", "studies", "run", space]) == 0
@@ -601,8 +601,8 @@ def test_run_says_where_the_logs_are_and_verbose_keeps_them_here(tmp_path, monke
      "cannot start or join a local Ray: out of memory (traceback: studies/cli-test/logs/driver.log)"),
 ], ids=["a bug", "a failure"])
 def test_a_failure_prints_one_line_and_leaves_its_traceback_in_the_log(tmp_path, monkeypatch, capsys, error, says):
-    import study.runner
-    from study.preflight import StudyError
+    import study.run.runner
+    from study.run.preflight import StudyError
 
     error = StudyError(error) if isinstance(error, str) else error
 
@@ -610,7 +610,7 @@ def test_a_failure_prints_one_line_and_leaves_its_traceback_in_the_log(tmp_path,
         (tmp_path / "studies" / space.name).mkdir(parents=True)   # the study had started
         raise error
 
-    monkeypatch.setattr(study.runner, "run_study", run_study)
+    monkeypatch.setattr(study.run.runner, "run_study", run_study)
     monkeypatch.chdir(tmp_path)
     assert main(["--root", "studies", "run", str(space_file(tmp_path))]) == 1
     assert one_error_line(capsys.readouterr().err) == f"kd-study: error: {says}"

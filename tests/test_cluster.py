@@ -126,7 +126,7 @@ class Servers:
 
 
 def kd_study(servers: Servers, workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "study.cli", "--root", str(workdir / "studies"), *args,
+    return [sys.executable, "-m", "study.cli.verbs", "--root", str(workdir / "studies"), *args,
             "--ray-address", servers.ray_address]
 
 
@@ -225,8 +225,8 @@ def test_a_driver_killed_mid_trial_on_a_cluster_resumes_to_exactly_the_finished_
 
 def test_resume_refuses_in_one_line_a_study_whose_driver_still_runs(tmp_path, monkeypatch):
     """Two drivers on one study would close each other's MLflow runs and train its trials twice."""
-    from study.runner import StudyError, StudyOptions, resume_study
-    from trainables import checkpoints
+    from study.run.runner import StudyError, StudyOptions, resume_study
+    from trainables.train import checkpoints
 
     monkeypatch.setattr(checkpoints, "LEASE_TTL_S", 1.0)
     monkeypatch.setattr(checkpoints, "LEASE_BEAT_S", 0.1)
@@ -247,7 +247,7 @@ def test_resume_refuses_in_one_line_a_study_whose_driver_still_runs(tmp_path, mo
 
 
 def test_the_ray_train_internals_the_cleaner_drop_relies_on_still_exist():
-    """trainables.trial._Trainer overrides a private TorchTrainer method and filters one callback class by
+    """trainables.train.trial._Trainer overrides a private TorchTrainer method and filters one callback class by
     name: an upgrade that renames either would silently bring back the orphan cleaner."""
     import inspect
 

@@ -70,7 +70,7 @@ def test_result_grid_trials_are_the_analysis_trials():
 
 
 def test_ray_names_the_checkpoint_path_key_tune_report_callback_adds():
-    """study.trainable and study.trial_runs read the final checkpoint folder under Ray's own key."""
+    """study.run.trainable and study.track.trial_runs read the final checkpoint folder under Ray's own key."""
     from ray.tune.integration import ray_train
 
     assert isinstance(ray_train.CHECKPOINT_PATH_KEY, str) and ray_train.CHECKPOINT_PATH_KEY

@@ -1,9 +1,9 @@
-"""The live view of a study (study.console.StudyView): a line per trial event, plain in a pipe or a log file."""
+"""The live view of a study (study.console.console.StudyView): a line per trial event, plain in a pipe or a log file."""
 from __future__ import annotations
 
 import pickle
 
-from study.console import Counts, StudyView, duration, params_text
+from study.console.console import Counts, StudyView, duration, params_text
 
 
 class Clock:

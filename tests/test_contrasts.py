@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from study.contrasts import contrast_name, pair_points
+from study.space.contrasts import contrast_name, pair_points
 from study.report.contrasts import contrasts_markdown, declared_contrasts, median_mde
 from study.report.runs import study_contrasts
 from study.report.stats import adjust_p_values
-from study.space import load_space
-from study.tracking import _param_value
+from study.space.schema import load_space
+from study.track.tracking import _param_value
 from trainables.config import ConfigError
 
 STRATIFIED_VS_RANDOM = {"name": "stratified_vs_random", "of": {"sampler.name": "stratified"},

@@ -8,7 +8,7 @@ from study.report.curves import (CURVE_NOISE, FLAG_BELOW_BEST, FLAG_BELOW_UNTRAI
                                  curves_section)
 from trainables.config import ConfigError, EvalConfig, TrialConfig
 from trainables.outputs import curve_best_key, curve_metric_key, final_metric_keys
-from trainables.train_loop import Best, reports_due
+from trainables.train.loop import Best, reports_due
 
 METRIC = "dev_mrr_at_10_subset500"
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from study import tracking
-from study.dataset_inputs import EVALUATION, TRAINING, dataset_records, ref_key
-from study.space import load_space
-from study.trial_runs import NestedTrialRunsCallback
+from study.track import tracking
+from study.track.dataset_inputs import EVALUATION, TRAINING, dataset_records, ref_key
+from study.space.schema import load_space
+from study.track.trial_runs import NestedTrialRunsCallback
 from trainables.preflight import preflight
 
 ASSET_KEYS = {"data": "d" * 64, "pools": "p" * 16, "teacher": "t" * 16, "training_set": "0123456789abcdef"}
@@ -112,7 +112,7 @@ def test_the_datasets_survive_the_tuner_pickle_and_older_pickles_still_log(study
 
 def test_a_subset_evaluation_names_and_digests_the_trials_own_sub_corpus(study, sample_data):
     """With eval.subset_distractors a trial evaluates on a seeded sub-corpus: its digest is that subset's."""
-    from study.dataset_inputs import trial_records
+    from study.track.dataset_inputs import trial_records
     from trainables.data import load_data, subset
 
     space, records = study[0], study[1]

@@ -16,7 +16,7 @@ from torch import nn
 from trainables.config import LossConfig, TrialConfig
 from trainables.errors import Diverged, Failure
 from trainables.outputs import NAN_LOSS_TEST_ENV
-from trainables.train_step import StepInputs, train_step
+from trainables.train.step import StepInputs, train_step
 
 
 class Scorer(nn.Module):
@@ -69,7 +69,7 @@ def test_a_finite_step_trains():
 
 
 def test_the_nan_loss_hook_reaches_only_the_trials_it_names(monkeypatch):
-    from trainables.trial import nan_loss_hook
+    from trainables.train.trial import nan_loss_hook
 
     kl = TrialConfig.from_dict({"loss": {"name": "kl"}}, source="test")
     wkl = TrialConfig.from_dict({"loss": {"name": "wkl"}}, source="test")
@@ -89,11 +89,11 @@ def test_the_study_outcome_never_picks_a_non_finite_or_failed_trial(tmp_path, mo
     import yaml
 
     from study import compat
-    from study.outcome import collect_outcome
+    from study.run.outcome import collect_outcome
     from study.paths import StudyPaths
     from study.report.best import best_position
-    from study.space import load_space
-    from study.tracking import FINAL_METRIC_MARKER
+    from study.space.schema import load_space
+    from study.track.tracking import FINAL_METRIC_MARKER
 
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from study.document import budget_checkpoints, search_progress, time_split, write_document
+from study.report.document import budget_checkpoints, search_progress, time_split, write_document
 from study.report import ReportError
 from test_report import KL_ONLY, STUDY, make_study_store
 
@@ -81,7 +81,7 @@ def test_document_spec_errors_are_one_line(tmp_path, monkeypatch):
 def test_document_holds_declared_contrasts_findings_power_and_confirmations(tmp_path_factory, monkeypatch):
     """A study whose parent run declares a contrast, a findings file over it, a confirmation and a bench glob."""
     from study.paths import StudyPaths
-    from study.tracking import _param_value, client
+    from study.track.tracking import _param_value, client
 
     root = tmp_path_factory.mktemp("evidence")
     store = make_study_store(root / "store", tmp_path_factory.getbasetemp())

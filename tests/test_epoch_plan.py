@@ -5,9 +5,9 @@ import numpy as np
 import torch
 
 from trainables.config import TrialConfig
-from trainables.epoch_plan import plan_epoch, plan_positives
+from trainables.train.epoch_plan import plan_epoch, plan_positives
 from trainables.losses import wkl_beta
-from trainables.training_set import TrainingSet
+from trainables.data.training_set import TrainingSet
 
 
 def multi_positive_set(n_queries: int = 8) -> TrainingSet:
@@ -43,8 +43,8 @@ def test_plan_keeps_every_positive_up_to_max_positives_and_a_seeded_subset_beyon
 
 
 def test_step_inputs_put_all_positives_in_the_list_and_beta_averages_over_them(tmp_path):
-    from trainables.student import BiEncoder
-    from trainables.train_step import build_step_inputs
+    from trainables.models.student import BiEncoder
+    from trainables.train.step import build_step_inputs
 
     ts = multi_positive_set()
     cfg = TrialConfig.from_dict({"data": {"pool_depth": 6, "max_positives": 4}, "sampler": {"name": "topk", "k": 3},

@@ -1,4 +1,4 @@
-"""trainables/evaluate.py: ir_measures core against hand computations, metric keys, end-to-end on scifact_ci."""
+"""trainables/evaluate/evaluation.py: ir_measures core against hand computations, metric keys, end-to-end on scifact_ci."""
 from __future__ import annotations
 
 import math
@@ -11,9 +11,9 @@ from ir_measures import RR, R, nDCG
 
 from trainables.config import DatasetRef, EvalConfig, StudentConfig
 from trainables.data import load_data, subset
-from trainables.evaluate import DL_MEASURES, EvalResult, eval_sets, evaluate_run, evaluate_student, retrieve
+from trainables.evaluate.evaluation import DL_MEASURES, EvalResult, eval_sets, evaluate_run, evaluate_student, retrieve
 from trainables.outputs import FINAL_LOSS, eval_metric_keys, final_metric_keys
-from trainables.student import BiEncoder
+from trainables.models.student import BiEncoder
 
 
 def ranked(*doc_ids: str) -> dict[str, float]:

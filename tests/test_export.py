@@ -9,7 +9,7 @@ from test_report import STUDY, Store, make_study_store
 
 import pandas as pd
 
-from study.export import export_best, selection_line
+from study.report.export import export_best, selection_line
 from study.report import ReportError
 from trainables.config import TrialConfig
 
@@ -75,7 +75,7 @@ def test_export_tied_writes_every_configuration_tied_with_the_best(tmp_path, tmp
     import pandas as pd
     from test_report import REPLICATED, make_replicated_store
 
-    from study.export import export_tied
+    from study.report.export import export_tied
 
     replicated = make_replicated_store(tmp_path_factory.mktemp("replicated"), tmp_path_factory.getbasetemp())
     table_path = export_tied(REPLICATED, replicated.uri, tmp_path / "tied")
@@ -95,7 +95,7 @@ def test_export_tied_writes_every_configuration_tied_with_the_best(tmp_path, tmp
 def test_cli_export_tied_and_report_correction(tmp_path, tmp_path_factory, capsys):
     from test_report import REPLICATED, make_replicated_store
 
-    from study.cli import main
+    from study.cli.verbs import main
 
     replicated = make_replicated_store(tmp_path_factory.mktemp("replicated-cli"), tmp_path_factory.getbasetemp())
     args = ["--tracking-uri", replicated.uri, "--root", str(tmp_path / "studies")]
@@ -116,7 +116,7 @@ def saved_student(folder: Path, cache_dir: Path, pooling: str, similarity: str) 
     import torch
 
     from trainables.config import StudentConfig
-    from trainables.student import BiEncoder
+    from trainables.models.student import BiEncoder
 
     student = BiEncoder.from_config(StudentConfig(model="tiny:bert", num_layers=None, pooling=pooling,
                                                   similarity=similarity, query_max_length=8, passage_max_length=24),
@@ -143,8 +143,8 @@ def test_exported_model_encodes_as_kd_study_does(pooling, similarity, cache_dir,
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModel, AutoTokenizer
 
-    from trainables.st_export import write_sentence_transformer
-    from trainables.student import BiEncoder
+    from trainables.models.st_export import write_sentence_transformer
+    from trainables.models.student import BiEncoder
 
     student_dir = saved_student(tmp_path / "student", cache_dir, pooling, similarity)
     folder = write_sentence_transformer(student_dir, tmp_path / "model", {"study": "s", "dev_mrr_at_10": "0.5"})
@@ -176,7 +176,7 @@ def test_exported_model_encodes_as_kd_study_does(pooling, similarity, cache_dir,
 
 
 def test_model_folder_is_never_written_over_other_files(tmp_path):
-    from trainables.st_export import check_model_folder
+    from trainables.models.st_export import check_model_folder
 
     check_model_folder(tmp_path / "new")
     (tmp_path / "empty").mkdir()
@@ -191,7 +191,7 @@ def test_model_folder_is_never_written_over_other_files(tmp_path):
 
 
 def test_a_best_trial_without_a_student_is_a_one_line_error(store, tmp_path):
-    from study.export import export_best_model
+    from study.report.export import export_best_model
 
     with pytest.raises(ReportError, match=r"student of best trial run .* is in neither a checkpoint .* --log-models"
                        ) as error:
@@ -217,8 +217,8 @@ def test_export_model_and_register_it_from_the_command_line(model_store, cache_d
     from mlflow.tracking import MlflowClient
     from sentence_transformers import SentenceTransformer
 
-    from study.cli import main
-    from trainables.student import BiEncoder
+    from study.cli.verbs import main
+    from trainables.models.student import BiEncoder
 
     client = MlflowClient(model_store.uri)
     trial_run = client.get_run(model_store.run_ids["t0"])
@@ -259,7 +259,7 @@ def test_export_model_prefers_the_trials_own_checkpoint(model_store, cache_dir, 
     """A trial's final checkpoint on this machine (CHECKPOINT_TAG) is read in place of its logged copy."""
     from mlflow.tracking import MlflowClient
 
-    from study.export import export_best_model
+    from study.report.export import export_best_model
 
     checkpoint = tmp_path / "final"
     saved_student(checkpoint / "student", cache_dir, "mean", "cosine")

@@ -77,9 +77,9 @@ def test_a_findings_file_is_validated_at_the_edge(tmp_path):
 def test_every_shipped_finding_reads_a_contrast_its_studys_space_declares():
     from pathlib import Path
 
-    from study.contrasts import contrast_name
-    from study.document import DocumentSpec
-    from study.space import load_space
+    from study.space.contrasts import contrast_name
+    from study.report.document import DocumentSpec
+    from study.space.schema import load_space
 
     repo = Path(__file__).resolve().parent.parent
     spec = DocumentSpec.from_yaml(repo / "docs" / "results.yaml")

@@ -9,7 +9,7 @@ import torch
 
 from trainables.config import LossConfig
 from trainables.losses import compute_loss, in_batch_nll, kl_loss, kl_nll_loss
-from trainables.train_step import in_batch_mask
+from trainables.train.step import in_batch_mask
 
 
 def test_in_batch_nll_matches_hand_computation():
@@ -76,8 +76,8 @@ def test_in_batch_mask_drops_padding_and_the_querys_positives_met_elsewhere():
 def test_a_train_step_with_in_batch_negatives_scores_every_passage_and_trains(tmp_path):
     """Through the real scorer and step: the in-batch scores are each query against all b·n passages."""
     from trainables.config import StudentConfig
-    from trainables.student import BiEncoder
-    from trainables.train_step import DistillScorer, StepInputs, train_step
+    from trainables.models.student import BiEncoder
+    from trainables.train.step import DistillScorer, StepInputs, train_step
 
     torch.manual_seed(0)
     student = BiEncoder.from_config(StudentConfig(model="tiny:bert", query_max_length=8, passage_max_length=16),

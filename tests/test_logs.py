@@ -1,4 +1,4 @@
-"""Log routing (study.logs): the libraries' lines go to the run's logs/ folder, kd-study's own stay on the console."""
+"""Log routing (study.console.logs): the libraries' lines go to the run's logs/ folder, kd-study's own stay on the console."""
 from __future__ import annotations
 
 import io
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from study import logs
+from study.console import logs
 
 CLEANER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 POLL_WARNING = ("Failed to query Ray Train Controller actor state. State API may be temporarily unavailable. "
@@ -69,7 +69,7 @@ def test_verbose_routes_nothing(study_dir, ray_console):
 def test_kd_studys_own_warnings_stay_on_the_console(study_dir, capsys):
     with logs.routed(study_dir / "logs") as routing:
         logging.getLogger("trainables.data.beir").warning("scifact/test: skipped 3 (qrels docid not in corpus)")
-        logging.getLogger("trainables.assets").info("pools built")   # info: the file only
+        logging.getLogger("trainables.prepare.assets").info("pools built")   # info: the file only
     err = capsys.readouterr().err
     assert err == "kd-study: warning: scifact/test: skipped 3 (qrels docid not in corpus)\n"
     text = routing.driver_log.read_text()

@@ -1,4 +1,4 @@
-"""trainables/precision.py and `resources.precision`: the knob at the edge, its meaning per device, bf16 on CPU."""
+"""trainables/train/precision.py and `resources.precision`: the knob at the edge, its meaning per device, bf16 on CPU."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainables.config import ConfigError, LossConfig, StudentConfig, TrialConfig
-from trainables.precision import PRECISIONS, autocast, autocast_dtype, cpu_has_bf16
+from trainables.train.precision import PRECISIONS, autocast, autocast_dtype, cpu_has_bf16
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -42,9 +42,9 @@ def test_each_precision_means_its_row_of_the_table(tmp_path, monkeypatch):
 
     assert autocast_dtype("gpu-bf16", CPU) is None and autocast_dtype("gpu-bf16", CUDA) is torch.bfloat16
     assert autocast_dtype("fp32", CUDA) is None and autocast_dtype("bf16", CPU) is torch.bfloat16
-    monkeypatch.setattr("trainables.precision.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("trainables.train.precision.cpu_has_bf16", lambda: True)
     assert autocast_dtype("auto", CPU) is torch.bfloat16
-    monkeypatch.setattr("trainables.precision.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("trainables.train.precision.cpu_has_bf16", lambda: False)
     assert autocast_dtype("auto", CPU) is None
     with pytest.raises(ValueError, match="precision must be one of"):
         autocast_dtype("fp16", CPU)
@@ -52,7 +52,7 @@ def test_each_precision_means_its_row_of_the_table(tmp_path, monkeypatch):
 
 # ---- bf16 on this CPU: training step and encoding --------------------------------------------------
 def _step_inputs(student, n_queries: int = 4, n: int = 5):
-    from trainables.train_step import StepInputs
+    from trainables.train.step import StepInputs
 
     rng = np.random.default_rng(0)
     queries = [f"what does protein {i} bind" for i in range(n_queries)]
@@ -70,8 +70,8 @@ def _step_inputs(student, n_queries: int = 4, n: int = 5):
 
 @pytest.mark.slow
 def test_bf16_autocast_on_cpu_trains_with_a_finite_loss_close_to_fp32_and_encodes_float32(tmp_path):
-    from trainables.student import BiEncoder
-    from trainables.train_step import DistillScorer, make_optimizer, train_step
+    from trainables.models.student import BiEncoder
+    from trainables.train.step import DistillScorer, make_optimizer, train_step
 
     student_cfg = StudentConfig(model="packaged:all-MiniLM-L6-v2", num_layers=2, query_max_length=16,
                                 passage_max_length=32)

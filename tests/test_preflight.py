@@ -7,7 +7,7 @@ import pytest
 
 from trainables.config import ConfigError, TrialConfig
 from trainables.data.types import DataError
-from trainables.model_specs import ModelError
+from trainables.models.specs import ModelError
 from trainables.preflight import preflight
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.replicates import REPLICATE_KEY, bootstrap_interval, point_id
-from study.space import load_space
+from study.space.replicates import REPLICATE_KEY, bootstrap_interval, point_id
+from study.space.schema import load_space
 from trainables.config import ConfigError
 
 from tests.test_study import FakeTrial, run_cli, study_runs, write_space
@@ -72,8 +72,8 @@ def test_bootstrap_interval_holds_the_mean_and_widens_with_seed_spread():
 def test_searcher_tells_one_mean_per_point_and_never_reruns_a_point(tmp_path):
     """2 seeds per point, handed out in a row; Optuna gets their mean; repeated proposals are skipped."""
     from study.compat import searcher_study
-    from study.search import DUPLICATE_OF_ATTR, build_search
-    from study.tracking import FINAL_METRIC_MARKER
+    from study.run.search import DUPLICATE_OF_ATTR, build_search
+    from study.track.tracking import FINAL_METRIC_MARKER
 
     space = load_space(small_space(tmp_path))
     limiter = build_search(space, f"sqlite:///{tmp_path / 'o.db'}", max_concurrent=2)
@@ -91,7 +91,7 @@ def test_searcher_tells_one_mean_per_point_and_never_reruns_a_point(tmp_path):
             break
     assert len(set(seen)) == 4                                                  # every point once
     assert search.suggest("exhausted") == "FINISHED"                            # 2 × 2 points: nothing new left
-    from study.search import search_exhausted
+    from study.run.search import search_exhausted
 
     assert search_exhausted(f"sqlite:///{tmp_path / 'o.db'}", "r")              # the study ends as done
     trials = searcher_study(search).trials
@@ -104,8 +104,8 @@ def test_searcher_tells_one_mean_per_point_and_never_reruns_a_point(tmp_path):
 
 def test_a_point_with_a_failed_seed_fails_and_a_retried_seed_completes_it(tmp_path):
     from study.compat import searcher_study
-    from study.search import build_search
-    from study.tracking import FINAL_METRIC_MARKER
+    from study.run.search import build_search
+    from study.track.tracking import FINAL_METRIC_MARKER
 
     search = build_search(load_space(small_space(tmp_path)), f"sqlite:///{tmp_path / 'o.db'}", 2).searcher
     search.suggest("a"), search.suggest("b")
@@ -119,7 +119,7 @@ def test_a_point_with_a_failed_seed_fails_and_a_retried_seed_completes_it(tmp_pa
 
 
 def test_one_seed_studies_keep_their_trial_configs(tmp_path):
-    from study.search import build_search
+    from study.run.search import build_search
 
     search = build_search(load_space(small_space(tmp_path, replicates=1)), f"sqlite:///{tmp_path / 'o.db'}", 1).searcher
     assert REPLICATE_KEY not in search.suggest("a")
@@ -129,10 +129,10 @@ def test_one_seed_studies_keep_their_trial_configs(tmp_path):
 def test_point_runs_hold_the_mean_and_interval_of_their_seed_runs(tmp_path):
     import mlflow
 
-    from study import tracking
+    from study.track import tracking
     from study.report.runs import load_study_runs
-    from study.tags import CI_HIGH_SUFFIX, CI_LOW_SUFFIX, POINT_SEEDS_METRIC
-    from study.trial_runs import NestedTrialRunsCallback
+    from study.track.tags import CI_HIGH_SUFFIX, CI_LOW_SUFFIX, POINT_SEEDS_METRIC
+    from study.track.trial_runs import NestedTrialRunsCallback
 
     space = load_space(small_space(tmp_path))
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
@@ -219,7 +219,7 @@ def test_a_tiny_study_runs_two_seeds_per_point_and_each_point_once(workdir, samp
 def test_kendall_tau_matches_scipy_and_its_interval_holds_it():
     from scipy.stats import kendalltau
 
-    from study.confirm import kendall_tau
+    from study.report.ranking import kendall_tau
 
     x, y = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.15, 0.1, 0.35, 0.3, 0.6, 0.5]
     tau, low, high, p = kendall_tau(x, y)
@@ -233,7 +233,7 @@ def test_tied_with_best_holm_corrects_paired_tests():
     import numpy as np
     from scipy.stats import ttest_rel
 
-    from study.confirm import tied_with_best
+    from study.run.confirm import tied_with_best
 
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 1, 60)
@@ -248,9 +248,9 @@ def test_tied_with_best_holm_corrects_paired_tests():
 
 
 def test_the_confirmation_space_runs_the_top_points_at_full_fidelity(tmp_path):
-    from study.confirm import confirm_space_file
+    from study.run.confirm import confirm_space_file
     from study.paths import StudyPaths
-    from study.space import dump_space
+    from study.space.schema import dump_space
 
     sweep = load_space(small_space(tmp_path, name="sweep"))
     raw = yaml.safe_load(dump_space(sweep))
@@ -306,10 +306,10 @@ def test_compare_ranks_points_of_a_sweep_and_its_confirmation(tmp_path):
     """The confirmation table from two studies in the store (runs made by the real MLflow callback)."""
     import math
 
-    from study import tracking
-    from study.confirm import compare, point_means, write_confirmation
+    from study.track import tracking
+    from study.run.confirm import compare, point_means, write_confirmation
     from study.report.runs import load_study_runs
-    from study.trial_runs import NestedTrialRunsCallback
+    from study.track.trial_runs import NestedTrialRunsCallback
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     space = load_space(small_space(tmp_path))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.export import export_best
+from study.report.export import export_best
 from study.report import (
     DAGGER,
     ReportError,
@@ -615,7 +615,7 @@ def test_one_seed_study_reads_as_one_point_per_trial(trials):
 
 
 def test_study_baseline_round_trips_through_the_parent_runs_param():
-    from study.tracking import _param_value   # how the parent run logs a dict-valued `study.*` field
+    from study.track.tracking import _param_value   # how the parent run logs a dict-valued `study.*` field
 
     baseline = {"loss.name": "kl", "sampler.name": "topk", "sampler.k": 8}
     assert study_baseline({"study.baseline": _param_value(baseline)}) == baseline

@@ -1,4 +1,4 @@
-"""study/space.py with params, grid, space_checks: parsing, define-by-run, exact grids, one-line errors."""
+"""study/space/schema.py with params, grid, space_checks: parsing, define-by-run, exact grids, one-line errors."""
 from __future__ import annotations
 
 import itertools
@@ -10,8 +10,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from study.space import StudySettings, dump_space, load_space
-from study.space_checks import settle_study
+from study.space.schema import StudySettings, dump_space, load_space
+from study.space.checks import settle_study
 from trainables.config import ConfigError, TrialConfig
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"

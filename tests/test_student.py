@@ -12,10 +12,10 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from trainables import models
+from trainables.models import encoders as models
 from trainables.config import StudentConfig
-from trainables.models import ModelError, load_encoder, resolve_model_path
-from trainables.student import BiEncoder
+from trainables.models.encoders import ModelError, load_encoder, resolve_model_path
+from trainables.models.student import BiEncoder
 
 TEXTS = [
     "Aspirin reduces the risk of heart attack.",

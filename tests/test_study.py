@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.space import load_space
+from study.space.schema import load_space
 from trainables.config import TrialConfig
 
 FINAL_METRICS = ("dev_mrr_at_10", "beir_ndcg_at_10_avg", "beir/scifact_ci/ndcg_at_10")
@@ -58,7 +58,7 @@ def write_space(workdir: Path, sample_data: Path, name: str, study: dict, search
 
 
 def cli(workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "study.cli", "--tracking-uri", f"sqlite:///{workdir / 'mlruns.db'}",
+    return [sys.executable, "-m", "study.cli.verbs", "--tracking-uri", f"sqlite:///{workdir / 'mlruns.db'}",
             "--root", str(workdir / "studies"), "--num-cpus", "2", *args]
 
 
@@ -203,7 +203,7 @@ def assert_same_encoder(folder: Path, student_dir: Path) -> None:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from trainables.student import BiEncoder
+    from trainables.models.student import BiEncoder
 
     texts = ["aspirin and heart attacks", "Cats sleep most of the day. " * 20]
     ours = BiEncoder.load(student_dir).encode(texts, is_query=False)
@@ -292,8 +292,8 @@ def grid_space(tmp_path: Path):
 def test_searcher_restore_requeues_a_point_asked_after_the_snapshot(tmp_path):
     """Tune snapshots every second or so: a trial asked after the last snapshot is unknown on resume."""
     from study.compat import searcher_study
-    from study.search import build_search
-    from study.tracking import FINAL_METRIC_MARKER
+    from study.run.search import build_search
+    from study.track.tracking import FINAL_METRIC_MARKER
 
     space = grid_space(tmp_path)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -320,7 +320,7 @@ def test_searcher_restore_requeues_a_point_asked_after_the_snapshot(tmp_path):
 
 def test_searcher_tolerates_results_without_the_metric_and_marks_pruned(tmp_path):
     from study.compat import searcher_study
-    from study.search import build_search
+    from study.run.search import build_search
 
     space = grid_space(tmp_path)
     search = build_search(space, f"sqlite:///{tmp_path / 'o.db'}", max_concurrent=2).searcher
@@ -335,8 +335,8 @@ def test_searcher_tolerates_results_without_the_metric_and_marks_pruned(tmp_path
 def test_a_retried_errored_trial_records_its_result(tmp_path):
     """`kd-study resume` retries errored trials (resume_errored): the success reaches Optuna."""
     from study.compat import searcher_study
-    from study.search import build_search
-    from study.tracking import FINAL_METRIC_MARKER
+    from study.run.search import build_search
+    from study.track.tracking import FINAL_METRIC_MARKER
 
     limiter = build_search(grid_space(tmp_path), f"sqlite:///{tmp_path / 'o.db'}", max_concurrent=1)
     params = limiter.suggest("a")
@@ -359,7 +359,7 @@ class FakeTrial:
 def test_study_experiments_open_on_the_runs_table_in_mlflow_ui(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from study import tracking
+    from study.track import tracking
 
     mlflow_client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
     older = mlflow_client.create_experiment("older")                     # made before the tag existed
@@ -374,8 +374,8 @@ def test_study_experiments_open_on_the_runs_table_in_mlflow_ui(tmp_path):
 def test_callback_reuses_runs_across_driver_restarts(tmp_path):
     import mlflow
 
-    from study import tracking
-    from study.trial_runs import NestedTrialRunsCallback
+    from study.track import tracking
+    from study.track.trial_runs import NestedTrialRunsCallback
 
     space = grid_space(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
@@ -422,30 +422,30 @@ def test_callback_reuses_runs_across_driver_restarts(tmp_path):
 
 def test_a_tune_trial_actor_imports_neither_transformers_nor_faiss():
     """What `distil_trial` imports in each Tune trial actor; the asset builders cost ~9 s of imports per trial."""
-    code = ("import sys, study.runner, study.trainable\n"
-            "from trainables.trial import run_trial\n"
-            "from trainables.training_set import Assets\n"
+    code = ("import sys, study.run.runner, study.run.trainable\n"
+            "from trainables.train.trial import run_trial\n"
+            "from trainables.data.training_set import Assets\n"
             "print(sorted(m for m in ('transformers', 'faiss', 'sentence_transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip() == "[]"
 
 
 def test_the_cli_imports_the_runner_before_ray_optuna_or_torch():
-    """`kd-study run` imports study.runner and still fails in seconds on a bad input."""
-    code = ("import sys, study.runner\n"
+    """`kd-study run` imports study.run.runner and still fails in seconds on a bad input."""
+    code = ("import sys, study.run.runner\n"
             "print(sorted(m for m in ('ray', 'optuna', 'torch', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip() == "[]"
 
 
 def test_a_study_started_before_the_runner_was_split_still_unpickles():
-    """Tune pickled these classes as `study.runner.<name>` into the tune/ folder of older studies."""
-    import study.search
-    import study.trainable
-    import study.tuner
+    """Tune pickled these classes as `study.run.runner.<name>` into the tune/ folder of older studies."""
+    import study.run.search
+    import study.run.trainable
+    import study.run.tuner
 
-    moved = {"StudySearch": study.search, "StudyLimiter": study.search, "TrialLines": study.tuner,
-             "trial_dirname": study.tuner, "distil_trial": study.trainable}
+    moved = {"StudySearch": study.run.search, "StudyLimiter": study.run.search, "TrialLines": study.run.tuner,
+             "trial_dirname": study.run.tuner, "distil_trial": study.run.trainable}
     for name, home in moved.items():
         assert pickle.loads(f"cstudy.runner\n{name}\n.".encode()) is getattr(home, name)
 
@@ -541,9 +541,9 @@ def test_an_interrupted_study_is_closed_and_its_lines_show_no_password(tmp_path,
     """Ctrl-C (or SIGTERM) before `fit` ends, on run and resume: state "interrupted", runs KILLED, URIs redacted."""
     import contextlib
 
-    import study.runner as runner
-    import study.tuner
-    from study import tracking
+    import study.run.runner as runner
+    import study.run.tuner
+    from study.track import tracking
 
     class Interrupted:
         def fit(self):
@@ -559,9 +559,9 @@ def test_an_interrupted_study_is_closed_and_its_lines_show_no_password(tmp_path,
     monkeypatch.setattr(runner, "prepare_study_assets",
                         lambda space, paths, say, data=None: {"keys": {}, "stats": {}, "training_set_path": "unused"})
     monkeypatch.setattr(runner, "_start_parent_run", lambda *args, **kwargs: ("0", "parent-1"))
-    monkeypatch.setattr(study.tuner, "new_tuner", lambda ctx, max_concurrent: Interrupted())
-    monkeypatch.setattr(study.tuner, "can_restore", lambda ctx: True)
-    monkeypatch.setattr(study.tuner, "restore_tuner", lambda ctx: Interrupted())
+    monkeypatch.setattr(study.run.tuner, "new_tuner", lambda ctx, max_concurrent: Interrupted())
+    monkeypatch.setattr(study.run.tuner, "can_restore", lambda ctx: True)
+    monkeypatch.setattr(study.run.tuner, "restore_tuner", lambda ctx: Interrupted())
     said: list[str] = []
     uri = "http://user:secret@127.0.0.1:5000"
     opts = runner.StudyOptions(root=str(tmp_path / "studies"), tracking_uri=uri, say=said.append)

@@ -9,14 +9,14 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from test_candidates import scifact_ci
-from trainables import assets as assets_module
-from trainables.assets import prepare_assets
+from trainables.prepare import assets as assets_module
+from trainables.prepare.assets import prepare_assets
 from trainables.config import TeacherConfig, TrialConfig
-from trainables.models import resolve_model_path
-from trainables.student import BiEncoder
-from trainables.teacher import BiEncoderTeacher, CrossEncoderTeacher, build_teacher
+from trainables.models.encoders import resolve_model_path
+from trainables.models.student import BiEncoder
+from trainables.models.teacher import BiEncoderTeacher, CrossEncoderTeacher, build_teacher
 from trainables.data.types import DataError
-from trainables.training_set import TrainingSet, is_complete
+from trainables.data.training_set import TrainingSet, is_complete
 
 QUERIES = ["aspirin and heart attacks", "sleep of cats"]
 PASSAGES = [
@@ -159,7 +159,7 @@ def test_teacher_cache_key_follows_the_teacher_config(sample_data, tmp_path):
 
 _PREPARE_IN_A_PROCESS = """
 import json, sys
-from trainables.assets import prepare_assets
+from trainables.prepare.assets import prepare_assets
 from trainables.config import TrialConfig
 cfg = TrialConfig.from_yaml(sys.argv[1])
 stats = prepare_assets(cfg, progress=False).stats

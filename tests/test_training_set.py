@@ -1,10 +1,10 @@
-"""trainables/training_set.py: the cached TrainingSet round-trips without pickle, and partial files are never used."""
+"""trainables/data/training_set.py: the cached TrainingSet round-trips without pickle, and partial files are never used."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from trainables.training_set import TrainingSet, is_complete
+from trainables.data.training_set import TrainingSet, is_complete
 
 
 def small_set() -> TrainingSet:

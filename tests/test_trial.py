@@ -1,4 +1,4 @@
-"""trainables/trial.py + train_loop.py (and the modules it drives): a real distillation trial under
+"""trainables/train/trial.py + train_loop.py (and the modules it drives): a real distillation trial under
 Ray Train (2 DDP workers, gloo).
 
 Small on purpose (2 shared CPU cores): a tiny random BERT student, 32 SciFact training queries with
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from trainables.config import TrialConfig
-from trainables.student import BiEncoder
-from trainables.trial import read_train_log, run_trial
+from trainables.models.student import BiEncoder
+from trainables.train.trial import read_train_log, run_trial
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def trial_config(sample_data: Path, cache_dir: Path, **overrides) -> TrialConfig
 @pytest.fixture(scope="module")
 def assets(sample_data, tmp_path_factory):
     """Pools (tiny student) + teacher scores (packaged MiniLM) for the 32 queries, built once per module."""
-    from trainables.assets import prepare_assets
+    from trainables.prepare.assets import prepare_assets
 
     cache_dir = tmp_path_factory.mktemp("kd-cache")
     cfg = trial_config(sample_data, cache_dir)
@@ -90,7 +90,7 @@ def test_trial_distils_and_reports_final_metrics(ray_local, sample_data, assets,
 
 def test_worker_failure_resumes_from_last_checkpoint(ray_local, sample_data, assets, tmp_path):
     """A worker crash mid-trial is retried from the last checkpoint: same batches, no work lost or redone."""
-    from trainables.trial import build_trainer, read_trial_result
+    from trainables.train.trial import build_trainer, read_trial_result
 
     cache_dir, prepared = assets
     cfg = trial_config(sample_data, cache_dir, **{
@@ -123,8 +123,8 @@ def test_worker_failure_resumes_from_last_checkpoint(ray_local, sample_data, ass
 def test_workers_of_a_run_whose_folder_was_taken_over_write_nothing(ray_local, sample_data, assets, tmp_path):
     """A lost driver's trial that lives on (its workers restarted by Ray Train) must not write beside the
     run that resumed it: the workers check the folder's lease before they touch it."""
-    from trainables.checkpoints import LEASE_OWNER_KEY, FolderLease
-    from trainables.trial import build_trainer
+    from trainables.train.checkpoints import LEASE_OWNER_KEY, FolderLease
+    from trainables.train.trial import build_trainer
 
     cache_dir, prepared = assets
     cfg = trial_config(sample_data, cache_dir, **{"resources.num_workers": 1, "optim.checkpoint_every_steps": 1})

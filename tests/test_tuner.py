@@ -1,4 +1,4 @@
-"""The driver's Tune plumbing (study.tuner): the console's view on new and restored Tuners, and its trial counts."""
+"""The driver's Tune plumbing (study.run.tuner): the console's view on new and restored Tuners, and its trial counts."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from study import compat, console
-from study.space import load_space
-from study.tracking import FINAL_METRIC_MARKER
+from study import compat
+from study.console import console
+from study.space.schema import load_space
+from study.track.tracking import FINAL_METRIC_MARKER
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"
 
@@ -18,7 +19,7 @@ def trial(trial_id: str, status: str, final: bool = False):
 
 
 def test_trial_counts_by_state_with_the_ending_trial_as_it_ends():
-    from study.tuner import trial_counts
+    from study.run.tuner import trial_counts
 
     trials = [trial("a", "TERMINATED", final=True), trial("b", "TERMINATED"), trial("c", "ERROR"),
               trial("d", "RUNNING"), trial("e", "PENDING"), trial("f", "RUNNING")]
@@ -33,7 +34,7 @@ def test_a_restored_tuner_gets_this_sessions_verbosity_and_a_fresh_view(tmp_path
     """Tune.restore brings the first session's pickled RunConfig; resume --verbose/--quiet must still apply."""
     from ray import tune
 
-    from study.tuner import TrialLines, _this_sessions_console
+    from study.run.tuner import TrialLines, _this_sessions_console
 
     space = load_space(QUICKSTART)
     old, other = TrialLines(space, console.NORMAL), tune.Callback()

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.assets import prepare_assets
+from trainables.prepare.assets import prepare_assets
 from trainables.config import TrialConfig
 from trainables.errors import CheckpointError
-from trainables.student import BiEncoder
-from trainables.warm_start import load_warm_start, prepare_warm_start, warm_start_key
+from trainables.models.student import BiEncoder
+from trainables.train.warm_start import load_warm_start, prepare_warm_start, warm_start_key
 
 
 def _trial(sample_data, cache_dir, **overrides) -> TrialConfig:
@@ -79,9 +79,9 @@ def test_a_trial_from_a_pickle_scores_file_refines_the_warm_start_with_zero_teac
 
     import numpy as np
 
-    from trainables import assets as assets_module
+    from trainables.prepare import assets as assets_module
     from trainables.data import load_data
-    from trainables.trial import run_trial
+    from trainables.train.trial import run_trial
 
     folder = sample_data / "scifact_ci"
     data = load_data(f"beir:{folder}", "train")

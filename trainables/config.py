@@ -329,7 +329,7 @@ class InitConfig(_Strict):
     """Where a trial's student starts: the pretrained weights, or one shared warmed-up student.
 
     `from: warmup` trains one student with `warmup` once per study (a content-addressed asset,
-    trainables/warm_start.py) and every trial refines it. The warm-up has its own loss, sampler,
+    trainables/train/warm_start.py) and every trial refines it. The warm-up has its own loss, sampler,
     steps, lr, batch size and seed, so trials that differ in theirs share one warm start.
     """
 
@@ -340,7 +340,7 @@ class InitConfig(_Strict):
     warmup: WarmupConfig = WarmupConfig()
 
 
-Precision = Literal["gpu-bf16", "fp32", "bf16", "auto"]   # resources.precision (trainables/precision.py)
+Precision = Literal["gpu-bf16", "fp32", "bf16", "auto"]   # resources.precision (trainables/train/precision.py)
 
 
 class ResourcesConfig(_Strict):

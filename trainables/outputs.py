@@ -36,7 +36,7 @@ CHECKPOINT_SECONDS = "time/checkpoint_s"       # this attempt's intermediate che
 TIME_PREFIX = "time/"
 
 # Evaluation metrics (science.md §3): the measures of each kind of evaluation set, by name;
-# trainables/evaluate.py maps each name to its ir_measures measure.
+# trainables/evaluate/evaluation.py maps each name to its ir_measures measure.
 DEV_MEASURE_NAMES = ("mrr_at_10", "ndcg_at_10", "recall_at_1000")
 BEIR_MEASURE_NAMES = ("ndcg_at_10", "mrr_at_10")
 DL_MEASURE_NAMES = ("ndcg_at_10", "mrr_at_10", "recall_at_1000")
@@ -120,7 +120,7 @@ def reference_key(role: str, metric_key: str) -> str:
 # `ray.train.report` copies it into place; emptied after each copy.
 STAGING_DIR = ".checkpoint-staging"
 
-# Test hook (environment, read by `trainables.trial.build_trainer`; a study's Ray session forwards
+# Test hook (environment, read by `trainables.train.trial.build_trainer`; a study's Ray session forwards
 # it to its processes): "STEP" makes every trial's loss NaN at STEP, "STEP:KEY=VALUE" only the
 # trials whose config has VALUE at the dotted KEY, e.g. "3:loss.name=wkl". Never set it otherwise.
 NAN_LOSS_TEST_ENV = "KD_STUDY_TEST_NAN_LOSS_AT_STEP"

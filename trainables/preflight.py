@@ -15,7 +15,7 @@ from trainables.config import ConfigError, TrialConfig
 from trainables.data.check import CheckedSet, check_datasets
 from trainables.data.types import RetrievalData
 from trainables.errors import BadInput
-from trainables.model_specs import spec_kind
+from trainables.models.specs import spec_kind
 
 
 @dataclass

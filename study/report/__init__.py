@@ -2,7 +2,7 @@
 Optuna parameter importances, sampled-score diagnostics and trial timings.
 
 One job per module: `runs` reads the store, `best` picks the best trial (shared with
-`study.export`), `sensitivity`, `importances` and `trial_tables` compute, `build` gathers one
+`study.report.export`), `sensitivity`, `importances` and `trial_tables` compute, `build` gathers one
 study's numbers, and `figures`, `markdown` and `terminal` draw and write them. `report_study`
 below is the driver; the best trial and every table's best cell follow the study's own metric
 and mode unless told otherwise.
@@ -24,8 +24,8 @@ from study.report.sensitivity import DAGGER, SIGNIFICANCE, SensitivityTable, pai
 from study.report.terminal import render_report
 from study.report.text import frame_to_markdown, metric_label
 from study.report.trial_tables import ENTROPY_METRIC, VARIANCE_METRIC, sampler_diagnostics, trial_times
-# Contract names callers used to import from here; their home is study.tags.
-from study.tags import OVERHEAD_METRIC, PER_QUERY_ARTIFACT, REPORT_ARTIFACT_DIR, TRIAL_CONFIG_ARTIFACT, WALL_METRIC
+# Contract names callers used to import from here; their home is study.track.tags.
+from study.track.tags import OVERHEAD_METRIC, PER_QUERY_ARTIFACT, REPORT_ARTIFACT_DIR, TRIAL_CONFIG_ARTIFACT, WALL_METRIC
 
 
 def report_study(name: str, tracking_uri: str, out_dir: str | Path, metric: str | None = None,

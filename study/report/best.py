@@ -65,7 +65,7 @@ def best_position(values: Iterable[Any], mode: str = "max") -> int | None:
     """The position of the best finite value: highest for `mode="max"`, lowest for "min"; None if none is finite.
 
     Ties go to the first; NaN, ±inf, None and non-numbers never win. The one rule every best-trial
-    choice uses (`best_trial` here, `study.outcome` at the end of a run).
+    choice uses (`best_trial` here, `study.run.outcome` at the end of a run).
     """
     check_mode(mode)
     numbers = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=float)

@@ -16,7 +16,7 @@ from study.report.points import point_table, varying_params
 from study.report.sensitivity import CORRECTION, SIGNIFICANCE, SensitivityTable, sensitivity_table
 from study.report.text import metric_label, ordered, slug
 from study.report.trial_tables import ENTROPY_METRIC, VARIANCE_METRIC, sampler_diagnostics, trial_times
-from study.tags import PER_QUERY_ARTIFACT, TRIAL_CONFIG_ARTIFACT
+from study.track.tags import PER_QUERY_ARTIFACT, TRIAL_CONFIG_ARTIFACT
 
 
 @dataclass

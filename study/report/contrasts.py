@@ -1,6 +1,6 @@
 """The space's declared contrasts (`study.contrasts`), tested on one metric: one row per pair of points.
 
-Each declared contrast pairs points (study/contrasts.py); each pair is tested as the sensitivity
+Each declared contrast pairs points (study/space/contrasts.py); each pair is tested as the sensitivity
 tables test a cell against the best (`study.report.stats`): the difference of the two points'
 means on the queries and seed replicates both have, its 95% CI and two-sided p from a paired
 t-test over queries on the per-query differences averaged over seeds, and the minimum detectable
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.contrasts import DEFAULT_FAMILY, contrast_name, describe, pair_points, same_value
-from study.report import stats
+from study.space.contrasts import DEFAULT_FAMILY, contrast_name, describe, pair_points, same_value
+import study.report.stats as stats
 from study.report.best import check_mode
 from study.report.runs import PerQuery
 from study.report.sensitivity import CORRECTION, SIGNIFICANCE, cell_values, paired_values

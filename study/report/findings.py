@@ -27,7 +27,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from study.contrasts import matches
+from study.space.contrasts import matches
 from study.report.runs import read_yaml_model
 from study.report.text import is_missing, markdown_table, metric_label
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.tracking import redact
+from study.track.tracking import redact
 
 
 def param_importances(optuna_storage: str | os.PathLike, study_name: str) -> tuple[pd.DataFrame | None, list[str]]:

@@ -18,8 +18,8 @@ from study.report.sensitivity import (BASELINE_LABEL, BETTER_THAN_BASELINE, CANN
 from study.report.stats import CORRECTIONS, N_RESAMPLES, POWER
 from study.report.text import better, fmt_label, frame_to_markdown, is_missing, key_params, metric_label, plain, seeds_note
 from study.report.trial_tables import with_mean_row
-from study.tags import PER_QUERY_ARTIFACT, STUDY_BASELINE_PARAM, TRIAL_CONFIG_ARTIFACT
-from study.tracking import redact
+from study.track.tags import PER_QUERY_ARTIFACT, STUDY_BASELINE_PARAM, TRIAL_CONFIG_ARTIFACT
+from study.track.tracking import redact
 from trainables.outputs import TIME_PREFIX
 
 REPORT_FILE = "report.md"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.report import stats
+import study.report.stats as stats
 from study.report.best import best_position, check_mode
 from study.report.runs import PerQuery, ReportError
 from study.report.sensitivity import CORRECTION, SIGNIFICANCE, cell_values, paired_values

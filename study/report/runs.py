@@ -1,6 +1,6 @@
 """Reading a study from the MLflow store: its parent run, its trial runs as one frame, their artifacts.
 
-Reads only the tracking contract of `study/tracking.py` (names in `study/tags.py`): a parent run
+Reads only the tracking contract of `study/track/tracking.py` (names in `study/track/tags.py`): a parent run
 tagged STUDY_NAME_TAG = <name> and STUDY_KIND_TAG = STUDY_KIND, whose params hold the space file's
 objective (STUDY_METRIC_PARAM and STUDY_MODE_PARAM, or STUDY_OBJECTIVES_PARAM); nested trial runs
 (PARENT_RUN_TAG) with the flattened trial config as dotted params (`loss.gamma1`, `sampler.k`, ...),
@@ -11,7 +11,7 @@ Replicates: a trial (seed) run's POINT_TAG and REPLICATE_TAG become the frame's 
 `replicate` columns; a run without them (a study made before replicates) is its own point
 (`point` = its trial_id) and replicate 0, so a one-seed study reads as before. The parent run's
 STUDY_BASELINE_PARAM (JSON `{dotted key: value}`) is `StudyRuns.baseline`, its STUDY_CONTRASTS_PARAM
-(JSON list, study/contrasts.py) `StudyRuns.contrasts`.
+(JSON list, study/space/contrasts.py) `StudyRuns.contrasts`.
 """
 from __future__ import annotations
 
@@ -26,14 +26,14 @@ from typing import Any
 
 import pandas as pd
 
-from study.tags import (
+from study.track.tags import (
     OVERHEAD_METRIC, PARENT_RUN_TAG, PER_QUERY_ARTIFACT, POINT_TAG, REPLICATE_TAG, STUDY_BASELINE_PARAM,
     STUDY_CONTRASTS_PARAM, STUDY_KIND,
     STUDY_KIND_TAG, STUDY_METRIC_PARAM, STUDY_MODE_PARAM, STUDY_NAME_TAG, STUDY_OBJECTIVES_PARAM, TAG_FALLBACKS,
     TRIAL_ID_TAG, WALL_METRIC,
 )
-from study.tags import POINT_KIND, STUDY_RUN_TAG   # replicates: seed runs nest under point runs
-from study.tracking import redact
+from study.track.tags import POINT_KIND, STUDY_RUN_TAG   # replicates: seed runs nest under point runs
+from study.track.tracking import redact
 from trainables.errors import BadInput
 from trainables.outputs import EVAL_SECONDS, TRAIN_SECONDS
 

@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.contrasts import same_value
-from study.report import stats
+from study.space.contrasts import same_value
+import study.report.stats as stats
 from study.report.best import best_position, check_mode
 from study.report.runs import PerQuery, ReportError
 from study.report.text import SHORT_AXIS, better, corner, fmt_label, markdown_table, metric_label, ordered
-from study.tags import PER_QUERY_ARTIFACT
+from study.track.tags import PER_QUERY_ARTIFACT
 
 SIGNIFICANCE = stats.ALPHA
 CORRECTION = "holm"

@@ -3,8 +3,8 @@
 Every loss takes `student_scores [B, n]`, `teacher_scores [B, n]`, `positive_mask [B, n]` (bool,
 ≥ 1 positive per query; KL ignores it) and an optional `valid_mask [B, n]` (False = padding), and
 reduces as the mean over queries of per-query sums (MarginMSE: of per-query pair means).
-`compute_loss` picks one from a `LossConfig`. WKL's β reads the student's ranks from a table kept
-beside its loss (`wkl_ranks.py`: the table, its refresh schedule and the refresh itself).
+`compute_loss` picks one from a `LossConfig`. WKL's β reads the student's ranks from a table the training
+loop keeps (`trainables/train/rank_table.py`: the table, its refresh schedule and the refresh itself).
 """
 from __future__ import annotations
 
@@ -18,25 +18,16 @@ from trainables.losses.kl import kl_loss
 from trainables.losses.kl_nll import kl_nll_loss
 from trainables.losses.margin_mse import margin_mse_loss
 from trainables.losses.wkl import gamma2_values, ranks_from_scores, wkl_beta, wkl_log_weights, wkl_loss, wkl_terms
-from trainables.losses.wkl_ranks import (
-    RankTable, initial_rank_table, is_refresh_step, refresh_columns, refresh_ranks, uses_beta,
-)
 
 __all__ = [
     "LOSSES",
-    "RankTable",
     "compute_loss",
     "gamma2_values",
     "in_batch_nll",
-    "initial_rank_table",
-    "is_refresh_step",
     "kl_loss",
     "kl_nll_loss",
     "margin_mse_loss",
     "ranks_from_scores",
-    "refresh_columns",
-    "refresh_ranks",
-    "uses_beta",
     "wkl_beta",
     "wkl_log_weights",
     "wkl_loss",

@@ -11,7 +11,7 @@ Positives the student already ranks high (q_j → 1) and negatives it already pu
 are down-weighted; higher-ranked negatives get a larger β, a smaller γ2 and so a larger weight.
 γ1 = 0 and γ2 = 0 give exactly KL. The weights keep their gradient (it is what the paper's gradient
 ratio g differentiates); β, and so γ2, is a constant (detached), computed from the student's ranks
-in a table (`wkl_ranks.py`) that is refreshed from the latest student every `beta_refresh_steps` batches.
+in a table (`trainables/train/rank_table.py`, kept by the training loop) that is refreshed from the latest student every `beta_refresh_steps` batches.
 Reference: Yang, Qiao, He, Yang, "Weighted KL-Divergence for Document Ranking Model Refinement",
 SIGIR 2024 (arXiv:2406.05977); science.md §2.
 
@@ -28,7 +28,7 @@ Example:
     >>> beta = wkl_beta(ranks_from_scores(s), positives, alpha=1.0)
     >>> wkl_loss(s, t, positives, gamma1=5.0, gamma2=5.0 - beta).backward()
 
-Relations: generalises KL (`kl.py`): γ1 = 0 and γ2 = 0 give `kl_loss`; its rank table is `wkl_ranks.py`.
+Relations: generalises KL (`kl.py`): γ1 = 0 and γ2 = 0 give `kl_loss`; its rank table is `trainables/train/rank_table.py`.
 """
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Running a study: Ray session, shared assets, Tune + Optuna, the trainable, confirm, outcome, paths."""

@@ -1,0 +1,64 @@
+"""Cheap checks that run before anything heavy is imported or started, so bad inputs fail in seconds."""
+from __future__ import annotations
+
+import socket
+
+from trainables.config import ConfigError
+from trainables.errors import Failure
+
+from study.paths import StudyPaths
+from study.track.tracking import cause_line, redact
+
+
+class StudyError(Failure):
+    """A study-level failure that is not a bad input (Ray unreachable, trials crashed); one line."""
+
+
+class UnreachableError(Failure):
+    """A service the study needs (the Ray cluster) does not answer; the message is one line."""
+
+
+def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
+    """A `host:port` (or `ray://host:port`) that accepts no connection fails now: ray.init would retry for minutes."""
+    if not address:
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # "auto", "local" or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise UnreachableError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
+
+
+def check_new_study(name: str, root: str | None) -> StudyPaths:
+    paths = StudyPaths.of(name, root)
+    if paths.exists():
+        raise ConfigError(f"study {name!r} already exists in {paths.dir}: continue it with "
+                          f"`kd-study resume {name}` or choose another name (--name)")
+    return paths
+
+
+def check_existing_study(name: str, root: str | None) -> StudyPaths:
+    paths = StudyPaths.of(name, root)
+    if not paths.exists():
+        studies = sorted(d.name for d in paths.root.iterdir() if StudyPaths(paths.root, d.name).exists()) \
+            if paths.root.is_dir() else []
+        raise ConfigError(f"no study named {name!r} in {paths.root}"
+                          + (f" (studies there: {', '.join(studies)})" if studies else ""))
+    return paths
+
+
+def check_optuna_storage(url: str, study_name: str) -> None:
+    """An --optuna-storage that cannot be opened, or already holds a study of this name, fails now."""
+    import optuna
+
+    try:
+        storage = optuna.storages.RDBStorage(url)
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except Exception as error:  # noqa: BLE001
+        raise StudyError(f"Optuna storage {redact(url)} is not usable: {cause_line(str(error))}") from None
+    if study_name in names:
+        raise StudyError(f"Optuna storage {redact(url)} already holds a study named {study_name!r}: "
+                         "delete it, or give this study another name (--name)")

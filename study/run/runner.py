@@ -1,0 +1,394 @@
+"""Run, resume and single-train: shared assets once, then Ray Tune over a function trainable.
+
+One study = `prepare_assets(base config)` once (study.run.assets) → a Ray Tune `Tuner`
+(study.run.tuner) whose trainable is a plain function (study.run.trainable) that runs one distillation
+trial (`trainables.train.trial.run_trial`, a Ray Train `TorchTrainer` with `TuneReportCallback`) →
+OptunaSearch (define-by-run, seeded, persisted in an RDB storage) in a ConcurrencyLimiter, with
+optional ASHA on intermediate evaluations (study.run.search) → MLflow parent + nested runs
+(study.track.tracking, study.track.trial_runs) → report and best config at the end (study.run.outcome).
+
+Resume (`kd-study resume NAME`) = `Tuner.restore(<study>/tune, resume_errored=True)`: Tune's
+experiment snapshot restores the trials and the searcher state (OptunaSearch pickles its study
+handle; the study itself lives in the RDB storage). The snapshot is taken every second here
+(TUNE_GLOBAL_CHECKPOINT_S, set by study.run.ray_session; Tune's default is ≥10 s); the gaps it can
+still leave are closed here:
+- a trial that finished after the last snapshot is replayed, not re-trained: `distil_trial` keeps a
+  result marker per trial and re-reports it, and the MLflow callback leaves a FINISHED run alone;
+- an Optuna trial asked after the last snapshot (so unknown to Tune) is marked FAIL and its point
+  re-enqueued, so a grid still runs every point exactly once;
+- an errored trial retried by the resume records its result as a new COMPLETE Optuna trial (the
+  failed attempt stays FAIL);
+- MLflow trial runs left RUNNING by the killed driver are closed as KILLED; the trials Tune resumes
+  re-open their own run (study.track.trial_runs), so no trial gets a second run.
+- on a cluster the killed driver's trials die with it (its Tune trial actors own their Ray Train
+  controllers and workers; nothing is detached), and no folder has two writers anyway: the driver
+  holds the study folder's lease (a second driver on the study is refused in one line) and each
+  trial run its run folder's (trainables.train.checkpoints.FolderLease), which a lost run's surviving
+  workers check before every checkpoint.
+
+Light to import (Ray, Optuna and torch load inside the functions), so the CLI can import it and
+still fail fast on bad inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import shutil
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from trainables.config import ConfigError, TrialConfig
+
+from study.track import tags, tracking
+from study.track.dataset_inputs import dataset_records, ref_key
+from study.run.outcome import StudyOutcome, collect_outcome
+from study.paths import StudyPaths
+from study.run.preflight import (
+    StudyError, check_existing_study, check_new_study, check_optuna_storage, check_ray_address,
+)
+from study.run.ray_session import RaySession, max_concurrent_trials, trial_cpus
+from study.run.assets import AssetsRecord, assets_line, prepare_study_assets
+from study.space.schema import SearchSpace, dump_space, load_space
+
+__all__ = ["StudyContext", "StudyError", "StudyOptions", "StudyOutcome", "resume_study", "run_study",
+           "train_single"]
+
+
+@dataclass
+class StudyOptions:
+    root: str | None = None
+    tracking_uri: str | None = None
+    ray_address: str | None = None
+    optuna_storage: str | None = None
+    experiment: str | None = None
+    log_models: bool = False
+    report: bool = True
+    num_cpus: int | None = None
+    verbose: int = 1
+    # called with a one-line status message (the CLI prints them)
+    say: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """Everything a running study's Tuner and its ending need, fixed once the parent run exists."""
+
+    space: SearchSpace           # base paths absolute
+    paths: StudyPaths
+    assets: AssetsRecord
+    opts: StudyOptions
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    storage_url: str             # the Optuna RDB storage
+    datasets: list[dict[str, Any]] = field(default_factory=list)   # study.track.dataset_inputs records
+
+
+# ---- run / resume -------------------------------------------------------------------------------------
+def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, str] | None = None) -> StudyOutcome:
+    """`kd-study run`: check the inputs, build assets once, run the Tune study, report.
+
+    `space` is the loaded space (CLI overrides and pins applied); `space.source` is the file copied
+    into the study folder. `parent_tags` go on the parent run (`kd-study confirm` nests its child
+    study's parent run under the sweep's).
+    """
+    paths = check_new_study(space.name, opts.root)
+    check_ray_address(opts.ray_address)
+    space = _absolute(space)
+    checked = _preflight(space.base, space.source)   # every data set, model spec and folder: seconds
+    _check(space, checked.train, opts.say)   # a space that cannot test what it searches stops before any asset
+    tracking_uri = tracking.resolve_tracking_uri(opts.tracking_uri)
+    tracking.check_tracking(tracking_uri)
+    storage_url = _optuna_storage_url(opts, paths)
+    if opts.optuna_storage:
+        check_optuna_storage(storage_url, space.name)
+
+    opts.say(f"kd-study: checked {len(checked.sets)} data sets, the model specs, folders and stores")
+    with _ray_session(opts) as ray, contextlib.ExitStack() as held:   # an unreachable cluster fails here
+        max_concurrent = max_concurrent_trials(space, ray, remote=bool(opts.ray_address), say=opts.say)
+        paths.dir.mkdir(parents=True, exist_ok=True)
+        held.enter_context(_study_lease(paths, opts.say))
+        if tracking.redact(tracking_uri) != tracking_uri or tracking.redact(storage_url) != storage_url:
+            paths.dir.chmod(0o700)   # Tune's pickles in tune/ hold the store URIs, credentials included
+        parent_run_id = None
+        try:
+            shutil.copyfile(space.source, paths.space_copy)
+            paths.space_resolved.write_text(dump_space(space))
+            state = paths.update_state(name=space.name, status="preparing", tracking_uri=tracking_uri,
+                                       optuna_storage=storage_url, experiment=opts.experiment or space.name,
+                                       space_source=str(Path(space.source).resolve()), log_models=opts.log_models,
+                                       num_samples=space.num_samples, metrics=space.metrics, modes=space.modes)
+            assets = prepare_study_assets(space, paths, opts.say, data=checked.train)
+            datasets = dataset_records(space.base, {ref_key(s.ref): s.fingerprint for s in checked.sets},
+                                       assets["keys"], assets["stats"])
+            paths.update_state(datasets=datasets)   # resume logs the same inputs
+            _check(space, checked.train, opts.say, assets["keys"])   # again, on the study's teacher scores
+            experiment_id, parent_run_id = _start_parent_run(
+                space, paths, assets, tracking_uri, state["experiment"],
+                {tags.ALGORITHM_TAG: space.study.algorithm, tags.METRIC_TAG: ",".join(space.metrics),
+                 **(parent_tags or {})})
+        except BaseException:
+            if parent_run_id is None:  # nothing ran: leave no half-made study behind (fix the input, run again)
+                shutil.rmtree(paths.dir, ignore_errors=True)
+            raise
+        ctx = StudyContext(space, paths, assets, opts, tracking_uri, experiment_id, parent_run_id, storage_url,
+                           datasets)
+
+        def start():
+            from study.run.tuner import new_tuner
+
+            paths.update_state(status="running", experiment_id=experiment_id, parent_run_id=parent_run_id)
+            seeds = f" ({space.num_samples} points × {space.replicates} seeds)" if space.replicates > 1 else ""
+            opts.say(f"kd-study: study {space.name}: {space.num_trials} trials{seeds}, MLflow {tracking.redact(tracking_uri)} "
+                     f"(experiment {state['experiment']!r}, parent run {parent_run_id})")
+            return new_tuner(ctx, max_concurrent)
+
+        return _fit_and_finish(start, ctx)
+
+
+def _check(space: SearchSpace, data, say: Callable[[str], None], keys: dict[str, str] | None = None) -> None:
+    """`kd-study check` before any trial (study.check.dimensions): errors stop the run (exit 2), warnings are said."""
+    from study.check.dimensions import raise_on_errors
+    from study.check.scores import check_for_run
+
+    report = check_for_run(space, data, keys)
+    if keys is not None or report.errors:   # said once: with the scores, or when it stops the run
+        for line in report.flag_lines():
+            say(f"kd-study: check: {line}")
+    raise_on_errors(report)
+
+
+def resume_study(name: str, opts: StudyOptions) -> StudyOutcome:
+    """`kd-study resume NAME`: restore the Tune experiment (finished trials kept, unfinished and errored re-run)."""
+    paths = check_existing_study(name, opts.root)
+    check_ray_address(opts.ray_address)
+    with _study_lease(paths, opts.say):   # before anything touches the study's runs or trials
+        return _resume_study(paths, opts)
+
+
+def _resume_study(paths: StudyPaths, opts: StudyOptions) -> StudyOutcome:
+    name = paths.name
+    state = paths.read_state()
+    tracking_uri = state["tracking_uri"]
+    if opts.tracking_uri and tracking.resolve_tracking_uri(opts.tracking_uri) != tracking_uri:
+        raise ConfigError(f"study {name!r} logs to {tracking.redact(tracking_uri)}; --tracking-uri cannot change "
+                          "on resume")
+    tracking.check_tracking(tracking_uri)
+    space = load_space(paths.space_resolved)
+    storage_url = state.get("optuna_storage") or _optuna_storage_url(opts, paths)
+    opts.log_models = bool(state.get("log_models"))
+    with _ray_session(opts) as ray:
+        assets = prepare_study_assets(space, paths, opts.say)
+        experiment_id = state.get("experiment_id")
+        parent_run_id = state.get("parent_run_id")
+        reopen = parent_run_id is not None
+        if not reopen:  # killed before the parent run existed
+            experiment_id, parent_run_id = _start_parent_run(space, paths, assets, tracking_uri,
+                                                             state.get("experiment") or name)
+        ctx = StudyContext(space, paths, assets, opts, tracking_uri, experiment_id, parent_run_id, storage_url,
+                           state.get("datasets") or [])
+
+        def start():
+            from study.run.search import delete_study
+            from study.run.tuner import can_restore, new_tuner, restore_tuner
+
+            if reopen:
+                tracking.reopen_run(tracking_uri, parent_run_id)
+                # Runs left RUNNING by the killed driver; the trials Tune resumes re-open their own.
+                tracking.end_open_trial_runs(tracking_uri, parent_run_id)
+            paths.update_state(status="running", experiment_id=experiment_id, parent_run_id=parent_run_id)
+            if can_restore(ctx):
+                opts.say(f"kd-study: resuming study {name} from {paths.tune_dir} "
+                         f"(MLflow {tracking.redact(tracking_uri)}, parent run {parent_run_id})")
+                return restore_tuner(ctx)
+            # Killed before Tune saved anything: no trial ran, so start the search afresh.
+            opts.say(f"kd-study: no Tune state in {paths.tune_dir} yet; starting study {name} afresh")
+            delete_study(storage_url, name)
+            shutil.rmtree(paths.tune_dir, ignore_errors=True)
+            return new_tuner(ctx, max_concurrent_trials(space, ray, bool(opts.ray_address), opts.say))
+
+        return _fit_and_finish(start, ctx)
+
+
+@contextlib.contextmanager
+def _study_lease(paths: StudyPaths, say: Callable[[str], None]):
+    """One driver per study at a time: the study folder's lease, held while this driver runs it.
+
+    `resume` while the study's driver still runs would close that driver's MLflow runs as KILLED and
+    re-run its trials beside it. A killed driver's lease is free at once on its own host and after
+    LEASE_TTL_S elsewhere (trainables.train.checkpoints.FolderLease).
+    """
+    from trainables.train.checkpoints import FolderBusy, FolderLease, holder_text, read_lease
+
+    try:
+        lease = FolderLease(paths.dir).acquire(on_wait=lambda message: say(f"kd-study: {message}"))
+    except FolderBusy:
+        held = read_lease(paths.dir) or {}
+        raise StudyError(f"study {paths.name} is being run by another live driver ({holder_text(held)}); "
+                         "stop it first, or wait for it to end") from None
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
+@contextlib.contextmanager
+def _ray_session(opts: StudyOptions):
+    """A RaySession that keeps the caller's SIGTERM handler (the CLI's: SIGTERM stops like Ctrl-C).
+
+    ray.init installs its own, which exits at once: a C++ stack dump, the study state and the MLflow
+    runs left "running". Without a Python handler of the caller's, Ray's stays.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    with RaySession(opts.ray_address, opts.num_cpus) as ray:
+        if callable(handler) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+        yield ray
+
+
+def _preflight(cfg: TrialConfig, source: str | Path):
+    """The checks of everything a trial touches (trainables.preflight), before Ray starts."""
+    from trainables.preflight import preflight
+
+    return preflight(cfg, source=str(source))
+
+
+def _absolute(space: SearchSpace) -> SearchSpace:
+    """Relative paths in the base (cache_dir, beir: folders, ...) resolved now: Tune runs trials in their own folders."""
+    from trainables.config import absolute_paths
+
+    return dataclasses.replace(space, base=absolute_paths(space.base))
+
+
+def _optuna_storage_url(opts: StudyOptions, paths: StudyPaths) -> str:
+    return opts.optuna_storage or f"sqlite:///{paths.optuna_db}"
+
+
+def _start_parent_run(space: SearchSpace, paths: StudyPaths, assets: AssetsRecord, tracking_uri: str,
+                      experiment: str, extra_tags: dict[str, str] | None = None) -> tuple[str, str]:
+    """The study's MLflow parent run: the space as params, the study folder's files as artifacts."""
+    return tracking.start_parent_run(
+        tracking_uri, experiment, space.name, space_params=_space_params(space),
+        tags={tags.GIT_SHA_TAG: tracking.git_revision(), tags.STUDY_DIR_TAG: str(paths.dir), **(extra_tags or {}),
+              **{tags.ASSET_TAG_PREFIX + k: v for k, v in assets["keys"].items()}},
+        artifacts=[paths.space_copy, paths.space_resolved, paths.assets], metrics=assets.get("references") or {})
+
+
+def _space_params(space: SearchSpace) -> dict[str, Any]:
+    """The space file as parent-run params: study.*, search.<param> (its spec), fixed.*, base (the resolved file)."""
+    params: dict[str, Any] = {f"study.{k}": v for k, v in space.study.model_dump(mode="json").items()}
+    for param in space.params:
+        params[f"search.{param.name}"] = param.spec.model_dump(mode="json", exclude_none=True)
+    params.update({f"fixed.{k}": v for k, v in space.fixed.items()})
+    params["space.source"] = space.source
+    params["space.grid_size"] = len(space.grid_points()) if space.study.algorithm == "grid" else None
+    return params
+
+
+def _fit_and_finish(start: Callable[[], Any], ctx: StudyContext) -> StudyOutcome:
+    """Run the Tuner `start()` builds and close the study: an interrupt keeps the finished trials.
+
+    Ctrl-C (or SIGTERM, which the CLI turns into the same) during `fit` is Tune's graceful stop: it
+    returns the trials as they are. One before or a second one during `fit` is a KeyboardInterrupt.
+    Either way the trials' runs still RUNNING are closed as KILLED, the parent run too, and the study
+    state says "interrupted", so `kd-study resume NAME` continues it.
+    """
+    try:
+        grid = start().fit()
+    except KeyboardInterrupt:
+        grid = None
+    outcome = collect_outcome(ctx.space, ctx.paths, grid, ctx.storage_url)
+    if outcome.interrupted:
+        tracking.end_open_trial_runs(ctx.tracking_uri, ctx.parent_run_id)
+        tracking.end_run(ctx.tracking_uri, ctx.parent_run_id, "KILLED")
+        ctx.paths.update_state(status="interrupted")
+        return outcome
+    status = "FAILED" if outcome.errored and not outcome.finished else "FINISHED"
+    if ctx.opts.report and outcome.finished:
+        _report(ctx, outcome)
+    tracking.end_run(ctx.tracking_uri, ctx.parent_run_id, status)
+    ctx.paths.update_state(status="errors" if outcome.errored else "finished")
+    return outcome
+
+
+def _report(ctx: StudyContext, outcome: StudyOutcome) -> None:
+    """Tables on the parent run (study.report) and best.yaml (study.report.export); their absence is not fatal."""
+    space, paths, say = ctx.space, ctx.paths, ctx.opts.say
+    metric = space.metrics[0]
+    try:
+        from study.report import report_study
+    except ImportError as error:
+        say(f"kd-study: report skipped: study.report is not available ({error})")
+    else:
+        try:
+            outcome.report_path = Path(report_study(space.name, ctx.tracking_uri, paths.report_dir, metric=metric,
+                                                    optuna_storage=ctx.storage_url))
+        except Exception as error:  # noqa: BLE001 - the study's trials are safe in MLflow either way
+            say(f"kd-study: report failed: {tracking.cause_line(str(error))} "
+                f"(retry with `kd-study report {space.name}`)")
+    try:
+        from study.report.export import export_best
+    except ImportError as error:
+        say(f"kd-study: best.yaml skipped: study.report.export is not available ({error})")
+    else:
+        try:
+            outcome.best_config_path = Path(export_best(space.name, ctx.tracking_uri, metric, paths.best,
+                                                         mode=space.modes[0]))
+        except Exception as error:  # noqa: BLE001
+            say(f"kd-study: best.yaml failed: {tracking.cause_line(str(error))} "
+                f"(retry with `kd-study export {space.name}`)")
+
+
+# ---- kd-study train -----------------------------------------------------------------------------------
+def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | None = None,
+                 output_dir: str | None = None):
+    """`kd-study train CONFIG.yaml`: prepare assets and run one trial outside Tune; returns its TrialResult."""
+    from trainables.config import absolute_paths
+
+    cfg = TrialConfig.from_yaml(config_path)
+    overrides = {k: v for k, v in (("name", name), ("output_dir", output_dir)) if v is not None}
+    cfg = absolute_paths(cfg.with_overrides(overrides, source=str(config_path)) if overrides else cfg)
+    check_ray_address(opts.ray_address)
+    checked = _preflight(cfg, config_path)
+    with _ray_session(opts) as ray:
+        from trainables.prepare.assets import prepare_assets
+        from trainables.samplers import check_k_fits_pool
+        from trainables.train.trial import run_trial
+
+        needed, gpus = trial_cpus(cfg)
+        have = ray.cluster_resources()
+        if not opts.ray_address and (needed > have.get("CPU", 0) or gpus > have.get("GPU", 0)):
+            raise StudyError(f"the trial needs {needed:g} CPUs and {gpus:g} GPUs but Ray has "
+                             f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs (resources.*)")
+        opts.say(f"kd-study: preparing shared assets in {cfg.cache_dir} ...")
+        from study.console.console import progress_bars
+
+        assets = prepare_assets(cfg, progress=progress_bars(), data=checked.train)
+        opts.say(assets_line(assets.stats))
+        check_k_fits_pool(cfg.sampler.k, assets.stats.get("pool_size_min"), cfg.sampler.on_small_pool,
+                          where=f"{config_path}: sampler.k")
+        opts.say(f"kd-study: training {cfg.name} → {Path(cfg.output_dir) / cfg.name}")
+        try:
+            return cfg, run_trial(cfg, assets, storage_path=cfg.output_dir, name=cfg.name)
+        except SystemExit:
+            # Ray Train's own Ctrl-C handler (installed by fit) aborts the run, then exits 0: an
+            # interrupt, not a success. The run folder keeps its checkpoints; the CLI says how to continue.
+            raise KeyboardInterrupt from None
+
+
+# ---- names that moved out of this module -------------------------------------------------------------
+# Tune pickles these by module path into a study's tune/ folder (the Tuner, the searcher state): a
+# study started before they moved resumes through these names.
+_MOVED = {"StudySearch": "study.run.search", "StudyLimiter": "study.run.search", "TrialLines": "study.run.tuner",
+          "trial_dirname": "study.run.tuner", "distil_trial": "study.run.trainable"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,243 @@
+"""The rules a parsed space must meet before anything runs; each failure is one line naming the file and key.
+
+Searched and fixed fields must be TrialConfig fields; every choice and both ends of every range,
+applied to the base config, must give a valid TrialConfig (so γ1 < 0 or K > pool depth fail
+here); conditions must be able to hold; fields that shape the shared assets may only be fixed.
+The study section is checked against the base config (its trials must report the metric) and the
+grid, and `settle_study` returns it with the defaults that depend on them filled in.
+"""
+from __future__ import annotations
+
+import typing
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from trainables.config import ConfigError, TrialConfig, format_validation_error, set_dotted
+from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
+
+from study.space.contrasts import contrast_name, pair_points
+from study.space.params import ParamSpec, SearchParam, holds
+
+if TYPE_CHECKING:
+    from study.space.schema import SearchSpace, StudySettings
+
+# Fields that shape the shared assets (pools, teacher scores, training set; see trainables/prepare/assets.py).
+# A trial that searched one would need assets of its own, so they may only be fixed.
+ASSET_FIELDS = ("data.", "student.", "teacher.", "cache_dir")
+ASSET_FIELD_EXCEPTIONS = ("teacher.batch_size",)
+
+
+# ---- fields ---------------------------------------------------------------------------------------
+def is_field(dotted: str) -> bool:
+    """Whether a dotted path names a leaf (or whole sub-config) of TrialConfig."""
+    model: Any = TrialConfig
+    for part in dotted.split("."):
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return False
+        model = _model_of(fields[part].annotation)
+    return True
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside `X | None` (or X itself); anything else is a leaf."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else annotation
+
+
+def check_override(cfg: TrialConfig, overrides: dict[str, Any], where: str, value: Any) -> None:
+    """Apply overrides to `cfg`; a failure names `where` (file + key) and what TrialConfig expected."""
+    for dotted in overrides:
+        if not is_field(dotted):
+            raise ConfigError(f"{where}: {dotted!r} is not a trial config field")
+    raw = cfg.model_dump(mode="json")
+    for dotted, v in overrides.items():
+        set_dotted(raw, dotted, v)
+    try:
+        TrialConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = format_validation_error(error, "").split("; ")
+        detail = "; ".join(p.removeprefix(": ").replace("<root>: ", "") for p in problems)
+        raise ConfigError(f"{where}: {value!r} is invalid: {detail}") from None
+
+
+# ---- searched parameters --------------------------------------------------------------------------
+def order_params(search: dict[str, ParamSpec], source: str) -> list[SearchParam]:
+    """File order, moved so that a parameter comes after every searched field its `when` reads."""
+    ordered: list[SearchParam] = []
+    placed: set[str] = set()
+    visiting: set[str] = set()
+
+    def place(name: str) -> None:
+        if name in placed:
+            return
+        if name in visiting:
+            raise ConfigError(f"{source}: search.{name}.when: conditions form a cycle")
+        visiting.add(name)
+        for dep in search[name].when:
+            if dep in search:
+                place(dep)
+        visiting.discard(name)
+        placed.add(name)
+        ordered.append(SearchParam(name, search[name]))
+
+    for name in search:
+        place(name)
+    return ordered
+
+
+def check_params(space: SearchSpace) -> None:
+    src = space.source
+    for param in space.params:
+        where = f"{src}: search.{param.name}"
+        if not is_field(param.name):
+            raise ConfigError(f"{where}: {param.name!r} is not a trial config field")
+        if param.name.startswith(ASSET_FIELDS) and param.name not in ASSET_FIELD_EXCEPTIONS:
+            raise ConfigError(f"{where}: {param.name} shapes the shared assets (pools, teacher scores) built "
+                              "once per study; it cannot be searched: put it in `fixed` or the base config")
+        if space.study.algorithm == "grid" and param.spec.grid_values() is None:
+            raise ConfigError(f"{where}: grid mode needs `choices` or a stepped range (add `step`)")
+        # conditions read known fields, can hold, and name values the field can take
+        activation: dict[str, Any] = {}
+        for dotted, allowed in param.spec.condition().items():
+            if dotted == param.name:
+                raise ConfigError(f"{where}.when: a parameter cannot depend on itself")
+            if not is_field(dotted):
+                raise ConfigError(f"{where}.when: {dotted!r} is not a trial config field")
+            searched = next((p for p in space.params if p.name == dotted), None)
+            if searched is None:
+                value = space.static_value(dotted)
+                if not holds(value, allowed):
+                    raise ConfigError(f"{where}.when: {dotted} is fixed to {value!r}, so the condition "
+                                      f"{dotted} in {allowed} never holds (search {dotted} or drop the parameter)")
+            else:
+                reachable = [a for a in allowed if searched.spec.contains(a)]
+                if not reachable:
+                    raise ConfigError(f"{where}.when: {dotted} never takes {allowed} "
+                                      f"(its search is {searched.spec.describe()})")
+                activation[dotted] = reachable[0]
+        # every choice / both ends of the range give a valid TrialConfig (with its condition holding)
+        for value in param.spec.extremes():
+            check_override(space.base, {**activation, param.name: value}, where, value)
+
+
+# ---- the study section ----------------------------------------------------------------------------
+def settle_study(space: SearchSpace) -> StudySettings:
+    """Check `space.study`; return new settings with the default metric and num_samples filled in.
+
+    Both defaults depend on the rest of the space (the metrics its trials report, the grid's size),
+    so they are settled after it is validated; the parsed settings are left as they were.
+    """
+    src, study = space.source, space.study
+    if study.algorithm != "grid" and not space.params:
+        raise ConfigError(f"{src}: search: empty; nothing to search (add parameters, or use `kd-study train`)")
+    # metric(s) must be reported by every trial of this base config
+    known = space.final_metric_keys()
+    if study.objectives is None and study.metric is None:
+        study = study.model_copy(update={"metric": next(
+            (k for k in known if k.startswith(DEV_MRR_AT_10)),
+            next((k for k in known if k.startswith(BEIR_NDCG_AT_10_AVG)), known[0]))})
+    for i, metric in enumerate(study.metrics):
+        key = "study.metric" if study.objectives is None else f"study.objectives.{i}.metric"
+        if metric not in known:
+            raise ConfigError(f"{src}: {key}: {metric!r} is not reported by trials of this base config "
+                              f"(expected one of: {', '.join(known)})")
+    if study.scheduler == "asha" and space.base.eval.every_steps is None:
+        raise ConfigError(f"{src}: study.scheduler: asha stops trials on intermediate evaluations: "
+                          "set eval.every_steps in the base config or in `fixed`")
+    _check_points_to_evaluate(space)
+    _check_replicates(space)
+    _check_contrasts(space)
+    return study.model_copy(update={"num_samples": _num_samples(space)})
+
+
+def _check_searched_value(where: str, dotted: str, value: Any, by_name: dict) -> None:
+    """`dotted` is a searched parameter and `value` lies inside its search: the rule for every value a space names."""
+    if dotted not in by_name:
+        raise ConfigError(f"{where}: not a searched parameter (expected one of: {', '.join(by_name) or 'none'})")
+    if not by_name[dotted].spec.contains(value):
+        raise ConfigError(f"{where}: {value!r} is outside its search ({by_name[dotted].spec.describe()})")
+
+
+def _check_points_to_evaluate(space: SearchSpace) -> None:
+    """Searched keys, values inside the search, conditions respected, a valid config."""
+    by_name = {p.name: p for p in space.params}
+    for i, point in enumerate(space.study.points_to_evaluate):
+        where = f"{space.source}: study.points_to_evaluate.{i}"
+        for dotted, value in point.items():
+            _check_searched_value(f"{where}.{dotted}", dotted, value, by_name)
+        chosen: dict[str, Any] = {}
+        for param in space.params:
+            active = space.is_active(param, chosen)
+            if param.name in point:
+                if not active:
+                    raise ConfigError(f"{where}.{param.name}: given, but its condition {param.spec.when} does "
+                                      "not hold in this point")
+                chosen[param.name] = point[param.name]
+        space.trial_config(point)  # a point's combination must be a valid config too
+
+
+def _check_replicates(space: SearchSpace) -> None:
+    """Replicates vary the seed, so it cannot be searched too; the baseline names searched values."""
+    src, study = space.source, space.study
+    if study.replicates > 1 and "seed" in space.param_names:
+        raise ConfigError(f"{src}: search.seed: with study.replicates: {study.replicates} each point runs seeds "
+                          "base seed + 0..N-1; do not search the seed as well")
+    by_name = {p.name: p for p in space.params}
+    for dotted, value in (study.baseline or {}).items():
+        _check_searched_value(f"{src}: study.baseline.{dotted}", dotted, value, by_name)
+
+
+def _check_contrasts(space: SearchSpace) -> None:
+    """Declared contrasts name searched values; in grid mode every `of` point has exactly one `vs` partner."""
+    src, study = space.source, space.study
+    by_name = {p.name: p for p in space.params}
+    names = [contrast_name(c.model_dump()) for c in study.contrasts]
+    for i, contrast in enumerate(study.contrasts):
+        where = f"{src}: study.contrasts.{i}"
+        if names.count(names[i]) > 1:
+            raise ConfigError(f"{where}: name {names[i]!r} is declared twice (give each contrast its own `name`)")
+        for part in ("of", "vs"):
+            for dotted, value in getattr(contrast, part).items():
+                _check_searched_value(f"{where}.{part}.{dotted}", dotted, value, by_name)
+        for dotted in contrast.within:
+            if dotted not in by_name:
+                raise ConfigError(f"{where}.within: {dotted!r} is not a searched parameter "
+                                  f"(expected one of: {', '.join(by_name) or 'none'})")
+            if dotted in contrast.vs:
+                raise ConfigError(f"{where}.within: {dotted} is fixed by `vs`; a field is compared or held, not both")
+        if study.algorithm == "grid":
+            points = [{p.name: point.get(p.name, space.static_value(p.name)) for p in space.params}
+                      for point in space.grid_points()]
+            pairs, problems = pair_points(points, contrast.model_dump())
+            if problems:
+                raise ConfigError(f"{where}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+            if not pairs:
+                raise ConfigError(f"{where}: pairs no two grid points (no point matches `of` but not `vs`)")
+
+
+def _num_samples(space: SearchSpace) -> int:
+    """Grid mode: the grid's size (every point once, each a valid config); else the file's, or ≥ 10."""
+    src, study = space.source, space.study
+    if study.algorithm == "grid":
+        if study.points_to_evaluate:
+            raise ConfigError(f"{src}: study.points_to_evaluate: grid mode evaluates the whole grid; drop it")
+        size = len(space.grid_points())
+        if study.num_samples is not None and study.num_samples != size:
+            raise ConfigError(f"{src}: study.num_samples: grid mode runs each of the {size} grid points once: "
+                              f"leave num_samples out or set it to {size} (got {study.num_samples})")
+        for point in space.grid_points():
+            try:
+                space.trial_config(point)
+            except ConfigError as error:
+                raise ConfigError(f"{src}: study.space.grid: point {point} is invalid: {error}") from None
+        return size
+    if study.num_samples is None:
+        return max(10, len(study.points_to_evaluate))
+    if study.num_samples < len(study.points_to_evaluate):
+        raise ConfigError(f"{src}: study.num_samples: {study.num_samples} is fewer than the "
+                          f"{len(study.points_to_evaluate)} points_to_evaluate")
+    return study.num_samples

@@ -1,0 +1,161 @@
+"""The distillation training set a trial reads: queries, positives, candidate pools, teacher scores.
+
+Built once per study by `trainables.prepare.assets.prepare_assets` and stored as one `.npz` file plus a
+JSON sidecar, so Ray workers load only the passages they train on, never the whole corpus.
+Padding: docid index -1, score NaN.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from trainables.hashing import file_sha256
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingSet:
+    query_ids: list[str]
+    query_texts: list[str]
+    doc_ids: list[str]                      # the passages referenced by positives and pools
+    doc_texts: list[str]
+    positive_doc_idx: np.ndarray            # [Q, P] int64 indices into doc_ids, -1 padded
+    pool_doc_idx: np.ndarray                # [Q, N] int64, first-stage rank order, -1 padded
+    teacher_positive_scores: np.ndarray     # [Q, P] float32, NaN padded
+    teacher_pool_scores: np.ndarray         # [Q, N] float32, NaN padded
+    student_positive_scores: np.ndarray     # [Q, P] float32: initial student, for β's first ranks
+    student_pool_scores: np.ndarray         # [Q, N] float32
+
+    def __post_init__(self) -> None:
+        q = len(self.query_ids)
+        for name in ("positive_doc_idx", "teacher_positive_scores", "student_positive_scores"):
+            if getattr(self, name).shape[0] != q or getattr(self, name).shape[1] != self.positive_doc_idx.shape[1]:
+                raise ValueError(f"TrainingSet.{name} has shape {getattr(self, name).shape}, expected [{q}, P]")
+        for name in ("pool_doc_idx", "teacher_pool_scores", "student_pool_scores"):
+            if getattr(self, name).shape[0] != q or getattr(self, name).shape[1] != self.pool_doc_idx.shape[1]:
+                raise ValueError(f"TrainingSet.{name} has shape {getattr(self, name).shape}, expected [{q}, N]")
+
+    def __len__(self) -> int:
+        return len(self.query_ids)
+
+    def pool_sizes(self) -> np.ndarray:
+        """Number of real (unpadded) candidates per query."""
+        return (self.pool_doc_idx >= 0).sum(axis=1)
+
+    # ---- storage ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write `path` (.npz) atomically with a sha256 sidecar so a partial file is never used.
+
+        Strings are stored as one UTF-8 buffer + offsets, never as pickled object arrays: loading
+        a cache file must not be able to run code.
+        """
+        arrays = {name: getattr(self, name) for name in _ARRAY_FIELDS}
+        for name in _STRING_FIELDS:
+            arrays[f"{name}_utf8"], arrays[f"{name}_offsets"] = _pack_strings(getattr(self, name))
+        save_npz_atomic(Path(path), arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainingSet":
+        path = Path(path)
+        if not is_complete(path):
+            raise ValueError(f"{path}: missing or corrupt training set (checksum mismatch)")
+        with np.load(path, allow_pickle=False) as z:
+            strings = {name: _unpack_strings(z[f"{name}_utf8"], z[f"{name}_offsets"]) for name in _STRING_FIELDS}
+            return cls(**strings, **{name: z[name] for name in _ARRAY_FIELDS})
+
+
+_STRING_FIELDS = ("query_ids", "query_texts", "doc_ids", "doc_texts")
+_ARRAY_FIELDS = ("positive_doc_idx", "pool_doc_idx", "teacher_positive_scores", "teacher_pool_scores",
+                 "student_positive_scores", "student_pool_scores")
+
+
+def _pack_strings(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One uint8 buffer of UTF-8 bytes + int64 end offsets: compact for ragged texts, no pickle."""
+    encoded = [text.encode("utf-8") for text in strings]
+    offsets = np.cumsum([len(b) for b in encoded], dtype=np.int64) if encoded else np.zeros(0, np.int64)
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def _unpack_strings(buffer: np.ndarray, offsets: np.ndarray) -> list[str]:
+    data = buffer.tobytes()
+    starts = np.concatenate([[0], offsets[:-1]]) if len(offsets) else offsets
+    return [data[a:b].decode("utf-8") for a, b in zip(starts.tolist(), offsets.tolist())]
+
+
+# ---- checksummed cache files -------------------------------------------------------------------
+def write_checksummed(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
+    """`write(tmp)` to a unique temp file, rename it to `path`, then its sha256 sidecar the same way.
+
+    The one writer of checksummed cache files: `is_complete` trusts `path` only when both renames
+    happened, so a killed writer leaves a miss, never a half file that looks whole.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        write(tmp)
+        digest = file_sha256(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    sidecar_tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.sha256")
+    try:
+        sidecar_tmp.write_text(digest)
+        sidecar_tmp.replace(path.with_suffix(".sha256"))
+    finally:
+        sidecar_tmp.unlink(missing_ok=True)
+
+
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez` of `arrays` at `path` as a checksummed cache file (`write_checksummed`)."""
+    write_checksummed(path, lambda tmp: np.savez(tmp, **arrays), suffix=".tmp.npz")
+
+
+def load_npz_checked(path: Path) -> tuple[dict[str, np.ndarray] | None, str]:
+    """(arrays, "hit"), or (None, "miss") when absent, or (None, "corrupt") when it fails its checksum."""
+    if not path.exists():
+        return None, "miss"
+    if not is_complete(path):
+        log.warning("%s: corrupt or partial (checksum mismatch or missing sidecar); rebuilding", path)
+        return None, "corrupt"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}, "hit"
+    except Exception as error:  # noqa: BLE001 - a checksummed file that still does not parse: rebuild, never use
+        log.warning("%s: unreadable (%s); rebuilding", path, error)
+        return None, "corrupt"
+
+
+def is_complete(path: str | Path) -> bool:
+    """True when `path` exists and matches the checksum written beside it."""
+    path = Path(path)
+    sidecar = path.with_suffix(".sha256")
+    return path.is_file() and sidecar.is_file() and sidecar.read_text().strip() == file_sha256(path)
+
+
+def content_key(*parts: object) -> str:
+    """A short stable hash of JSON-serialisable parts: the address of a cached asset."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class Assets:
+    """Where a prepared TrainingSet lives, its content keys and build statistics (`assets.prepare_assets`).
+
+    Defined here, not in assets.py, so that a Tune trial actor can name it without importing the
+    asset builders (transformers, faiss, torch.compile machinery: ~9 s of imports per trial on 2 CPUs).
+    """
+
+    training_set_path: str
+    keys: dict[str, str] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
