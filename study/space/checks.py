@@ -233,7 +233,7 @@ def _num_samples(space: SearchSpace) -> int:
             try:
                 space.trial_config(point)
             except ConfigError as error:
-                raise ConfigError(f"{src}: study.space.grid: point {point} is invalid: {error}") from None
+                raise ConfigError(f"{src}: study.grid: point {point} is invalid: {error}") from None
         return size
     if study.num_samples is None:
         return max(10, len(study.points_to_evaluate))

@@ -267,12 +267,12 @@ def load_space(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
     base_cfg, base_source = _load_base(parsed.base, path)
     study = parsed.study
     search = dict(parsed.search)
-    if study.space.grid:
-        for dotted, values in study.space.grid.items():
+    if study.grid:
+        for dotted, values in study.grid.items():
             if dotted in search:
-                raise ConfigError(f"{source}: study.space.grid.{dotted}: also in `search`; give it in one place")
+                raise ConfigError(f"{source}: study.grid.{dotted}: also in `search`; give it in one place")
             if not values:
-                raise ConfigError(f"{source}: study.space.grid.{dotted}: expected a non-empty list of values")
+                raise ConfigError(f"{source}: study.grid.{dotted}: expected a non-empty list of values")
             search[dotted] = ParamSpec(type="categorical", choices=values)
 
     # fixed values: each must be a known field with a valid value
