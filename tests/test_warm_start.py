@@ -79,7 +79,7 @@ def test_a_trial_from_a_pickle_scores_file_refines_the_warm_start_with_zero_teac
 
     import numpy as np
 
-    from trainables import assets as assets_module
+    from trainables import teacher as teacher_module
     from trainables.data import load_data
     from trainables.trial import run_trial
 
@@ -94,7 +94,7 @@ def test_a_trial_from_a_pickle_scores_file_refines_the_warm_start_with_zero_teac
     def no_teacher(*args, **kwargs):
         raise AssertionError("a teacher model was built although the scores come from a file")
 
-    monkeypatch.setattr(assets_module, "build_teacher", no_teacher)
+    monkeypatch.setattr(teacher_module, "build_teacher", no_teacher)
     cfg = _trial(sample_data, tmp_path / "cache").with_overrides({
         "name": "from-file",
         "data.train": {"id": f"beir:{folder}", "split": "train"},
