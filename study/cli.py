@@ -27,6 +27,7 @@ from trainables.errors import BadInput, Failure
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
 from study import arguments, console
+from study.convert_scores import cmd_convert_scores
 from study.paths import LOGS_DIR_NAME
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -242,7 +243,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "resume": cmd_resume, "train": cmd_train, "report": cmd_report,
-            "export": cmd_export, "confirm": cmd_confirm}
+            "export": cmd_export, "confirm": cmd_confirm, "convert-scores": cmd_convert_scores}
 
 
 class _Unavailable(Failure):
