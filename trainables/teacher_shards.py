@@ -4,10 +4,12 @@
 
 Shard i holds queries [i * shard_queries, (i + 1) * shard_queries) of the pools, whatever the number
 of workers, so a re-run finds the shards a killed driver wrote and scores only the missing ones; the
-assembled scores equal an uninterrupted build's. Under Ray (`ray.is_initialized()`, the study path)
-each shard is a Ray task: one per GPU with bf16 autocast, or CPU tasks sized to the node's cores;
-without Ray (`kd-study train`, tests) the shards run in this process, one after the other. The driver
-writes each shard as its task returns, so the cache needs no file system shared with the workers.
+assembled scores equal an uninterrupted build's. Under Ray (`ray.is_initialized()`: a study,
+`kd-study train`) each shard is a Ray task: one per GPU with bf16 autocast, or CPU tasks sized to
+the node's cores; the driver writes each shard as its task returns, so the cache needs no file
+system shared with the workers. Without Ray, or with a single shard left and no GPU that only Ray
+reaches (SciFact: 709 queries, one shard), the shards run in this process with one teacher: no task
+start-up (a fresh worker imports torch and transformers: seconds on small machines).
 
 A bi-encoder teacher encodes each unique text once per shard: a passage in the pools of two shards is
 encoded twice (MS MARCO-shaped pools overlap little; one shard, as for SciFact, is today's exact work).
@@ -98,7 +100,8 @@ def score_in_shards(
         results[index] = scores
         tracker.done(index, forward)
 
-    where = _run_ray(cfg, cache_dir, work, keep) if work and _ray_ready() else _run_here(cfg, cache_dir, work, keep)
+    on_ray = work and _ray_ready() and (len(work) > 1 or _gpus_only_on_ray())
+    where = _run_ray(cfg, cache_dir, work, keep) if on_ray else _run_here(cfg, cache_dir, work, keep)
     flat = np.concatenate([results[i] for i in range(len(bounds))]) if bounds else np.zeros(0, np.float32)
     cuts = np.cumsum(lengths)[:-1] if len(lengths) else []
     return ShardedScores(scores=np.split(flat, cuts) if len(lengths) else [], shards_total=len(bounds),
@@ -146,6 +149,13 @@ def _ray_ready() -> bool:
     except ImportError:   # pragma: no cover - ray is a dependency
         return False
     return ray.is_initialized()
+
+
+def _gpus_only_on_ray() -> bool:
+    """The cluster has GPUs and this process sees none: even one shard is worth a task there."""
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0 and not torch.cuda.is_available()
 
 
 def _run_ray(cfg: TeacherConfig, cache_dir: str, work: Work, keep: Callable[[int, np.ndarray, int], None]) -> str:
