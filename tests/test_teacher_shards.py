@@ -60,6 +60,15 @@ def test_progress_line_says_shards_rate_and_eta():
     assert "ETA 2h05m" in ShardProgress(1, 2, 1, 2, 1.0, 7500.0).line()
 
 
+def test_the_assets_line_says_when_cached_shards_were_reused():
+    from study.shared_assets import assets_line
+
+    line = assets_line({"n_train_queries": 6, "teacher_pairs_scored": 40, "teacher_shards": 3,
+                        "teacher_shards_scored": 2})
+    assert line == ("kd-study: assets ready (6 training queries, 40 teacher pairs scored "
+                    "(2 of 3 shards; the others were cached by an interrupted build))")
+
+
 def test_a_driver_killed_after_a_shard_rescores_only_the_missing_shards_to_identical_assets(
         sample_data, tmp_path, forward_calls):
     data = scifact_ci(sample_data)

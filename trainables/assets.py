@@ -119,6 +119,7 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
                 cfg.teacher, cfg.cache_dir, pools.query_ids, [t for _, t, _ in queries],
                 [[texts[d] for d in pos + pool] for pos, pool in zip(pools.positive_doc_ids, pools.doc_ids)],
                 shard_folder(teacher_path, cfg.teacher.shard_queries), on_progress=on_teacher_progress,
+                progress=progress,
             )
             stats.update(teacher_pairs_scored=sharded.pairs_scored, teacher_forward_passes=sharded.forward_passes,
                          teacher_shards=sharded.shards_total, teacher_shards_scored=sharded.shards_scored,

@@ -75,12 +75,12 @@ def shard_folder(teacher_path: Path, shard_queries: int) -> Path:
 
 def score_in_shards(
     cfg: TeacherConfig, cache_dir: str, query_ids: list[str], queries: list[str], passages: list[list[str]],
-    folder: Path, on_progress: Callable[[ShardProgress], None] | None = None,
+    folder: Path, on_progress: Callable[[ShardProgress], None] | None = None, progress: bool = False,
 ) -> ShardedScores:
     """Teacher scores of every (query, passage) pair, reusing the shards in `folder` and writing the missing ones.
 
     `on_progress` is called after each shard is written; an exception it raises stops the build with
-    the written shards kept (what a killed driver leaves).
+    the written shards kept (what a killed driver leaves). `progress`: the teacher's bars in-process.
     """
     bounds = shard_bounds(len(queries), cfg.shard_queries)
     lengths = np.array([len(p) for p in passages], dtype=np.int64)
@@ -101,7 +101,7 @@ def score_in_shards(
         tracker.done(index, forward)
 
     on_ray = work and _ray_ready() and (len(work) > 1 or _gpus_only_on_ray())
-    where = _run_ray(cfg, cache_dir, work, keep) if on_ray else _run_here(cfg, cache_dir, work, keep)
+    where = _run_ray(cfg, cache_dir, work, keep) if on_ray else _run_here(cfg, cache_dir, work, keep, progress)
     flat = np.concatenate([results[i] for i in range(len(bounds))]) if bounds else np.zeros(0, np.float32)
     cuts = np.cumsum(lengths)[:-1] if len(lengths) else []
     return ShardedScores(scores=np.split(flat, cuts) if len(lengths) else [], shards_total=len(bounds),
@@ -128,7 +128,8 @@ def score_shard(cfg: TeacherConfig, cache_dir: str, queries: list[str], passages
 Work = list[tuple[int, list[str], list[list[str]]]]
 
 
-def _run_here(cfg: TeacherConfig, cache_dir: str, work: Work, keep: Callable[[int, np.ndarray, int], None]) -> str:
+def _run_here(cfg: TeacherConfig, cache_dir: str, work: Work, keep: Callable[[int, np.ndarray, int], None],
+              progress: bool = False) -> str:
     from trainables.teacher import build_teacher
 
     if not work:
@@ -138,7 +139,7 @@ def _run_here(cfg: TeacherConfig, cache_dir: str, work: Work, keep: Callable[[in
     for index, queries, passages in work:
         before = teacher.forward_passes
         with autocast(device, autocast_dtype("gpu-bf16", device)):
-            scores = teacher.score(queries, passages)
+            scores = teacher.score(queries, passages, progress=progress)
         keep(index, np.concatenate(scores).astype(np.float32), teacher.forward_passes - before)
     return "in-process"
 
