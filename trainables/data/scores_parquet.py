@@ -90,7 +90,7 @@ def parquet_scores(path: str | Path, queries: Sequence[str], passages: Sequence[
 
 # ---- conversion ----------------------------------------------------------------------------------
 def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
 
 
 def _tables(src, scores: Mapping, schema: pa.Schema, int_ids: bool, rows: int) -> Iterator[pa.Table]:
