@@ -9,7 +9,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from test_candidates import scifact_ci
-from trainables.prepare import assets as assets_module
+from trainables.models import teacher as teacher_module
 from trainables.prepare.assets import prepare_assets
 from trainables.config import TeacherConfig, TrialConfig
 from trainables.models.encoders import resolve_model_path
@@ -125,7 +125,7 @@ def test_teacher_scores_are_cached_and_a_corrupt_cache_is_rebuilt(sample_data, t
         raise AssertionError("a teacher was built although its scores are cached")
 
     with monkeypatch.context() as patch:
-        patch.setattr(assets_module, "build_teacher", no_teacher)
+        patch.setattr(teacher_module, "build_teacher", no_teacher)
         second = prepare_assets(cfg, progress=False, data=data)
     assert second.stats["teacher_pairs_scored"] == 0
     assert second.stats["teacher_cache_hit"] and second.stats["pool_cache_hit"] and second.stats["trainset_cache_hit"]
@@ -207,7 +207,7 @@ def test_a_public_pickle_scores_file_replaces_the_teacher_with_zero_forward_pass
     def no_teacher(*args, **kwargs):
         raise AssertionError("a teacher model was built although the scores come from a file")
 
-    monkeypatch.setattr(assets_module, "build_teacher", no_teacher)
+    monkeypatch.setattr(teacher_module, "build_teacher", no_teacher)
     cfg = _trial(sample_data, tmp_path / "cache", scores_file=str(scores_file), allow_pickle=True)
     from_file = prepare_assets(cfg, progress=False, data=data)
     assert from_file.stats["teacher_cache_status"] == "miss" and from_file.stats["pool_cache_hit"]

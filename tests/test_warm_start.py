@@ -70,16 +70,15 @@ def test_the_warm_start_is_built_once_and_reused_by_a_second_trial(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_trial_from_a_pickle_scores_file_refines_the_warm_start_with_zero_teacher_passes(
+def test_a_trial_from_public_scores_converted_to_parquet_refines_the_warm_start_with_zero_teacher_passes(
         ray_local, sample_data, tmp_path, monkeypatch):
-    """The WKL protocol end to end: published scores ({qid: {pid: score}} pickle, gzipped), teacher-ranked
-    candidates sampled from the teacher's top N, every positive in the list, one shared warm start."""
-    import gzip
-    import pickle
-
+    """The WKL protocol end to end: published scores (a 1M-pair {qid: {pid: score}} pickle, gzipped, converted
+    once by `kd-study convert-scores`), teacher-ranked candidates sampled from the teacher's top N, every
+    positive in the list, one shared warm start."""
     import numpy as np
 
-    from trainables.prepare import assets as assets_module
+    from test_scores_parquet import convert, public_pickle
+    from trainables.models import teacher as teacher_module
     from trainables.data import load_data
     from trainables.train.trial import run_trial
 
@@ -88,19 +87,20 @@ def test_a_trial_from_a_pickle_scores_file_refines_the_warm_start_with_zero_teac
     rng = np.random.default_rng(0)
     doc_ids = [int(d) for d, _ in data.corpus]
     published = {int(q): dict(zip(doc_ids, rng.normal(size=len(doc_ids)).tolist())) for q in data.queries}
-    scores_file = tmp_path / "ce-scores.pkl.gz"
-    scores_file.write_bytes(gzip.compress(pickle.dumps(published)))
+    assert public_pickle(tmp_path / "ce-scores.pkl.gz", published, 1_000_000) >= 1_000_000
+    scores_file = tmp_path / "ce-scores.parquet"
+    convert(tmp_path / "ce-scores.pkl.gz", scores_file)
 
     def no_teacher(*args, **kwargs):
         raise AssertionError("a teacher model was built although the scores come from a file")
 
-    monkeypatch.setattr(assets_module, "build_teacher", no_teacher)
+    monkeypatch.setattr(teacher_module, "build_teacher", no_teacher)
     cfg = _trial(sample_data, tmp_path / "cache").with_overrides({
         "name": "from-file",
         "data.train": {"id": f"beir:{folder}", "split": "train"},
         "data.max_train_queries": 4, "data.max_positives": 3,
         "data.pool_source": "teacher", "data.first_stage_depth": 20, "data.pool_depth": 10,
-        "teacher.scores_file": str(scores_file), "teacher.allow_pickle": True,
+        "teacher.scores_file": str(scores_file),
         "sampler.name": "teacher_top_n", "sampler.top_n": 6, "sampler.k": 3,
         "loss.name": "wkl", "loss.gamma1": 1.0,
         "optim.lr": 1e-12, "optim.max_steps": 2, "optim.batch_size": 2, "optim.weight_decay": 0.0,

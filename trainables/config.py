@@ -169,17 +169,22 @@ class TeacherConfig(ModelConfig):
     """The teacher: a bi-encoder (offline default), a cross-encoder scoring (query, passage) pairs, or a scores file.
 
     `scores_file` replaces the model: every (query, passage) score is read from the file and no
-    teacher runs (trainables/data/teacher_scores.py: `{qid: {pid: score}}` pickle, TSV or JSONL).
+    teacher runs (trainables/data/teacher_scores.py: Parquet from `kd-study convert-scores`,
+    `{qid: {pid: score}}` pickle, TSV or JSONL).
     """
 
     kind: Literal["bi_encoder", "cross_encoder"] = "bi_encoder"
     batch_size: int = Field(64, ge=1)
     passage_max_length: int = Field(256, ge=8)
     scores_file: str | None = Field(
-        None, description="published teacher scores: {qid: {pid: score}} pickle (.pkl[.gz]), or qid pid score "
+        None, description="published teacher scores: Parquet (qid, pid, score; `kd-study convert-scores` writes it "
+                          "from the public pickle), {qid: {pid: score}} pickle (.pkl[.gz]), or qid pid score "
                           "lines (.tsv/.txt/.jsonl, gzipped or not)")
     allow_pickle: bool = Field(
         False, description="read a pickle scores_file: unpickling runs code from the file, so only a trusted one")
+    shard_queries: int = Field(
+        2000, ge=1, description="queries per teacher-scoring shard: each shard is one Ray task and is kept in the "
+                                "cache as it finishes, so a killed build re-scores only the missing shards")
 
     @model_validator(mode="after")
     def _pickle_is_opt_in(self) -> "TeacherConfig":

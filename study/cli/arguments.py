@@ -23,6 +23,8 @@ Hyperparameter studies of knowledge distillation for dense retrieval (Ray Tune +
   kd-study export quickstart --model best-model   best trial's config, and its model as a
                                                   sentence-transformers folder
   kd-study confirm quickstart --top 3             re-run the top points at full fidelity
+  kd-study convert-scores ce.pkl.gz ce.parquet --trust-pickle
+                                                  public teacher scores as Parquet, once
 
 A study's files live in kd-studies/<NAME>/ (--root), the log lines of Ray, Tune, MLflow,
 transformers and faiss in its logs/ folder (--verbose: on the console); its runs in the MLflow
@@ -101,6 +103,18 @@ Interrupt with Ctrl-C or SIGTERM (or lose the driver) and continue with `kd-stud
                      help="validate the space and print the plan (trials, grid points); run nothing")
     _verbosity_options(run)
     run.set_defaults(command_name="run")
+
+    convert = command("convert-scores", "turn a public {qid: {pid: score}} pickle into a Parquet scores file", """\
+Convert the published teacher scores, a pickled {qid: {pid: score}} (sentence-transformers'
+MS MARCO cross-encoder scores: 160M pairs), into a Parquet file with columns qid, pid, score,
+once. Name OUT.parquet as teacher.scores_file: studies read it one row group at a time and keep
+only their pools' pairs. Unpickling runs any code the file holds: --trust-pickle is required.""",
+                      ray=False, store=False)
+    convert.add_argument("source", metavar="IN.pkl", help="the pickle (.pkl/.pickle, optionally .gz)")
+    convert.add_argument("target", metavar="OUT.parquet", help="the Parquet file to write")
+    convert.add_argument("--trust-pickle", action="store_true",
+                         help="the pickle comes from a trusted source (unpickling runs code from the file)")
+    convert.set_defaults(command_name="convert-scores")
 
     check = command("check", "say what a space's trials would do, and flag dimensions that cannot change them", """\
 For the space's grid (or its corners and a seeded sample of its points) derive per dimension what a

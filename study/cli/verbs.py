@@ -28,6 +28,7 @@ from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
 from study.cli import arguments
 from study.console import console
+from study.cli.convert_scores import cmd_convert_scores
 from study.paths import LOGS_DIR_NAME
 
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -243,7 +244,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "resume": cmd_resume, "train": cmd_train, "report": cmd_report,
-            "export": cmd_export, "confirm": cmd_confirm}
+            "export": cmd_export, "confirm": cmd_confirm, "convert-scores": cmd_convert_scores}
 
 
 class _Unavailable(Failure):

@@ -32,7 +32,7 @@ def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[s
 
     warm = ", warm start" if space.base.init.start == "warmup" else ""
     say(f"kd-study: preparing shared assets (pools, teacher scores{warm}) in {space.base.cache_dir} ...")
-    assets = prepare_assets(space.base, progress=progress_bars(), data=data)
+    assets = prepare_assets(space.base, progress=progress_bars(), data=data, on_teacher_progress=teacher_progress(say))
     stats = {k: v for k, v in assets.stats.items() if isinstance(v, (int, float, str, bool)) or v is None}
     check_pool_sizes(space, stats)
     references = reference_metrics(space.base)   # the learning curves' floor and ceiling
@@ -45,10 +45,18 @@ def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[s
     return info
 
 
+def teacher_progress(say: Callable[[str], None]) -> Callable[[Any], None]:
+    """The console's line per teacher shard written (trainables.prepare.teacher_shards.ShardProgress): shards, pairs/s, ETA."""
+    return lambda progress: say(f"kd-study: {progress.line()}")
+
+
 def assets_line(stats: dict[str, Any]) -> str:
     scored, read = stats.get("teacher_pairs_scored"), stats.get("teacher_pairs_read")
     hit = f"{read} teacher scores read from the scores file" if read else (
         "cache hit" if scored == 0 else f"{scored} teacher pairs scored")
+    shards, done = stats.get("teacher_shards"), stats.get("teacher_shards_scored")
+    if scored and shards and done is not None and done < shards:
+        hit += f" ({done} of {shards} shards; the others were cached by an interrupted build)"
     warm = stats.get("warm_start_cache_status")
     if warm is not None:
         trained = stats.get("warm_start_steps_trained")

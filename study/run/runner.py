@@ -52,7 +52,7 @@ from study.run.preflight import (
     StudyError, check_existing_study, check_new_study, check_optuna_storage, check_ray_address,
 )
 from study.run.ray_session import RaySession, max_concurrent_trials, trial_cpus
-from study.run.assets import AssetsRecord, assets_line, prepare_study_assets
+from study.run.assets import AssetsRecord, assets_line, prepare_study_assets, teacher_progress
 from study.space.schema import SearchSpace, dump_space, load_space
 
 __all__ = ["StudyContext", "StudyError", "StudyOptions", "StudyOutcome", "resume_study", "run_study",
@@ -368,7 +368,8 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
         opts.say(f"kd-study: preparing shared assets in {cfg.cache_dir} ...")
         from study.console.console import progress_bars
 
-        assets = prepare_assets(cfg, progress=progress_bars(), data=checked.train)
+        assets = prepare_assets(cfg, progress=progress_bars(), data=checked.train,
+                                on_teacher_progress=teacher_progress(opts.say))
         opts.say(assets_line(assets.stats))
         check_k_fits_pool(cfg.sampler.k, assets.stats.get("pool_size_min"), cfg.sampler.on_small_pool,
                           where=f"{config_path}: sampler.k")

@@ -1,6 +1,8 @@
 """Published teacher scores read from a file, so a study distils from them without running a teacher.
 
 Layouts (gzip or not, decided by the file's first bytes; the layout by its name):
+- `.parquet`: columns qid, pid, score, as `kd-study convert-scores` writes them from the public
+  pickle (trainables/data/scores_parquet.py): read one row group at a time, keeping the pools' pairs.
 - `.pkl` / `.pickle`: a pickled `{qid: {pid: score}}` (sentence-transformers' MS MARCO recipe ships
   `cross-encoder-ms-marco-MiniLM-L-6-v2-scores.pkl.gz`, 160M pairs). Unpickling runs any code the
   file holds, so it is read only when `allow_pickle` is set (`teacher.allow_pickle: true` in a config).
@@ -8,9 +10,10 @@ Layouts (gzip or not, decided by the file's first bytes; the layout by its name)
 - `.jsonl`: `{"qid": ..., "pid": ..., "score": ...}` lines.
 Ids are compared as strings (the public pickle uses ints).
 
-Memory: the text layouts are streamed and only the wanted pairs are kept (a few bytes per line in
-flight); the pickle layout is one dict by construction and is held whole while it is read (measured
-and extrapolated to MS MARCO size in docs/internals.md, "Teacher scores and negatives from files").
+Memory: the Parquet and text layouts are streamed and only the wanted pairs are kept (a row group or a
+few bytes per line in flight); the pickle layout is one dict by construction and is held whole while
+it is read (measured and extrapolated to MS MARCO size in docs/internals.md, "Teacher scores and
+negatives from files"; bench/bench_scores_file.py for Parquet): convert it once.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from trainables.config import is_pickle_path
+from trainables.data.scores_parquet import is_parquet_path, parquet_scores
 from trainables.data.textfile import base_suffix, jsonl_records, open_binary, whitespace_rows
 from trainables.data.types import DataError
 
@@ -31,10 +35,12 @@ def scores_layout(path: str | Path) -> str:
     """"pickle", "tsv" or "jsonl" from the file name; DataError naming the accepted names otherwise."""
     if is_pickle_path(path):
         return "pickle"
+    if is_parquet_path(path):
+        return "parquet"
     layout = TEXT_SUFFIXES.get(base_suffix(path))
     if layout is None:
-        raise DataError(f"{path}: unknown teacher-scores layout: name it .pkl/.pickle ({{qid: {{pid: score}}}}), "
-                        ".tsv/.txt (qid pid score) or .jsonl, optionally .gz")
+        raise DataError(f"{path}: unknown teacher-scores layout: name it .parquet (kd-study convert-scores), "
+                        ".pkl/.pickle ({{qid: {{pid: score}}}}), .tsv/.txt (qid pid score) or .jsonl, optionally .gz")
     return layout
 
 
@@ -46,8 +52,17 @@ def read_teacher_scores(
     Text layouts stream line by line; the pickle layout needs `allow_pickle` (it runs code).
     """
     layout = scores_layout(path)
-    wanted_sets = {str(q): {str(p) for p in pids} for q, pids in wanted.items()}
     found: dict[str, dict[str, float]] = {}
+    if layout == "parquet":
+        queries = [str(q) for q in wanted]
+        passages = [[str(p) for p in wanted[q]] for q in wanted]
+        flat = iter(parquet_scores(path, queries, passages).tolist())
+        for qid, pids in zip(queries, passages):
+            for pid, score in zip(pids, flat):
+                if score == score:   # not NaN: the file holds the pair
+                    found.setdefault(qid, {})[pid] = score
+        return found
+    wanted_sets = {str(q): {str(p) for p in pids} for q, pids in wanted.items()}
     if layout == "pickle":
         if not allow_pickle:
             raise DataError(f"{path}: a pickle, and unpickling runs any code the file holds: pass allow_pickle "
@@ -73,14 +88,18 @@ def scores_for(
     """
     if len(queries) != len(passages):
         raise ValueError(f"{len(queries)} queries but {len(passages)} passage lists")
-    wanted: dict[str, list[str]] = {}
-    for qid, pids in zip(queries, passages):
-        wanted.setdefault(str(qid), []).extend(str(p) for p in pids)
-    found = read_teacher_scores(path, wanted, allow_pickle=allow_pickle)
+    if scores_layout(path) == "parquet":   # straight into the arrays: no dict of the pairs
+        flat = parquet_scores(path, [str(q) for q in queries], passages)
+        rows = iter(np.split(flat, np.cumsum([len(p) for p in passages])[:-1]) if len(passages) else [])
+    else:
+        wanted: dict[str, list[str]] = {}
+        for qid, pids in zip(queries, passages):
+            wanted.setdefault(str(qid), []).extend(str(p) for p in pids)
+        found = read_teacher_scores(path, wanted, allow_pickle=allow_pickle)
+        rows = (np.array([found.get(str(q), {}).get(str(p), np.nan) for p in pids], dtype=np.float32)
+                for q, pids in zip(queries, passages))
     out, missing, example = [], 0, None
-    for qid, pids in zip(queries, passages):
-        row = found.get(str(qid), {})
-        scores = np.array([row.get(str(p), np.nan) for p in pids], dtype=np.float32)
+    for (qid, pids), scores in zip(zip(queries, passages), rows):
         holes = np.flatnonzero(np.isnan(scores))
         if holes.size:
             missing += holes.size

@@ -2,6 +2,7 @@
 
     cache_dir/pools/<pool_key>.npz        first-stage pools + initial student scores
     cache_dir/teacher/<teacher_key>.npz   teacher scores of every (query, positive|pool passage)
+    cache_dir/teacher/<teacher_key>.shards/  its shards while it is built (teacher_shards.py), removed after
     cache_dir/trainsets/<key>.npz         the TrainingSet trials read
     cache_dir/warm_start/<key>.pt         `init: {from: warmup}`: the shared warmed-up student (warm_start.py)
 
@@ -20,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -36,7 +38,7 @@ from trainables.data.types import DataError, RetrievalData
 from trainables.hashing import file_sha256
 from trainables.models.encoders import PACKAGED_MINILM, PACKAGED_MPNET
 from trainables.models.student import BiEncoder
-from trainables.models.teacher import build_teacher
+from trainables.prepare.teacher_shards import ShardProgress, score_in_shards, shard_folder
 from trainables.data.training_set import Assets, TrainingSet, content_key, is_complete, load_npz_checked, save_npz_atomic
 
 log = logging.getLogger(__name__)
@@ -50,11 +52,13 @@ TRAINSET_VERSION = 2   # 2: strings as UTF-8 buffers, loadable without pickle
 SUBSET_SEED = 0
 
 
-def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalData | None = None) -> Assets:
+def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalData | None = None,
+                   on_teacher_progress: Callable[[ShardProgress], None] | None = None) -> Assets:
     """Load the training data, then reuse or build pools, teacher scores and the TrainingSet.
 
     `data` skips loading (callers that already hold `load_data(cfg.data.train)`). On a full cache hit
-    no model is loaded and `stats["teacher_pairs_scored"] == 0`.
+    no model is loaded and `stats["teacher_pairs_scored"] == 0`. Teacher scoring runs in shards
+    (teacher_shards.py); `on_teacher_progress` hears of each shard written.
     """
     cache = Path(cfg.cache_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -111,17 +115,18 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
             save_npz_atomic(teacher_path, arrays)
         elif arrays is None:
             texts = _doc_texts(data, pools)
-            teacher = build_teacher(cfg.teacher, cfg.cache_dir, device)
-            scores = teacher.score(
-                [t for _, t, _ in queries],
+            sharded = score_in_shards(
+                cfg.teacher, cfg.cache_dir, pools.query_ids, [t for _, t, _ in queries],
                 [[texts[d] for d in pos + pool] for pos, pool in zip(pools.positive_doc_ids, pools.doc_ids)],
+                shard_folder(teacher_path, cfg.teacher.shard_queries), on_progress=on_teacher_progress,
                 progress=progress,
             )
-            stats["teacher_pairs_scored"] = teacher.pairs_scored
-            stats["teacher_forward_passes"] = teacher.forward_passes
-            del teacher
-            arrays = _teacher_arrays(pools, scores)
+            stats.update(teacher_pairs_scored=sharded.pairs_scored, teacher_forward_passes=sharded.forward_passes,
+                         teacher_shards=sharded.shards_total, teacher_shards_scored=sharded.shards_scored,
+                         teacher_ran=sharded.where)
+            arrays = _teacher_arrays(pools, sharded.scores)
             save_npz_atomic(teacher_path, arrays)
+            shutil.rmtree(teacher_path.with_suffix(".shards"), ignore_errors=True)   # assembled: shards done their job
     stats["teacher_cache_hit"] = stats["teacher_cache_status"] == "hit"
     stats["teacher_seconds"] = time.perf_counter() - started
     if cfg.data.effective_pool_source == "teacher":
@@ -188,7 +193,7 @@ def asset_keys(cfg: TrialConfig, data: RetrievalData, queries: list[TrainQuery])
     else:
         teacher = content_key(
             "teacher", TEACHER_VERSION,
-            cfg.teacher.model_dump(exclude={"batch_size", "scores_file", "allow_pickle"}),
+            cfg.teacher.model_dump(exclude={"batch_size", "scores_file", "allow_pickle", "shard_queries"}),
             model_identity(cfg.teacher), data.fingerprint, pool,
         )
     ranking = ("teacher", cfg.data.pool_depth) if cfg.data.effective_pool_source == "teacher" else None
