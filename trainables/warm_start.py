@@ -111,7 +111,7 @@ def train_warmup(cfg: TrialConfig, training_set_path: str | Path, progress: bool
     for step in tqdm(range(steps), desc="warm-up", unit="step", disable=not progress):
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         if table is not None:
-            table.refresh_if_due(student, ts, cfg, step, 0, 1)
+            table.refresh_if_due(student, ts, cfg, step, 0, 1, device)
         inputs = build_step_inputs(student, ts, plan.batch(step), 1, table.ranks if table is not None else None,
                                    in_batch=cfg.loss.in_batch_weight > 0)   # the recipe's warm-up has in-batch negatives
         train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, device, dtype)
