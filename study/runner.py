@@ -252,9 +252,12 @@ def _ray_session(opts: StudyOptions):
 
 
 def _preflight(cfg: TrialConfig, source: str | Path):
-    """The checks of everything a trial touches (trainables.preflight), before Ray starts."""
+    """The checks of everything a trial touches (trainables.preflight, one faiss), before Ray starts."""
     from trainables.preflight import preflight
 
+    from study.versions import check_one_faiss
+
+    check_one_faiss()
     return preflight(cfg, source=str(source))
 
 
