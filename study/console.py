@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 from trainables.progress import duration
 
+from study.progress import TrialProgress
+
 if TYPE_CHECKING:
     from study.check import CheckReport
     from study.runner import StudyOutcome
@@ -124,8 +126,6 @@ class StudyView:
 
     def __init__(self, name: str, num_samples: int, metrics: list[str], modes: list[str], live: bool = True,
                  clock=time.monotonic, eval_keys: list[str] | None = None):
-        from study.progress import TrialProgress
-
         self.name, self.num_samples, self.metrics, self.modes, self.live = name, num_samples, metrics, modes, live
         self.clock = clock
         self.progress = TrialProgress([*metrics, *(eval_keys or [])], clock=clock)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from trainables.outputs import QUERIES_PER_SECOND, TRAIN_LOSS
+from trainables.outputs import FINAL_LOSS, QUERIES_PER_SECOND, TRAIN_LOSS
 from trainables.progress import duration, progress_interval
 
 
@@ -54,7 +54,7 @@ class TrialProgress:
             self.started(trial, None)
             state = self._trials[trial]
         step = metrics.get("step")
-        if not isinstance(step, (int, float)):
+        if not isinstance(step, (int, float)) or FINAL_LOSS in metrics:   # the final report: its end line follows
             return None
         if state["first"] is None:
             state["first"] = (now, step)

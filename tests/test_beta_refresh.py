@@ -92,6 +92,6 @@ def test_a_trial_from_the_warm_start_ranks_beta_by_the_warm_start_before_its_fir
         before = table.ranks.clone()
         table.refresh_if_due(student, ts, trial, 0, 0, 1, "cpu")
         window = steps_queries(len(ts), trial, 0, trial.loss.beta_refresh_steps)
-        expected = refresh_ranks(student, ts, before.clone(), table.columns, 0, 1, trial.eval.batch_size, queries=window,
-                                 device="cpu")
+        expected = refresh_ranks(student, ts, before.clone(), table.columns, 0, 1, trial.eval.batch_size,
+                                 queries=window, device="cpu")
         assert torch.equal(table.ranks, expected if refreshed else before)

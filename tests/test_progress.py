@@ -15,7 +15,7 @@ import yaml
 
 from study.console import StudyView
 from study.progress import TrialProgress, follow_train_log
-from trainables.outputs import QUERIES_PER_SECOND, TRAIN_LOSS
+from trainables.outputs import FINAL_LOSS, QUERIES_PER_SECOND, TRAIN_LOSS
 from trainables.progress import PROGRESS_INTERVAL_ENV, PlainProgress, progress_bar, progress_interval
 
 PROGRESS_LINE = re.compile(r"kd-study: trial (\S+) step (\d+)/(\d+) \(\d+%\), loss \S+, \S+ queries/s")
@@ -74,6 +74,8 @@ def test_a_running_trial_gets_at_most_one_line_per_interval_with_its_latest_eval
         lines.append(progress.result("t1", report(step, **({"dev_mrr_at_10": 0.25} if step == 50 else {}))))
     printed = [line for line in lines if line]
     assert len(printed) == 3        # 200 s of reports, one line per 60 s
+    clock.now += 60
+    assert progress.result("t1", report(100, **{FINAL_LOSS: 0.005})) is None   # the trial's end line says it
     assert printed[0] == "trial t1 step 30/100 (30%), loss 0.01667, 80 queries/s, ETA 2m20s"
     assert printed[1] == "trial t1 step 60/100 (60%), loss 0.008333, 80 queries/s, dev_mrr_at_10 0.2500 at step 50, ETA 1m20s"
 

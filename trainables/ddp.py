@@ -29,7 +29,7 @@ def all_reduce_sum(values: Sequence[float] | np.ndarray, world: int, device: tor
 
 
 def all_gather_tensors(tensor: Tensor, world: int, device: torch.device) -> list[Tensor]:
-    """Every rank's `tensor` (same trailing shape and dtype; its first dimension may differ), in rank order, on the CPU."""
+    """Every rank's `tensor`, in rank order, on the CPU: same trailing shape and dtype, any first dimension."""
     if world == 1:
         return [tensor.cpu()]
     local = tensor.to(device).contiguous()
