@@ -179,7 +179,7 @@ def run_in_process(ts, cfg, args) -> tuple[float, float]:
     for step, batch in enumerate(batches):
         start = time.perf_counter()
         if rank_table is not None:
-            rank_table.refresh_if_due(model.student, ts, cfg, step, 0, 1)
+            rank_table.refresh_if_due(model.student, ts, cfg, step, 0, 1, "cpu")
         inputs = build_step_inputs(model.student, ts, batch, 1, rank_table.ranks if rank_table is not None else None)
         train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, cpu, dtype)
         seconds.append(time.perf_counter() - start)

@@ -66,15 +66,15 @@ def test_windowed_refresh_writes_the_rows_a_full_refresh_writes_whatever_the_tab
     columns = refresh_columns(ts, cfg.loss.beta_pool_depth)
     initial = initial_rank_table(ts)
     # An older refresh by a different student: the windowed rows must not depend on it.
-    older = refresh_ranks(student, ts, initial.clone(), columns, 0, 1, 64)
+    older = refresh_ranks(student, ts, initial.clone(), columns, 0, 1, 64, device="cpu")
     with torch.no_grad():
         generator = torch.Generator().manual_seed(0)
         for parameter in student.parameters():
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-    full = refresh_ranks(student, ts, initial.clone(), columns, 0, 1, 64)
+    full = refresh_ranks(student, ts, initial.clone(), columns, 0, 1, 64, device="cpu")
     window = steps_queries(len(ts), cfg, 3, cfg.loss.beta_refresh_steps)
     assert 0 < len(window) < len(ts)
-    windowed = refresh_ranks(student, ts, older.clone(), columns, 0, 1, 64, queries=window)
+    windowed = refresh_ranks(student, ts, older.clone(), columns, 0, 1, 64, queries=window, device="cpu")
     assert torch.equal(windowed[window], full[window])
     others = np.setdiff1d(np.arange(len(ts)), window)
     assert torch.equal(windowed[others], older[others])          # untouched until their own steps come
@@ -90,7 +90,8 @@ def test_a_trial_from_the_warm_start_ranks_beta_by_the_warm_start_before_its_fir
         trial = cfg.with_overrides({"init.from": init})
         table = RankTable.start(ts, trial.loss)
         before = table.ranks.clone()
-        table.refresh_if_due(student, ts, trial, 0, 0, 1)
+        table.refresh_if_due(student, ts, trial, 0, 0, 1, "cpu")
         window = steps_queries(len(ts), trial, 0, trial.loss.beta_refresh_steps)
-        expected = refresh_ranks(student, ts, before.clone(), table.columns, 0, 1, trial.eval.batch_size, queries=window)
+        expected = refresh_ranks(student, ts, before.clone(), table.columns, 0, 1, trial.eval.batch_size,
+                                 queries=window, device="cpu")
         assert torch.equal(table.ranks, expected if refreshed else before)

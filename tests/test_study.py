@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -63,7 +64,9 @@ def cli(workdir: Path, *args: str) -> list[str]:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    # KD_PROGRESS_INTERVAL_S=0: a progress line per trial report on these pipes (tests/test_progress.py)
+    return {**os.environ, "KD_PROGRESS_INTERVAL_S": "0",
+            "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
             "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray_kds_", dir="/tmp")}
 
@@ -102,6 +105,10 @@ def test_study_logs_one_parent_and_a_nested_run_per_trial(workdir, sample_data):
     assert result.returncode == 0, result.stderr[-2000:]
     # A console a person reads: kd-study's lines only; Ray's, Train's, Tune's and the libraries' in logs/
     console = (result.stdout + result.stderr).splitlines()
+    progress = [line for line in console if re.match(r"kd-study: trial \S+ step \d+/4 \(\d+%\), loss ", line)]
+    assert len({line.split()[2] for line in progress}) == 2     # a pipe gets each running trial's progress
+    loops = [line for line in console if re.match(r"kd-study: [^:]+ [\d,]+/[\d,]+ (\(\d+%\), \S+ \w+/s|done in)", line)]
+    console = [line for line in console if line not in progress and line not in loops]
     assert len(console) <= 20 + 3 * 2, "\n".join(console)
     assert not [line for line in console if "pid=" in line or "Ray Train Controller" in line
                 or "Loading faiss" in line or "Configuration for experiment" in line]

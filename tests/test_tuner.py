@@ -40,9 +40,11 @@ def test_a_restored_tuner_gets_this_sessions_verbosity_and_a_fresh_view(tmp_path
     old, other = TrialLines(space, console.NORMAL), tune.Callback()
     tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(
         storage_path=str(tmp_path), verbose=1, callbacks=[other, old]))
-    _this_sessions_console(tuner, SimpleNamespace(space=space, opts=SimpleNamespace(verbose=verbose)))
+    _this_sessions_console(tuner, SimpleNamespace(space=space, opts=SimpleNamespace(verbose=verbose),
+                                                  assets={"stats": {"n_train_queries": 16}}))
     run_config = compat.tuner_run_config(tuner)
     assert run_config.verbose == tune_verbose
     assert run_config.callbacks[0] is other and len(run_config.callbacks) == 2
     fresh = run_config.callbacks[1]
     assert isinstance(fresh, TrialLines) and fresh is not old and fresh.view.live is live
+    assert fresh.n_train_queries == 16   # its progress lines' step totals

@@ -65,7 +65,9 @@ def _ray_options(group, default) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="kd-study's version, the faiss build (CPU/GPU), the visible CUDA devices and the "
+                             "versions of torch, Ray, MLflow and Optuna, then exit")
     _global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -223,13 +225,14 @@ def _verbosity_options(parser: argparse.ArgumentParser, quiet: bool = True) -> N
                            help="no live status line: only a line per trial start and end")
 
 
-# ---- commands -----------------------------------------------------------------------------------
+class _VersionAction(argparse.Action):
+    """`--version`: computed when asked (it imports torch and faiss), not when the parser is built."""
 
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    def __call__(self, parser, namespace, values, option_string=None):
+        from study.run.versions import version_text
 
-    try:
-        return version("kd-study")
-    except PackageNotFoundError:  # run from a checkout that is not installed
-        return "unknown (not installed)"
+        print(version_text())
+        parser.exit()

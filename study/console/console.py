@@ -12,6 +12,9 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
+from trainables.progress import duration
+
+from study.console.progress import TrialProgress
 
 if TYPE_CHECKING:
     from study.check.dimensions import CheckReport
@@ -94,14 +97,16 @@ class StudyView:
     A trial's end line: its searched values, metric, wall time, the best so far, the counts and the
     ETA (this session's trial throughput × the trials left). The status line (counts, best,
     elapsed, ETA) is redrawn in place at most once a second, only when stdout is a terminal and
-    `live`; a pipe or a log file gets the event lines alone. Picklable (Tune pickles its callbacks):
-    it holds no stream, it looks sys.stdout up when it prints.
+    `live`; a pipe or a log file gets, in its place, a progress line per running trial at most once
+    per `KD_PROGRESS_INTERVAL_S` (study.console.progress; `eval_keys`: the evaluations it may show). Picklable
+    (Tune pickles its callbacks): it holds no stream, it looks sys.stdout up when it prints.
     """
 
     def __init__(self, name: str, num_samples: int, metrics: list[str], modes: list[str], live: bool = True,
-                 clock=time.monotonic):
+                 clock=time.monotonic, eval_keys: list[str] | None = None):
         self.name, self.num_samples, self.metrics, self.modes, self.live = name, num_samples, metrics, modes, live
         self.clock = clock
+        self.progress = TrialProgress([*metrics, *(eval_keys or [])], clock=clock)
         self.best: tuple[float, str] | None = None
         self._started: dict[str, float] = {}
         self._session_start: float | None = None
@@ -114,14 +119,23 @@ class StudyView:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, clock=time.monotonic)
+        self.progress.clock = self.clock
 
     # -- events ------------------------------------------------------------------------------------
-    def started(self, trial_id: str, config: dict[str, Any]) -> None:
+    def started(self, trial_id: str, config: dict[str, Any], total_steps: int | None = None) -> None:
         now = self.clock()
         if self._session_start is None:
             self._session_start = now
         self._started[trial_id] = now
+        self.progress.started(trial_id, total_steps)
         self._line(f"trial {trial_id} started   {params_text(config)}")
+
+    def result(self, trial_id: str, metrics: dict[str, Any]) -> None:
+        """A report of a running trial: its progress line when due, in a log only (a terminal has the status line)."""
+        if self.live and not _is_terminal(sys.stdout):
+            text = self.progress.result(trial_id, metrics)
+            if text:
+                self._line(text)
 
     def finished(self, trial_id: str, config: dict[str, Any], result: dict[str, Any], counts: Counts) -> None:
         metric, mode = self.metrics[0], self.modes[0]
@@ -130,16 +144,16 @@ class StudyView:
                                                                       else value < self.best[0])):
             self.best = (float(value), trial_id)
         scores = "  ".join(f"{m} {_fmt_value(result.get(m))}" for m in self.metrics)
-        self._ended(f"trial {trial_id} finished  {scores}  {self._took(trial_id, result)}  "
+        self._ended(trial_id, f"trial {trial_id} finished  {scores}  {self._took(trial_id, result)}  "
                     f"{params_text(config)}", counts)
 
     def stopped_early(self, trial_id: str, config: dict[str, Any], result: dict[str, Any], counts: Counts) -> None:
         metric = self.metrics[0]
-        self._ended(f"trial {trial_id} stopped early ({metric} so far {_fmt_value(result.get(metric))})  "
+        self._ended(trial_id, f"trial {trial_id} stopped early ({metric} so far {_fmt_value(result.get(metric))})  "
                     f"{self._took(trial_id, result)}  {params_text(config)}", counts)
 
     def failed(self, trial_id: str, cause: str, counts: Counts) -> None:
-        self._ended(f"trial {trial_id} failed: {cause}", counts)
+        self._ended(trial_id, f"trial {trial_id} failed: {cause}", counts)
 
     def tick(self, counts: Counts) -> None:
         """Tune's loop turned: redraw the status line (a terminal only, at most once a second)."""
@@ -189,8 +203,9 @@ class StudyView:
         seconds = self.clock() - start if start is not None else result.get("time_total_s")
         return f"in {duration(seconds)}" if isinstance(seconds, (int, float)) else ""
 
-    def _ended(self, text: str, counts: Counts) -> None:
+    def _ended(self, trial_id: str, text: str, counts: Counts) -> None:
         self._ended_here += 1
+        self.progress.ended(trial_id)
         self._line(f"{text}\n  {self.status(counts)}")
 
     def _line(self, text: str) -> None:
@@ -211,21 +226,6 @@ class StudyView:
 def params_text(config: dict[str, Any]) -> str:
     """A trial's searched values in short names: `loss=wkl γ1=2 α=1 sampler=topk K=8 lr=0.0001`."""
     return " ".join(f"{SHORT_NAMES.get(k, k)}={_fmt_value(v)}" for k, v in sorted(config.items()))
-
-
-def duration(seconds: float) -> str:
-    """`42s`, `3m05s`, `1h02m`."""
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def progress_bars() -> bool:
-    """Draw progress bars of long steps (encoding, teacher scoring)? On a terminal only: a log file gets none."""
-    return _is_terminal(sys.stderr)
 
 
 def metric_rows(metrics: dict[str, Any]) -> list[list[str]]:

@@ -12,7 +12,6 @@ from typing import Any, Callable, TypedDict
 from trainables.data.types import RetrievalData
 from trainables.samplers import check_k_fits_pool
 
-from study.console.console import progress_bars
 from study.paths import StudyPaths
 from study.space.schema import SearchSpace
 
@@ -32,7 +31,7 @@ def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[s
 
     warm = ", warm start" if space.base.init.start == "warmup" else ""
     say(f"kd-study: preparing shared assets (pools, teacher scores{warm}) in {space.base.cache_dir} ...")
-    assets = prepare_assets(space.base, progress=progress_bars(), data=data, on_teacher_progress=teacher_progress(say))
+    assets = prepare_assets(space.base, data=data, on_teacher_progress=teacher_progress(say))   # bars on a terminal, plain lines in a log
     stats = {k: v for k, v in assets.stats.items() if isinstance(v, (int, float, str, bool)) or v is None}
     check_pool_sizes(space, stats)
     references = reference_metrics(space.base)   # the learning curves' floor and ceiling

@@ -252,9 +252,12 @@ def _ray_session(opts: StudyOptions):
 
 
 def _preflight(cfg: TrialConfig, source: str | Path):
-    """The checks of everything a trial touches (trainables.preflight), before Ray starts."""
+    """The checks of everything a trial touches (trainables.preflight, one faiss), before Ray starts."""
     from trainables.preflight import preflight
 
+    from study.run.versions import check_one_faiss
+
+    check_one_faiss()
     return preflight(cfg, source=str(source))
 
 
@@ -360,22 +363,22 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
         from trainables.samplers import check_k_fits_pool
         from trainables.train.trial import run_trial
 
+        from study.console.progress import train_progress
+
         needed, gpus = trial_cpus(cfg)
         have = ray.cluster_resources()
         if not opts.ray_address and (needed > have.get("CPU", 0) or gpus > have.get("GPU", 0)):
             raise StudyError(f"the trial needs {needed:g} CPUs and {gpus:g} GPUs but Ray has "
                              f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs (resources.*)")
         opts.say(f"kd-study: preparing shared assets in {cfg.cache_dir} ...")
-        from study.console.console import progress_bars
-
-        assets = prepare_assets(cfg, progress=progress_bars(), data=checked.train,
-                                on_teacher_progress=teacher_progress(opts.say))
+        assets = prepare_assets(cfg, data=checked.train, on_teacher_progress=teacher_progress(opts.say))
         opts.say(assets_line(assets.stats))
         check_k_fits_pool(cfg.sampler.k, assets.stats.get("pool_size_min"), cfg.sampler.on_small_pool,
                           where=f"{config_path}: sampler.k")
         opts.say(f"kd-study: training {cfg.name} → {Path(cfg.output_dir) / cfg.name}")
         try:
-            return cfg, run_trial(cfg, assets, storage_path=cfg.output_dir, name=cfg.name)
+            with train_progress(cfg, assets.stats.get("n_train_queries"), enabled=opts.verbose > 0):  # not --quiet
+                return cfg, run_trial(cfg, assets, storage_path=cfg.output_dir, name=cfg.name)
         except SystemExit:
             # Ray Train's own Ctrl-C handler (installed by fit) aborts the run, then exits 0: an
             # interrupt, not a success. The run folder keeps its checkpoints; the CLI says how to continue.

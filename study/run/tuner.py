@@ -46,7 +46,7 @@ def new_tuner(ctx: StudyContext, max_concurrent: int) -> tune.Tuner:
         run_config=tune.RunConfig(
             name=ctx.paths.tune_dir.name,
             storage_path=str(ctx.paths.dir),
-            callbacks=[callback, TrialLines(space, ctx.opts.verbose)],
+            callbacks=[callback, TrialLines(space, ctx.opts.verbose, ctx.assets["stats"].get("n_train_queries"))],
             failure_config=tune.FailureConfig(max_failures=0),  # Ray Train retries worker failures itself
             verbose=tune_verbosity(ctx.opts.verbose),
         ),
@@ -81,7 +81,7 @@ def _this_sessions_console(tuner: tune.Tuner, ctx: StudyContext) -> None:
         return
     run_config.verbose = tune_verbosity(ctx.opts.verbose)
     run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, TrialLines)] \
-        + [TrialLines(ctx.space, ctx.opts.verbose)]
+        + [TrialLines(ctx.space, ctx.opts.verbose, ctx.assets["stats"].get("n_train_queries"))]
 
 
 def _trainable(ctx: StudyContext):
@@ -111,16 +111,34 @@ class TrialLines(Callback):
     Kept under this name: Tune pickles its callbacks into a study's tune/ folder.
     """
 
-    def __init__(self, space: SearchSpace, verbose: int = console.NORMAL):
-        # the status line only in the default mode: --quiet wants events only, --verbose has Tune's table
+    def __init__(self, space: SearchSpace, verbose: int = console.NORMAL, n_train_queries: int | None = None):
+        from trainables.outputs import eval_metric_keys
+
+        # the status line (or a log's progress lines) only in the default mode: --quiet wants events
+        # only, --verbose has Tune's table
         self.view = console.StudyView(space.name, space.num_trials, space.metrics, space.modes,
-                                      live=verbose == console.NORMAL)
+                                      live=verbose == console.NORMAL, eval_keys=eval_metric_keys(space.base.eval))
+        self.space, self.n_train_queries = space, n_train_queries
 
     def on_step_end(self, iteration, trials, **info) -> None:
         self.view.tick(trial_counts(trials))
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.view.started(trial.trial_id, trial.config)
+        self.view.started(trial.trial_id, trial.config, self._total_steps(trial.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.view.result(trial.trial_id, result)
+
+    def _total_steps(self, config: dict[str, Any]) -> int | None:
+        """The trial's step budget (its searched batch size or epochs included); None when unknown."""
+        if not self.n_train_queries:
+            return None
+        from trainables.train.epoch_plan import total_steps
+
+        try:
+            return total_steps(self.space.trial_config(config), int(self.n_train_queries))
+        except Exception:  # noqa: BLE001 - a progress line without a total is no reason to stop the study
+            return None
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = trial.last_result or {}

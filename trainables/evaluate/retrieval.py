@@ -9,9 +9,9 @@ import math
 
 import faiss
 import numpy as np
-from tqdm.auto import tqdm
 
 from trainables.data.types import Corpus
+from trainables.progress import progress_bar
 from trainables.models.student import BiEncoder
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,8 @@ def encode_corpus(
     doc_ids: list[str] = []
     blocks: list[np.ndarray] = []
     ids, texts = [], []
-    bar = tqdm(total=mine, desc=f"encode corpus{'' if world == 1 else f' shard {rank}/{world}'}",
-               unit="doc", disable=not progress)
+    bar = progress_bar(mine, f"encode corpus{'' if world == 1 else f' shard {rank}/{world}'}", "doc",
+                       enabled=progress)
 
     def flush() -> None:
         blocks.append(encoder.encode(texts, is_query=False, batch_size=batch_size))

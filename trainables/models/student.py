@@ -16,11 +16,11 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from trainables.config import ModelConfig
 from trainables.models.encoders import load_encoder, load_encoder_from_path
+from trainables.progress import progress_bar
 
 STUDENT_META = "kd_student.json"
 
@@ -101,8 +101,8 @@ class BiEncoder(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            bar = tqdm(total=len(texts), desc="encode queries" if is_query else "encode passages",
-                       unit="text", disable=not progress, leave=False)
+            bar = progress_bar(len(texts), "encode queries" if is_query else "encode passages", "text",
+                               enabled=progress, leave=False)
             for start in range(0, len(texts), batch_size):
                 idx = order[start:start + batch_size]
                 emb = self.embed(self.tokenize([texts[i] for i in idx], is_query))

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from trainables.config import TeacherConfig
 from trainables.models.encoders import ModelError, resolve_model_path, truncate_layers
+from trainables.progress import progress_bar
 from trainables.models.student import BiEncoder
 
 
@@ -92,7 +92,7 @@ class CrossEncoderTeacher(Teacher):
         flat = np.zeros(len(pairs), dtype=np.float32)
         order = np.argsort([-(len(queries[qi]) + len(p)) for qi, p in pairs], kind="stable")
         device = next(self.model.parameters()).device
-        bar = tqdm(total=len(pairs), desc="teacher pairs", unit="pair", disable=not progress)
+        bar = progress_bar(len(pairs), "teacher pairs", "pair", enabled=progress)
         for start in range(0, len(pairs), self.batch_size):
             idx = order[start:start + self.batch_size]
             batch = self.tokenizer(

@@ -29,7 +29,7 @@ from trainables.train.checkpoints import (
     LEASE_OWNER_KEY, TrainState, check_lease, load_checkpoint, save_final, save_train_state,
 )
 from trainables.config import TrialConfig
-from trainables.train.ddp import eval_shard, unwrap
+from trainables.train.ddp import all_reduce_sum, barrier, eval_shard, unwrap
 from trainables.train.epoch_plan import RankBatch, RankPlan, check_sizes, steps_per_epoch, total_steps
 from trainables.train.rank_table import RankTable
 from trainables.outputs import (
@@ -82,9 +82,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     state.setup_seconds = state.restart_phase() - started
     while state.step < worker.steps:
         batch = plan.batch(state.step)
-        _inject_fault_once(loop_config, state.step + 1, worker.world)
+        _inject_fault_once(loop_config, state.step + 1, worker)
         if state.rank_table is not None:
-            state.rank_table.refresh_if_due(training.student, worker.ts, cfg, state.step, worker.rank, worker.world)
+            state.rank_table.refresh_if_due(training.student, worker.ts, cfg, state.step, worker.rank, worker.world,
+                                            worker.device)
         _train_on(batch, worker, training, state, nan_loss=loop_config.get("nan_loss_at_step") == state.step + 1)
         _report_if_due(worker, training, state)
 
@@ -173,11 +174,10 @@ class Window:
         self.start = now
         self.sums += [loss * b, b, diagnostics["variance"] * b, diagnostics["entropy"] * b, global_size / 1.0]
 
-    def flush(self, world: int) -> dict[str, float]:
-        sums = torch.tensor(np.append(self.sums, self.seconds), dtype=torch.float64)
-        if world > 1:
-            torch.distributed.all_reduce(sums)
-        loss_b, b, variance_b, entropy_b, queries, seconds = sums.tolist()
+    def flush(self, world: int, device: torch.device) -> dict[str, float]:
+        """The window's means over every rank (the sums travel on the training `device`: NCCL takes no CPU tensor)."""
+        loss_b, b, variance_b, entropy_b, queries, seconds = all_reduce_sum(np.append(self.sums, self.seconds),
+                                                                            world, device).tolist()
         queries, seconds = queries / world, seconds / world   # every rank counted the global batch
         self.sums, self.seconds = np.zeros(5), 0.0
         return {
@@ -303,7 +303,7 @@ def _report_if_due(worker: Worker, training: Training, state: LoopState) -> None
         return
     metrics: dict[str, Any] = {}
     if log:
-        metrics.update(state.window.flush(worker.world))
+        metrics.update(state.window.flush(worker.world, worker.device))
         state.last_loss = metrics[TRAIN_LOSS]
         metrics[LEARNING_RATE] = training.scheduler.get_last_lr()[0]
     state.pause_phase()
@@ -357,7 +357,7 @@ def _evaluate(worker: Worker, training: Training, selection_only: bool = False):
     eval_cfg = worker.cfg.eval.model_copy(update={"beir": [], "dl": []}) if selection_only else worker.cfg.eval
     with autocast(worker.device, worker.autocast_dtype):   # encoding at the training precision; faiss gets float32
         return evaluate_student(training.student, eval_cfg, worker.cfg.seed, progress=False,
-                                shard=eval_shard(worker.rank, worker.world))
+                                shard=eval_shard(worker.rank, worker.world, worker.device))
 
 
 def _report(metrics: dict[str, Any], rank: int, write: Callable[[str], None] | None = None,
@@ -381,19 +381,16 @@ def _report(metrics: dict[str, Any], rank: int, write: Callable[[str], None] | N
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory), checkpoint_dir_name=name)
 
 
-def _inject_fault_once(loop_config: dict, step: int, world: int) -> None:
+def _inject_fault_once(loop_config: dict, step: int, worker: Worker) -> None:
     """Test hook: at `fail_once_at_step` every rank raises once; all read the marker before rank 0 creates it."""
     if loop_config.get("fail_once_at_step") != step:
         return
     marker = loop_config["fail_marker"]
     fired = os.path.exists(marker)
-    if world > 1:
-        torch.distributed.barrier()
+    barrier(worker.world, worker.device)
     if fired:
         return
-    import ray.train
-
-    if ray.train.get_context().get_world_rank() == 0:
+    if worker.rank == 0:
         Path(marker).parent.mkdir(parents=True, exist_ok=True)
         Path(marker).touch()
     raise RuntimeError(f"fault injected before step {step} (fail_once_at_step test hook)")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from trainables.config import LossConfig, TrialConfig
-from trainables.train.ddp import all_gather
+from trainables.train.ddp import all_gather_tensors
 from trainables.train.epoch_plan import steps_queries
 from trainables.losses.wkl import ranks_from_scores
 
@@ -64,7 +64,7 @@ def _table_scores(positive_scores: np.ndarray, pool_scores: np.ndarray, ts: Trai
 
 def refresh_ranks(
     student, ts: TrainingSet, table: Tensor, columns: np.ndarray, rank: int, world: int, batch_size: int,
-    queries: np.ndarray | None = None,
+    queries: np.ndarray | None = None, *, device: torch.device | str,
 ) -> Tensor:
     """A new rank table: positives + refreshed pool columns ranked by the current student (no grad).
 
@@ -72,7 +72,8 @@ def refresh_ranks(
     until the next refresh train on (`steps_queries`); None refreshes all. The rows it writes do not
     depend on when a row was last refreshed (see below), so a windowed refresh gives the rows those
     steps read exactly as a full one would, at a fraction of the encoding.
-    Queries are sharded over ranks (every world-th) and the rows all-gathered. In each row the
+    Queries are sharded over ranks (every world-th) and the rows all-gathered as tensors on the
+    training `device` (trainables.train.ddp: NCCL takes CUDA tensors only). In each row the
     refreshed set takes ranks 1..m by current score; every other pool candidate follows (ranks > m)
     in its previous order — which is always its initial order, since those columns are never re-scored —
     so a sampled candidate outside the refreshed depth keeps rank > depth.
@@ -87,7 +88,7 @@ def refresh_ranks(
     doc_emb = student.encode([ts.doc_texts[d] for d in doc_rows], is_query=False, batch_size=batch_size)
     query_emb = student.encode([ts.query_texts[q] for q in mine], is_query=True, batch_size=batch_size)
 
-    rows = {}
+    rows = torch.empty((len(mine), table.shape[1]), dtype=table.dtype)
     for i, q in enumerate(mine):
         row = table[q].clone()
         pos_cols = np.flatnonzero(ts.positive_doc_idx[q] >= 0)
@@ -104,10 +105,10 @@ def refresh_ranks(
         row[torch.from_numpy(table_cols)] = new
         row[torch.from_numpy(behind)] = torch.arange(len(table_cols) + 1, len(table_cols) + 1 + len(behind),
                                                      dtype=torch.float32)
-        rows[int(q)] = row
-    for part in all_gather(rows, world):
-        for q, row in part.items():
-            table[q] = row
+        rows[i] = row
+    for part_queries, part_rows in zip(all_gather_tensors(torch.from_numpy(mine), world, device),
+                                       all_gather_tensors(rows, world, device)):
+        table[part_queries] = part_rows
     return table
 
 
@@ -126,8 +127,11 @@ class RankTable:
         ranks = saved if saved is not None else initial_rank_table(ts)
         return cls(ranks, refresh_columns(ts, loss_cfg.beta_pool_depth))
 
-    def refresh_if_due(self, student, ts: TrainingSet, cfg: TrialConfig, completed: int, rank: int, world: int) -> None:
+    def refresh_if_due(self, student, ts: TrainingSet, cfg: TrialConfig, completed: int, rank: int, world: int,
+                       device: torch.device | str) -> None:
         """Before step `completed` + 1: re-rank the queries the steps until the next refresh train on.
+
+        `device`: the training device, where the ranks' rows travel (any device in one process).
 
         A trial that starts from the shared warm start (`init: {from: warmup}`) also refreshes before
         its first step: the table's initial ranks are the pretrained student's, not the warm start's.
@@ -138,4 +142,4 @@ class RankTable:
         # Only those queries: their rows come out as a full refresh's (see `refresh_ranks`).
         window = steps_queries(len(ts), cfg, completed, cfg.loss.beta_refresh_steps)
         self.ranks = refresh_ranks(student, ts, self.ranks, self.columns, rank, world, cfg.eval.batch_size,
-                                   queries=window)
+                                   queries=window, device=device)

@@ -88,11 +88,11 @@ def prepare_warm_start(cfg: TrialConfig, training_set_path: str | Path, progress
 def train_warmup(cfg: TrialConfig, training_set_path: str | Path, progress: bool = False) -> dict[str, Any]:
     """The warm-up run in this process: the Ray loop's plan and step (epoch_plan, train_step) at world 1."""
     import torch
-    from tqdm.auto import tqdm
 
     from trainables.train.epoch_plan import RankPlan, check_sizes, total_steps
     from trainables.train.rank_table import RankTable
     from trainables.train.precision import autocast_dtype
+    from trainables.progress import progress_bar
     from trainables.models.student import BiEncoder
     from trainables.train.step import DistillScorer, build_step_inputs, make_optimizer, train_step
     from trainables.data.training_set import TrainingSet
@@ -108,13 +108,16 @@ def train_warmup(cfg: TrialConfig, training_set_path: str | Path, progress: bool
     plan, table = RankPlan(ts, cfg, 0, 1), RankTable.start(ts, cfg.loss)
     dtype = autocast_dtype(cfg.resources.precision, device)
     model.train()
-    for step in tqdm(range(steps), desc="warm-up", unit="step", disable=not progress):
+    bar = progress_bar(steps, "warm-up", "step", enabled=progress)
+    for step in range(steps):
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         if table is not None:
-            table.refresh_if_due(student, ts, cfg, step, 0, 1)
+            table.refresh_if_due(student, ts, cfg, step, 0, 1, device)
         inputs = build_step_inputs(student, ts, plan.batch(step), 1, table.ranks if table is not None else None,
                                    in_batch=cfg.loss.in_batch_weight > 0)   # the recipe's warm-up has in-batch negatives
         train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, device, dtype)
+        bar.update(1)
+    bar.close()
     return {name: tensor.detach().cpu() for name, tensor in student.state_dict().items()}
 
 
