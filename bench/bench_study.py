@@ -78,7 +78,7 @@ def run_variant(name: str, args: argparse.Namespace, folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     space, slots = variant_space(name, args.points, args.cache_dir, folder)
     uri = f"sqlite:///{folder / 'mlruns.db'}"
-    command = [sys.executable, "-m", "study.cli.verbs", "--tracking-uri", uri, "--root", str(folder / "studies"),
+    command = [sys.executable, "-m", "study.cli", "--tracking-uri", uri, "--root", str(folder / "studies"),
                "--num-cpus", str(args.num_cpus), "run", str(space), "--quiet", "--no-report"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
            "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray_bench_", dir="/tmp")}

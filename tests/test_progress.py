@@ -123,7 +123,7 @@ def test_train_on_a_pipe_prints_periodic_progress_lines(tmp_path, sample_data):
     env = {**os.environ, PROGRESS_INTERVAL_ENV: "1", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray_kdp_", dir="/tmp")}
-    done = subprocess.run([sys.executable, "-m", "study.cli.verbs", "train", str(config), "--num-cpus", "2"], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "study.cli", "train", str(config), "--num-cpus", "2"], cwd=tmp_path,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [PROGRESS_LINE.match(line) for line in done.stdout.splitlines()]

@@ -59,7 +59,7 @@ def write_space(workdir: Path, sample_data: Path, name: str, study: dict, search
 
 
 def cli(workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "study.cli.verbs", "--tracking-uri", f"sqlite:///{workdir / 'mlruns.db'}",
+    return [sys.executable, "-m", "study.cli", "--tracking-uri", f"sqlite:///{workdir / 'mlruns.db'}",
             "--root", str(workdir / "studies"), "--num-cpus", "2", *args]
 
 
