@@ -129,10 +129,11 @@ class Contrast:
 
     def interval(self, alpha: float = ALPHA) -> tuple[float, float]:
         """Two-sided (1 − α) CI from the contrast's SE and df (α/m for a family of m: its corrected CI)."""
-        return _interval(self.difference, self.se, self.df, alpha)
+        return interval(self.difference, self.se, self.df, alpha)
 
 
-def _interval(mean: float, se: float, df: float, alpha: float) -> tuple[float, float]:
+def interval(mean: float, se: float, df: float, alpha: float) -> tuple[float, float]:
+    """Two-sided (1 − α) t interval mean ± t_{1−α/2, df} · SE; (nan, nan) when untested."""
     from scipy.stats import t as student_t
 
     if not (np.isfinite(mean) and np.isfinite(se) and np.isfinite(df)) or df <= 0:
@@ -193,7 +194,7 @@ def paired_contrast(a, b, confidence: float = CONFIDENCE) -> Contrast:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         p = float(2.0 * student_t.sf(abs(mean) / se, df))
-    low, high = _interval(mean, se, df, 1.0 - confidence)
+    low, high = interval(mean, se, df, 1.0 - confidence)
     return Contrast(mean, low, high, p, se, df, n_q, n_s, sd_query, sd_seed)
 
 
