@@ -18,7 +18,10 @@ A space file is "a base TrialConfig + searched fields" (YAML):
       replicates: 1                      # seeds per point (study/replicates.py); num_samples counts points
       baseline: {loss.name: kl}          # optional: the cell the report compares against
       contrasts:                         # optional: comparisons declared before the study runs
-        - {of: {sampler.name: stratified}, vs: {sampler.name: random}, within: [loss.name, sampler.k]}
+        - {of: {sampler.name: stratified}, vs: {sampler.name: random}, within: [loss.name, sampler.k],
+           margin: 0.005}                # optional: TOST against ±margin beside the difference test
+        - {name: lr, of: {optim.lr: 8.0e-5}, vs: {optim.lr: 3.0e-5}, control: positive, expect: better}
+        - {name: aa, of: {seed: 100}, vs: {seed: 0}, control: aa}   # same config, disjoint seeds
 
 `when: {field: value}` (or `{field: [v1, v2]}`) makes a parameter conditional: Optuna's
 define-by-run only asks for it when `field` (a searched parameter, or the base/fixed value) takes
