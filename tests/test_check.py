@@ -237,3 +237,52 @@ def test_sampled_scores_score_a_few_seeded_queries_with_the_real_teacher(tmp_pat
     report = check_space(load_space(path), evidence, n_sample=2)
     entropy = next(d for d in report.dimensions if d.dimension == "teacher softmax entropy")
     assert all(derived.value is not None for _, derived in entropy.results)
+
+
+# ---- auxiliary terms ----------------------------------------------------------------------------------
+def test_the_in_batch_term_dominating_the_gradient_is_a_warning_on_the_v2_wkl_space():
+    """scifact_wkl_v2 trains every arm with loss.in_batch_weight: 1: on a sample batch the in-batch NLL carries
+    most of the gradient on the student's scores (MarginMSE at scale 1: ~1% is its own)."""
+    space = load_space(SPACES / "scifact_wkl_v2.yaml")
+    for scores in (None, synthetic_scores(depth=150)):   # the prior lists without scores, then a score sample
+        report = check_space(space, evidence_for(space, n_queries=800, n_queries_source="test", scores=scores),
+                             n_sample=4)
+        aux = next(d for d in report.dimensions if d.dimension == "auxiliary gradient share")
+        assert aux.level == "warning" and any("carries" in line for line in report.flag_lines())
+        shares = {point["loss.name"]: derived.value for point, derived in aux.results}
+        assert shares["margin_mse"] > 0.95 and shares["kl"] > 0.5
+
+
+def test_without_an_in_batch_term_the_share_is_zero_and_the_split_follows_the_weight():
+    from study.check.gradients import auxiliary_gradient_share
+
+    evidence = Evidence(n_queries=100, scores=synthetic_scores())
+    cfg = TrialConfig.from_dict({"loss": {"name": "kl", "student_temperature": 0.05}, "data": {"pool_depth": 20}})
+    assert derive("auxiliary gradient share", cfg, evidence).value == 0.0
+    lists = _lists(cfg, evidence)
+    small = auxiliary_gradient_share(cfg.with_overrides({"loss.in_batch_weight": 0.01}), *lists,
+                                     evidence.scores.student_pool)
+    large = auxiliary_gradient_share(cfg.with_overrides({"loss.in_batch_weight": 1.0}), *lists,
+                                     evidence.scores.student_pool)
+    assert small[1] == pytest.approx(large[1]) and large[2] == pytest.approx(100 * small[2])   # λ scales g_aux only
+    assert small[0] < 0.05 < large[0]
+
+
+def test_wkl_paper_follows_the_protocol_and_passes_check():
+    space = load_space(SPACES / "wkl_paper.yaml")
+    cfg = space.base
+    assert cfg.init.start == "warmup" and cfg.init.warmup.loss.name == "margin_mse"
+    assert (cfg.sampler.name, cfg.sampler.top_n, cfg.sampler.k) == ("teacher_top_n", 20, 5)
+    assert cfg.loss.in_batch_weight == 0 and cfg.data.pool_source == "teacher"
+    cosines = synthetic_scores()
+    logits = ScoreSample(cosines.teacher_positive * 20, cosines.teacher_pool * 20, cosines.student_positive,
+                         cosines.student_pool, source="a cross-encoder's logit-like scores")
+    report = check_space(space, evidence_for(space, n_queries=cfg.data.max_train_queries,
+                                             n_queries_source="data.max_train_queries", scores=logits), n_sample=4)
+    assert not report.errors and not report.warnings, report.flag_lines()
+    gamma2 = next(d for d in report.dimensions if d.dimension == "γ2 range")
+    assert all(derived.value > 0 or point.get("loss.alpha", 0) == 0 and point.get("loss.gamma1", 0) == 0
+               for point, derived in gamma2.results)   # γ2 > 0 in every cell (all 0 only in the KL cell)
+    header = (SPACES / "wkl_paper.yaml").read_text().split("\nbase:")[0]
+    assert "margin_mse" in header.lower() or "MarginMSE" in header
+    assert "in_batch_weight: 0" in header

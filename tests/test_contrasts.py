@@ -94,6 +94,68 @@ def test_bad_contrasts_name_the_file_and_key(tmp_path, contrast, message):
         load_space(_space(tmp_path, [contrast]))
 
 
+@pytest.mark.parametrize("extra, message", [
+    ({"margin": 0}, r"study.contrasts.0.margin: .*greater than 0"),
+    ({"margin": float("inf")}, r"study.contrasts.0.margin: "),
+    ({"control": "negative"}, r"study.contrasts.0.control: "),
+    ({"expect": "better"}, r"study.contrasts.0.expect: only a positive control"),
+    ({"control": "aa"}, r"study.contrasts.0.control: an A/A control compares one configuration with disjoint seeds"),
+])
+def test_bad_margins_and_controls_name_the_file_and_key(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=r"s\.yaml: " + message):
+        load_space(_space(tmp_path, [{**STRATIFIED_VS_RANDOM, **extra}]))
+
+
+def _aa_space(tmp_path: Path, of_seed: int, vs_seed: int, replicates: int = 2, seeds=(0, 100), **of) -> Path:
+    """A KL/topk point run twice with disjoint seeds (`seed` searched), plus the sampler grid."""
+    path = tmp_path / "s.yaml"
+    aa = {"name": "aa", "of": {"seed": of_seed, **of}, "vs": {"seed": vs_seed, "sampler.name": "topk"},
+          "control": "aa"}
+    aa["of"].setdefault("sampler.name", "topk")
+    positive = {"name": "stratified_vs_topk", "of": {"sampler.name": "stratified", "seed": 0},
+                "vs": {"sampler.name": "topk", "seed": 0}, "control": "positive", "expect": "better", "margin": 0.01}
+    path.write_text(yaml.safe_dump({"base": {"data": {"pool_depth": 20}, "sampler": {"k": 4}}, "study": {
+        "name": "s", "algorithm": "grid", "replicates": replicates, "contrasts": [aa, positive],
+        "grid": {"sampler.name": ["topk", "stratified"], "seed": list(seeds)}}}))
+    return path
+
+
+def test_a_positive_and_an_aa_control_load_and_seed_their_replicates_apart(tmp_path):
+    space = load_space(_aa_space(tmp_path, 100, 0))
+    aa, positive = space.study.contrasts
+    assert (aa.control, positive.control, positive.expect, positive.margin) == ("aa", "positive", "better", 0.01)
+    from study.space.replicates import REPLICATE_KEY
+
+    seeds = {(p["seed"], r): space.trial_config({**p, REPLICATE_KEY: r}).seed
+             for p in space.grid_points() for r in range(2)}
+    assert {seeds[(0, 0)], seeds[(0, 1)]}.isdisjoint({seeds[(100, 0)], seeds[(100, 1)]})
+    with pytest.raises(ConfigError, match=r"search.seed: with study.replicates: 2 .* seeds ≥ 2 apart"):
+        load_space(_aa_space(tmp_path, 1, 0, seeds=[0, 1]))
+    with pytest.raises(ConfigError, match=r"study.contrasts.0.control: an A/A control's `of` and `vs` differ only "
+                                          r"in `seed`, got sampler.name"):
+        load_space(_aa_space(tmp_path, 100, 0, **{"sampler.name": "stratified"}))
+
+
+def test_margins_give_a_tost_and_the_decision_reads_the_corrected_ci():
+    trials, per_query = crafted_study()
+    specs = [{**STRATIFIED_VS_RANDOM, "margin": 0.05}, STRATIFIED_VS_TOPK]
+    table, _ = declared_contrasts(trials, per_query, "dev", specs, params=["loss.name", "sampler.name"])
+    rows = table.set_index(["contrast", "at"])
+    kl = rows.loc[("stratified_vs_random", "loss.name=kl, sampler.k=8")]
+    assert kl["decision"] == "better" and kl["family_size"] == 4 and kl["ci_low_corrected"] > 0
+    tied = rows.loc[("stratified_vs_random", "loss.name=margin_mse, sampler.k=8")]
+    assert tied["decision"] == "equivalent" and tied["tost_p"] < 0.05 / 4 and tied["equivalent"]
+    no_margin = rows.loc[("stratified_vs_topk", "loss.name=margin_mse, sampler.k=8")]
+    assert no_margin["decision"] == "inconclusive" and np.isnan(no_margin["tost_p"])
+    # the MDE is stated at the family's corrected level: wider than one test's at the same SE and df
+    from study.report.stats import minimum_detectable_difference
+
+    assert kl["mde"] == pytest.approx(minimum_detectable_difference(kl["se"], kl["df"], family_size=4))
+    assert kl["mde"] > minimum_detectable_difference(kl["se"], kl["df"])
+    text = contrasts_markdown(table)
+    assert "equivalent within ±0.0500" in text and "no margin" in text and "difference [corrected CI]" in text
+
+
 def test_two_contrasts_with_one_name_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="name 'stratified_vs_random' is declared twice"):
         load_space(_space(tmp_path, [STRATIFIED_VS_RANDOM, {**STRATIFIED_VS_TOPK, "name": "stratified_vs_random"}]))
@@ -217,4 +279,4 @@ def test_the_report_tests_the_contrasts_the_parent_run_declares(tmp_path_factory
 
     console = Console(record=True, width=200)
     render_report(report, console)
-    assert "Declared contrasts (Dev MRR@10; corrected p: holm within each family)" in console.export_text()
+    assert "Declared contrasts (Dev MRR@10; CI at α/m and corrected p: holm within each family)" in console.export_text()

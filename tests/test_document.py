@@ -112,7 +112,8 @@ def test_document_holds_declared_contrasts_findings_power_and_confirmations(tmp_
     # the declared contrast (stratified K=4 vs topk K=4, KL: t6 vs t5) in the study's section
     assert "### Declared contrasts: Dev MRR@10" in text and "| declared | stratified_vs_topk |" in text
     findings = text[text.index("## Findings"):text.index("## Power")]
-    assert "| finding | paper | kd-study | verdict |" in findings
+    assert "| finding | paper | kd-study: Δ [corrected CI] | TOST vs margin | verdict |" in findings
+    assert "### Controls" in findings and "No study declares a control" in findings
     lines = [line for line in findings.splitlines() if line.startswith("| Stratified beats top-K")]
     assert len(lines) == 3 and "Dev MRR@10: loss.name=kl, sampler.k=4: Δ +" in lines[0]
     assert "Dev nDCG@10: loss.name=kl, sampler.k=4: Δ +" in lines[1]

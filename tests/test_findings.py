@@ -1,13 +1,15 @@
 """Findings: a paper's claim, kd-study's numbers for it and a verdict computed from a study's declared contrasts."""
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from study.report import ReportError
 from study.report.contrasts import declared_contrasts
-from study.report.findings import (INCONCLUSIVE, NOT_MEASURED, NOT_REPRODUCED, REPRODUCED, Finding, findings_table,
-                                   load_findings, pair_verdict, verdict)
+from study.report.findings import (INCONCLUSIVE, NOT_MEASURED, NOT_REPRODUCED, REPRODUCED, Finding, controls_table,
+                                   findings_table, load_findings, pair_verdict, verdict)
 from test_contrasts import STRATIFIED_VS_RANDOM, STRATIFIED_VS_TOPK, crafted_study
 
 
@@ -27,7 +29,8 @@ def finding(**fields) -> Finding:
 def test_each_pair_is_judged_against_the_papers_direction():
     assert pair_verdict("better", "better") == REPRODUCED
     assert pair_verdict("worse", "better") == "contradicted"
-    assert pair_verdict("n.s.", "better") == INCONCLUSIVE and pair_verdict("untested", "worse") == INCONCLUSIVE
+    assert pair_verdict("equivalent", "better") == "equivalent"
+    assert pair_verdict("inconclusive", "better") == INCONCLUSIVE and pair_verdict("untested", "worse") == INCONCLUSIVE
 
 
 def test_verdicts_follow_the_crafted_study(contrasts):
@@ -43,20 +46,54 @@ def test_verdicts_follow_the_crafted_study(contrasts):
     assert verdict(both, of(both)) == f"{INCONCLUSIVE} (1 of 2 pairs in the paper's direction, corrected)"
 
 
-def test_the_table_cites_each_pairs_difference_ci_and_corrected_p(contrasts):
+def test_the_table_cites_each_pairs_difference_and_the_corrected_ci_its_verdict_reads(contrasts):
     findings = [finding(claim="Stratified beats random (KL)", paper="stratified > random, DL19 nDCG@10",
                         where={"loss.name": "kl"}),
                 finding(claim="Stratified beats top-K", contrast="stratified_vs_topk"),
                 finding(claim="Not run", study="other")]
     text, frame = findings_table(findings, lambda study, metric: contrasts if study == "s" else None)
-    assert text.splitlines()[0] == "| finding | paper | kd-study | verdict |"
+    assert text.splitlines()[0] == "| finding | paper | kd-study: Δ [corrected CI] | TOST vs margin | verdict |"
     assert frame["verdict"].tolist()[0] == REPRODUCED and frame["verdict"].tolist()[2] == NOT_MEASURED
     row = contrasts.set_index(["contrast", "at"]).loc[("stratified_vs_random", "loss.name=kl, sampler.k=8")]
     cited = frame.loc[0, "kd-study"]
-    # every number the row cites is the contrasts table's own
-    assert f"Δ {row['difference']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" in cited
-    assert f"corrected p {row['p_adjusted']:.3g}" in cited and "loss.name=kl, sampler.k=8" in cited
+    # every number the row cites is the contrasts table's own, and the CI is the family-corrected one (4 pairs)
+    assert f"Δ {row['difference']:+.4f} [{row['ci_low_corrected']:+.4f}, {row['ci_high_corrected']:+.4f}]" in cited
+    assert "(98.75% CI, 4 tests)" in cited and "loss.name=kl, sampler.k=8" in cited
+    assert row["ci_low_corrected"] < row["ci_low"]
     assert frame.loc[1, "pairs"] == 2 and frame.loc[1, "kd-study"].count("Δ") == 2
+    assert frame.loc[0, "TOST vs margin"] == "no margin declared"
+
+
+def test_an_uncorrected_ci_that_excludes_0_is_not_a_verdict():
+    """The v2 bug: a 95% CI [+0.0005, +0.0120] printed beside "inconclusive". Here the verdict reads only the
+    corrected CI, so a pair significant at 95% but not at 1 − α/m is inconclusive and prints a CI holding 0."""
+    rows = pd.DataFrame([{"contrast": "c", "of": "a", "vs": "b", "at": "", "of_point": {}, "difference": 0.006,
+                          "ci_low": 0.0005, "ci_high": 0.012, "ci_low_corrected": -0.0012,
+                          "ci_high_corrected": 0.0132, "family_size": 5, "margin": np.nan, "tost_p": np.nan,
+                          "equivalent": False, "decision": "inconclusive", "control_status": None}])
+    text, frame = findings_table([finding(contrast="c")], lambda study, metric: rows)
+    assert frame.loc[0, "verdict"] == INCONCLUSIVE
+    assert "[-0.0012, +0.0132] (99.00% CI, 5 tests)" in frame.loc[0, "kd-study"] and "+0.0005" not in text
+
+
+def test_equivalence_within_the_margin_is_not_reproduced_and_failed_controls_cannot_decide():
+    trials, per_query = crafted_study()
+    specs = [{**STRATIFIED_VS_RANDOM, "margin": 0.05}, {**STRATIFIED_VS_TOPK, "margin": 0.05}]
+    table, _ = declared_contrasts(trials, per_query, "dev", specs, params=["loss.name", "sampler.name"])
+    margin_mse = finding(where={"loss.name": "margin_mse"})   # every sampler the same up to noise
+    text, frame = findings_table([margin_mse], lambda study, metric: table)
+    assert frame.loc[0, "verdict"] == NOT_REPRODUCED
+    assert "equivalent within ±0.0500" in frame.loc[0, "TOST vs margin"]
+    # an A/A control that comes out significant (here: a pair with a true 0.10 shift) makes the study unable to decide
+    aa = {"name": "aa", "of": {"sampler.name": "stratified"}, "vs": {"sampler.name": "random"},
+          "within": ["loss.name", "sampler.k"], "control": "aa"}
+    with_control, _ = declared_contrasts(trials, per_query, "dev", [*specs, aa], params=["loss.name", "sampler.name"])
+    assert set(with_control.loc[with_control["control"] == "aa", "family"]) == {"control: aa"}
+    _, frame = findings_table([margin_mse], lambda study, metric: with_control)
+    assert frame.loc[0, "verdict"].startswith("unable to decide")
+    controls, unable = controls_table({"s": ["dev"]}, lambda study, metric: with_control)
+    assert "A/A (must not be significant)" in controls and "| fail |" in controls and "| pass |" in controls
+    assert len(unable) == 1 and "unable to decide" in unable[0]
 
 
 def test_a_findings_file_is_validated_at_the_edge(tmp_path):

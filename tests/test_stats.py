@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from study.report.stats import (adjust_p_values, bootstrap_ci, minimum_detectable_difference, paired_contrast,
+from study.report.stats import (adjust_p_values, bootstrap_ci, equivalence_p, minimum_detectable_difference, paired_contrast,
                                 tied_with_best, variance_components)
 
 # A family of 4 tests, adjusted by hand (and as R's p.adjust gives them):
@@ -61,16 +61,41 @@ def test_constant_differences_are_no_evidence_or_certain():
     assert np.isnan(paired_contrast(a[:1], a[:1]).p_value)
 
 
-def test_seeds_are_averaged_per_query_and_their_spread_reported():
+def test_seeds_enter_the_se_and_their_spread_is_reported():
+    """Seeds that disagree widen the test: the old paired t over seed-averaged queries (p ≈ 1e-25 here)
+    conditioned on the three seeds that ran; the test over queries and seeds does not call it."""
     rng = np.random.default_rng(1)
     a = rng.normal(0.5, 0.1, (200, 1)) + rng.normal(0, 0.02, (200, 3))
     b = a - 0.01 + rng.normal(0, 0.02, (200, 3)) + np.array([0.0, 0.05, -0.05])   # seed 1 and 2 disagree
     contrast = paired_contrast(a, b)
-    reference = scipy_stats.ttest_rel(a.mean(axis=1), b.mean(axis=1))
-    assert contrast.p_value == pytest.approx(reference.pvalue) and (contrast.n_queries, contrast.n_seeds) == (200, 3)
+    conditional = scipy_stats.ttest_rel(a.mean(axis=1), b.mean(axis=1))
+    assert conditional.pvalue < 1e-20 and contrast.p_value > 0.5
+    assert (contrast.n_queries, contrast.n_seeds) == (200, 3) and not contrast.conditions_on_seed
     ms_q, ms_s, ms_e = variance_components(a - b)
+    assert contrast.se == pytest.approx(np.sqrt((ms_q + ms_s) / 600))
+    assert contrast.df == pytest.approx((ms_q + ms_s) ** 2 / (ms_q ** 2 / 199 + ms_s ** 2 / 2))
+    assert 2 <= contrast.df < 3   # the seed term dominates: close to its n_s − 1 = 2, never below
     assert contrast.sd_seed == pytest.approx(np.sqrt((ms_s - ms_e) / 200)) and 0.03 < contrast.sd_seed < 0.07
-    assert np.isnan(paired_contrast(a[:, :1], b[:, :1]).sd_seed)
+    one = paired_contrast(a[:, :1], b[:, :1])
+    assert np.isnan(one.sd_seed) and one.conditions_on_seed and "one seed" in one.generalises_over
+
+
+def test_corrected_interval_tost_and_mde_share_the_se_and_df():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.5, 0.1, (100, 1)) + rng.normal(0, 0.03, (100, 4))
+    contrast = paired_contrast(a + 0.002, a + rng.normal(0, 0.01, (100, 4)))
+    low95, high95 = contrast.interval(0.05)
+    assert (low95, high95) == pytest.approx((contrast.low, contrast.high))
+    low, high = contrast.interval(0.05 / 4)
+    assert low < low95 and high > high95   # the family's corrected CI is wider
+    # TOST at α: equivalent exactly when the (1 − 2α) CI is inside ±margin
+    inner = contrast.interval(2 * 0.05)
+    margin = max(abs(inner[0]), abs(inner[1]))
+    assert equivalence_p(contrast.difference, contrast.se, contrast.df, margin * 1.001) < 0.05
+    assert equivalence_p(contrast.difference, contrast.se, contrast.df, margin * 0.999) > 0.05
+    one = minimum_detectable_difference(contrast.se, contrast.df)
+    four = minimum_detectable_difference(contrast.se, contrast.df, family_size=4)
+    assert four > one and four == pytest.approx(minimum_detectable_difference(contrast.se, contrast.df, 0.05 / 4))
 
 
 def test_bootstrap_ci_covers_the_true_mean_about_95_percent():

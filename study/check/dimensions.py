@@ -323,6 +323,28 @@ def derive_evaluations(cfg: TrialConfig, ev: Evidence) -> Derived | None:
     return Derived(count, text)
 
 
+def derive_auxiliary_share(cfg: TrialConfig, ev: Evidence) -> Derived:
+    """Share of the student-score gradient norm the auxiliary terms (in-batch NLL) carry on a sample batch."""
+    from study.check.gradients import AUXILIARY_SHARE_WARNING, auxiliary_gradient_share, prior_lists
+
+    lists = _loss_lists(cfg, ev)
+    if lists is None:
+        teacher, student, ranks, pool = prior_lists(cfg, seed=ev.seed)
+        source = "prior cosine-like scores"
+    else:
+        (teacher, student, ranks), pool, source = lists, ev.scores.student_pool, "sample"
+    share, distill, aux = auxiliary_gradient_share(cfg, teacher, student, ranks, pool, ev.seed)
+    if cfg.loss.in_batch_weight <= 0:
+        return Derived(0.0, "none (loss.in_batch_weight = 0)")
+    text = f"in-batch NLL {share:.0%} (‖g‖ {aux:.3g} vs {cfg.loss.name} {distill:.3g}, {source})"
+    if share > AUXILIARY_SHARE_WARNING:
+        return Derived(share, text, "warning", f"the in-batch NLL (loss.in_batch_weight={cfg.loss.in_batch_weight:g}) "
+                                               f"carries {share:.0%} of the gradient on the student's scores: it, "
+                                               f"not {cfg.loss.name}, trains the student, a confound of every arm "
+                                               "compared; set loss.in_batch_weight: 0 or declare it")
+    return Derived(share, text)
+
+
 # The table, in print order: add a dimension by adding a row (reads = the fields its result depends on).
 STEPS = ("optim.batch_size", "optim.epochs", "optim.max_steps")
 LIST = ("sampler", "seed")          # the loss list: the sampler's K picks (+ the positive), seeded
@@ -340,6 +362,11 @@ DERIVATIONS: list[Derivation] = [
     Derivation("sampler overlap", ("sampler.k", "data.pool_depth", "data.random_additions"), derive_sampler_overlap),
     Derivation("MarginMSE margins", ("loss.name", "loss.student_scale", *LIST), derive_margins),
     Derivation("intermediate evaluations", (*STEPS, "eval.every_steps"), derive_evaluations),
+    Derivation("auxiliary gradient share", ("loss.name", "loss.in_batch_weight", "loss.student_temperature",
+                                            "loss.teacher_temperature", "loss.gamma1", "loss.alpha", "loss.gamma2_floor",
+                                            "loss.student_scale", "loss.nll_weight", "optim.batch_size",
+                                            "data.pool_depth", "data.random_additions", "teacher.kind", *LIST),
+               derive_auxiliary_share),
 ]
 
 

@@ -1,13 +1,24 @@
 """The space's declared contrasts (`study.contrasts`), tested on one metric: one row per pair of points.
 
-Each declared contrast pairs points (study/space/contrasts.py); each pair is tested as the sensitivity
-tables test a cell against the best (`study.report.stats`): the difference of the two points'
-means on the queries and seed replicates both have, its 95% CI and two-sided p from a paired
-t-test over queries on the per-query differences averaged over seeds, and the minimum detectable
-difference (MDE) at 80% power from the same standard error. The p-values are corrected (Holm by
-default) within each family, across every pair of every contrast in it, for this metric.
-`result` is "better" / "worse" (the `of` point is significantly better / worse than its `vs`
-point, corrected, in the metric's mode) or "n.s.", and "untested" without per-query values.
+Each declared contrast pairs points (study/space/contrasts.py); each pair is tested with
+`stats.paired_contrast` on the queries and seed replicates both points have: the difference of the
+two points' means, its SE and df over queries and seeds (one seed: over queries, conditional on
+that seed; `generalises`), a 95% CI and a two-sided p. Within each family of m tested pairs (for
+this metric):
+- `p_adjusted`: Holm (default) or BH across the family; `result` "better" / "worse" (the `of` point
+  significantly better / worse than its `vs` point, corrected, in the metric's mode) or "n.s.",
+  "untested" without per-query values;
+- `ci_low_corrected`/`ci_high_corrected`: the (1 − α/m) CI (Bonferroni, simultaneous for the family);
+  `mde`: the minimum detectable difference at 80% power at the same level α/m, from the same SE/df;
+- `margin` (declared with the contrast): TOST at α/m, `tost_p` and `equivalent` (|difference| <
+  margin shown: the (1 − 2α/m) CI lies inside ±margin);
+- `decision`: what a finding reads — "better"/"worse" when the corrected CI excludes 0,
+  "equivalent" when TOST says so, else "inconclusive" (Bonferroni never rejects where Holm does not,
+  so a "better" decision always has a "better" result; Holm may call a pair whose corrected CI still
+  holds 0);
+- `control` ("positive" / "aa", study/space/schema.py `ContrastSpec`) with `control_status` pass / fail:
+  a positive control passes when its decision is significant (in its `expect` direction when
+  declared), an A/A control when it is not. A control is a family of its own unless it names one.
 """
 from __future__ import annotations
 
@@ -26,8 +37,12 @@ from study.report.sensitivity import CORRECTION, SIGNIFICANCE, cell_values, pair
 from study.report.text import is_missing, markdown_table, plain
 
 COLUMNS = ["family", "contrast", "of", "vs", "at", "of_point", "vs_point", "mean_of", "mean_vs", "difference",
-           "ci_low", "ci_high", "p_value", "p_adjusted", "n_queries", "n_seeds", "mde", "sd_seed", "result"]
+           "ci_low", "ci_high", "p_value", "p_adjusted", "n_queries", "n_seeds", "mde", "sd_seed", "result",
+           "se", "df", "generalises", "family_size", "ci_low_corrected", "ci_high_corrected", "margin", "tost_p",
+           "equivalent", "decision", "control", "expect", "control_status"]
 RESULTS = ("better", "worse", "n.s.", "untested")
+DECISIONS = ("better", "worse", "equivalent", "inconclusive", "untested")
+UNABLE_TO_DECIDE = "unable to decide"   # a study whose positive control missed or whose A/A control hit
 
 
 def _points(trials: pd.DataFrame, metric: str) -> list[tuple[Any, pd.DataFrame]]:
@@ -58,7 +73,8 @@ def declared_contrasts(trials: pd.DataFrame, per_query: PerQuery | None, metric:
     values = [{f: plain(runs[f].iloc[0]) for f in fields} for _, runs in points]
     rows, notes, cells = [], [], {}
     for spec in contrasts:
-        name, family = contrast_name(spec), spec.get("family") or DEFAULT_FAMILY
+        name = contrast_name(spec)
+        family = spec.get("family") or (f"control: {name}" if spec.get("control") else DEFAULT_FAMILY)
         pairs, problems = pair_points(values, spec)
         notes += [f"contrast {name}: {p}" for p in problems]
         within = list(spec.get("within") or [])
@@ -75,7 +91,8 @@ def declared_contrasts(trials: pd.DataFrame, per_query: PerQuery | None, metric:
                    "vs": describe({k: values[j][k] for k in spec["vs"]}),
                    "at": describe({f: values[i][f] for f in within}),
                    "of_point": values[i], "vs_point": values[j],
-                   "mean_of": float(of_runs[metric].mean()), "mean_vs": float(vs_runs[metric].mean())}
+                   "mean_of": float(of_runs[metric].mean()), "mean_vs": float(vs_runs[metric].mean()),
+                   "margin": _number(spec.get("margin")), "control": spec.get("control"), "expect": spec.get("expect")}
             row.update(_test(cells[i], cells[j], row))
             rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS)
@@ -83,9 +100,72 @@ def declared_contrasts(trials: pd.DataFrame, per_query: PerQuery | None, metric:
         return table, notes
     for family, index in table.groupby("family", sort=False).groups.items():
         table.loc[index, "p_adjusted"] = stats.adjust_p_values(table.loc[index, "p_value"].to_numpy(float), correction)
+        table.loc[index, "family_size"] = int(table.loc[index, "p_value"].notna().sum())
     table["result"] = [_result(d, p, mode, significance) for d, p in zip(table["difference"], table["p_adjusted"])]
+    corrected = pd.DataFrame([_corrected(row, significance) for row in table.to_dict("records")], index=table.index)
+    for column in corrected.columns:
+        table[column] = corrected[column]
+    table["decision"] = [_decision(r, mode) for r in table.to_dict("records")]
+    table["control_status"] = [control_status(r) for r in table.to_dict("records")]
     table.attrs.update(metric=metric, mode=mode, correction=correction, significance=significance)
     return table, notes
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _corrected(row: Mapping[str, Any], significance: float) -> dict[str, Any]:
+    """The family-corrected CI, MDE and TOST of one row: all at α/m from the row's SE and df."""
+    m, se, df, d = row["family_size"], row["se"], row["df"], row["difference"]
+    if is_missing(row["p_value"]) or not m:
+        return dict(ci_low_corrected=math.nan, ci_high_corrected=math.nan, mde=math.nan, tost_p=math.nan,
+                    equivalent=False)
+    level = significance / m
+    low, high = stats.interval(d, se, df, level)
+    tost = stats.equivalence_p(d, se, df, row["margin"]) if not is_missing(row["margin"]) else math.nan
+    return dict(ci_low_corrected=low, ci_high_corrected=high, tost_p=tost,
+                mde=stats.minimum_detectable_difference(se, df, significance, family_size=int(m)),
+                equivalent=bool(not is_missing(tost) and tost < level))
+
+
+def _decision(row: Mapping[str, Any], mode: str) -> str:
+    """better / worse (corrected CI excludes 0, in the metric's mode), equivalent (TOST), inconclusive, untested."""
+    low, high = row["ci_low_corrected"], row["ci_high_corrected"]
+    if is_missing(low):
+        return "untested"
+    if low > 0 or high < 0:
+        ahead = low > 0 if mode == "max" else high < 0
+        return "better" if ahead else "worse"
+    return "equivalent" if row["equivalent"] else "inconclusive"
+
+
+def control_status(row: Mapping[str, Any]) -> str | None:
+    """A control row: "pass" / "fail" / "untested"; None for a contrast that is not a control."""
+    kind, decision = row.get("control"), row.get("decision")
+    if not isinstance(kind, str) or not kind:
+        return None
+    if decision == "untested":
+        return "untested"
+    significant = decision in ("better", "worse")
+    if kind == "aa":
+        return "fail" if significant else "pass"
+    expect = row.get("expect")
+    wanted = significant and (not isinstance(expect, str) or decision == expect)
+    return "pass" if wanted else "fail"
+
+
+def controls_verdict(table: pd.DataFrame | None) -> tuple[bool, list[str]]:
+    """(able to decide, one line per control): False when a positive control missed or an A/A control hit."""
+    if table is None or table.empty or "control_status" not in table.columns:
+        return True, []
+    lines, able = [], True
+    for r in table[table["control_status"].notna()].itertuples():
+        what = "positive control (must be significant)" if r.control == "positive" else "A/A control (must not be)"
+        lines.append(f"{r.contrast} ({r.of} vs {r.vs}{'; ' + r.at if r.at else ''}): {what}: {r.decision}, "
+                     f"{r.control_status}")
+        able &= r.control_status != "fail"
+    return able, lines
 
 
 def _test(a: pd.DataFrame | None, b: pd.DataFrame | None, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,11 +173,11 @@ def _test(a: pd.DataFrame | None, b: pd.DataFrame | None, row: Mapping[str, Any]
     nan = math.nan
     if a is None or b is None:
         return dict(difference=row["mean_of"] - row["mean_vs"], ci_low=nan, ci_high=nan, p_value=nan,
-                    p_adjusted=nan, n_queries=0, n_seeds=0, mde=nan, sd_seed=nan)
+                    p_adjusted=nan, n_queries=0, n_seeds=0, mde=nan, sd_seed=nan, se=nan, df=nan, generalises="")
     contrast = stats.paired_contrast(*paired_values(a, b))
     return dict(difference=contrast.difference, ci_low=contrast.low, ci_high=contrast.high, p_value=contrast.p_value,
-                p_adjusted=nan, n_queries=contrast.n_queries, n_seeds=contrast.n_seeds,
-                mde=stats.minimum_detectable_difference(contrast.se, contrast.df), sd_seed=contrast.sd_seed)
+                p_adjusted=nan, n_queries=contrast.n_queries, n_seeds=contrast.n_seeds, mde=nan,
+                sd_seed=contrast.sd_seed, se=contrast.se, df=contrast.df, generalises=contrast.generalises_over)
 
 
 def _result(difference: float, p_adjusted: float, mode: str, significance: float) -> str:
@@ -110,28 +190,43 @@ def _result(difference: float, p_adjusted: float, mode: str, significance: float
 
 
 def contrasts_markdown(table: pd.DataFrame, digits: int = 4) -> str:
-    """The rows as a Markdown table: pair, means, difference [95% CI], raw and corrected p, MDE, result."""
+    """The rows as a Markdown table: pair, means, difference [corrected CI], raw and corrected p, MDE, TOST, result."""
     def number(value: float, fmt: str = f".{digits}f") -> str:
         return "—" if is_missing(value) else format(value, fmt)
 
-    rows = [[r.family, r.contrast, r.of, r.vs, r.at or "—", number(r.mean_of), number(r.mean_vs),
-             f"{number(r.difference, f'+.{digits}f')} [{number(r.ci_low, f'+.{digits}f')}, "
-             f"{number(r.ci_high, f'+.{digits}f')}]", number(r.p_value, ".3g"), number(r.p_adjusted, ".3g"),
-             number(r.mde), f"{int(r.n_queries)} × {int(r.n_seeds)}", r.result]
+    rows = [[r.family, r.contrast + (f" ({r.control} control)" if isinstance(r.control, str) else ""), r.of, r.vs,
+             r.at or "—", number(r.mean_of), number(r.mean_vs),
+             f"{number(r.difference, f'+.{digits}f')} [{number(r.ci_low_corrected, f'+.{digits}f')}, "
+             f"{number(r.ci_high_corrected, f'+.{digits}f')}]", number(r.p_value, ".3g"), number(r.p_adjusted, ".3g"),
+             number(r.mde), tost_text(r.margin, r.tost_p, r.equivalent, digits),
+             f"{int(r.n_queries)} × {int(r.n_seeds)}", r.result, r.decision]
             for r in table.itertuples()]
-    return markdown_table(["family", "contrast", "of", "vs", "at", "mean of", "mean vs", "difference [95% CI]",
-                           "p", "corrected p", "MDE", "queries × seeds", "result"], rows)
+    return markdown_table(["family", "contrast", "of", "vs", "at", "mean of", "mean vs", "difference [corrected CI]",
+                           "p", "corrected p", "MDE", "TOST vs margin", "queries × seeds", "result", "decision"], rows)
+
+
+def tost_text(margin: float, tost_p: float, equivalent: bool, digits: int = 4) -> str:
+    """`equivalent within ±0.0050 (p 0.003)`, `not shown within ±0.0050 (p 0.21)`, or `no margin`."""
+    if is_missing(margin):
+        return "no margin"
+    if is_missing(tost_p):
+        return f"±{margin:.{digits}f}, untested"
+    return f"{'equivalent' if equivalent else 'not shown'} within ±{margin:.{digits}f} (p {tost_p:.3g})"
 
 
 def contrasts_legend(table: pd.DataFrame) -> str:
     correction = stats.CORRECTIONS[table.attrs.get("correction", CORRECTION)]
     significance = table.attrs.get("significance", SIGNIFICANCE)
     return (f"Declared in the space before the study ran (`study.contrasts`). difference = mean of − mean vs "
-            f"on the queries and seed replicates both points have, with its 95% CI; test: two-sided paired "
-            f"t-test over queries (per-query values averaged over seeds); corrected p: {correction} within each "
-            f"family, for this metric; MDE: the difference this test detects with {stats.POWER:.0%} power at "
-            f"α = {stats.ALPHA:g} (uncorrected); result: better / worse = corrected p < {significance:g}, "
-            "n.s. otherwise.")
+            f"on the queries and seed replicates both points have; test: two-sided paired t-test over queries and "
+            f"seeds (SE from the query and seed variance components, Satterthwaite df; with one seed over queries "
+            f"only, conditional on that seed); corrected CI: (1 − {significance:g}/m) for a family of m pairs "
+            f"(Bonferroni); corrected p: {correction} within each family, for this metric; MDE: the difference "
+            f"this test detects with {stats.POWER:.0%} power at the corrected level {significance:g}/m; TOST: two "
+            f"one-sided tests at {significance:g}/m against the contrast's declared margin; result: better / worse "
+            f"= corrected p < {significance:g}, n.s. otherwise; decision (what a finding reads): better / worse = "
+            "the corrected CI excludes 0, equivalent = TOST within the margin, inconclusive otherwise. A control "
+            "contrast is its own family.")
 
 
 def median_mde(table: pd.DataFrame) -> float:

@@ -41,7 +41,7 @@ from study.report.build import build_report
 from study.report.text import frame_to_markdown, metric_label
 from study.report.figures import plot_heatmap, plot_importances, plot_search_progress
 from study.report.contrasts import contrasts_legend, contrasts_markdown, declared_contrasts, median_mde
-from study.report.findings import findings_legend, findings_table, load_findings
+from study.report.findings import controls_table, findings_legend, findings_table, load_findings, studies_named
 from study.report.points import varying_params
 from study.report.runs import read_yaml_model
 from study.report.sensitivity import SIGNIFICANCE
@@ -173,6 +173,11 @@ def write_document(spec_path: str | Path, tracking_uri: str, root: str | None = 
                                                                                  tracking_uri, measured))
         md += ["## Findings: the papers' claims and what kd-study measured", "", text, "",
                findings_legend(SIGNIFICANCE), ""]
+        controls, unable = controls_table(studies_named(findings), lambda study, metric: _contrasts_of(
+            by_name[study], metric, tracking_uri, measured))
+        md += ["### Controls", "", controls or "_No study declares a control (`control: positive|aa` in "
+               "`study.contrasts`): nothing shows that its tests can find an effect and reject noise._", ""]
+        md += [f"**{line}**" for line in unable] + ([""] if unable else [])
     if measured.power:
         md += _power_section(measured.power)
     if spec.reference:
@@ -214,11 +219,12 @@ def _contrasts_of(study: _Study, metric: str, tracking_uri: str, measured: _Meas
 
 def _power_section(rows: list[dict[str, Any]]) -> list[str]:
     return ["## Power: the minimum detectable difference per study and metric", "",
-            "MDE at 80% power, α = 0.05 two-sided (before correction): the true difference a paired test over "
-            "queries detects 4 times in 5, from each contrast's own standard error. `from` says which contrasts: "
-            "the space's declared ones, else each sensitivity table's contrasts with its best cell. A difference "
-            "smaller than the MDE is one the study was not built to see; a spread of the point means below it "
-            "means the study cannot order its points on that metric.", "",
+            "MDE at 80% power, α = 0.05 two-sided at the corrected level of each contrast's family (α/m for m "
+            "tests): the true difference the test over queries and seeds detects 4 times in 5, from each "
+            "contrast's own standard error and df. `from` says which contrasts: the space's declared ones, else "
+            "each sensitivity table's contrasts with its best cell. A difference smaller than the MDE is one the "
+            "study was not built to see; a spread of the point means below it means the study cannot order its "
+            "points on that metric.", "",
             frame_to_markdown(pd.DataFrame(rows)), ""]
 
 

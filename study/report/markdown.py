@@ -9,7 +9,7 @@ from typing import Union
 import pandas as pd
 
 from study.report.build import StudyReport
-from study.report.contrasts import contrasts_legend, contrasts_markdown
+from study.report.contrasts import UNABLE_TO_DECIDE, contrasts_legend, contrasts_markdown, controls_verdict
 from study.report.curves import curves_section
 from study.report.figures import plot_heatmap, plot_importances
 from study.report.points import tied_points
@@ -107,7 +107,8 @@ def reading_guide(report: StudyReport) -> Section:
                     f"than the baseline cell (marked {BASELINE_LABEL}). The best cell is chosen on the same queries, so its "
                     "mean is optimistic: a confirmation on fresh queries or the full corpus settles it.", "",
                     f"Power: each table gives the minimum detectable difference (MDE) at {POWER:.0%} power, "
-                    "(t_{1−α/2} + t_{0.8}) × the standard error of a paired difference, beside the spread of its "
+                    "(t_{1−α/(2m)} + t_{0.8}) × the standard error of a paired difference over queries and seeds, at the "
+                    "corrected level of the family with the best (m tests), beside the spread of its "
                     f"cell means. A spread below the MDE means {CANNOT_SEPARATE}: its ordering is not evidence.",
                     ""])
 
@@ -119,6 +120,11 @@ def contrasts_section(report: StudyReport) -> Section:
     if table.empty:
         return Section(lines + ["No pair of finished points matches a declared contrast.", ""])
     body = contrasts_markdown(table) + "\n\n" + contrasts_legend(table)
+    able, controls = controls_verdict(table)
+    if controls:
+        verdict = ("the controls pass: the study can decide" if able else
+                   f"**{UNABLE_TO_DECIDE}**: a control failed, so no decision of this study is evidence")
+        body += "\n\nControls: " + "; ".join(controls) + f". {verdict[0].upper() + verdict[1:]}."
     return Section(lines + [body, "", "Files: [contrasts.csv](contrasts.csv)", ""], {"contrasts.csv": table})
 
 

@@ -11,14 +11,14 @@ column). From it (`study.report.stats`, where the formulas are):
 - two families of contrasts declared before the study runs, each corrected across the table
   (Holm by default, Benjamini–Hochberg on request): every cell against the table's best cell
   (highest mean for `mode="max"`, lowest for "min"), and every cell against the baseline the space
-  names (`study.baseline`), at the same values of any axis the baseline leaves open. The test is a
-  paired t-test over queries on the per-query differences averaged over the shared seed
-  replicates (one seed: `scipy.stats.ttest_rel`), on the queries both cells have.
+  names (`study.baseline`), at the same values of any axis the baseline leaves open. The test is
+  `stats.paired_contrast` on the queries and seed replicates both cells have: over queries and
+  seeds (SE from both variance components, Satterthwaite df); one seed: `scipy.stats.ttest_rel`.
 - † marks a corrected p < `significance` with a mean worse than the best; the cells without †
   that were tested are tied with the best (≈). ▲/▼ mark a cell significantly better/worse than its
   baseline (corrected).
-- power: the minimum detectable difference at 80% power (median over the table's contrasts with
-  the best) beside the spread of the cell means; a spread below it means the study cannot
+- power: the minimum detectable difference at 80% power and the corrected level of the family
+  with the best (Bonferroni α/m; median over the table's contrasts with the best) beside the spread of the cell means; a spread below it means the study cannot
   separate its cells.
 Metrics without per-query values (e.g. the BEIR average) get means only.
 """
@@ -45,7 +45,8 @@ DAGGER = "†"
 TIED = "≈"
 BETTER_THAN_BASELINE, WORSE_THAN_BASELINE = "▲", "▼"
 BASELINE_LABEL = "(baseline)"
-TEST_NAME = "two-sided paired t-test over queries (per-query values averaged over seeds)"
+TEST_NAME = ("two-sided paired t-test over queries and seeds (SE from the query and seed variance components, "
+             "Satterthwaite df; one seed: over queries, conditional on that seed)")
 CANNOT_SEPARATE = "this study cannot separate its cells"
 
 
@@ -61,6 +62,7 @@ class Power:
     n_seeds: int
     alpha: float = stats.ALPHA
     power: float = stats.POWER
+    family_size: int = 1
 
     @property
     def separable(self) -> bool:
@@ -69,7 +71,7 @@ class Power:
     def text(self, metric: str) -> str:
         seeds = f", seed-to-seed SD of a difference {self.sd_seed:.4f}" if self.n_seeds > 1 else ""
         text = (f"Power: minimum detectable difference {self.mde:.4f} at {self.power:.0%} power "
-                f"(α = {self.alpha:g} two-sided, before correction; per-query SD of differences "
+                f"(α = {self.alpha:g} two-sided, corrected for the family's {self.family_size} test(s); per-query SD of differences "
                 f"{self.sd_query:.4f}{seeds}; {self.n_queries} queries × {self.n_seeds} seed(s)); "
                 f"spread of the cell means {self.spread:.4f}.")
         if not self.separable:
@@ -439,7 +441,9 @@ def _adjusted(p_value: pd.DataFrame, correction: str) -> pd.DataFrame:
 
 def _power(contrasts: Sequence[stats.Contrast], mean: pd.DataFrame, alpha: float) -> Power:
     """The table's MDE: the median over its contrasts with the best (each from its own SE and df)."""
-    mde = float(np.median([stats.minimum_detectable_difference(c.se, c.df, alpha) for c in contrasts]))
+    family = len(contrasts)
+    mde = float(np.median([stats.minimum_detectable_difference(c.se, c.df, alpha, family_size=family)
+                           for c in contrasts]))
     finite = mean.to_numpy(dtype=float)
     finite = finite[np.isfinite(finite)]
     return Power(mde=mde, spread=float(finite.max() - finite.min()),
@@ -447,4 +451,4 @@ def _power(contrasts: Sequence[stats.Contrast], mean: pd.DataFrame, alpha: float
                  sd_seed=float(np.nanmedian([c.sd_seed for c in contrasts])) if any(
                      c.n_seeds > 1 for c in contrasts) else math.nan,
                  n_queries=int(np.median([c.n_queries for c in contrasts])),
-                 n_seeds=int(max(c.n_seeds for c in contrasts)), alpha=alpha)
+                 n_seeds=int(max(c.n_seeds for c in contrasts)), alpha=alpha, family_size=family)

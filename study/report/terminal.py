@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from study.report.build import StudyReport
+from study.report.contrasts import UNABLE_TO_DECIDE, controls_verdict
 from study.report.points import tied_points
 from study.report.sensitivity import SensitivityTable
 from study.report.text import better, corner, fmt_label, key_params, metric_label, seeds_note
@@ -27,10 +28,13 @@ def render_report(report: StudyReport, console=None) -> None:
     for table in report.tables.values():
         _print_sensitivity(table, console)
     if report.contrasts is not None and not report.contrasts.empty:
-        shown = report.contrasts[["contrast", "of", "vs", "at", "difference", "ci_low", "ci_high", "p_adjusted", "mde",
-                                  "result"]]
-        console.print(_rich_table(shown, f"Declared contrasts ({metric_label(metric)}; corrected p: "
+        shown = report.contrasts[["contrast", "of", "vs", "at", "difference", "ci_low_corrected", "ci_high_corrected",
+                                  "p_adjusted", "mde", "tost_p", "result", "decision", "control_status"]]
+        console.print(_rich_table(shown, f"Declared contrasts ({metric_label(metric)}; CI at α/m and corrected p: "
                                          f"{report.correction} within each family)"))
+        able, lines = controls_verdict(report.contrasts)
+        if lines and not able:
+            console.print(f"[red]{UNABLE_TO_DECIDE}[/]: " + "; ".join(lines), highlight=False)
     if report.points is not None:
         tied = tied_points(report.points)
         shown = tied[report.point_params + ["n_seeds", "mean", "ci_low", "ci_high", "p_adjusted_vs_best"]]

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from trainables.config import ConfigError, TrialConfig, format_validation_error, set_dotted
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
-from study.space.contrasts import contrast_name, pair_points
+from study.space.contrasts import contrast_name, pair_points, same_value
 from study.space.params import ParamSpec, SearchParam, holds
 
 if TYPE_CHECKING:
@@ -181,11 +181,15 @@ def _check_points_to_evaluate(space: SearchSpace) -> None:
 
 
 def _check_replicates(space: SearchSpace) -> None:
-    """Replicates vary the seed, so it cannot be searched too; the baseline names searched values."""
+    """Replicates vary the seed: a searched seed (an A/A control's points) only on a grid whose seeds are
+    ≥ `replicates` apart, so each point's seeds (its seed + 0..N-1) are its own; the baseline names searched values."""
     src, study = space.source, space.study
     if study.replicates > 1 and "seed" in space.param_names:
-        raise ConfigError(f"{src}: search.seed: with study.replicates: {study.replicates} each point runs seeds "
-                          "base seed + 0..N-1; do not search the seed as well")
+        seeds = sorted({int(p["seed"]) for p in space.grid_points()}) if study.algorithm == "grid" else []
+        if not seeds or any(b - a < study.replicates for a, b in zip(seeds, seeds[1:])):
+            raise ConfigError(f"{src}: search.seed: with study.replicates: {study.replicates} each point runs seeds "
+                              f"seed + 0..N-1; search the seed only on a grid with seeds ≥ {study.replicates} apart "
+                              "(an A/A control), else not at all")
     by_name = {p.name: p for p in space.params}
     for dotted, value in (study.baseline or {}).items():
         _check_searched_value(f"{src}: study.baseline.{dotted}", dotted, value, by_name)
@@ -209,6 +213,7 @@ def _check_contrasts(space: SearchSpace) -> None:
                                   f"(expected one of: {', '.join(by_name) or 'none'})")
             if dotted in contrast.vs:
                 raise ConfigError(f"{where}.within: {dotted} is fixed by `vs`; a field is compared or held, not both")
+        _check_control(where, contrast)
         if study.algorithm == "grid":
             points = [{p.name: point.get(p.name, space.static_value(p.name)) for p in space.params}
                       for point in space.grid_points()]
@@ -217,6 +222,23 @@ def _check_contrasts(space: SearchSpace) -> None:
                 raise ConfigError(f"{where}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
             if not pairs:
                 raise ConfigError(f"{where}: pairs no two grid points (no point matches `of` but not `vs`)")
+
+
+def _check_control(where: str, contrast) -> None:
+    """A positive control may say its direction; an A/A control compares one configuration with other seeds
+    (disjoint replicate seeds: `_check_replicates`)."""
+    if contrast.expect is not None and contrast.control != "positive":
+        raise ConfigError(f"{where}.expect: only a positive control (control: positive) states a direction")
+    if contrast.control == "aa":
+        if set(contrast.of) != set(contrast.vs) or "seed" not in contrast.vs:
+            raise ConfigError(f"{where}.control: an A/A control compares one configuration with disjoint seeds: "
+                              f"`of` and `vs` must name the same fields, `seed` among them")
+        differing = sorted(k for k in contrast.vs if k != "seed" and not same_value(contrast.of[k], contrast.vs[k]))
+        if differing or same_value(contrast.of["seed"], contrast.vs["seed"]):
+            raise ConfigError(f"{where}.control: an A/A control's `of` and `vs` differ only in `seed`, got "
+                              f"{', '.join(differing) or 'the same seed'}")
+        if contrast.margin is not None:
+            raise ConfigError(f"{where}.margin: an A/A control has no margin (it must simply not be significant)")
 
 
 def _num_samples(space: SearchSpace) -> int:

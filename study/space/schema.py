@@ -18,7 +18,10 @@ A space file is "a base TrialConfig + searched fields" (YAML):
       replicates: 1                      # seeds per point (study/space/replicates.py); num_samples counts points
       baseline: {loss.name: kl}          # optional: the cell the report compares against
       contrasts:                         # optional: comparisons declared before the study runs
-        - {of: {sampler.name: stratified}, vs: {sampler.name: random}, within: [loss.name, sampler.k]}
+        - {of: {sampler.name: stratified}, vs: {sampler.name: random}, within: [loss.name, sampler.k],
+           margin: 0.005}                # optional: TOST against ±margin beside the difference test
+        - {name: lr, of: {optim.lr: 8.0e-5}, vs: {optim.lr: 3.0e-5}, control: positive, expect: better}
+        - {name: aa, of: {seed: 100}, vs: {seed: 0}, control: aa}   # same config, disjoint seeds
 
 `when: {field: value}` (or `{field: [v1, v2]}`) makes a parameter conditional: Optuna's
 define-by-run only asks for it when `field` (a searched parameter, or the base/fixed value) takes
@@ -74,7 +77,12 @@ class ContrastSpec(Strict):
     """A comparison declared before the study runs: each point matching `of` vs the `vs` point at the same `within`.
 
     `of` defaults to every point that does not match `vs`; contrasts sharing a `family` (default:
-    all of the study's) are corrected together. Pairing rules: study/space/contrasts.py.
+    all of the study's non-control contrasts; a control is a family of its own) are corrected
+    together. `margin` (metric units) adds an equivalence test (TOST) beside the difference test.
+    `control` makes it a control of the study: `positive` (a known effect that must come out
+    significant, in the `expect` direction when given) or `aa` (one configuration against itself with
+    disjoint seeds: `of` and `vs` differ only in `seed`, and must not come out significant). Pairing
+    rules: study/space/contrasts.py; what the report does with margins and controls: study/report/contrasts.py.
     """
 
     name: str | None = Field(None, min_length=1)
@@ -82,6 +90,10 @@ class ContrastSpec(Strict):
     vs: dict[str, Scalar] = Field(min_length=1)
     within: list[str] = Field(default_factory=list)
     family: str | None = Field(None, min_length=1)
+    margin: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                 description="equivalence margin in metric units: TOST claims |difference| < margin")
+    control: Literal["positive", "aa"] | None = Field(None, description="positive or A/A control of the study")
+    expect: Literal["better", "worse"] | None = Field(None, description="a positive control's known direction")
 
 
 class StudySettings(Strict):
@@ -212,10 +224,14 @@ class SearchSpace:
         return get_dotted(self.base.model_dump(mode="json"), dotted)
 
     def trial_config(self, params: Mapping[str, Any], name: str | None = None) -> TrialConfig:
-        """The full TrialConfig of one trial: base + fixed + the searched values it drew (+ its replicate's seed)."""
+        """The full TrialConfig of one trial: base + fixed + the searched values it drew (+ its replicate's seed).
+
+        A searched `seed` (an A/A control's points) is the base its replicates count from.
+        """
         overrides = {k: v for k, v in params.items() if k in self.param_names}
         if REPLICATE_KEY in params:
-            overrides["seed"] = replicate_seed(self.base.seed, int(params[REPLICATE_KEY]))
+            first = int(overrides.get("seed", self.base.seed))
+            overrides["seed"] = replicate_seed(first, int(params[REPLICATE_KEY]))
         if name is not None:
             overrides["name"] = name
         return self.base.with_overrides(overrides, source=f"{self.source}: trial {name or ''}".rstrip())
