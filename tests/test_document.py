@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from study.report.document import budget_checkpoints, search_progress, time_split, write_document
+from study.report.document import write_document
+from study.report.document_parts import budget_checkpoints, search_progress, time_split
 from study.report import ReportError
 from test_report import KL_ONLY, STUDY, make_study_store
 

@@ -20,7 +20,8 @@ from study.report.importances import param_importances
 from study.report.markdown import REPORT_FILE, report_markdown, report_sections, write_file
 from study.report.runs import (META_COLUMNS, ReportError, StudyRuns, collect_trials, download_artifact,
                                load_per_query, load_study_runs, log_on_parent, mlflow_client)
-from study.report.sensitivity import DAGGER, SIGNIFICANCE, SensitivityTable, paired_test, sensitivity_table
+from study.report.cells import paired_test
+from study.report.sensitivity import DAGGER, SIGNIFICANCE, SensitivityTable, sensitivity_table
 from study.report.terminal import render_report
 from study.report.text import frame_to_markdown, metric_label
 from study.report.trial_tables import ENTROPY_METRIC, VARIANCE_METRIC, sampler_diagnostics, trial_times

@@ -33,7 +33,8 @@ from study.space.contrasts import DEFAULT_FAMILY, contrast_name, describe, pair_
 import study.report.stats as stats
 from study.report.best import check_mode
 from study.report.runs import PerQuery
-from study.report.sensitivity import CORRECTION, SIGNIFICANCE, cell_values, paired_values
+from study.report.cells import cell_values, paired_values
+from study.report.sensitivity import CORRECTION, SIGNIFICANCE
 from study.report.text import is_missing, markdown_table, plain
 
 COLUMNS = ["family", "contrast", "of", "vs", "at", "of_point", "vs_point", "mean_of", "mean_vs", "difference",

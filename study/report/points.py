@@ -19,7 +19,8 @@ import pandas as pd
 import study.report.stats as stats
 from study.report.best import best_position, check_mode
 from study.report.runs import PerQuery, ReportError
-from study.report.sensitivity import CORRECTION, SIGNIFICANCE, cell_values, paired_values
+from study.report.cells import cell_values, paired_values
+from study.report.sensitivity import CORRECTION, SIGNIFICANCE
 
 # Config fields that differ between runs without making a different configuration.
 NOT_A_CONFIGURATION = ("name", "seed", "output_dir", "cache_dir")
