@@ -70,12 +70,20 @@ def _headline_objectives(space) -> dict[str, Any]:
 def _pins(items: list[str]) -> dict[str, Any]:
     import yaml
 
+    from trainables.yaml_files import safe_load_unique
+
     pins = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. optim.epochs=1")
-        pins[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        if key.strip() in pins:
+            raise ConfigError(f"--set {key.strip()}: given twice; give it once")
+        try:
+            pins[key.strip()] = safe_load_unique(value) if value.strip() else None
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
     return pins
 
 
@@ -420,6 +428,9 @@ def _run(args: argparse.Namespace) -> int:
     from trainables.errors import KdStudyError
 
     try:
+        from study.preflight import check_global_options
+
+        check_global_options(getattr(args, "num_cpus", None), getattr(args, "ray_address", None))
         return int(COMMANDS[args.command_name](args) or 0)
     except KeyboardInterrupt:
         console.error(_interrupted(args))

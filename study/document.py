@@ -50,7 +50,7 @@ from trainables.outputs import CHECKPOINT_SECONDS, EVAL_SECONDS, TRAIN_SECONDS, 
 
 
 class SearchComparison(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     grid: str = Field(description="study that enumerates the space")
     search: str = Field(description="study that searches the same space with a comparable budget")
 
@@ -58,7 +58,7 @@ class SearchComparison(BaseModel):
 class DocumentSpec(BaseModel):
     """What `kd-study report --document` writes; paths are relative to the spec file's folder's parent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     title: str
     output: str
     regenerate: list[str] = Field(default_factory=list)

@@ -35,7 +35,7 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_MEASURED = "reproduced", "not repr
 
 
 class Finding(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     claim: str = Field(min_length=1)
     paper: str = Field(min_length=1, description="the paper's number or direction, in its words")
     study: str
@@ -46,7 +46,7 @@ class Finding(BaseModel):
 
 
 class FindingsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     findings: list[Finding] = Field(min_length=1)
 
 
