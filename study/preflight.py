@@ -72,6 +72,12 @@ def check_existing_study(name: str, root: str | None) -> StudyPaths:
 def check_optuna_storage(url: str, study_name: str) -> None:
     """An --optuna-storage that cannot be opened, or already holds a study of this name, fails now (before the
     tracking store is made: nothing is written for a study that cannot run)."""
+    try:   # SQLAlchemy alone first: a URL that does not parse or connect fails in a second, without optuna's import
+        import sqlalchemy
+
+        sqlalchemy.create_engine(url).connect().close()
+    except Exception as error:  # noqa: BLE001 - the user's URL: a bad input (exit 2), like an unreachable tracking store
+        raise ConfigError(f"--optuna-storage {redact(url)} is not usable: {cause_line(str(error))}") from None
     import optuna
 
     try:

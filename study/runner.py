@@ -102,12 +102,12 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
     paths = check_new_study(space.name, opts.root)
     check_fits_local_ray(space_trial_cpus(space), opts.num_cpus, opts.ray_address, space.source)
     check_ray_address(opts.ray_address)
-    space = _absolute(space)
-    checked = _preflight(space.base, space.source)   # every data set, model spec and folder: seconds
-    _check(space, checked.train, opts.say)   # a space that cannot test what it searches stops before any asset
     storage_url = _optuna_storage_url(opts, paths)
     if opts.optuna_storage:   # before the tracking store is made: nothing written for a study that cannot run
         check_optuna_storage(storage_url, space.name)
+    space = _absolute(space)
+    checked = _preflight(space.base, space.source)   # every data set, model spec and folder: seconds
+    _check(space, checked.train, opts.say)   # a space that cannot test what it searches stops before any asset
     tracking_uri = tracking.resolve_tracking_uri(opts.tracking_uri)
     tracking.check_tracking(tracking_uri)
 
