@@ -431,3 +431,29 @@ def test_the_console_script_says_the_same(tmp_path, label):
 
     assert re.search(message, error_line(result.stderr))
     assert tree(tmp_path) == before
+
+
+# ---- the options' rules keep what Ray accepts ------------------------------------------------------------
+@pytest.mark.parametrize("address", ["auto", "local", "10.0.0.1:6379", "head-node:6379", "head.cluster.local:6379",
+                                     "ray://head:10001", "ray://head", "ray://10.0.0.1:10001", "[::1]:6379"])
+def test_every_ray_address_form_ray_takes_passes(address):
+    from study.preflight import check_global_options
+
+    check_global_options(1, address)
+
+
+def test_a_trial_larger_than_the_local_ray_is_bad_input_once_ray_runs():
+    """Without --num-cpus the local Ray's size is Ray's to say: checked once it runs, before any asset (exit 2)."""
+    from types import SimpleNamespace
+
+    from study.ray_session import max_concurrent_trials
+    from study.space import load_space
+    from trainables.config import ConfigError
+
+    space = load_space(QUICKSTART)   # 2 workers × 1 CPU
+    local = SimpleNamespace(cluster_resources=lambda: {"CPU": 1.0})   # what ray.cluster_resources() says
+    with pytest.raises(ConfigError, match=r"quickstart\.yaml: a trial needs 2 CPUs and 0 GPUs .* has 1 CPUs"):
+        max_concurrent_trials(space, local, remote=False, say=print)
+    notes = []
+    assert max_concurrent_trials(space, local, remote=True, say=notes.append) == 1   # a cluster may scale up
+    assert "waiting for the autoscaler" in notes[0]
