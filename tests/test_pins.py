@@ -6,7 +6,6 @@ from pathlib import Path
 import yaml
 
 from study.cli import main
-from study.pins import pin_fields
 from study.space import load_space
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart.yaml"
@@ -29,6 +28,8 @@ def test_the_dry_run_with_set_on_a_searched_field_exits_0(tmp_path, monkeypatch,
 
 
 def test_a_pinned_field_leaves_grid_baseline_and_contrasts():
+    from study.pins import pin_fields
+
     raw = {"search": {"loss.name": {"type": "categorical", "choices": ["kl", "wkl"]}},
            "study": {"name": "s", "grid": {"sampler.k": [4, 8]},
                      "points_to_evaluate": [{"loss.name": "kl", "sampler.k": 4}, {"loss.name": "kl", "sampler.k": 8}],
