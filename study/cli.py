@@ -68,23 +68,9 @@ def _headline_objectives(space) -> dict[str, Any]:
 
 
 def _pins(items: list[str]) -> dict[str, Any]:
-    import yaml
+    from study.pins import parse_pins
 
-    from trainables.yaml_files import safe_load_unique
-
-    pins = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. optim.epochs=1")
-        if key.strip() in pins:
-            raise ConfigError(f"--set {key.strip()}: given twice; give it once")
-        try:
-            pins[key.strip()] = safe_load_unique(value) if value.strip() else None
-        except yaml.YAMLError as error:
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
-    return pins
+    return parse_pins(items)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

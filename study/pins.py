@@ -1,4 +1,4 @@
-"""What `--set FIELD=VALUE` does to a space file: the field is fixed for every trial and leaves every place that searches it.
+"""`--set FIELD=VALUE`: the options parsed (`parse_pins`), and the field fixed for every trial and no longer searched.
 
 `kd-study run --help` promises that a `--set` on a searched field stops searching it. Searching a
 field is not only its `search` entry: `study.grid` searches it too, and `points_to_evaluate`,
@@ -18,8 +18,31 @@ Works on the raw mapping, before validation, so what is left is validated as any
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import yaml
+
+from trainables.config import ConfigError
+from trainables.yaml_files import safe_load_unique
+
+
+def parse_pins(items: Sequence[str]) -> dict[str, Any]:
+    """`--set FIELD=VALUE` options as {field: YAML value}; a malformed one, or a field given twice, is one ConfigError."""
+    pins: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. optim.epochs=1")
+        if key in pins:
+            raise ConfigError(f"--set {key}: given twice; give it once")
+        try:
+            pins[key] = safe_load_unique(value) if value.strip() else None
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
+    return pins
 
 
 def pin_fields(raw: dict[str, Any], pin: Mapping[str, Any]) -> dict[str, Any]:
