@@ -318,7 +318,8 @@ def input_files(cwd: Path) -> None:
         (cwd / name).write_text(text)
 
 
-NOT_A_NAME = r"expected letters, digits, '\.', '_' or '-', starting with a letter or digit \(a folder name\)"
+NOT_A_NAME = (r"expected letters, digits, '\.', '_' or '-', starting with a letter or digit \(a folder name\), "
+              r"at most 100 characters")
 UNREACHABLE = r"MLflow tracking server http://user:\*\*\*@127\.0\.0\.1:\d+ is unreachable"
 NO_STUDY = r"no study named 'nope': not in \S+/kd-studies, and no MLflow store at sqlite:///\S+/mlruns\.db$"
 # (label, command line, exit status, regex on the one stderr line, set-up, paths it may create)
@@ -327,8 +328,8 @@ BAD_INPUTS = [
     ("tracking server password", ["--tracking-uri", "http://user:secret@127.0.0.1:{port}", "run", "space.yaml"], 2,
      UNREACHABLE, None, ()),
     ("optuna storage password", ["--tracking-uri", "sqlite:///{cwd}/m.db", "run", "space.yaml", "--optuna-storage",
-                                 "postgresql://user:secret@127.0.0.1:{port}/db"], 1,
-     r"Optuna storage postgresql://user:\*\*\*@127\.0\.0\.1:\d+/db is not usable", None, ("m.db",)),
+                                 "postgresql://user:secret@127.0.0.1:{port}/db"], 2,
+     r"--optuna-storage postgresql://user:\*\*\*@127\.0\.0\.1:\d+/db is not usable", None, ()),
     ("stored password on resume", ["resume", "stored"], 2, UNREACHABLE, stored_study, ()),
     ("tracking password on report", ["--tracking-uri", "http://user:secret@127.0.0.1:{port}", "report", "nope"], 2,
      UNREACHABLE, None, ()),

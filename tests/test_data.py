@@ -388,12 +388,11 @@ def _broken_sets(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "qrels naming absent docs": (f"beir:{absent_docs}", r"eval\.dev: absent_docs/test: no query has a positive"),
         "missing queries.jsonl": (f"beir:{no_queries}", r"eval\.dev: beir:.*no such file .*queries\.jsonl"),
         "unknown irds id": ("irds:not/a/dataset", r"eval\.dev: unknown ir_datasets id 'not/a/dataset'"),
-        "label not a metric key": (f"beir:{tmp_path / 'scifact(v2)'}", r"eval\.dev: label 'scifact\(v2\)' cannot be part"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing folder", "corrupt corpus line", "qrels naming absent docs",
-                                  "missing queries.jsonl", "unknown irds id", "label not a metric key"])
+                                  "missing queries.jsonl", "unknown irds id"])
 def test_check_datasets_names_the_broken_evaluation_set(tmp_path, sample_data, case):
     from trainables.config import TrialConfig
     from trainables.data.check import check_datasets
@@ -404,6 +403,16 @@ def test_check_datasets_names_the_broken_evaluation_set(tmp_path, sample_data, c
     with pytest.raises(DataError, match=message) as caught:
         check_datasets(cfg, source="trial.yaml")
     assert str(caught.value).startswith("trial.yaml: ") and "\n" not in str(caught.value)
+
+
+def test_a_label_that_is_not_a_name_fails_when_the_config_loads(tmp_path):
+    """The label becomes metric keys and artifact paths: the one name rule, before any data is read."""
+    from trainables.config import ConfigError, TrialConfig
+
+    with pytest.raises(ConfigError, match=r"eval\.dev: the label 'scifact\(v2\)' derived from id .* give the set a `name`"):
+        TrialConfig.from_dict({"eval": {"dev": {"id": f"beir:{tmp_path / 'scifact(v2)'}"}}})
+    with pytest.raises(ConfigError, match=r"eval\.beir\.0\.name: expected letters.*got '\.\./\.\./x'"):
+        TrialConfig.from_dict({"eval": {"beir": [{"id": "quickstart-numpy", "name": "../../x"}]}})
 
 
 def test_check_datasets_returns_the_training_data_and_a_line_per_set(sample_data):

@@ -48,3 +48,30 @@ def test_a_restored_tuner_gets_this_sessions_verbosity_and_a_fresh_view(tmp_path
     fresh = run_config.callbacks[1]
     assert isinstance(fresh, TrialLines) and fresh is not old and fresh.view.live is live
     assert fresh.n_train_queries == 16   # its progress lines' step totals
+
+
+def test_tuner_pkl_keeps_no_tracking_password_and_resume_gets_it_from_the_study(tmp_path):
+    """README: only study.json (0600) keeps the store's password; tuner.pkl used to keep it too (issue 27)."""
+    from ray import tune
+
+    from study.track.trial_runs import NestedTrialRunsCallback
+    from study.run.tuner import TrialLines, _this_sessions_console
+
+    space = load_space(QUICKSTART)
+    uri = "http://user:s3cret-pw@127.0.0.1:5000"
+    callback = NestedTrialRunsCallback(uri, experiment_id="1", parent_run_id="p", study_name=space.name, space=space)
+
+    def trainable(config):
+        return {"x": 1}
+
+    tune.Tuner(trainable, run_config=tune.RunConfig(name="tune", storage_path=str(tmp_path),
+                                                    callbacks=[callback, TrialLines(space)]))
+    pickled = (tmp_path / "tune" / "tuner.pkl").read_bytes()
+    assert b"s3cret-pw" not in pickled and b"http://user:***@127.0.0.1:5000" in pickled
+    assert callback.tracking_uri == uri   # the running study keeps using the real one
+
+    restored = tune.Tuner.restore(str(tmp_path / "tune"), trainable=trainable)
+    _this_sessions_console(restored, SimpleNamespace(space=space, opts=SimpleNamespace(verbose=console.NORMAL),
+                                                     tracking_uri=uri, assets={"stats": {}}))   # what resume reads from study.json
+    (again,) = [c for c in compat.tuner_run_config(restored).callbacks if isinstance(c, NestedTrialRunsCallback)]
+    assert again.tracking_uri == uri

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trainables.errors import BadInput
+from trainables.yaml_files import NotUtf8, read_utf8, safe_load_unique
 
 
 class ConfigError(BadInput):
@@ -22,9 +23,13 @@ class ConfigError(BadInput):
 
 
 # The one rule for every name that becomes a folder: study, trial and run names (`name`, the CLI's NAME
-# arguments, `--name`). One path component: no '/', no leading '.' (so never '..'), nothing a shell quotes.
-NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z")   # \Z: `$` would let a trailing newline in
-NAME_RULE = "expected letters, digits, '.', '_' or '-', starting with a letter or digit (a folder name)"
+# arguments, `--name`) and evaluation set labels (metric keys `beir/<label>/ndcg_at_10`, artifact paths).
+# One path component: no '/', no leading '.' (so never '..'), nothing a shell quotes; short enough that
+# the names derived from it (trial folders, run names) stay far below the 255 bytes a folder name may have.
+NAME_MAX_LENGTH = 100
+NAME_PATTERN = re.compile(rf"\A[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX_LENGTH - 1}}}\Z")   # \Z: `$` lets a newline in
+NAME_RULE = (f"expected letters, digits, '.', '_' or '-', starting with a letter or digit (a folder name), "
+             f"at most {NAME_MAX_LENGTH} characters")
 
 
 def check_name(value: Any, what: str | None = None) -> str:
@@ -34,11 +39,14 @@ def check_name(value: Any, what: str | None = None) -> str:
     """
     if isinstance(value, str) and NAME_PATTERN.match(value):
         return value
-    raise ConfigError(f"{what} {value!r}: {NAME_RULE}" if what else f"{NAME_RULE}, got {value!r}")
+    shown = repr(value) if not isinstance(value, str) or len(value) <= 60 else f"{value[:40]!r}… ({len(value)} characters)"
+    raise ConfigError(f"{what} {shown}: {NAME_RULE}" if what else f"{NAME_RULE}, got {shown}")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `lr: .inf` or `alpha: .nan` is refused at load in every float field, not
+    # discovered as a diverged trial minutes later.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DatasetRef(_Strict):
@@ -68,6 +76,20 @@ class DatasetRef(_Strict):
             # Ray moves workers into their trial folder: a relative path must be fixed here, at the edge.
             value = "beir:" + os.path.abspath(os.path.expanduser(value[5:]))
         return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        """The label becomes part of metric keys and artifact paths: the one name rule (`check_name`), at load."""
+        return None if value is None else check_name(value)
+
+    @model_validator(mode="after")
+    def _label_is_a_name(self) -> "DatasetRef":
+        """A label derived from the id (a folder's name) meets the name rule too, or the set needs a `name`."""
+        if self.name is None and not NAME_PATTERN.match(self.label):
+            raise ValueError(f"the label {self.label!r} derived from id {self.id!r} is not a name ({NAME_RULE}): "
+                             "give the set a `name`")
+        return self
 
     @property
     def label(self) -> str:
@@ -219,13 +241,19 @@ class SamplerConfig(_Strict):
         return self
 
 
+# WKL's exponents: weights are exp(γ · ln q), capped at e^MAX_LOG_WEIGHT (30). Past |γ| = 100 every weight
+# with q outside (e^-0.3, 1) sits at the cap or at 0, so the value no longer changes the loss: a typo (1e12),
+# not a setting. Refused at load rather than warned by `kd-study check`: `train` and `run` would still run it.
+MAX_WKL_EXPONENT = 100.0
+
+
 class LossConfig(_Strict):
     """The distillation loss and its parameters (WKL paper)."""
 
     name: Literal["kl", "margin_mse", "kl_nll", "wkl"] = "kl"
     _scale: float | None = PrivateAttr(None)   # `student_scale` resolved by the TrialConfig holding this block
-    gamma1: float = Field(0.0, ge=0.0, description="WKL focusing exponent for positives (γ1 ≥ 0)")
-    alpha: float = Field(0.0, ge=0.0, description="WKL scale of β from student ranks")
+    gamma1: float = Field(0.0, ge=0.0, le=MAX_WKL_EXPONENT, description="WKL focusing exponent for positives (γ1 ≥ 0)")
+    alpha: float = Field(0.0, ge=0.0, le=MAX_WKL_EXPONENT, description="WKL scale of β from student ranks (|β| < α)")
     nll_weight: float = Field(1.0, ge=0.0, description="λ of KL+NLL")
     teacher_temperature: float = Field(1.0, gt=0.0)
     student_temperature: float = Field(1.0, gt=0.0)
@@ -339,7 +367,7 @@ class InitConfig(_Strict):
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
-                              serialize_by_alias=True)
+                              serialize_by_alias=True, allow_inf_nan=False)
 
     start: Literal["pretrained", "warmup"] = Field("pretrained", alias="from")
     warmup: WarmupConfig = WarmupConfig()
@@ -489,7 +517,11 @@ def read_yaml_mapping(path: str | Path, what: str = "a mapping") -> dict[str, An
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = safe_load_unique(read_utf8(path))   # a key given twice is an error, not "the last one wins"
+    except NotUtf8 as error:
+        raise ConfigError(str(error)) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror or error})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

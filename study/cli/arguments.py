@@ -100,7 +100,8 @@ Interrupt with Ctrl-C or SIGTERM (or lose the driver) and continue with `kd-stud
     run.add_argument("--no-report", action="store_true", help="skip report/ and best.yaml at the end")
     run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="pin",
                      help="fix a trial config field for every trial (YAML value), e.g. --set optim.epochs=1; "
-                          "a searched field is no longer searched")
+                          "a searched field is no longer searched (nor named by points_to_evaluate, grid, baseline "
+                          "or contrasts)")
     run.add_argument("--dry-run", action="store_true",
                      help="validate the space and print the plan (trials, grid points); run nothing")
     _verbosity_options(run)

@@ -70,15 +70,9 @@ def _headline_objectives(space) -> dict[str, Any]:
 
 
 def _pins(items: list[str]) -> dict[str, Any]:
-    import yaml
+    from study.space.pins import parse_pins
 
-    pins = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. optim.epochs=1")
-        pins[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return pins
+    return parse_pins(items)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -424,6 +418,9 @@ def _run(args: argparse.Namespace) -> int:
     from trainables.errors import KdStudyError
 
     try:
+        from study.run.preflight import check_global_options
+
+        check_global_options(getattr(args, "num_cpus", None), getattr(args, "ray_address", None))
         return int(COMMANDS[args.command_name](args) or 0)
     except KeyboardInterrupt:
         console.error(_interrupted(args))

@@ -49,7 +49,7 @@ from study.track.tracking import redact
 class DocumentSpec(BaseModel):
     """What `kd-study report --document` writes; paths are relative to the spec file's folder's parent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     title: str
     output: str
     regenerate: list[str] = Field(default_factory=list)

@@ -26,7 +26,7 @@ from trainables.outputs import CHECKPOINT_SECONDS, EVAL_SECONDS, TRAIN_SECONDS, 
 
 
 class SearchComparison(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     grid: str = Field(description="study that enumerates the space")
     search: str = Field(description="study that searches the same space with a comparable budget")
 

@@ -42,7 +42,7 @@ CONTRADICTED, EQUIVALENT = "contradicted", "equivalent"
 
 
 class Finding(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     claim: str = Field(min_length=1)
     paper: str = Field(min_length=1, description="the paper's number or direction, in its words")
     study: str
@@ -53,7 +53,7 @@ class Finding(BaseModel):
 
 
 class FindingsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     findings: list[Finding] = Field(min_length=1)
 
 

@@ -53,10 +53,17 @@ def read_yaml_model(path: str | Path, model: type, what: str):
     import yaml
     from pydantic import ValidationError
 
+    from trainables.yaml_files import NotUtf8, read_utf8, safe_load_unique
+
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = safe_load_unique(read_utf8(path))   # a key given twice is an error, not "the last one wins"
+    except NotUtf8 as error:
+        raise ReportError(str(error)) from None
     except (OSError, yaml.YAMLError) as error:
-        raise ReportError(f"{path}: cannot read {what} ({str(error).splitlines()[0]})") from None
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ReportError(f"{path}: cannot read {what} ({problem}{where})") from None
     try:
         return model.model_validate(raw or {})
     except ValidationError as error:

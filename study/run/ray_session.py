@@ -9,7 +9,7 @@ import math
 import os
 from typing import Callable
 
-from trainables.config import TrialConfig
+from trainables.config import ConfigError, TrialConfig
 from trainables.outputs import NAN_LOSS_TEST_ENV
 
 from study.console import logs
@@ -88,21 +88,40 @@ def trial_cpus(cfg: TrialConfig) -> tuple[float, float]:
     return r.num_workers * r.cpus_per_worker, (r.num_workers if r.use_gpu else 0)
 
 
-def max_concurrent_trials(space: SearchSpace, ray, remote: bool, say: Callable[[str], None]) -> int:
-    """max_concurrent_trials, capped so that the trials' Train workers fit into the cluster."""
+def space_trial_cpus(space: SearchSpace) -> tuple[float, float]:
+    """(CPUs, GPUs) the largest trial of `space` holds: searched resources at their extremes."""
     cpus_needed, gpus_needed = trial_cpus(space.base)
-    for param in space.params:  # searched resources: take the largest
+    for param in space.params:
         if param.name.startswith("resources."):
             for value in param.spec.extremes():
                 c, g = trial_cpus(space.base.with_overrides({param.name: value}))
                 cpus_needed, gpus_needed = max(cpus_needed, c), max(gpus_needed, g)
+    return cpus_needed, gpus_needed
+
+
+def check_fits_local_ray(needed: tuple[float, float], num_cpus: int | None, ray_address: str | None,
+                         source: str) -> None:
+    """A trial that needs more CPUs than `--num-cpus` gives the local Ray: a ConfigError before Ray starts.
+
+    Without --num-cpus the local Ray's size is Ray's to say (`max_concurrent_trials` checks it once Ray runs).
+    """
+    if ray_address or num_cpus is None or needed[0] <= num_cpus:
+        return
+    raise ConfigError(f"{source}: a trial needs {needed[0]:g} CPUs (resources.num_workers × cpus_per_worker) but "
+                      f"--num-cpus {num_cpus} gives the local Ray {num_cpus}: lower resources.num_workers or "
+                      "raise --num-cpus")
+
+
+def max_concurrent_trials(space: SearchSpace, ray, remote: bool, say: Callable[[str], None]) -> int:
+    """max_concurrent_trials, capped so that the trials' Train workers fit into the cluster."""
+    cpus_needed, gpus_needed = space_trial_cpus(space)
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
     if cpus_needed > cpus or gpus_needed > gpus:
         message = (f"a trial needs {cpus_needed:g} CPUs and {gpus_needed:g} GPUs (resources.num_workers × "
                    f"cpus_per_worker, use_gpu) but the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs")
-        if not remote:
-            raise StudyError(message)
+        if not remote:   # the space asks for more than this machine has: the user's to fix (exit 2)
+            raise ConfigError(f"{space.source}: {message}")
         say(f"warning: {message}; waiting for the autoscaler")
         return space.study.max_concurrent_trials
     fit = int(min(cpus // cpus_needed if cpus_needed else math.inf, gpus // gpus_needed if gpus_needed else math.inf))

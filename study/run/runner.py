@@ -51,7 +51,9 @@ from study.paths import StudyPaths
 from study.run.preflight import (
     StudyError, check_existing_study, check_new_study, check_optuna_storage, check_ray_address,
 )
-from study.run.ray_session import RaySession, max_concurrent_trials, trial_cpus
+from study.run.ray_session import (
+    RaySession, check_fits_local_ray, max_concurrent_trials, space_trial_cpus, trial_cpus,
+)
 from study.run.assets import AssetsRecord, assets_line, prepare_study_assets, teacher_progress
 from study.space.schema import SearchSpace, dump_space, load_space
 
@@ -98,15 +100,16 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
     study's parent run under the sweep's).
     """
     paths = check_new_study(space.name, opts.root)
+    check_fits_local_ray(space_trial_cpus(space), opts.num_cpus, opts.ray_address, space.source)
     check_ray_address(opts.ray_address)
+    storage_url = _optuna_storage_url(opts, paths)
+    if opts.optuna_storage:   # before the tracking store is made: nothing written for a study that cannot run
+        check_optuna_storage(storage_url, space.name)
     space = _absolute(space)
     checked = _preflight(space.base, space.source)   # every data set, model spec and folder: seconds
     _check(space, checked.train, opts.say)   # a space that cannot test what it searches stops before any asset
     tracking_uri = tracking.resolve_tracking_uri(opts.tracking_uri)
     tracking.check_tracking(tracking_uri)
-    storage_url = _optuna_storage_url(opts, paths)
-    if opts.optuna_storage:
-        check_optuna_storage(storage_url, space.name)
 
     opts.say(f"kd-study: checked {len(checked.sets)} data sets, the model specs, folders and stores")
     with _ray_session(opts) as ray, contextlib.ExitStack() as held:   # an unreachable cluster fails here
@@ -356,6 +359,7 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
     cfg = TrialConfig.from_yaml(config_path)
     overrides = {k: v for k, v in (("name", name), ("output_dir", output_dir)) if v is not None}
     cfg = absolute_paths(cfg.with_overrides(overrides, source=str(config_path)) if overrides else cfg)
+    check_fits_local_ray(trial_cpus(cfg), opts.num_cpus, opts.ray_address, str(config_path))
     check_ray_address(opts.ray_address)
     checked = _preflight(cfg, config_path)
     with _ray_session(opts) as ray:
@@ -368,7 +372,7 @@ def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | Non
         needed, gpus = trial_cpus(cfg)
         have = ray.cluster_resources()
         if not opts.ray_address and (needed > have.get("CPU", 0) or gpus > have.get("GPU", 0)):
-            raise StudyError(f"the trial needs {needed:g} CPUs and {gpus:g} GPUs but Ray has "
+            raise ConfigError(f"the trial needs {needed:g} CPUs and {gpus:g} GPUs but Ray has "
                              f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs (resources.*)")
         opts.say(f"kd-study: preparing shared assets in {cfg.cache_dir} ...")
         assets = prepare_assets(cfg, data=checked.train, on_teacher_progress=teacher_progress(opts.say))

@@ -74,7 +74,8 @@ def _this_sessions_console(tuner: tune.Tuner, ctx: StudyContext) -> None:
     """A restored Tuner brings the RunConfig pickled by the first session: its verbosity and its view.
 
     This session's --verbose/--quiet apply instead, with a fresh view (its counts come from the
-    restored trials). A Ray Client tuner keeps the old settings.
+    restored trials), and the tracking URI from study.json (the pickle keeps it redacted). A Ray
+    Client tuner keeps the old settings.
     """
     run_config = compat.tuner_run_config(tuner)
     if run_config is None:
@@ -82,6 +83,9 @@ def _this_sessions_console(tuner: tune.Tuner, ctx: StudyContext) -> None:
     run_config.verbose = tune_verbosity(ctx.opts.verbose)
     run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, TrialLines)] \
         + [TrialLines(ctx.space, ctx.opts.verbose, ctx.assets["stats"].get("n_train_queries"))]
+    for callback in run_config.callbacks:   # tuner.pkl keeps the store URI without its password
+        if isinstance(callback, NestedTrialRunsCallback):
+            callback.use_tracking_uri(ctx.tracking_uri)
 
 
 def _trainable(ctx: StudyContext):

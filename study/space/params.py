@@ -20,7 +20,7 @@ Scalar = bool | int | float | str | None
 class Strict(BaseModel):
     """A space file section: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)   # .inf/.nan: refused at load
 
 
 class ParamSpec(Strict):

@@ -49,6 +49,7 @@ from trainables.config import NAME_PATTERN, ConfigError, TrialConfig, check_name
 from trainables.outputs import final_metric_keys
 
 from study.space import grid
+from study.space.pins import pin_fields
 from study.space.params import ParamSpec, Scalar, SearchParam, Strict, holds
 from study.space.replicates import REPLICATE_KEY, replicate_seed
 from study.space.checks import check_override, check_params, order_params, settle_study
@@ -100,7 +101,7 @@ class StudySettings(Strict):
     """The `study:` section. Frozen: the defaults that depend on the rest of the space (metric,
     num_samples) are settled into new settings by study.space.checks.settle_study."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     algorithm: Literal["tpe", "grid", "random"] = "tpe"
@@ -262,7 +263,7 @@ def load_space(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
 
     `overrides` (dotted keys, e.g. `study.name`, `study.num_samples`) replace values of the file
     before validation (the CLI's --name, --num-samples, ...). `pin` fixes trial config fields
-    (`{"optim.epochs": 1}`, the CLI's --set), taking them out of `search` when they were searched.
+    (`{"optim.epochs": 1}`, the CLI's --set), taking them out of everything that searched them (study.space.pins).
     """
     path = Path(path)
     raw = read_yaml_mapping(path, what="a search space")
@@ -270,9 +271,7 @@ def load_space(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
     for dotted, value in (overrides or {}).items():
         raw = _with_dotted(raw, dotted, value)
     if pin:
-        search = raw.get("search") if isinstance(raw.get("search"), dict) else {}
-        fixed = raw.get("fixed") if isinstance(raw.get("fixed"), dict) else {}
-        raw = {**raw, "search": {k: v for k, v in search.items() if k not in pin}, "fixed": {**fixed, **pin}}
+        raw = pin_fields(raw, pin)   # fixed, and no longer searched anywhere (study.space.pins)
     if "study" not in raw:
         raise ConfigError(f"{source}: study: missing (expected a mapping with at least `name`)")
     try:

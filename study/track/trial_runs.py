@@ -29,7 +29,8 @@ from study.track.tags import (
     STUDY_NAME_TAG, STUDY_RUN_TAG, TAG_FALLBACKS, TRIAL_CONFIG_ARTIFACT, TRIAL_ID_TAG, TRIAL_KIND,
 )
 from study.track.tracking import (
-    FINAL_METRIC_MARKER, client, flat_config, log_params, numeric_metrics, run_name, trial_error_line, trial_name,
+    FINAL_METRIC_MARKER, client, flat_config, log_params, numeric_metrics, redact, run_name, trial_error_line,
+    trial_name,
 )
 
 
@@ -58,11 +59,18 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
         self._untouched: set[str] = set()
         self._point_runs: dict[str, str] = {}
 
-    # The callback is pickled with the Tuner (tuner.pkl): keep only plain settings.
+    # The callback is pickled with the Tuner (tuner.pkl): keep only plain settings, and the tracking URI
+    # without its password (study.json, mode 0600, is the one file that keeps it: `resume` sets it back
+    # with `use_tracking_uri`).
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_client=None, _runs={}, _untouched=set(), _point_runs={}, mlflow_util=None)
+        state.update(_client=None, _runs={}, _untouched=set(), _point_runs={}, mlflow_util=None,
+                     tracking_uri=redact(self.tracking_uri))
         return state
+
+    def use_tracking_uri(self, tracking_uri: str) -> None:
+        """The real store URI (from study.json) for a callback restored from tuner.pkl, which keeps it redacted."""
+        self.tracking_uri, self._client = tracking_uri, None
 
     def setup(self, *args, **kwargs) -> None:
         self._client = client(self.tracking_uri)

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainables.data.textfile import jsonl_records
+from trainables.data.textfile import jsonl_records, text_lines
 from trainables.data.types import DataError, DictCorpus, RetrievalData
 from trainables.hashing import file_sha256
 
@@ -87,22 +87,21 @@ def load_beir(folder: str | Path, split: str, label: str | None = None) -> Retri
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     """qid → docid → grade from a BEIR qrels TSV; a line that does not parse raises `file:line` DataError."""
     qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if number == 1 and tuple(f.lower() for f in fields) == QRELS_HEADER:
-                continue
-            if len(fields) != 3:
-                raise DataError(f"{path}:{number}: expected 3 fields 'query-id corpus-id score', got {len(fields)}: "
-                                f"{line.strip()!r}")
-            qid, doc_id, score = fields
-            try:
-                grade = int(score)
-            except ValueError:
-                raise DataError(f"{path}:{number}: score must be an integer, got {score!r}") from None
-            qrels.setdefault(qid, {})[doc_id] = grade
+    for number, line in text_lines(path, "qrels file"):
+        fields = line.split()
+        if not fields:
+            continue
+        if number == 1 and tuple(f.lower() for f in fields) == QRELS_HEADER:
+            continue
+        if len(fields) != 3:
+            raise DataError(f"{path}:{number}: expected 3 fields 'query-id corpus-id score', got {len(fields)}: "
+                            f"{line.strip()!r}")
+        qid, doc_id, score = fields
+        try:
+            grade = int(score)
+        except ValueError:
+            raise DataError(f"{path}:{number}: score must be an integer, got {score!r}") from None
+        qrels.setdefault(qid, {})[doc_id] = grade
     return qrels
 
 

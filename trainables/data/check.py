@@ -4,12 +4,12 @@ A typo in an evaluation set used to surface at a trial's final evaluation, after
 sweep, in every trial. `check_datasets` loads each set the config names (training data and every
 `eval.dev` / `eval.beir` / `eval.dl` set) the way a trial will, and says in one line what is wrong:
 a missing folder or split, the first line that does not parse (file:line), a set whose qrels leave no
-query with a positive (grade ≥ 1), a label that cannot be part of an MLflow metric key. It returns
-the loaded training data, so the caller can build the shared assets from it without reading it twice.
+query with a positive (grade ≥ 1). It returns the loaded training data, so the caller can build the
+shared assets from it without reading it twice. (A label that cannot be part of a metric key fails
+earlier, when the config loads: DatasetRef's name rule.)
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -17,11 +17,6 @@ from trainables.config import DatasetRef, TrialConfig
 from trainables.data import load_data
 from trainables.data.types import DataError, RetrievalData
 from trainables.outputs import eval_set_refs
-
-# MLflow's rule for metric and param names (mlflow.utils.validation): letters, digits, '_', '-', '.',
-# ' ', ':' and '/'. A label becomes part of metric keys (`beir/<label>/ndcg_at_10`).
-METRIC_KEY_CHARS = re.compile(r"^[/\w.\- :]*$")
-
 
 @dataclass(frozen=True)
 class CheckedSet:
@@ -50,9 +45,6 @@ def check_datasets(cfg: TrialConfig, *, source: str = "") -> tuple[RetrievalData
     prefix = f"{source}: " if source else ""
     checked, train = [], None
     for role, ref in [("data.train", cfg.data.train), *eval_refs(cfg)]:
-        if not METRIC_KEY_CHARS.match(ref.label):
-            raise DataError(f"{prefix}{role}: label {ref.label!r} cannot be part of an MLflow metric key "
-                            "(letters, digits, '_', '-', '.', ' ', ':', '/'): give the set a `name`")
         try:
             data = load_data(ref)
         except DataError as error:

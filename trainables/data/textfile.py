@@ -24,12 +24,19 @@ def open_binary(path: str | Path, what: str = "file") -> IO[bytes]:
     return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
 
 
-def open_text(path: str | Path, what: str = "file") -> IO[str]:
-    """`path` as a UTF-8 text stream, gunzipped on the fly when it is gzip."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such {what}")
-    return gzip.open(path, "rt", encoding="utf-8") if is_gzip(path) else open(path, encoding="utf-8")
+def text_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]]:
+    """(line number, line) of `path` as UTF-8, gunzipped on the fly when it is gzip.
+
+    A line with bytes that are not UTF-8 raises DataError naming `file:line` (not a UnicodeDecodeError
+    traceback from deep inside a loader): it is the user's file.
+    """
+    with open_binary(path, what) as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                                f"{error.start + 1}); save the file as UTF-8") from None
 
 
 def base_suffix(path: str | Path) -> str:
@@ -46,25 +53,23 @@ def whitespace_rows(path: str | Path, what: str, layout: str) -> Iterator[tuple[
     DataError("<file>:<line>: expected N fields '<layout>', got M: ...").
     """
     width = len(layout.split())
-    with open_text(path, what) as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != width:
-                raise DataError(f"{path}:{number}: expected {width} fields {layout!r}, got {len(fields)}: "
-                                f"{line.strip()[:80]!r}")
-            yield number, fields
+    for number, line in text_lines(path, what):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != width:
+            raise DataError(f"{path}:{number}: expected {width} fields {layout!r}, got {len(fields)}: "
+                            f"{line.strip()[:80]!r}")
+        yield number, fields
 
 
 def jsonl_records(path: str | Path, what: str) -> Iterator[tuple[int, Any, str]]:
     """(line number, parsed value, the line) of each non-blank line of a JSONL file; DataError on bad JSON."""
-    with open_text(path, what) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: invalid JSON: {error.msg}") from None
-            yield number, record, line
+    for number, line in text_lines(path, what):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{number}: invalid JSON: {error.msg}") from None
+        yield number, record, line

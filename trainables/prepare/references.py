@@ -5,7 +5,11 @@ untrained one has unlearned, and the teacher bounds what distillation can reach.
 evaluated once per study, on exactly the set and subset the trials' curves use, and cached by
 content like the other shared assets:
 
-    cache_dir/references/<key>.json     {reference_key(role, metric key): value}
+    cache_dir/references/<key>.json     {reference_key(role, metric key): value}  (+ .sha256 sidecar)
+
+Checksummed like the `.npz` assets (training_set.write_checksummed / is_complete): the values go
+straight into the parent run's `reference/...` metrics and the report, so a changed or partial
+file is re-evaluated, never reported.
 
 key = hash(student and teacher configs and weights, the dev set, subset size, depth, index, seed).
 A cross-encoder teacher cannot retrieve on its own, so only the untrained student is a reference then.
@@ -13,12 +17,15 @@ A cross-encoder teacher cannot retrieve on its own, so only the untrained studen
 from __future__ import annotations
 
 import json
-import os
+import logging
+import math
 from pathlib import Path
 
 from trainables.config import TrialConfig
 from trainables.outputs import reference_key
-from trainables.data.training_set import content_key
+from trainables.data.training_set import content_key, is_complete, write_checksummed
+
+log = logging.getLogger(__name__)
 
 REFERENCES_VERSION = 1
 
@@ -36,12 +43,31 @@ def reference_metrics(cfg: TrialConfig, progress: bool = False) -> dict[str, flo
                       cfg.seed)
     path = Path(cfg.cache_dir) / "references" / f"{key}.json"
     with entry_lock(path):
-        if path.is_file():
-            return json.loads(path.read_text())
+        cached = _read_checked(path)
+        if cached is not None:
+            return cached
         values = _evaluate_references(cfg, dev_only, progress)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(values, indent=1))
-        os.replace(tmp, path)
+        write_checksummed(path, lambda tmp: tmp.write_text(json.dumps(values, indent=1)), suffix=".tmp.json")
+    return values
+
+
+def _read_checked(path: Path) -> dict[str, float] | None:
+    """The cached references, or None when absent, or when the file fails its checksum or does not hold
+    finite numbers (logged): a tampered or half-written file is re-evaluated, never reported."""
+    if not path.exists():
+        return None
+    if not is_complete(path):
+        log.warning("%s: corrupt or changed (checksum mismatch or missing sidecar); re-evaluating", path)
+        return None
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        log.warning("%s: unreadable (%s); re-evaluating", path, error)
+        return None
+    if not isinstance(values, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values.values()):
+        log.warning("%s: not a mapping of finite numbers; re-evaluating", path)
+        return None
     return values
 
 
