@@ -106,3 +106,12 @@ def test_quiet_draws_no_status_line_even_on_a_terminal(monkeypatch):
     v = view(Clock(), live=False)
     v.tick(Counts(running=1))
     assert sys.stdout.getvalue() == ""
+
+
+def test_a_view_pickled_before_progress_lines_existed_unpickles_with_them():
+    """A study started by an older kd-study pickled its view without `progress`; `resume` must still load it."""
+    state = pickle.loads(pickle.dumps(view(Clock()))).__dict__.copy()
+    del state["progress"]
+    old = StudyView.__new__(StudyView)
+    old.__setstate__(state)
+    assert old.progress.clock is old.clock

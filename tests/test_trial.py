@@ -138,3 +138,17 @@ def test_workers_of_a_run_whose_folder_was_taken_over_write_nothing(ray_local, s
         assert (run_dir / ".checkpoint-staging").is_dir()       # left alone
         assert not list(run_dir.glob("step_*")) and not (run_dir / "final").exists()
         assert resumed.owner in (run_dir / "lease.json").read_text()
+
+
+def test_a_run_folder_recorded_before_a_config_field_existed_is_claimed_with_its_default(tmp_path):
+    """Resuming a study started by an older kd-study: its run_config.yaml lacks fields added since (their defaults)."""
+    import yaml
+
+    from trainables.config import TrialConfig
+    from trainables.train.trial import RUN_CONFIG, _claim_run_dir
+
+    cfg = TrialConfig()
+    record = cfg.model_dump(mode="json")
+    del record["teacher"]["shard_queries"]
+    (tmp_path / RUN_CONFIG).write_text(yaml.safe_dump(record))
+    _claim_run_dir(tmp_path, cfg)   # no "different trial config" error

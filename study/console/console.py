@@ -119,6 +119,8 @@ class StudyView:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, clock=time.monotonic)
+        if "progress" not in self.__dict__:   # pickled before the view had progress lines
+            self.progress = TrialProgress(self.metrics, clock=self.clock)
         self.progress.clock = self.clock
 
     # -- events ------------------------------------------------------------------------------------

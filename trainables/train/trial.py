@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import ray.train
 import yaml
+from pydantic import ValidationError
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from trainables.train.checkpoints import LEASE_OWNER_KEY, FolderLease
@@ -218,6 +219,10 @@ def _claim_run_dir(run_dir: Path, cfg: TrialConfig) -> None:
     wanted = cfg.model_dump(mode="json")
     if record.is_file():
         found = yaml.safe_load(record.read_text())
+        try:   # a record written before a field existed has no value for it: read it as its default
+            found = TrialConfig.model_validate(found).model_dump(mode="json")
+        except (ValidationError, TypeError, ValueError):
+            pass   # compared raw: the differing keys are named below
         if found != wanted:
             changed = sorted(_changed_keys(found, wanted))
             raise ConfigError(
