@@ -279,6 +279,8 @@ class EvalConfig(_Strict):
         None, ge=0, description="evaluate on judged docs + N seeded random distractors (metric names say so)"
     )
     batch_size: int = Field(128, ge=1)
+    block_size: int = Field(16384, ge=1, description="passages a rank encodes and searches at a time: the corpus "
+                                                     "streams through a running top-k, never held whole")
     every_steps: int | None = Field(None, ge=1, description="intermediate evaluation of every set, for pruning")
     at_fractions: list[float] = Field(
         default_factory=lambda: [0.25, 0.5, 0.75, 1.0],
