@@ -54,6 +54,7 @@ from study.preflight import (
 from study.ray_session import RaySession, max_concurrent_trials, trial_cpus
 from study.shared_assets import AssetsRecord, assets_line, prepare_study_assets
 from study.space import SearchSpace, dump_space, load_space
+from study.storage import check_study_storage, storage_root, studies_root, under_storage
 
 __all__ = ["StudyContext", "StudyError", "StudyOptions", "StudyOutcome", "resume_study", "run_study",
            "train_single"]
@@ -69,6 +70,7 @@ class StudyOptions:
     log_models: bool = False
     report: bool = True
     num_cpus: int | None = None
+    storage: str | None = None   # shared storage root (study.storage): studies, checkpoints, asset cache
     verbose: int = 1
     # called with a one-line status message (the CLI prints them)
     say: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
@@ -97,6 +99,7 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
     into the study folder. `parent_tags` go on the parent run (`kd-study confirm` nests its child
     study's parent run under the sweep's).
     """
+    space = _on_storage(space, opts)
     paths = check_new_study(space.name, opts.root)
     check_ray_address(opts.ray_address)
     space = _absolute(space)
@@ -110,6 +113,7 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
 
     opts.say(f"kd-study: checked {len(checked.sets)} data sets, the model specs, folders and stores")
     with _ray_session(opts) as ray, contextlib.ExitStack() as held:   # an unreachable cluster fails here
+        check_study_storage(ray, bool(opts.ray_address), [paths.root, Path(space.base.cache_dir)])
         max_concurrent = max_concurrent_trials(space, ray, remote=bool(opts.ray_address), say=opts.say)
         paths.dir.mkdir(parents=True, exist_ok=True)
         held.enter_context(_study_lease(paths, opts.say))
@@ -119,7 +123,7 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
         try:
             shutil.copyfile(space.source, paths.space_copy)
             paths.space_resolved.write_text(dump_space(space))
-            state = paths.update_state(name=space.name, status="preparing", tracking_uri=tracking_uri,
+            state = paths.update_state(name=space.name, status="preparing", tracking_uri=tracking_uri, storage=opts.storage,
                                        optuna_storage=storage_url, experiment=opts.experiment or space.name,
                                        space_source=str(Path(space.source).resolve()), log_models=opts.log_models,
                                        num_samples=space.num_samples, metrics=space.metrics, modes=space.modes)
@@ -183,6 +187,7 @@ def _resume_study(paths: StudyPaths, opts: StudyOptions) -> StudyOutcome:
     storage_url = state.get("optuna_storage") or _optuna_storage_url(opts, paths)
     opts.log_models = bool(state.get("log_models"))
     with _ray_session(opts) as ray:
+        check_study_storage(ray, bool(opts.ray_address), [paths.root, Path(space.base.cache_dir)])
         assets = prepare_study_assets(space, paths, opts.say)
         experiment_id = state.get("experiment_id")
         parent_run_id = state.get("parent_run_id")
@@ -256,6 +261,17 @@ def _preflight(cfg: TrialConfig, source: str | Path):
     from trainables.preflight import preflight
 
     return preflight(cfg, source=str(source))
+
+
+def _on_storage(space: SearchSpace, opts: StudyOptions) -> SearchSpace:
+    """With a storage root (`opts.storage`, else the space's `study.storage`): studies under it (unless
+    --root says otherwise) and the base's cache_dir / output_dir inside it (study.storage)."""
+    storage = storage_root(opts.storage or space.study.storage)
+    if storage is None:
+        return space
+    opts.storage = str(storage)
+    opts.root = opts.root or str(studies_root(storage))
+    return dataclasses.replace(space, base=under_storage(space.base, storage))
 
 
 def _absolute(space: SearchSpace) -> SearchSpace:

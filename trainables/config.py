@@ -358,6 +358,20 @@ class ResourcesConfig(_Strict):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
     precision: Precision = Field("gpu-bf16", description="bf16 autocast: gpu-bf16 | fp32 | bf16 | auto")
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources each worker holds, e.g. {node2: 0.01} to pin the trials to the nodes "
+                    "started with `ray start --resources '{\"node2\": 1}'`")
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"{name!r} is set by num_workers/cpus_per_worker/use_gpu, not as a custom resource")
+            if not amount > 0:
+                raise ValueError(f"custom resource {name!r} needs an amount > 0, got {amount}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
