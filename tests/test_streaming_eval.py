@@ -108,3 +108,18 @@ def test_running_topk_is_the_exact_top_k_in_a_deterministic_order_whatever_the_b
         top = RunningTopK(query_emb, k=3, use_gpu=False)
         top.add(np.array([5, 6]), ["a", "b"], emb[:2])
         top.add(np.array([1]), ["c"], emb[:1])
+
+
+def test_intermediate_points_may_search_a_declared_subset_and_their_keys_say_so(sample_data):
+    from trainables.outputs import curve_metric_key, eval_metric_keys, final_metric_keys
+
+    ref = f"beir:{sample_data / 'scifact_ci'}"
+    full = EvalConfig(dev=ref, beir=[ref])
+    assert full.at_intermediate() is full and curve_metric_key(full) == "dev_mrr_at_10"
+    cheap = EvalConfig(dev=ref, beir=[ref], intermediate="subset", intermediate_distractors=300)
+    assert cheap.at_intermediate().subset_distractors == 300 and cheap.subset_distractors is None
+    assert curve_metric_key(cheap) == "dev_mrr_at_10_subset300"           # what the curve's points report
+    assert eval_metric_keys(cheap) == eval_metric_keys(full)              # the final evaluation: full corpus
+    assert "dev_mrr_at_10_subset300_best" in final_metric_keys(cheap)
+    with pytest.raises(ValueError, match="intermediate"):
+        EvalConfig(intermediate="half")

@@ -282,6 +282,10 @@ class EvalConfig(_Strict):
     block_size: int = Field(16384, ge=1, description="passages a rank encodes and searches at a time: the corpus "
                                                      "streams through a running top-k, never held whole")
     every_steps: int | None = Field(None, ge=1, description="intermediate evaluation of every set, for pruning")
+    intermediate: Literal["full", "subset"] = Field(
+        "full", description="what the intermediate points (learning curve, every_steps) search: full = the final "
+                            "evaluation's corpus; subset = judged docs + intermediate_distractors (keys say _subset<N>)")
+    intermediate_distractors: int = Field(10000, ge=0, description="distractors of an `intermediate: subset` point")
     at_fractions: list[float] = Field(
         default_factory=lambda: [0.25, 0.5, 0.75, 1.0],
         description="learning curve: evaluate the dev (selection) set only at these fractions of the step "
@@ -309,6 +313,16 @@ class EvalConfig(_Strict):
         if self.dev is None:
             return []
         return sorted({min(steps, max(1, round(f * steps))) for f in self.at_fractions})
+
+    def at_intermediate(self) -> "EvalConfig":
+        """The evaluation an intermediate point runs: this one, or its `intermediate_distractors` subset.
+
+        The final evaluation (and `kd-study confirm`) always runs `self`; a cheap subset at the curve's
+        points keeps large corpora affordable during training, and its metric keys say so.
+        """
+        if self.intermediate == "full":
+            return self
+        return self.model_copy(update={"subset_distractors": self.intermediate_distractors, "intermediate": "full"})
 
     @property
     def metric_suffix(self) -> str:
