@@ -54,7 +54,7 @@ from study.preflight import (
 from study.ray_session import RaySession, max_concurrent_trials, trial_cpus
 from study.shared_assets import AssetsRecord, assets_line, prepare_study_assets
 from study.space import SearchSpace, dump_space, load_space
-from study.storage import check_study_storage, storage_root, studies_root, under_storage
+from study.storage import check_study_storage, on_storage
 
 __all__ = ["StudyContext", "StudyError", "StudyOptions", "StudyOutcome", "resume_study", "run_study",
            "train_single"]
@@ -99,7 +99,7 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
     into the study folder. `parent_tags` go on the parent run (`kd-study confirm` nests its child
     study's parent run under the sweep's).
     """
-    space = _on_storage(space, opts)
+    space = on_storage(space, opts)
     paths = check_new_study(space.name, opts.root)
     check_ray_address(opts.ray_address)
     space = _absolute(space)
@@ -123,8 +123,8 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
         try:
             shutil.copyfile(space.source, paths.space_copy)
             paths.space_resolved.write_text(dump_space(space))
-            state = paths.update_state(name=space.name, status="preparing", tracking_uri=tracking_uri, storage=opts.storage,
-                                       optuna_storage=storage_url, experiment=opts.experiment or space.name,
+            state = paths.update_state(name=space.name, status="preparing", tracking_uri=tracking_uri,
+                                       storage=opts.storage, optuna_storage=storage_url, experiment=opts.experiment or space.name,
                                        space_source=str(Path(space.source).resolve()), log_models=opts.log_models,
                                        num_samples=space.num_samples, metrics=space.metrics, modes=space.modes)
             assets = prepare_study_assets(space, paths, opts.say, data=checked.train)
@@ -261,17 +261,6 @@ def _preflight(cfg: TrialConfig, source: str | Path):
     from trainables.preflight import preflight
 
     return preflight(cfg, source=str(source))
-
-
-def _on_storage(space: SearchSpace, opts: StudyOptions) -> SearchSpace:
-    """With a storage root (`opts.storage`, else the space's `study.storage`): studies under it (unless
-    --root says otherwise) and the base's cache_dir / output_dir inside it (study.storage)."""
-    storage = storage_root(opts.storage or space.study.storage)
-    if storage is None:
-        return space
-    opts.storage = str(storage)
-    opts.root = opts.root or str(studies_root(storage))
-    return dataclasses.replace(space, base=under_storage(space.base, storage))
 
 
 def _absolute(space: SearchSpace) -> SearchSpace:

@@ -17,6 +17,7 @@ resume, reports and checkpoints alike.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shutil
@@ -53,6 +54,17 @@ def studies_root(storage: Path) -> Path:
     return storage / STUDIES_DIR
 
 
+def on_storage(space, opts):
+    """`space` with its base's cache_dir / output_dir inside the storage root (`opts.storage`, else the
+    space's `study.storage`), and `opts.root` defaulted to the root's studies folder; unchanged without one."""
+    storage = storage_root(opts.storage or space.study.storage)
+    if storage is None:
+        return space
+    opts.storage = str(storage)
+    opts.root = opts.root or str(studies_root(storage))
+    return dataclasses.replace(space, base=under_storage(space.base, storage))
+
+
 def under_storage(cfg: TrialConfig, storage: Path) -> TrialConfig:
     """`cfg` with its relative `cache_dir` and `output_dir` placed under `storage`; an absolute one must be inside it.
 
@@ -87,18 +99,17 @@ def check_nodes_see(ray, folders: list[Path]) -> None:
         (marker_dir / "driver").write_text(token)
         markers.append(str(marker_dir))
 
-    def probe(marker_dirs: list[str], token: str, node_id: str) -> str | None:
-        """What this node cannot do with the markers (None: it sees every folder)."""
+    def probe(marker_dirs: list[str], token: str, node_id: str) -> tuple[int, str] | None:
+        """(index of the folder, what went wrong) for the first folder this node cannot use; None if it sees them all."""
         import pathlib
 
-        for marker_dir in marker_dirs:
-            driver = pathlib.Path(marker_dir) / "driver"
+        for position, marker_dir in enumerate(marker_dirs):
             try:
-                if driver.read_text() != token:
-                    return f"{marker_dir}: the driver's marker holds something else"
+                if (pathlib.Path(marker_dir) / "driver").read_text() != token:
+                    return position, "the driver's marker there holds something else"
                 (pathlib.Path(marker_dir) / node_id).write_text(token)
             except OSError as error:
-                return f"{marker_dir}: {error.strerror or error}"
+                return position, f"the driver's marker: {error.strerror or error}"
         return None
 
     task = ray.remote(num_cpus=0, max_retries=0)(probe)
@@ -107,12 +118,13 @@ def check_nodes_see(ray, folders: list[Path]) -> None:
         pending = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
                    .remote(markers, token, node["NodeID"]) for node in nodes]
         for node, problem in zip(nodes, ray.get(pending, timeout=300)):
-            if problem is None and not all((Path(m) / node["NodeID"]).is_file() for m in markers):
-                problem = "the driver cannot see the marker the node wrote"
+            if problem is None:
+                unseen = [i for i, m in enumerate(markers) if not (Path(m) / node["NodeID"]).is_file()]
+                problem = (unseen[0], "the driver cannot see the marker the node wrote") if unseen else None
             if problem is not None:
-                raise StorageError(f"Ray node {node_label(node)} cannot see the shared storage "
-                                 f"{_folder_of(problem, folders)}: {problem} (give --storage a folder every "
-                                 "node mounts at the same path)")
+                position, reason = problem
+                raise StorageError(f"Ray node {node_label(node)} cannot see the shared storage {folders[position]} "
+                                   f"({reason}); give --storage a folder every node mounts at the same path")
     finally:
         for folder in folders:
             shutil.rmtree(Path(folder) / MARKER_DIR / token, ignore_errors=True)
@@ -133,7 +145,3 @@ def node_label(node: dict) -> str:
                  and not k.startswith(("node:", "accelerator_type:")))
     extra = f", resources {', '.join(own)}" if own else ""
     return f"{node['NodeID'][:12]} ({node.get('NodeManagerAddress', '?')}{extra})"
-
-
-def _folder_of(problem: str, folders: list[Path]) -> str:
-    return next((str(f) for f in folders if problem.startswith(str(Path(f) / MARKER_DIR))), str(folders[0]))

@@ -314,15 +314,17 @@ class EvalConfig(_Strict):
             return []
         return sorted({min(steps, max(1, round(f * steps))) for f in self.at_fractions})
 
-    def at_intermediate(self) -> "EvalConfig":
-        """The evaluation an intermediate point runs: this one, or its `intermediate_distractors` subset.
+    def at_intermediate(self, dev_only: bool = False) -> "EvalConfig":
+        """The evaluation an intermediate point runs: this one, or its `intermediate_distractors` subset;
+        `dev_only` (a learning-curve point): the dev set alone.
 
         The final evaluation (and `kd-study confirm`) always runs `self`; a cheap subset at the curve's
         points keeps large corpora affordable during training, and its metric keys say so.
         """
-        if self.intermediate == "full":
-            return self
-        return self.model_copy(update={"subset_distractors": self.intermediate_distractors, "intermediate": "full"})
+        update: dict[str, Any] = {"beir": [], "dl": []} if dev_only else {}
+        if self.intermediate == "subset":
+            update.update(subset_distractors=self.intermediate_distractors, intermediate="full")
+        return self.model_copy(update=update) if update else self
 
     @property
     def metric_suffix(self) -> str:
