@@ -1,8 +1,6 @@
 """study/storage.py and the environment of Ray processes: the storage root, cache_dir inside it, the node check."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from study.ray_session import forwarded_env
@@ -48,3 +46,20 @@ def test_every_node_of_a_local_ray_sees_a_local_folder_and_the_markers_are_clean
     node = {"NodeID": "ab" * 14, "NodeManagerAddress": "10.0.0.2", "Resources": {"CPU": 2.0, "node2": 1.0,
                                                                                   "node:10.0.0.2": 1.0}}
     assert node_label(node) == "abababababab (10.0.0.2, resources node2)"
+
+
+def test_bad_storage_is_one_line_and_exit_2_before_anything_is_made(tmp_path, capsys, monkeypatch):
+    from test_cli import one_error_line, space_file
+
+    from study.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    space = space_file(tmp_path)
+    assert main(["--storage", "s3://bucket/kd", "run", str(space)]) == 2
+    assert "only a shared filesystem path" in one_error_line(capsys.readouterr().err)
+    # study.storage in the space, and a cache_dir the other nodes would not see
+    text = space.read_text().replace("study:\n", f"study:\n  storage: {tmp_path / 'shared'}\n")
+    space.write_text(text.replace("base:\n", "base:\n  cache_dir: /elsewhere/cache\n"))
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "run", str(space)]) == 2
+    assert "cache_dir /elsewhere/cache is outside the storage root" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "shared").exists() and not (tmp_path / "kd-studies").exists()
