@@ -123,3 +123,18 @@ def test_intermediate_points_may_search_a_declared_subset_and_their_keys_say_so(
     assert "dev_mrr_at_10_subset300_best" in final_metric_keys(cheap)
     with pytest.raises(ValueError, match="intermediate"):
         EvalConfig(intermediate="half")
+
+
+def test_an_approximate_index_is_built_per_rank_and_merges_like_the_exact_search(tiny_student, sample_data):
+    """`hnsw` indexes each rank's whole shard (no streaming); on a small corpus it finds the exact neighbours."""
+    from trainables.data import subset
+    from trainables.evaluate import retrieve
+
+    data = subset(load_data(f"beir:{sample_data / 'scifact_ci'}"), 40, seed=0)
+    exact = retrieve(tiny_student, data, top_k=20, batch_size=64, progress=False)
+    sent = []
+    retrieve(tiny_student, data, top_k=20, index_kind="hnsw", batch_size=64, progress=False,
+             shard=(1, 2, lambda top: sent.append(top) or [None, top]))
+    approx = retrieve(tiny_student, data, top_k=20, index_kind="hnsw", batch_size=64, progress=False,
+                      shard=(0, 2, lambda top: [top, sent[0]]))
+    assert {q: list(row) for q, row in approx.items()} == {q: list(row) for q, row in exact.items()}
