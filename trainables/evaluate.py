@@ -135,6 +135,7 @@ def _search_sets(student, sets: list[RetrievalData], top_k, index_kind, batch_si
     run per set on rank 0, None on the other ranks of a sharded search.
     """
     start = time.perf_counter()
+    progress = progress and (shard is None or shard[0] == 0)
     qids = [[qid for qid in data.qrels if qid in data.queries] for data in sets]
     query_emb = np.concatenate([  # BiEncoder.encode runs in eval mode (no dropout) and without grad
         student.encode([data.queries[qid] for qid in ids], is_query=True, batch_size=batch_size, progress=progress)
