@@ -138,3 +138,38 @@ def test_an_approximate_index_is_built_per_rank_and_merges_like_the_exact_search
     approx = retrieve(tiny_student, data, top_k=20, index_kind="hnsw", batch_size=64, progress=False,
                       shard=(0, 2, lambda top: [top, sent[0]]))
     assert {q: list(row) for q, row in approx.items()} == {q: list(row) for q, row in exact.items()}
+
+
+def _gloo_rank(rank: int, world: int, init_file: str, student_dir: str, cfg_json: str, out: str) -> None:
+    """One process of a real 2-process gloo group: the trial's own gather (`ddp.eval_shard`)."""
+    import json
+
+    import torch.distributed as dist
+
+    from trainables.ddp import eval_shard
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        result = evaluate_student(BiEncoder.load(student_dir), EvalConfig.model_validate_json(cfg_json), seed=0,
+                                  progress=False, shard=eval_shard(rank, world))
+        if rank == 0:
+            with open(out, "w") as handle:
+                json.dump(result.metrics, handle)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_real_gloo_ranks_exchange_top_k_and_match_one_rank(tiny_student, sample_data, tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    ref = f"beir:{sample_data / 'scifact_ci'}"
+    # a 200-distractor sub-corpus: the processes' start-up is the cost, the search is the same code at any size
+    cfg = EvalConfig(dev=ref, beir=[ref], top_k=100, batch_size=64, block_size=50, subset_distractors=200)
+    tiny_student.save(tmp_path / "student")
+    mp.spawn(_gloo_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "student"), cfg.model_dump_json(),
+                               str(tmp_path / "metrics.json")), nprocs=2, join=True)
+    one_rank = evaluate_student(BiEncoder.load(tmp_path / "student"), cfg, seed=0, progress=False).metrics
+    assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(one_rank, abs=1e-6)
