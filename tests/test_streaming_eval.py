@@ -121,6 +121,10 @@ def test_intermediate_points_may_search_a_declared_subset_and_their_keys_say_so(
     assert curve_metric_key(cheap) == "dev_mrr_at_10_subset300"           # what the curve's points report
     assert eval_metric_keys(cheap) == eval_metric_keys(full)              # the final evaluation: full corpus
     assert "dev_mrr_at_10_subset300_best" in final_metric_keys(cheap)
+    # a learning-curve point evaluates the dev set alone; an every_steps point every set
+    curve_point = cheap.at_intermediate(dev_only=True)
+    assert (curve_point.beir, curve_point.subset_distractors) == ([], 300) and full.at_intermediate(True).beir == []
+    assert [k for s in eval_sets(curve_point) for k in s.measures][0] == curve_metric_key(cheap)
     with pytest.raises(ValueError, match="intermediate"):
         EvalConfig(intermediate="half")
 
