@@ -312,7 +312,13 @@ class EvalConfig(_Strict):
         None, ge=0, description="evaluate on judged docs + N seeded random distractors (metric names say so)"
     )
     batch_size: int = Field(128, ge=1)
+    block_size: int = Field(16384, ge=1, description="passages a rank encodes and searches at a time: the corpus "
+                                                     "streams through a running top-k, never held whole")
     every_steps: int | None = Field(None, ge=1, description="intermediate evaluation of every set, for pruning")
+    intermediate: Literal["full", "subset"] = Field(
+        "full", description="what the intermediate points (learning curve, every_steps) search: full = the final "
+                            "evaluation's corpus; subset = judged docs + intermediate_distractors (keys say _subset<N>)")
+    intermediate_distractors: int = Field(10000, ge=0, description="distractors of an `intermediate: subset` point")
     at_fractions: list[float] = Field(
         default_factory=lambda: [0.25, 0.5, 0.75, 1.0],
         description="learning curve: evaluate the dev (selection) set only at these fractions of the step "
@@ -340,6 +346,18 @@ class EvalConfig(_Strict):
         if self.dev is None:
             return []
         return sorted({min(steps, max(1, round(f * steps))) for f in self.at_fractions})
+
+    def at_intermediate(self, dev_only: bool = False) -> "EvalConfig":
+        """The evaluation an intermediate point runs: this one, or its `intermediate_distractors` subset;
+        `dev_only` (a learning-curve point): the dev set alone.
+
+        The final evaluation (and `kd-study confirm`) always runs `self`; a cheap subset at the curve's
+        points keeps large corpora affordable during training, and its metric keys say so.
+        """
+        update: dict[str, Any] = {"beir": [], "dl": []} if dev_only else {}
+        if self.intermediate == "subset":
+            update.update(subset_distractors=self.intermediate_distractors, intermediate="full")
+        return self.model_copy(update=update) if update else self
 
     @property
     def metric_suffix(self) -> str:
@@ -389,6 +407,20 @@ class ResourcesConfig(_Strict):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
     precision: Precision = Field("gpu-bf16", description="bf16 autocast: gpu-bf16 | fp32 | bf16 | auto")
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources each worker holds, e.g. {node2: 0.01} to pin the trials to the nodes "
+                    "started with `ray start --resources '{\"node2\": 1}'`")
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"{name!r} is set by num_workers/cpus_per_worker/use_gpu, not as a custom resource")
+            if not amount > 0:
+                raise ValueError(f"custom resource {name!r} needs an amount > 0, got {amount}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -95,10 +95,13 @@ BEST_STEP = "best_step"     # the step of that point (ties: the earliest)
 
 
 def curve_metric_key(eval_cfg: EvalConfig) -> str | None:
-    """The learning-curve metric of `eval_cfg`, e.g. `dev_mrr_at_10_subset500`; None without a dev set."""
+    """The learning-curve metric of `eval_cfg`, e.g. `dev_mrr_at_10_subset500`; None without a dev set.
+
+    The curve is what the intermediate points measure (`EvalConfig.at_intermediate`).
+    """
     if eval_cfg.dev is None:
         return None
-    return set_metric_keys("dev", eval_cfg.dev.label, eval_cfg.metric_suffix)[CURVE_MEASURE]
+    return set_metric_keys("dev", eval_cfg.dev.label, eval_cfg.at_intermediate().metric_suffix)[CURVE_MEASURE]
 
 
 def curve_best_key(metric_key: str) -> str:

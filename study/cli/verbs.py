@@ -42,7 +42,7 @@ def _options(args: argparse.Namespace, **extra: Any):
 
     return StudyOptions(root=getattr(args, "root", None), tracking_uri=getattr(args, "tracking_uri", None),
                         ray_address=getattr(args, "ray_address", None), num_cpus=getattr(args, "num_cpus", None),
-                        **extra)
+                        storage=getattr(args, "storage", None), **extra)
 
 
 def _space_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     from study.run.runner import run_study
 
+    _apply_storage(args, space)
     opts = _options(args, optuna_storage=args.optuna_storage, experiment=args.experiment,
                     log_models=args.log_models, report=not args.no_report, verbose=_verbosity(args))
     with _logs_to(_study_dir(space.name, args) / LOGS_DIR_NAME, args):
@@ -293,6 +294,17 @@ def _check_model_folder(folder: str) -> None:
         raise ConfigError(f"--model: {error}") from None
 
 
+def _apply_storage(args: argparse.Namespace, space=None) -> None:
+    """--storage (else a space's `study.run.storage`): the studies live under it unless --root names a folder."""
+    from study.run.storage import storage_root, studies_root
+
+    if getattr(args, "storage", None) is None and space is not None and space.study.storage:
+        args.storage = space.study.storage
+    storage = storage_root(getattr(args, "storage", None))
+    if storage is not None and getattr(args, "root", None) is None:
+        args.root = str(studies_root(storage))
+
+
 def _study_dir(name: str, args: argparse.Namespace) -> Path:
     from study.paths import StudyPaths
 
@@ -421,6 +433,7 @@ def _run(args: argparse.Namespace) -> int:
         from study.run.preflight import check_global_options
 
         check_global_options(getattr(args, "num_cpus", None), getattr(args, "ray_address", None))
+        _apply_storage(args)
         return int(COMMANDS[args.command_name](args) or 0)
     except KeyboardInterrupt:
         console.error(_interrupted(args))

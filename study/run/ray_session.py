@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from typing import Callable
 
 from trainables.config import ConfigError, TrialConfig
@@ -28,8 +29,17 @@ RAY_ENV_DEFAULTS = {
 # A local Ray has no spot nodes to be preempted: skip the watcher actor each TorchTrainer starts
 # (one more Python process per trial). Clusters keep Ray's default.
 LOCAL_RAY_ENV_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-# Passed on to the Ray processes when the driver has them (with the trials' test hook: tests only).
-_FORWARDED_ENV = (*RAY_ENV_DEFAULTS, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", NAN_LOSS_TEST_ENV)
+# Passed on to the Ray processes when the driver has them (with the trials' test hook: tests only):
+# how models and data are found (Hugging Face's and ir_datasets' caches, offline switches) must be
+# the same on every node, or a worker on another node downloads — or fails offline — what the driver found.
+_FORWARDED_ENV = (*RAY_ENV_DEFAULTS, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE",
+                  "HF_DATASETS_CACHE", "IR_DATASETS_HOME", "SENTENCE_TRANSFORMERS_HOME", NAN_LOSS_TEST_ENV)
+_FORWARDED_PREFIXES = ("KD_",)   # kd-study's own settings (KD_SHARED_DATA, ...)
+
+
+def forwarded_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The driver's variables every Ray process of the study gets (runtime_env env_vars)."""
+    return {k: v for k, v in environ.items() if k in _FORWARDED_ENV or k.startswith(_FORWARDED_PREFIXES)}
 
 
 class RaySession:
@@ -56,7 +66,7 @@ class RaySession:
         if ray.is_initialized():
             return ray
         logs.route_libraries()   # ray.init's own lines (start-up, token auth) to the log, not the console
-        env_vars = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+        env_vars = forwarded_env(os.environ)
         env_vars.update(logs.quiet_env())
         try:
             if self.address:

@@ -56,6 +56,7 @@ from study.run.ray_session import (
 )
 from study.run.assets import AssetsRecord, assets_line, prepare_study_assets, teacher_progress
 from study.space.schema import SearchSpace, dump_space, load_space
+from study.run.storage import check_study_storage, on_storage
 
 __all__ = ["StudyContext", "StudyError", "StudyOptions", "StudyOutcome", "resume_study", "run_study",
            "train_single"]
@@ -71,6 +72,7 @@ class StudyOptions:
     log_models: bool = False
     report: bool = True
     num_cpus: int | None = None
+    storage: str | None = None   # shared storage root (study.run.storage): studies, checkpoints, asset cache
     verbose: int = 1
     # called with a one-line status message (the CLI prints them)
     say: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
@@ -99,6 +101,7 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
     into the study folder. `parent_tags` go on the parent run (`kd-study confirm` nests its child
     study's parent run under the sweep's).
     """
+    space = on_storage(space, opts)
     paths = check_new_study(space.name, opts.root)
     check_fits_local_ray(space_trial_cpus(space), opts.num_cpus, opts.ray_address, space.source)
     check_ray_address(opts.ray_address)
@@ -113,6 +116,7 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
 
     opts.say(f"kd-study: checked {len(checked.sets)} data sets, the model specs, folders and stores")
     with _ray_session(opts) as ray, contextlib.ExitStack() as held:   # an unreachable cluster fails here
+        check_study_storage(ray, bool(opts.ray_address), [paths.root, Path(space.base.cache_dir)])
         max_concurrent = max_concurrent_trials(space, ray, remote=bool(opts.ray_address), say=opts.say)
         paths.dir.mkdir(parents=True, exist_ok=True)
         held.enter_context(_study_lease(paths, opts.say))
@@ -123,7 +127,7 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
             shutil.copyfile(space.source, paths.space_copy)
             paths.space_resolved.write_text(dump_space(space))
             state = paths.update_state(name=space.name, status="preparing", tracking_uri=tracking_uri,
-                                       optuna_storage=storage_url, experiment=opts.experiment or space.name,
+                                       storage=opts.storage, optuna_storage=storage_url, experiment=opts.experiment or space.name,
                                        space_source=str(Path(space.source).resolve()), log_models=opts.log_models,
                                        num_samples=space.num_samples, metrics=space.metrics, modes=space.modes)
             assets = prepare_study_assets(space, paths, opts.say, data=checked.train)
@@ -186,6 +190,7 @@ def _resume_study(paths: StudyPaths, opts: StudyOptions) -> StudyOutcome:
     storage_url = state.get("optuna_storage") or _optuna_storage_url(opts, paths)
     opts.log_models = bool(state.get("log_models"))
     with _ray_session(opts) as ray:
+        check_study_storage(ray, bool(opts.ray_address), [paths.root, Path(space.base.cache_dir)])
         assets = prepare_study_assets(space, paths, opts.say)
         experiment_id = state.get("experiment_id")
         parent_run_id = state.get("parent_run_id")

@@ -145,6 +145,9 @@ def settle_study(space: SearchSpace) -> StudySettings:
         if metric not in known:
             raise ConfigError(f"{src}: {key}: {metric!r} is not reported by trials of this base config "
                               f"(expected one of: {', '.join(known)})")
+    if study.scheduler == "asha" and space.base.eval.intermediate == "subset":
+        raise ConfigError(f"{src}: study.scheduler: asha prunes on the study's metric, which `eval.intermediate: "
+                          "subset` points do not report (their keys say _subset<N>): use eval.intermediate: full")
     if study.scheduler == "asha" and space.base.eval.every_steps is None:
         raise ConfigError(f"{src}: study.scheduler: asha stops trials on intermediate evaluations: "
                           "set eval.every_steps in the base config or in `fixed`")

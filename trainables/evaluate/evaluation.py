@@ -1,4 +1,4 @@
-"""Evaluation of a student: encode → faiss inner-product search → ir_measures, with per-query scores.
+"""Evaluation of a student: streamed, sharded exact search (`sharded_search`) → ir_measures, with per-query scores.
 
 Metrics follow science.md §3 and are all computed by `ir_measures` (trec_eval semantics). Their
 keys are built once, in `trainables.outputs` (`set_metric_keys`, `eval_metric_keys`); this module maps
@@ -19,7 +19,7 @@ R@1000 is computed on a run of depth `eval.top_k` (default 1000), so it is bound
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +28,9 @@ import numpy as np
 from ir_measures import RR, R, nDCG
 from tqdm.auto import tqdm
 
-from trainables.evaluate import retrieval
 from trainables.config import DatasetRef, EvalConfig
 from trainables.data import RetrievalData, corpus_source, load_data, subset
+from trainables.evaluate.sharded_search import BLOCK_SIZE, Shard, search_corpus
 from trainables.outputs import (
     BEIR_AVERAGED_MEASURE, BEIR_MEASURE_NAMES, DEV_MEASURE_NAMES, DL_MEASURE_NAMES, beir_average_key, eval_set_refs,
     set_metric_keys,
@@ -38,8 +38,6 @@ from trainables.outputs import (
 
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
-GatherFn = Callable[[Any], list[Any]]
-Shard = tuple[int, int, GatherFn]
 
 _MEASURES = {"mrr_at_10": RR @ 10, "ndcg_at_10": nDCG @ 10, "recall_at_1000": R @ 1000}
 _DL_MEASURES = {**_MEASURES, "mrr_at_10": RR(rel=2) @ 10, "recall_at_1000": R(rel=2) @ 1000}
@@ -55,7 +53,7 @@ class EvalResult:
 
     On a rank other than 0 of a sharded evaluation, `metrics` and `per_query` are empty. Timings:
     `<set>/{load_s, encode_corpus_s, index_s, encode_queries_s, search_s, metrics_s}`, `total_s`, and
-    `<set>/corpus_reused_from` (a set name, not seconds) where the set searched another set's encoding.
+    `<set>/corpus_reused_from` (a set name, not seconds) where another set's pass over the same corpus served it.
     """
 
     metrics: dict[str, float]
@@ -116,94 +114,41 @@ def retrieve(
     batch_size: int = 128,
     progress: bool = True,
     shard: Shard | None = None,
+    block_size: int = BLOCK_SIZE,
 ) -> Run | None:
     """Dense retrieval of the judged queries over the whole corpus: {qid: {docid: score}}, depth min(top_k, |corpus|).
 
-    With `shard=(rank, world, gather_fn)` each rank encodes its slice of the corpus and
+    With `shard=(rank, world, gather_fn)` each rank searches its slice of the corpus and
     `gather_fn(obj) -> [obj of rank 0, ..., obj of rank world-1]` (every rank calls it once,
-    e.g. `torch.distributed.all_gather_object`) collects the slices; only rank 0 searches and
-    returns the run, the other ranks return None.
+    `trainables.train.ddp.eval_shard`: the device-placed `all_gather`) collects the slices' top-k lists; only rank 0
+    merges them and returns the run, the other ranks return None (`trainables.evaluate.sharded_search`).
     """
-    run, _ = _retrieve_timed(student, data, top_k, index_kind, batch_size, progress, shard)
-    return run
+    runs, _ = _search_sets(student, [data], top_k, index_kind, batch_size, progress, shard, block_size)
+    return runs[0] if runs is not None else None
 
 
-@dataclass(frozen=True)
-class EncodedCorpus:
-    """A corpus encoded for search: its doc ids and the faiss index over them (None on ranks > 0).
+def _search_sets(student, sets: list[RetrievalData], top_k, index_kind, batch_size, progress, shard, block_size
+                 ) -> tuple[list[Run] | None, dict[str, float]]:
+    """One pass over the corpus that `sets` share (their `corpus_fingerprint`) for all their queries.
 
-    `owner` is the evaluation set that encoded it; a later set with the same corpus fingerprint
-    searches it instead of encoding the corpus again.
+    Every rank encodes every set's judged queries (unjudged ones cannot move a metric); returns one
+    run per set on rank 0, None on the other ranks of a sharded search.
     """
-
-    owner: str
-    doc_ids: list[str] | None
-    index: Any
-
-
-def _encode_and_index(student, data: RetrievalData, index_kind, batch_size, progress, shard, owner: str
-                      ) -> tuple[EncodedCorpus, dict[str, float]]:
-    """Encode `data`'s corpus (sharded: every rank its slice, gathered on rank 0) and index it on rank 0."""
-    timings: dict[str, float] = {}
-    rank, world, gather_fn = shard if shard is not None else (0, 1, None)
     start = time.perf_counter()
-    doc_ids, doc_emb = retrieval.encode_corpus(
-        student, data.corpus, batch_size, progress and rank == 0, shard=(rank, world)
-    )
-    if gather_fn is not None:
-        parts = gather_fn((list(doc_ids), np.asarray(doc_emb, dtype=np.float32)))
-        if rank != 0:
-            timings["encode_corpus_s"] = time.perf_counter() - start
-            return EncodedCorpus(owner, None, None), timings
-        doc_ids = [d for part_ids, _ in parts for d in part_ids]
-        doc_emb = np.concatenate([emb for ids, emb in parts if len(ids)] or [np.asarray(doc_emb)])
-    timings["encode_corpus_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    index = retrieval.build_index(doc_emb, kind=index_kind) if len(doc_ids) else None
-    timings["index_s"] = time.perf_counter() - start
-    return EncodedCorpus(owner, list(doc_ids), index), timings
-
-
-def _retrieve_timed(student, data: RetrievalData, top_k, index_kind, batch_size, progress, shard,
-                    encodings: dict[str, EncodedCorpus] | None = None, set_name: str = ""
-                    ) -> tuple[Run | None, dict[str, float | str]]:
-    """`retrieve` with its timings; `encodings` (corpus fingerprint → encoding) is read and filled.
-
-    A set whose corpus fingerprint is in `encodings` searches that encoding: its `encode_corpus_s`
-    and `index_s` are 0 and `corpus_reused_from` names the set that encoded it. Every rank of a
-    sharded evaluation takes the same decision (the fingerprints are the same everywhere), so every
-    rank calls the gather the same number of times.
-    """
-    timings: dict[str, float | str] = {}
-    key = data.corpus_fingerprint
-    corpus = encodings.get(key) if encodings is not None and key else None
-    if corpus is None:
-        corpus, encode_timings = _encode_and_index(student, data, index_kind, batch_size, progress, shard, set_name)
-        timings.update(encode_timings)
-        if encodings is not None and key:
-            encodings[key] = corpus
-    else:
-        timings.update({"encode_corpus_s": 0.0, "index_s": 0.0, "corpus_reused_from": corpus.owner})
-    if corpus.doc_ids is None:  # a rank > 0 of a sharded evaluation: its part is done
+    progress = progress and (shard is None or shard[0] == 0)
+    qids = [[qid for qid in data.qrels if qid in data.queries] for data in sets]
+    query_emb = np.concatenate([  # BiEncoder.encode runs in eval mode (no dropout) and without grad
+        student.encode([data.queries[qid] for qid in ids], is_query=True, batch_size=batch_size, progress=progress)
+        for data, ids in zip(sets, qids)
+    ])
+    timings = {"encode_queries_s": time.perf_counter() - start}
+    top, search_timings = search_corpus(student, sets[0].corpus, query_emb, top_k, index_kind, batch_size, shard,
+                                        progress, block_size)
+    timings.update(search_timings)
+    if top is None:
         return None, timings
-
-    start = time.perf_counter()
-    qids = [qid for qid in data.qrels if qid in data.queries]  # unjudged queries cannot move a metric
-    query_emb = student.encode(  # BiEncoder.encode runs in eval mode (no dropout) and without grad
-        [data.queries[qid] for qid in qids], is_query=True, batch_size=batch_size, progress=progress
-    )
-    timings["encode_queries_s"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    run: Run = {}
-    doc_ids = corpus.doc_ids
-    if qids and doc_ids:
-        scores, idx = retrieval.search(corpus.index, query_emb, min(top_k, len(doc_ids)))
-        for qid, row_scores, row_idx in zip(qids, scores.tolist(), idx.tolist()):
-            # faiss pads with -1 when an approximate index finds fewer than k neighbours
-            run[qid] = {doc_ids[j]: s for j, s in zip(row_idx, row_scores) if j >= 0}
-    timings["search_s"] = time.perf_counter() - start
-    return run, timings
+    rows = iter(top.rows())
+    return [{qid: next(rows) for qid in ids} for ids in qids], timings
 
 
 # ---- a student on the configured sets -----------------------------------------------------------
@@ -240,49 +185,58 @@ def evaluate_student(
     `shard`: see `retrieve`; every rank must call this, only rank 0 gets metrics.
 
     Sets that search the same corpus (`RetrievalData.corpus_fingerprint`: SciFact's validation
-    hold-out of the train split and its test split) share one encoding and faiss index: the corpus
-    is encoded once per call (`<set>/corpus_reused_from` in the timings says which set did it). An
-    encoding is kept only while a later set comes from the same source (`corpus_source`), so
-    distinct large corpora are not held side by side. Subset mode draws one sub-corpus per set:
-    shared only when two sets drew the same passages.
+    hold-out of the train split and its test split) are searched in one pass over it with all
+    their queries: the corpus is encoded once per call (`<set>/corpus_reused_from` in the timings
+    says which set's pass served it). Sets are loaded one corpus source (`corpus_source`) at a
+    time, so distinct large corpora are not held side by side. Subset mode draws one sub-corpus
+    per set: shared only when two sets drew the same passages.
     """
     total_start = time.perf_counter()
-    rank = shard[0] if shard is not None else 0
-    metrics: dict[str, float] = {}
-    per_query: dict[str, dict[str, float]] = {}
     timings: dict[str, float | str] = {}
     runs: dict[str, Run] = {}
-    beir_ndcg = []
-    encodings: dict[str, EncodedCorpus] = {}   # corpus fingerprint → its encoding
-    held: dict[str, str] = {}                  # corpus fingerprint → the source it was loaded from
+    qrels: dict[str, Qrels] = {}
     sets = eval_sets(eval_cfg)
-    sources = [corpus_source(eval_set.ref) for eval_set in sets]
-    for position, eval_set in enumerate(tqdm(sets, desc="evaluate", unit="set", disable=not progress or rank != 0)):
-        start = time.perf_counter()
-        data = load_data(eval_set.ref)
-        if eval_cfg.subset_distractors is not None:
-            data = subset(data, eval_cfg.subset_distractors, seed)
-        timings[f"{eval_set.name}/load_s"] = time.perf_counter() - start
+    by_source: dict[str, list[int]] = {}
+    for position, eval_set in enumerate(sets):
+        by_source.setdefault(corpus_source(eval_set.ref), []).append(position)
+    bar = tqdm(total=len(sets), desc="evaluate", unit="set", disable=not progress or (shard is not None and shard[0]))
+    for positions in by_source.values():
+        loaded: dict[int, RetrievalData] = {}
+        for position in positions:
+            start = time.perf_counter()
+            data = load_data(sets[position].ref)
+            if eval_cfg.subset_distractors is not None:
+                data = subset(data, eval_cfg.subset_distractors, seed)
+            loaded[position] = data
+            timings[f"{sets[position].name}/load_s"] = time.perf_counter() - start
+        same_corpus: dict[str, list[int]] = {}
+        for position, data in loaded.items():
+            same_corpus.setdefault(data.corpus_fingerprint or f"#{position}", []).append(position)
+        for members in same_corpus.values():
+            set_runs, set_timings = _search_sets(student, [loaded[p] for p in members], eval_cfg.top_k,
+                                                 eval_cfg.index, eval_cfg.batch_size, progress, shard,
+                                                 eval_cfg.block_size)
+            owner = sets[members[0]].name
+            timings.update({f"{owner}/{k}": v for k, v in set_timings.items()})
+            for p in members[1:]:
+                timings.update({f"{sets[p].name}/encode_corpus_s": 0.0, f"{sets[p].name}/index_s": 0.0,
+                                f"{sets[p].name}/corpus_reused_from": owner})
+            for p, run in zip(members, set_runs or []):   # None on a rank > 0 of a sharded evaluation
+                runs[sets[p].name] = run
+                qrels[sets[p].name] = loaded[p].qrels
+            bar.update(len(members))
+        del loaded
+    bar.close()
 
-        run, set_timings = _retrieve_timed(
-            student, data, eval_cfg.top_k, eval_cfg.index, eval_cfg.batch_size, progress, shard, encodings,
-            eval_set.name,
-        )
-        if data.corpus_fingerprint:
-            held.setdefault(data.corpus_fingerprint, sources[position])
-        for key in [key for key, source in held.items() if source not in sources[position + 1:]]:
-            encodings.pop(key, None)  # no later set comes from its source: free the index now
-            del held[key]
-        timings.update({f"{eval_set.name}/{k}": v for k, v in set_timings.items()})
-        if run is None:  # a rank > 0 of a sharded evaluation: its part is done
-            continue
-
+    metrics: dict[str, float] = {}
+    per_query: dict[str, dict[str, float]] = {}
+    beir_ndcg = []
+    for eval_set in [eval_set for eval_set in sets if eval_set.name in runs]:
         start = time.perf_counter()
-        aggregate, set_per_query = evaluate_run(run, data.qrels, eval_set.measures)
+        aggregate, set_per_query = evaluate_run(runs[eval_set.name], qrels[eval_set.name], eval_set.measures)
         timings[f"{eval_set.name}/metrics_s"] = time.perf_counter() - start
         metrics.update(aggregate)
         per_query.update(set_per_query)
-        runs[eval_set.name] = run
         if eval_set.kind == "beir":
             averaged = set_metric_keys("beir", eval_set.ref.label, eval_cfg.metric_suffix)[BEIR_AVERAGED_MEASURE]
             beir_ndcg.append(aggregate[averaged])

@@ -1,4 +1,4 @@
-"""Dense retrieval: stream-encode a corpus (optionally one shard of it), index it with faiss, search.
+"""Dense retrieval: stream-encode a corpus (optionally one shard of it) in blocks, index it with faiss, search.
 
 All indexes use inner product, which is the bi-encoder's score (cosine when embeddings are unit norm).
 """
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 
 import faiss
 import numpy as np
@@ -45,7 +46,7 @@ def encode_corpus(
                        enabled=progress)
 
     def flush() -> None:
-        blocks.append(encoder.encode(texts, is_query=False, batch_size=batch_size))
+        blocks.append(encode_passages(encoder, texts, batch_size))
         doc_ids.extend(ids)
         bar.update(len(ids))
         ids.clear()
@@ -63,6 +64,51 @@ def encode_corpus(
     bar.close()
     emb = np.concatenate(blocks) if blocks else np.zeros((0, encoder.dim), dtype=np.float32)
     return doc_ids, emb
+
+
+def encode_passages(encoder: BiEncoder, texts: list[str], batch_size: int) -> np.ndarray:
+    """np.float32 [n, d] passage embeddings: the one place evaluation encodes passages.
+
+    A pre-tokenised corpus (token ids cached per study) swaps this call, nothing around it.
+    """
+    return encoder.encode(texts, is_query=False, batch_size=batch_size)
+
+
+def encoded_blocks(
+    encoder: BiEncoder,
+    corpus: Corpus,
+    block_size: int,
+    batch_size: int = 128,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = False,
+) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
+    """(corpus positions int64 [b], doc ids, embeddings np.float32 [b, d]) of shard `rank` of `world`, b ≤ block_size.
+
+    A passage belongs to shard `position % world`; only one block of text and embeddings is held.
+    """
+    rank, world = shard
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+    total = len(corpus)
+    bar = progress_bar(total // world + (1 if rank < total % world else 0),
+                       f"encode corpus{'' if world == 1 else f' shard {rank}/{world}'}", "doc", enabled=progress)
+    positions: list[int] = []
+    ids: list[str] = []
+    texts: list[str] = []
+    for position, (doc_id, text) in enumerate(corpus):
+        if position % world != rank:
+            continue
+        positions.append(position)
+        ids.append(doc_id)
+        texts.append(text)
+        if len(texts) >= block_size:
+            yield np.asarray(positions, dtype=np.int64), ids, encode_passages(encoder, texts, batch_size)
+            bar.update(len(ids))
+            positions, ids, texts = [], [], []
+    if texts:
+        yield np.asarray(positions, dtype=np.int64), ids, encode_passages(encoder, texts, batch_size)
+        bar.update(len(ids))
+    bar.close()
 
 
 def gpu_available() -> bool:

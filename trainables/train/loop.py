@@ -309,7 +309,7 @@ def _report_if_due(worker: Worker, training: Training, state: LoopState) -> None
     state.pause_phase()
     if evaluate:
         evaluating = time.perf_counter()
-        metrics.update(_evaluate(worker, training, selection_only=evaluate == "selection").metrics)
+        metrics.update(_evaluate(worker, training, evaluate).metrics)
         state.eval_seconds += time.perf_counter() - evaluating
         state.best.update(metrics, curve_metric_key(worker.cfg.eval), state.step)
     metrics.update(step=state.step, epoch=state.step / worker.steps_per_epoch, **{TRAIN_SECONDS: state.train_seconds})
@@ -349,12 +349,12 @@ def _final_report(worker: Worker, training: Training, state: LoopState) -> None:
             worker.staging, "kd-final-", "final")
 
 
-def _evaluate(worker: Worker, training: Training, selection_only: bool = False):
-    """`evaluate_student` on `eval`'s sets (only the dev set for a learning-curve point), the corpus
-    encoding sharded over the workers (rank 0 scores)."""
+def _evaluate(worker: Worker, training: Training, point: str = "final"):
+    """`evaluate_student` at the `point` "final", "all" or "selection" (the last two on `eval.at_intermediate()`,
+    "selection": the dev set only), the corpus streamed and sharded over the workers (rank 0 scores)."""
     from trainables.evaluate.evaluation import evaluate_student
 
-    eval_cfg = worker.cfg.eval.model_copy(update={"beir": [], "dl": []}) if selection_only else worker.cfg.eval
+    eval_cfg = worker.cfg.eval if point == "final" else worker.cfg.eval.at_intermediate(dev_only=point == "selection")
     with autocast(worker.device, worker.autocast_dtype):   # encoding at the training precision; faiss gets float32
         return evaluate_student(training.student, eval_cfg, worker.cfg.seed, progress=False,
                                 shard=eval_shard(worker.rank, worker.world, worker.device))

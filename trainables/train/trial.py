@@ -83,7 +83,7 @@ def build_trainer(
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.num_workers,
             use_gpu=resources.use_gpu,
-            resources_per_worker={"CPU": resources.cpus_per_worker},
+            resources_per_worker={"CPU": resources.cpus_per_worker, **resources.custom},
         ),
         run_config=ray.train.RunConfig(
             storage_path=str(run_dir.parent),
