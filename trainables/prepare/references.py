@@ -75,6 +75,9 @@ def _evaluate_references(cfg: TrialConfig, dev_only, progress: bool) -> dict[str
     from trainables.evaluate.evaluation import evaluate_student
     from trainables.models.student import BiEncoder
 
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"   # a GPU host encodes the corpus there, as trials do
     models = {"untrained": cfg.student}
     if cfg.teacher.kind == "bi_encoder":
         models["teacher"] = cfg.teacher
@@ -82,6 +85,7 @@ def _evaluate_references(cfg: TrialConfig, dev_only, progress: bool) -> dict[str
     for role, model_cfg in models.items():
         # The trial's own seed: the untrained student is exactly step 0 of a trial with this config.
         encoder = BiEncoder.from_config(model_cfg, cfg.cache_dir)
+        encoder.model.to(device)
         result = evaluate_student(encoder, dev_only, cfg.seed, progress=progress)
         values.update({reference_key(role, k): v for k, v in result.metrics.items()})
     return values
