@@ -324,6 +324,12 @@ def _find_study(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], st
     from study.tracking import NoStoreError, redact, resolve_tracking_uri
 
     state = _state_or_empty(name, args)
+    if state.get("status") in ("preparing", "running"):   # its driver may be gone: no run left RUNNING
+        from study.paths import StudyPaths
+        from study.stale import close_dead_driver
+
+        close_dead_driver(StudyPaths.of(name, getattr(args, "root", None)), lambda line: print(line, file=sys.stderr))
+        state = _state_or_empty(name, args)
     try:
         return state, _tracking_uri(args, state, create=False)
     except NoStoreError:
@@ -430,6 +436,12 @@ def _run(args: argparse.Namespace) -> int:
         console.error(_cause(error) + (f" (traceback: {_shown(logged)})" if logged else ""))
         return error.exit_code
     except Exception as error:  # noqa: BLE001 - a bug, not bad input: the traceback, then one line
+        from trainables.disk import disk_full, is_disk_full
+
+        if is_disk_full(error):   # a full disk anywhere (assets, a log, Tune's snapshot): the path, exit 2
+            full = disk_full(Path.cwd(), error)
+            console.error(str(full))
+            return full.exit_code
         logged = getattr(args, "traceback_log", None)
         if logged:
             console.error(f"internal error: {_cause(error)} (a bug in kd-study: the traceback is in {_shown(logged)})")

@@ -1,0 +1,113 @@
+"""Faults a study survives without leaving half-written state: a driver that dies or fails, a full disk,
+a worker that dies, a resumed trial's metric history (issue 27).
+
+Fast tests drive the pieces directly (the runner with a test-hook tuner, the MLflow callback, the
+disk helpers); the slow ones (tests/test_faults_slow.py) run whole studies as a user does.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from test_study import FakeTrial, grid_space
+
+
+def store(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    return uri, MlflowClient(uri)
+
+
+def trial_run(client, experiment_id: str, parent: str, trial_id: str = "t1") -> str:
+    """A trial run as study.trial_runs makes it, RUNNING."""
+    return client.create_run(experiment_id, tags={"mlflow.parentRunId": parent, "kd_study.study_run": parent,
+                                                  "kd_study.kind": "trial", "kd_study.trial_id": trial_id}).info.run_id
+
+
+def test_an_error_after_training_ends_the_study_and_its_runs_failed(tmp_path, monkeypatch):
+    """The issue's internal error (an invalid metric key met once a trial had trained) left the parent and
+    trial runs RUNNING and study.json "running". A test-hook tuner trains nothing and logs that key."""
+    from mlflow.exceptions import MlflowException
+
+    import study.runner as runner
+    import study.tuner
+
+    uri, client = store(tmp_path)
+    made = {}
+
+    class FailsAfterTraining:
+        """What `Tuner.fit` met: a trial run open, then MLflow refusing the metric key the trial reported."""
+
+        def fit(self):
+            state = json.loads((tmp_path / "studies" / "g" / "study.json").read_text())
+            parent = client.get_run(state["parent_run_id"])
+            made["trial"] = trial_run(client, parent.info.experiment_id, parent.info.run_id)
+            client.log_metric(made["trial"], "beir/../../x/ndcg_at_10", 0.5)
+
+    monkeypatch.setattr(runner, "RaySession", lambda address, num_cpus: contextlib.nullcontext(None))
+    monkeypatch.setattr(runner, "max_concurrent_trials", lambda *args, **kwargs: 1)
+    monkeypatch.setattr(runner, "prepare_study_assets",
+                        lambda space, paths, say, data=None: {"keys": {}, "stats": {}, "training_set_path": "unused"})
+    monkeypatch.setattr(study.tuner, "new_tuner", lambda ctx, max_concurrent: FailsAfterTraining())
+    opts = runner.StudyOptions(root=str(tmp_path / "studies"), tracking_uri=uri, say=lambda line: None)
+
+    with pytest.raises(MlflowException, match="Invalid value"):
+        runner.run_study(grid_space(tmp_path), opts)
+    state = json.loads((tmp_path / "studies" / "g" / "study.json").read_text())
+    assert state["status"] == "failed" and "Invalid value" in state["ended_by"]
+    parent, trial = client.get_run(state["parent_run_id"]), client.get_run(made["trial"])
+    assert parent.info.status == "FAILED" and trial.info.status == "FAILED"
+    assert "Invalid value" in trial.data.tags["kd_study.ended_by"] and trial.data.tags["kd_study.state"] == "failed"
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def killed_study(tmp_path: Path, lease_pid: int) -> tuple[str, str, str]:
+    """A study whose driver died mid-trial: study.json "running", its parent and a trial run RUNNING, its lease."""
+    import socket
+    import time
+
+    from study import tracking
+
+    uri, client = store(tmp_path)
+    experiment_id, parent = tracking.start_parent_run(uri, "k", "k", space_params={}, tags={}, artifacts=[])
+    trial = trial_run(client, experiment_id, parent)
+    folder = tmp_path / "studies" / "k"
+    folder.mkdir(parents=True)
+    (folder / "study.json").write_text(json.dumps({"name": "k", "status": "running", "tracking_uri": uri,
+                                                  "parent_run_id": parent, "experiment_id": experiment_id}))
+    (folder / "lease.json").write_text(json.dumps({"owner": "x", "host": socket.gethostname(), "pid": lease_pid,
+                                                  "heartbeat": time.time()}))
+    return uri, parent, trial
+
+
+def test_the_next_command_closes_the_runs_a_killed_driver_left_running(tmp_path):
+    """SIGKILL (or OOM) leaves no trace but the lease: `kd-study report` (as `resume`, `run`, `export`) closes
+    the runs KILLED with the reason and marks the study interrupted; a live driver's runs are left alone."""
+    import os
+
+    from study.cli import main
+
+    uri, parent, trial = killed_study(tmp_path, lease_pid=os.getpid())       # the driver lives
+    _, client = store(tmp_path)
+    main(["report", "k", "--root", str(tmp_path / "studies"), "--tracking-uri", uri])
+    assert client.get_run(parent).info.status == client.get_run(trial).info.status == "RUNNING"
+
+    (tmp_path / "studies" / "k" / "lease.json").write_text(
+        (tmp_path / "studies" / "k" / "lease.json").read_text().replace(str(os.getpid()), str(dead_pid())))
+    main(["report", "k", "--root", str(tmp_path / "studies"), "--tracking-uri", uri])
+    for run_id in (parent, trial):
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED", run_id
+        assert run.data.tags["kd_study.ended_by"].startswith("its driver ended without closing the study (owner x")
+    state = json.loads((tmp_path / "studies" / "k" / "study.json").read_text())
+    assert state["status"] == "interrupted"
