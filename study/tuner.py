@@ -27,7 +27,7 @@ def new_tuner(ctx: StudyContext, max_concurrent: int) -> tune.Tuner:
     space = ctx.space
     callback = NestedTrialRunsCallback(
         ctx.tracking_uri, experiment_id=ctx.experiment_id, parent_run_id=ctx.parent_run_id, study_name=space.name,
-        space=space, log_models=ctx.opts.log_models, datasets=ctx.datasets)
+        space=space, log_models=ctx.opts.log_models, datasets=ctx.datasets, trials_dir=str(ctx.paths.trials_dir))
     return tune.Tuner(
         _trainable(ctx),
         tune_config=tune.TuneConfig(
@@ -79,6 +79,9 @@ def _this_sessions_console(tuner: tune.Tuner, ctx: StudyContext) -> None:
     if run_config is None:
         return
     run_config.verbose = tune_verbosity(ctx.opts.verbose)
+    for callback in run_config.callbacks or []:
+        if isinstance(callback, NestedTrialRunsCallback):   # pickled by a version that did not mend histories
+            callback.trials_dir = str(ctx.paths.trials_dir)
     run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, TrialLines)] \
         + [TrialLines(ctx.space, ctx.opts.verbose)]
 

@@ -111,3 +111,41 @@ def test_the_next_command_closes_the_runs_a_killed_driver_left_running(tmp_path)
         assert run.data.tags["kd_study.ended_by"].startswith("its driver ended without closing the study (owner x")
     state = json.loads((tmp_path / "studies" / "k" / "study.json").read_text())
     assert state["status"] == "interrupted"
+
+
+def test_a_resumed_trials_history_gets_the_steps_before_the_interruption_once_each(tmp_path):
+    """Item 8: the killed driver had logged steps 1-2; the workers had reported 3-4 (in the trial's report
+    log, with the step-4 checkpoint) when it died. The resumed trial continues at step 5: its MLflow
+    history holds every step once, also when a worker retry re-reports a step."""
+    from study import tracking
+    from study.trial_runs import NestedTrialRunsCallback
+
+    uri, client = store(tmp_path)
+    space = grid_space(tmp_path)
+    experiment_id, parent = tracking.start_parent_run(uri, "g", "g", space_params={}, tags={}, artifacts=[])
+    reports = [{"step": s, "train/loss": 1.0 / s, "train/lr": 0.1} for s in (1, 2, 3, 4)]
+    (tmp_path / "trials" / "t1").mkdir(parents=True)
+    (tmp_path / "trials" / "t1" / "train_log.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in reports) + '{"step": 5, "train/lo')    # the last line cut by the kill
+
+    def callback():
+        cb = NestedTrialRunsCallback(uri, experiment_id=experiment_id, parent_run_id=parent, study_name="g",
+                                     space=space, trials_dir=str(tmp_path / "trials"))
+        cb.setup()
+        return cb
+
+    trial = FakeTrial("t1", {"loss.name": "kl"})
+    killed = callback()
+    killed.log_trial_start(trial)
+    for report in reports[:2]:
+        killed.log_trial_result(report["step"], trial, report)
+    resumed = callback()                      # `kd-study resume`: a fresh driver re-opens the run
+    resumed.log_trial_start(trial)
+    for step in (5, 5, 6):                    # step 5 again: a worker restarted from its checkpoint
+        resumed.log_trial_result(step, trial, {"step": step, "train/loss": 1.0 / step, "train/lr": 0.1})
+    [run] = client.search_runs([experiment_id], "tags.`kd_study.trial_id` = 't1'")
+    for key in ("train/loss", "train/lr"):
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+        assert steps == [1, 2, 3, 4, 5, 6], key
+    loss = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/loss")}
+    assert loss[3] == pytest.approx(1 / 3) and loss[4] == pytest.approx(1 / 4)
