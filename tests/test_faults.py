@@ -149,3 +149,60 @@ def test_a_resumed_trials_history_gets_the_steps_before_the_interruption_once_ea
         assert steps == [1, 2, 3, 4, 5, 6], key
     loss = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/loss")}
     assert loss[3] == pytest.approx(1 / 3) and loss[4] == pytest.approx(1 / 4)
+
+
+def test_a_worker_death_is_one_kd_study_line_naming_the_trial_and_what_happens(tmp_path, capsys):
+    """Item 9: Ray Train's failure decision, said in one line: a death retried from the last checkpoint,
+    then failed once the retries are spent; a full disk is not retried at all."""
+    import ray.train
+    from ray.exceptions import ActorDiedError
+    from ray.train import WorkerGroupError
+
+    from trainables.attempts import AttemptPolicy
+    from trainables.errors import DiskFull
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"step": 2, "checkpoint_path": "/x/a"}\n{"step": 3}\n{"step": 4, "checkpoint_path": "/x/b"}\n')
+    policy = AttemptPolicy(ray.train.FailureConfig(max_failures=1), "t1", str(log))
+    died = WorkerGroupError("a worker died", {1: ActorDiedError()})
+    assert policy.make_decision(died).value == "RETRY"
+    assert policy.make_decision(died).value == "RAISE"
+    full = WorkerGroupError("disk", {0: DiskFull("no space left on device writing /r/t1/x (0 B free there)")})
+    assert AttemptPolicy(ray.train.FailureConfig(max_failures=2), "t2", str(log)).make_decision(full).value == "RAISE"
+    assert capsys.readouterr().out.splitlines() == [
+        "kd-study: trial t1: worker rank 1 died (its process was killed or exited); retried from its checkpoint at "
+        "step 4 (attempt 2 of 2)",
+        "kd-study: trial t1: worker rank 1 died (its process was killed or exited); the trial failed (attempt 2 of 2, "
+        "no retries left)",
+        "kd-study: trial t2: worker rank 0 failed: no space left on device writing /r/t1/x (0 B free there); the trial "
+        "failed (not retried: free space, then resume)"]
+
+
+def test_the_console_shows_the_trials_line_and_not_the_raylets_raw_one(tmp_path, capsys):
+    from study.logs import _DeferredFile, _WorkersLog
+
+    workers = _WorkersLog(_DeferredFile(tmp_path / "workers.log"))
+    workers.write_error({"lines": ["\x1b[33mA worker died or was killed while executing a task\x1b[0m"],
+                         "pid": "raylet", "is_err": False})
+    workers.write_batch({"lines": ["kd-study: trial t1: worker rank 1 died (its process was killed or exited); "
+                                   "retried from its checkpoint at step 4 (attempt 2 of 3)", "other output"],
+                         "pid": 7, "actor_name": "TrainController"})
+    workers.file.close()
+    assert capsys.readouterr().err.splitlines() == [
+        "kd-study: trial t1: worker rank 1 died (its process was killed or exited); retried from its checkpoint at "
+        "step 4 (attempt 2 of 3)"]
+    text = (tmp_path / "workers.log").read_text()
+    assert "(pid=raylet) A worker died or was killed while executing a task\n" in text and "\x1b" not in text
+
+
+def test_the_ray_train_internals_the_attempt_lines_rely_on_still_exist():
+    import inspect
+
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy
+
+    assert "failure_policy=create_failure_policy(" in inspect.getsource(TorchTrainer.fit)
+    assert "make_decision" in vars(DefaultFailurePolicy) and "failure_config" in inspect.getsource(DefaultFailurePolicy)
+    from ray._private import worker
+
+    assert "print_to_stdstream(" in inspect.getsource(worker.listen_error_messages)

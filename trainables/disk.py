@@ -58,8 +58,11 @@ def is_disk_full(error: BaseException, path: str | Path | None = None) -> bool:
         if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
             return True
         text = str(error)
-        if "No space left on device" in text or "Disk quota exceeded" in text:
+        if "no space left on device" in text.lower() or "disk quota exceeded" in text.lower():
             return True
+        for failure in (getattr(error, "worker_failures", None) or {}).values():   # Ray Train's WorkerGroupError
+            if is_disk_full(failure, path):
+                return True
         if isinstance(error, RuntimeError) and any(marker in text for marker in _TORCH_SHORT_WRITE):
             return path is None or free_bytes(path) < _ALMOST_FULL
         error = error.__cause__ or error.__context__
