@@ -270,8 +270,11 @@ class _DeferredFile:
                 self._file.write("".join(self._waiting))
                 self._waiting.clear()
             if self._file is not None:
-                self._file.write(text)
-                self._file.flush()
+                try:
+                    self._file.write(text)
+                    self._file.flush()
+                except OSError:   # a full disk: these lines are lost, the command's own line says why
+                    pass
             elif len(self._waiting) < self.MAX_WAITING:
                 self._waiting.append(text)
 
@@ -286,7 +289,8 @@ class _DeferredFile:
             self.write("")
         with self._lock:
             if self._file is not None:
-                self._file.close()
+                with contextlib.suppress(OSError):
+                    self._file.close()
                 self._file = None
             self._waiting.clear()
             self._closed = True

@@ -7,6 +7,7 @@ boxes) is off unless --verbose: the view replaces it.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
@@ -133,6 +134,29 @@ class TrialLines(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.view.failed(trial.trial_id, trial_error_line(trial), trial_counts(trials, trial, "failed"))
+        stop_if_disk_full(trial)
+
+
+def stop_if_disk_full(trial) -> None:
+    """A trial that found its disk full stops the study: every next trial would fail alike.
+
+    Raised from a Tune callback, `DiskFull` ends `fit`; the runner closes the runs and the CLI says
+    the one line naming the path (exit 2). `kd-study resume`, once there is room, re-runs the trial.
+    """
+    import re
+
+    from trainables.disk import disk_full, is_disk_full
+    from trainables.errors import DiskFull
+
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        text = Path(path).read_text() if path and Path(path).is_file() else str(getattr(trial, "error_msg", "") or "")
+    except OSError:
+        text = ""
+    if not is_disk_full(RuntimeError(text)):
+        return
+    ours = re.search(r"no space left on device writing [^\n]*", text)   # trainables.disk's own line
+    raise DiskFull(ours.group(0)) if ours else disk_full(Path(getattr(trial, "local_path", None) or "."), RuntimeError(text))
 
     def on_experiment_end(self, trials, **info) -> None:
         self.view.close()

@@ -206,3 +206,98 @@ def test_the_ray_train_internals_the_attempt_lines_rely_on_still_exist():
     from ray._private import worker
 
     assert "print_to_stdstream(" in inspect.getsource(worker.listen_error_messages)
+
+
+# ---- a full disk ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str):
+    """A small tmpfs at `folder` (mounted by the test; skipped where mounting is not allowed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_study_whose_checkpoints_cannot_fit_stops_before_its_trials(tmp_path, sample_data):
+    """The check before the trials: free space against the student's checkpoints × the trials still to run."""
+    from study.paths import StudyPaths
+    from study.shared_assets import check_space_for
+    from test_study import write_space
+    from trainables.errors import DiskFull
+
+    space = load(write_space(tmp_path, sample_data, "small", {"algorithm": "grid"},
+                             {"loss.name": {"type": "categorical", "choices": ["kl", "wkl"]}}))
+    with tmpfs(tmp_path / "root", "60m") as root:
+        with pytest.raises(DiskFull, match=rf"^not enough free space in {root}/small: 60\.0 MiB free, about "
+                                           r"\d+\.\d MiB needed for the checkpoints of 2 trials; free some space"):
+            check_space_for(space, StudyPaths.of("small", root), None, assets_built=True)
+    check_space_for(space, StudyPaths.of("small", tmp_path), None, assets_built=True)   # the real disk has room
+
+
+def load(path: Path):
+    from study.space import load_space
+
+    return load_space(path)
+
+
+def fill(folder: Path) -> Path:
+    """Fill `folder`'s file system to the last byte with one file (deleted to free it)."""
+    filler = folder / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 20))
+                handle.flush()
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 4096)
+                handle.flush()
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_study_in_one_line_and_resume_finishes_it(tmp_path, sample_data):
+    """Item 3: the disk under --root fills as the trial starts: one line naming the path (exit 2), no run left
+    RUNNING; once the space is freed, `kd-study resume` completes the study."""
+    import time
+
+    from test_study import cli, env, run_cli, study_runs, write_space
+
+    name = "full"
+    space = write_space(tmp_path, sample_data, name, {"algorithm": "random", "num_samples": 1},
+                        {"sampler.name": {"type": "categorical", "choices": ["topk"]}})
+    space.write_text(space.read_text().replace("num_workers: 2", "num_workers: 1"))
+    with tmpfs(tmp_path / "studies", "200m") as root:
+        log_path = tmp_path / "run.log"
+        with open(log_path, "w") as log:
+            driver = subprocess.Popen(cli(tmp_path, "run", str(space), "--quiet", "--no-report"), cwd=tmp_path,
+                                      env=env(), stdout=log, stderr=subprocess.STDOUT)
+            state = root / name / "study.json"
+            deadline = time.monotonic() + 300
+            while not (state.is_file() and "parent_run_id" in state.read_text()):   # the trial is about to start
+                assert driver.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+                time.sleep(0.2)
+            filler = fill(root)
+            driver.wait(timeout=300)
+        output = log_path.read_text()
+        assert driver.returncode == 2, output[-3000:]
+        last = [line for line in output.splitlines() if line.strip()][-1]
+        assert last.startswith(f"kd-study: error: no space left on device writing {root}/{name}"), output[-3000:]
+        assert "Traceback" not in output and "unexpected pos" not in output
+        _, parents, trials = study_runs(tmp_path, name)
+        assert parents and all(run.info.status != "RUNNING" for run in parents + trials)
+        assert json.loads(state.read_text())["status"] in ("failed", "interrupted")
+
+        filler.unlink()
+        result = run_cli(tmp_path, "resume", name, "--quiet", "--no-report")
+        assert result.returncode == 0, result.stderr[-3000:]
+    _, parents, trials = study_runs(tmp_path, name)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert [t.info.status for t in trials] == ["FINISHED"]

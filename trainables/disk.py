@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 # torch's zip writer when a write comes up short (a full disk is the usual cause; checked against free space)
 _TORCH_SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed writing", "file write failed")
+_FULL_TEXTS = ("no space left on device", "disk quota exceeded", "database or disk is full")   # the last: sqlite
 _ALMOST_FULL = 1 << 20     # under 1 MiB free: a short write is a full disk
 _MARGIN = 64 << 20         # room kept beyond the estimates (logs, Tune's snapshots, lease files)
 
@@ -58,7 +59,7 @@ def is_disk_full(error: BaseException, path: str | Path | None = None) -> bool:
         if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
             return True
         text = str(error)
-        if "no space left on device" in text.lower() or "disk quota exceeded" in text.lower():
+        if any(marker in text.lower() for marker in _FULL_TEXTS):
             return True
         for failure in (getattr(error, "worker_failures", None) or {}).values():   # Ray Train's WorkerGroupError
             if is_disk_full(failure, path):
