@@ -86,7 +86,10 @@ def close_on_error(paths: StudyPaths, uri: str, parent_run_id: str, error: BaseE
         say(f"kd-study: could not close the study's MLflow runs ({tracking.cause_line(str(close_error))}); "
             "the next kd-study command on this study closes them")
     else:
-        paths.update_state(status="interrupted" if interrupted else "failed", ended_by=reason)
+        try:
+            paths.update_state(status="interrupted" if interrupted else "failed", ended_by=reason)
+        except OSError:   # a full disk: the state says "running" until the next command (close_dead_driver)
+            pass
     if not interrupted and not isinstance(error, DiskFull) and is_disk_full(error):
         return disk_full(getattr(error, "filename", None) or paths.dir, error)
     return error

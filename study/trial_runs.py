@@ -144,6 +144,8 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
         for trial_id, trial in list(self._pending.items()):
             try:
                 self._start(trial)
+                if trial_id not in self._untouched:
+                    self._backfill(trial_id, self._runs[trial_id])
                 if trial_id in self._ended:
                     self._end(trial, self._ended.pop(trial_id))
             except Exception as error:  # noqa: BLE001
@@ -197,8 +199,6 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
                 path = Path(tmp) / TRIAL_CONFIG_ARTIFACT
                 cfg.to_yaml(path)
                 self.mlflow.log_artifact(run_id, str(path))
-            if trial_id in self._pending:   # made while its reports waited for the server
-                self._backfill(trial_id, run_id)
         self._runs[trial_id] = run_id
 
     def _result(self, trial, result: dict) -> None:

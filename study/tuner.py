@@ -156,7 +156,7 @@ def stop_if_disk_full(trial) -> None:
     if not is_disk_full(RuntimeError(text)):
         return
     ours = re.search(r"no space left on device writing [^\n]*", text)   # trainables.disk's own line
-    raise DiskFull(ours.group(0)) if ours else disk_full(Path(getattr(trial, "local_path", None) or "."), RuntimeError(text))
+    raise DiskFull(ours.group(0)) if ours else disk_full(Path(getattr(trial, "path", None) or "."), RuntimeError(text))
 
     def on_experiment_end(self, trials, **info) -> None:
         self.view.close()

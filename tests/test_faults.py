@@ -247,18 +247,17 @@ def load(path: Path):
 
 def fill(folder: Path) -> Path:
     """Fill `folder`'s file system to the last byte with one file (deleted to free it)."""
+    import os
+
     filler = folder / "filler"
-    with open(filler, "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * (1 << 20))
-                handle.flush()
-        except OSError:
-            pass
-        with contextlib.suppress(OSError):
-            while True:
-                handle.write(b"\0" * 4096)
-                handle.flush()
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (1 << 20, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * chunk)
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -279,13 +278,18 @@ def test_a_full_disk_stops_the_study_in_one_line_and_resume_finishes_it(tmp_path
         with open(log_path, "w") as log:
             driver = subprocess.Popen(cli(tmp_path, "run", str(space), "--quiet", "--no-report"), cwd=tmp_path,
                                       env=env(), stdout=log, stderr=subprocess.STDOUT)
-            state = root / name / "study.json"
-            deadline = time.monotonic() + 300
-            while not (state.is_file() and "parent_run_id" in state.read_text()):   # the trial is about to start
-                assert driver.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
-                time.sleep(0.2)
-            filler = fill(root)
-            driver.wait(timeout=300)
+            try:
+                state = root / name / "study.json"
+                deadline = time.monotonic() + 300
+                while not (state.is_file() and "parent_run_id" in state.read_text()):   # the trial is about to start
+                    assert driver.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+                    time.sleep(0.2)
+                filler = fill(root)
+                driver.wait(timeout=300)
+            finally:
+                if driver.poll() is None:
+                    driver.kill()
+                    driver.wait(timeout=60)
         output = log_path.read_text()
         assert driver.returncode == 2, output[-3000:]
         last = [line for line in output.splitlines() if line.strip()][-1]
@@ -293,11 +297,117 @@ def test_a_full_disk_stops_the_study_in_one_line_and_resume_finishes_it(tmp_path
         assert "Traceback" not in output and "unexpected pos" not in output
         _, parents, trials = study_runs(tmp_path, name)
         assert parents and all(run.info.status != "RUNNING" for run in parents + trials)
-        assert json.loads(state.read_text())["status"] in ("failed", "interrupted")
 
         filler.unlink()
         result = run_cli(tmp_path, "resume", name, "--quiet", "--no-report")
         assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads(state.read_text())["status"] == "finished"
     _, parents, trials = study_runs(tmp_path, name)
     assert [p.info.status for p in parents] == ["FINISHED"]
     assert [t.info.status for t in trials] == ["FINISHED"]
+
+
+# ---- a tracking server that goes away ----------------------------------------------------------------
+class MlflowServer:
+    """`mlflow server` as its own process on a port and sqlite store of the test's; stopped by its process id."""
+
+    def __init__(self, folder: Path, port: int):
+        self.folder, self.port = folder, port
+        self.uri = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "MlflowServer":
+        import sys
+        import time
+        import urllib.request
+
+        log = open(self.folder / "mlflow-server.log", "a")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+             "--artifacts-destination", str(self.folder / "artifacts")],
+            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(self.uri + "/health", timeout=2)
+                return self
+            except OSError:
+                assert self.process.poll() is None and time.monotonic() < deadline, \
+                    (self.folder / "mlflow-server.log").read_text()[-3000:]
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)      # its own session: uvicorn's worker goes too
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_lost_mid_study_loses_and_duplicates_nothing(tmp_path, sample_data):
+    """`mlflow server` stopped while trial 2 trains and restarted on the same port and store: the trials keep
+    training, what they logged meanwhile is sent when it is back; every trial FINISHED exactly once, with
+    its whole metric history (read back through the server's REST API)."""
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from study.run_sync import read_report_log, report_log_metrics
+    from test_cluster import free_ports
+    from test_study import FINAL_METRICS, env, write_space
+
+    name = "lost-server"
+    [port] = free_ports(1)
+    server = MlflowServer(tmp_path, port).start()
+    space = write_space(tmp_path, sample_data, name, {"algorithm": "grid"},
+                        {"loss.name": {"type": "categorical", "choices": ["kl", "wkl"]}})
+    space.write_text(space.read_text().replace("num_workers: 2", "num_workers: 1").replace("epochs: 2", "epochs: 4"))
+    command = [sys.executable, "-m", "study.cli", "--tracking-uri", server.uri, "--root", str(tmp_path / "studies"),
+               "--num-cpus", "2", "run", str(space), "--quiet", "--no-report"]
+    trials = tmp_path / "studies" / name / "trials"
+    log_path = tmp_path / "run.log"
+    with contextlib.ExitStack() as stack, open(log_path, "w") as log:
+        stack.callback(server.stop)
+        driver = subprocess.Popen(command, cwd=tmp_path, env=env(), stdout=log, stderr=subprocess.STDOUT)
+        stack.callback(lambda: driver.poll() is None and (driver.kill(), driver.wait(timeout=60)))
+        deadline = time.monotonic() + 600
+
+        def second_trial_reported() -> bool:
+            folders = [d for d in trials.iterdir() if d.is_dir()] if trials.is_dir() else []
+            done = [d for d in folders if (d / "kd_study_result.json").is_file()]
+            return bool(done) and any(d not in done and (d / "train_log.jsonl").is_file() for d in folders)
+
+        while not second_trial_reported():
+            assert driver.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        server.stop()                                   # gone while trial 2 trains
+        time.sleep(8)
+        server.start()                                  # back on the same port and store
+        driver.wait(timeout=600)
+        output = log_path.read_text()
+        assert driver.returncode == 0, output[-3000:]
+        assert "does not answer; trials keep training" in output and "is back after" in output
+
+        client = MlflowClient(server.uri)                   # the REST API
+        experiment = client.get_experiment_by_name(name)
+        runs = client.search_runs([experiment.experiment_id])
+        kinds = [r.data.tags.get("kd_study.kind") for r in runs]
+        assert sorted(kinds) == ["study", "trial", "trial"], kinds
+        assert all(r.info.status == "FINISHED" for r in runs)
+        trial_runs = [r for r in runs if r.data.tags["kd_study.kind"] == "trial"]
+        assert len({r.data.tags["kd_study.trial_id"] for r in trial_runs}) == 2
+        for run in trial_runs:
+            assert all(key in run.data.metrics for key in FINAL_METRICS)
+            expected = report_log_metrics(read_report_log(trials / run.data.tags["kd_study.trial_id"] /
+                                                          "train_log.jsonl"))
+            for key in ("train/loss", "dev_mrr_at_10"):
+                history = client.get_metric_history(run.info.run_id, key)
+                assert sorted(m.step for m in history) == sorted(step for k, step in expected if k == key), key

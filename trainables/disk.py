@@ -74,7 +74,8 @@ def disk_full(path: str | Path, error: BaseException | None = None) -> DiskFull:
     """The one line for a write to `path` that found no space (the path the error names, if any)."""
     named = getattr(error, "filename", None)
     if named is None and error is not None:   # a wrapped error (Ray's) keeps the path only in its text
-        found = re.search(r"No space left on device: '([^']+)'", str(error))
+        found = (re.search(r"No space left on device: '([^']+)'", str(error))
+                 or re.search(r"no space left on device writing (\S+) \(", str(error)))   # a worker's DiskFull
         named = found.group(1) if found else None
     named = named or path
     return DiskFull(f"no space left on device writing {named} ({size_text(free_bytes(named))} free there); "
