@@ -250,8 +250,7 @@ def _ray_session(opts: StudyOptions):
         yield ray
 
 
-def _preflight(cfg: TrialConfig, source: str | Path):
-    """The checks of everything a trial touches (trainables.preflight), before Ray starts."""
+def _preflight(cfg: TrialConfig, source: str | Path):   # everything a trial touches (trainables.preflight)
     return importlib.import_module("trainables.preflight").preflight(cfg, source=str(source))
 
 
@@ -298,6 +297,7 @@ def _fit_and_finish(start: Callable[[], Any], ctx: StudyContext) -> StudyOutcome
     try:
         try:
             grid = start().fit()
+            importlib.import_module("study.tuner").mend_finished_runs(ctx, grid)   # a session that lost its server
         except KeyboardInterrupt:
             grid = None
         outcome = collect_outcome(ctx.space, ctx.paths, grid, ctx.storage_url)

@@ -120,8 +120,19 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
         if not self._link.wait(WAIT_AT_END_S):
             raise TrackingError(
                 f"MLflow server {redact(self.tracking_uri)} did not come back within {WAIT_AT_END_S:.0f} s: the logs of "
-                f"trials {', '.join(sorted(self._pending))} are kept in {self.trials_dir}/<trial>/{TRAIN_LOG}")
+                f"trials {', '.join(sorted(self._pending))} are kept in {self.trials_dir}/<trial>/{TRAIN_LOG}; "
+                "`kd-study resume` sends them once it answers")
         self._resync()
+
+    def mend(self, trial) -> bool:
+        """A finished trial's run made whole after the fact (`resume` after a server outage or a kill while it was
+        logged): re-opened or made, back-filled from the trial folder, ended FINISHED. False: it already was."""
+        self.log_trial_start(trial)
+        if trial.trial_id in self._untouched or trial.trial_id not in self._runs:
+            return False
+        self._backfill(trial.trial_id, self._runs[trial.trial_id])
+        self.log_trial_end(trial)
+        return True
 
     def _tracked(self, trial, write, *args) -> None:
         if self._pending or self._link.down:

@@ -24,11 +24,27 @@ if TYPE_CHECKING:
     from study.runner import StudyContext
 
 
+def runs_callback(ctx: StudyContext) -> NestedTrialRunsCallback:
+    return NestedTrialRunsCallback(
+        ctx.tracking_uri, experiment_id=ctx.experiment_id, parent_run_id=ctx.parent_run_id, study_name=ctx.space.name,
+        space=ctx.space, log_models=ctx.opts.log_models, datasets=ctx.datasets, trials_dir=str(ctx.paths.trials_dir))
+
+
+def mend_finished_runs(ctx: StudyContext, grid) -> int:
+    """After `fit`: every finished trial's run FINISHED with its whole history (how many had to be mended).
+
+    A run can lag its trial when the tracking server was away at the end of the last session, or the
+    driver was killed between a trial's end and its run's: Tune does not replay a trial it saw finish.
+    """
+    callback = runs_callback(ctx)
+    callback.setup()
+    finished = [t for t in compat.result_grid_trials(grid) if FINAL_METRIC_MARKER in (t.last_result or {})]
+    return sum(callback.mend(trial) for trial in finished if trial.status == "TERMINATED")
+
+
 def new_tuner(ctx: StudyContext, max_concurrent: int) -> tune.Tuner:
     space = ctx.space
-    callback = NestedTrialRunsCallback(
-        ctx.tracking_uri, experiment_id=ctx.experiment_id, parent_run_id=ctx.parent_run_id, study_name=space.name,
-        space=space, log_models=ctx.opts.log_models, datasets=ctx.datasets, trials_dir=str(ctx.paths.trials_dir))
+    callback = runs_callback(ctx)
     return tune.Tuner(
         _trainable(ctx),
         tune_config=tune.TuneConfig(

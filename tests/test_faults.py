@@ -410,3 +410,35 @@ def test_a_tracking_server_lost_mid_study_loses_and_duplicates_nothing(tmp_path,
             for key in ("train/loss", "dev_mrr_at_10"):
                 history = client.get_metric_history(run.info.run_id, key)
                 assert sorted(m.step for m in history) == sorted(step for k, step in expected if k == key), key
+
+
+def test_resume_mends_the_run_of_a_trial_that_finished_while_the_server_was_away(tmp_path):
+    """A trial that finished during an outage the last session did not outlive: its run (closed KILLED by the
+    next command) holds steps 1-2 only. `mend` (what `resume` runs after `fit`) makes it whole and FINISHED."""
+    from study import tracking
+    from study.trial_runs import NestedTrialRunsCallback
+
+    uri, client = store(tmp_path)
+    experiment_id, parent = tracking.start_parent_run(uri, "g", "g", space_params={}, tags={}, artifacts=[])
+    final = {"step": 4, "dev_mrr_at_10": 0.5, tracking.FINAL_METRIC_MARKER: 0.1}
+    reports = [{"step": s, "train/loss": 1.0 / s} for s in (1, 2, 3, 4)] + [final]
+    (tmp_path / "trials" / "t1").mkdir(parents=True)
+    (tmp_path / "trials" / "t1" / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reports))
+    def fresh():   # each session's callback (Tune pickles it without state)
+        callback = NestedTrialRunsCallback(uri, experiment_id=experiment_id, parent_run_id=parent, study_name="g",
+                                           space=grid_space(tmp_path), trials_dir=str(tmp_path / "trials"))
+        callback.setup()
+        return callback
+
+    callback = fresh()
+    trial = FakeTrial("t1", {"loss.name": "kl"}, final)
+    trial.status = "TERMINATED"
+    callback.log_trial_start(trial)
+    for report in reports[:2]:
+        callback.log_trial_result(report["step"], trial, report)
+    tracking.end_open_trial_runs(uri, parent)                     # the next command closed it KILLED
+
+    assert fresh().mend(trial) is True and fresh().mend(trial) is False
+    [run] = client.search_runs([experiment_id], "tags.`kd_study.trial_id` = 't1'")
+    assert run.info.status == "FINISHED" and run.data.metrics["dev_mrr_at_10"] == 0.5
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [1, 2, 3, 4]
