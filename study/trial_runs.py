@@ -44,7 +44,9 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
     creating a duplicate, and a trial that had already finished (and is replayed by Tune because the
     experiment snapshot predates its end) leaves its run untouched. A new run gets its data sets as
     MLflow dataset inputs (`datasets`: study.dataset_inputs records), so the runs table says what
-    each trial was trained and evaluated on.
+    each trial was trained and evaluated on. A run's metric history is mended from the trial's report
+    log (study.run_sync): each (key, step) once, the steps a killed driver or an absent tracking server
+    missed sent when the run is re-opened or the server answers again.
     """
 
     def __init__(self, tracking_uri: str, *, experiment_id: str, parent_run_id: str, study_name: str,
@@ -101,7 +103,7 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
         self._tracked(trial, self._start)
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-        self._tracked(trial, self._result, result)
+        self._tracked(trial, self._result, result, iteration)
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
         self._ended[trial.trial_id] = failed      # kept until its run has been ended
@@ -212,13 +214,13 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
                 self.mlflow.log_artifact(run_id, str(path))
         self._runs[trial_id] = run_id
 
-    def _result(self, trial, result: dict) -> None:
+    def _result(self, trial, result: dict, iteration: int = 0) -> None:
         trial_id = trial.trial_id
         if trial_id in self._untouched or trial_id not in self._runs:
             return
         from mlflow.entities import Metric
 
-        step = int(result.get("step", result.get("training_iteration", 0)) or 0)
+        step = int(result.get("step", result.get("training_iteration", iteration)) or 0)
         now = int(time.time() * 1000)
         logged = self._logged.setdefault(trial_id, set())
         fresh = {(k[:250], step): v for k, v in numeric_metrics(result).items() if not math.isinf(v)}
