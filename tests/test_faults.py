@@ -158,13 +158,15 @@ def test_a_worker_death_is_one_kd_study_line_naming_the_trial_and_what_happens(t
     from ray.exceptions import ActorDiedError
     from ray.train import WorkerGroupError
 
-    from trainables.attempts import AttemptPolicy
+    from trainables.attempts import AttemptPolicy, describe
     from trainables.errors import DiskFull
 
     log = tmp_path / "train_log.jsonl"
     log.write_text('{"step": 2, "checkpoint_path": "/x/a"}\n{"step": 3}\n{"step": 4, "checkpoint_path": "/x/b"}\n')
     policy = AttemptPolicy(ray.train.FailureConfig(max_failures=1), "t1", str(log))
     died = WorkerGroupError("a worker died", {1: ActorDiedError()})
+    assert describe(WorkerGroupError("", {0: RuntimeError("x\nboom"), 1: RuntimeError("boom")})) == \
+        "worker ranks 0, 1 failed: boom"
     assert policy.make_decision(died).value == "RETRY"
     assert policy.make_decision(died).value == "RAISE"
     full = WorkerGroupError("disk", {0: DiskFull("no space left on device writing /r/t1/x (0 B free there)")})

@@ -64,7 +64,10 @@ def describe(error: BaseException) -> str:
     failures = getattr(error, "worker_failures", None)
     if not failures:
         return _short(error)
-    parts = [f"worker rank {rank} {_short(failure)}" for rank, failure in sorted(failures.items())]
+    ranks: dict[str, list[int]] = {}   # ranks that failed alike, said once
+    for rank, failure in sorted(failures.items()):
+        ranks.setdefault(_short(failure), []).append(rank)
+    parts = [f"worker rank{'s' if len(r) > 1 else ''} {', '.join(map(str, r))} {what}" for what, r in ranks.items()]
     return ", ".join(parts[:3]) + (f" and {len(parts) - 3} more" if len(parts) > 3 else "")
 
 
