@@ -444,3 +444,22 @@ def test_resume_mends_the_run_of_a_trial_that_finished_while_the_server_was_away
     [run] = client.search_runs([experiment_id], "tags.`kd_study.trial_id` = 't1'")
     assert run.info.status == "FINISHED" and run.data.metrics["dev_mrr_at_10"] == 0.5
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_cut_short_by_a_full_disk_is_one_line_naming_it(tmp_path):
+    """torch.save on a full disk raises `RuntimeError: [enforce fail at inline_container.cc] . unexpected pos`;
+    the checkpoint writer says instead which file found no space."""
+    import torch
+
+    from trainables.checkpoints import TrainState, save_train_state
+    from trainables.errors import DiskFull
+
+    state = TrainState(step=1, student={"w": torch.zeros(1 << 20)}, optimizer={}, scheduler={}, rank_table=None,
+                       train_seconds=0.0, last_loss=0.0)
+    with tmpfs(tmp_path / "small", "1m") as small:
+        with pytest.raises(RuntimeError, match="unexpected pos|PytorchStreamWriter failed") as raw:
+            torch.save(state.student, small / "raw.pt")                    # what the trial used to end with
+        assert not isinstance(raw.value, DiskFull)
+        (small / "raw.pt").unlink(missing_ok=True)
+        with pytest.raises(DiskFull, match=rf"^no space left on device writing {small}/train_state.pt \("):
+            save_train_state(str(small), state, steps_per_epoch=1, world=1)
