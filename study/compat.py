@@ -96,3 +96,16 @@ def ray_logs_dir() -> str | None:
 
     node = getattr(worker, "_global_node", None)
     return node.get_logs_dir_path() if node is not None else None
+
+
+def swap_raylet_error_printer(printer: Any) -> Any:
+    """Make `printer(data, ignore_prefix)` print the raylet's error messages on the driver; returns the one it replaces.
+
+    `ray._private.worker.listen_error_messages` hands them to the module's `print_to_stdstream`
+    (looked up at each call), not to the worker-output dispatcher: "A worker died or was killed…".
+    """
+    from ray._private import worker
+
+    previous = worker.print_to_stdstream
+    worker.print_to_stdstream = printer
+    return previous

@@ -57,7 +57,7 @@ def test_bad_storage_is_one_line_and_exit_2_before_anything_is_made(tmp_path, ca
     space = space_file(tmp_path)
     assert main(["--storage", "s3://bucket/kd", "run", str(space)]) == 2
     assert "only a shared filesystem path" in one_error_line(capsys.readouterr().err)
-    # study.run.storage in the space, and a cache_dir the other nodes would not see
+    # study.storage in the space, and a cache_dir the other nodes would not see
     text = space.read_text().replace("study:\n", f"study:\n  storage: {tmp_path / 'shared'}\n")
     space.write_text(text.replace("base:\n", "base:\n  cache_dir: /elsewhere/cache\n"))
     assert main(["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "run", str(space)]) == 2

@@ -72,6 +72,7 @@ def test_tuner_pkl_keeps_no_tracking_password_and_resume_gets_it_from_the_study(
 
     restored = tune.Tuner.restore(str(tmp_path / "tune"), trainable=trainable)
     _this_sessions_console(restored, SimpleNamespace(space=space, opts=SimpleNamespace(verbose=console.NORMAL),
-                                                     tracking_uri=uri, assets={"stats": {}}))   # what resume reads from study.json
+                                                     tracking_uri=uri, assets={"stats": {}},
+                                                     paths=SimpleNamespace(trials_dir=tmp_path / "trials")))   # what resume reads from study.json
     (again,) = [c for c in compat.tuner_run_config(restored).callbacks if isinstance(c, NestedTrialRunsCallback)]
     assert again.tracking_uri == uri

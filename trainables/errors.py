@@ -40,3 +40,12 @@ class Diverged(Failure):
 
 class CheckpointError(BadInput):
     """A checkpoint this version cannot read (an older format, or objects a safe load refuses)."""
+
+
+class DiskFull(BadInput):
+    """A write failed because its file system is full (`ENOSPC`, or torch's "unexpected pos" of a cut-short file).
+
+    Exit 2 like bad input: the user frees space (or points `--root`/`cache_dir` elsewhere) and runs
+    `kd-study resume`; retrying the write before that only fails again, so Ray Train does not retry it
+    (trainables.train.trial). The message names the path and the free space left.
+    """

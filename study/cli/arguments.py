@@ -54,7 +54,7 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool, ray: bool =
     group.add_argument("--storage", default=default, metavar="PATH_OR_URI",
                        help="shared storage root of a cluster, mounted at this path on every node: studies in "
                             "PATH/kd-studies, the asset cache in PATH/.kd-cache; every Ray node is checked to see "
-                            "it before any trial (default: the local --root and cache_dir; overrides study.run.storage)")
+                            "it before any trial (default: the local --root and cache_dir; overrides study.storage)")
 
 
 def _ray_options(group, default) -> None:

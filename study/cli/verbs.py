@@ -295,7 +295,7 @@ def _check_model_folder(folder: str) -> None:
 
 
 def _apply_storage(args: argparse.Namespace, space=None) -> None:
-    """--storage (else a space's `study.run.storage`): the studies live under it unless --root names a folder."""
+    """--storage (else a space's `study.storage`): the studies live under it unless --root names a folder."""
     from study.run.storage import storage_root, studies_root
 
     if getattr(args, "storage", None) is None and space is not None and space.study.storage:
@@ -332,6 +332,12 @@ def _find_study(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], st
     from study.track.tracking import NoStoreError, redact, resolve_tracking_uri
 
     state = _state_or_empty(name, args)
+    if state.get("status") in ("preparing", "running"):   # its driver may be gone: no run left RUNNING
+        from study.paths import StudyPaths
+        from study.track.stale import close_dead_driver
+
+        close_dead_driver(StudyPaths.of(name, getattr(args, "root", None)), lambda line: print(line, file=sys.stderr))
+        state = _state_or_empty(name, args)
     try:
         return state, _tracking_uri(args, state, create=False)
     except NoStoreError:
@@ -444,6 +450,12 @@ def _run(args: argparse.Namespace) -> int:
         console.error(_cause(error) + (f" (traceback: {_shown(logged)})" if logged else ""))
         return error.exit_code
     except Exception as error:  # noqa: BLE001 - a bug, not bad input: the traceback, then one line
+        from trainables.disk import disk_full, is_disk_full
+
+        if is_disk_full(error):   # a full disk anywhere (assets, a log, Tune's snapshot): the path, exit 2
+            full = disk_full(Path.cwd(), error)
+            console.error(str(full))
+            return full.exit_code
         logged = getattr(args, "traceback_log", None)
         if logged:
             console.error(f"internal error: {_cause(error)} (a bug in kd-study: the traceback is in {_shown(logged)})")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -45,6 +46,9 @@ _QUIET_ENV = {
 _WORKERS_HANDLER = "kd_study_workers_log"
 _RAY_TQDM_MAGIC = "__ray_tqdm_magic_token__"  # ray.experimental.tqdm_ray's bar updates: not lines
 
+_CONSOLE_LINE = "kd-study: "                   # a Ray process's line meant for the console
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
 _active: "LogRouting | None" = None
 
 
@@ -64,6 +68,7 @@ class LogRouting:
         self._workers_file = _DeferredFile(self.workers_log)
         self._workers = _WorkersLog(self._workers_file)
         self._ray_printer = None   # Ray's console printer of worker output, while the file has its place
+        self._ray_error_printer = None   # ... and of the raylet's error messages
 
     def start(self) -> None:
         for key, value in _QUIET_ENV.items():  # before transformers is imported: it reads it then
@@ -138,6 +143,9 @@ class LogRouting:
         self._workers.autoscaler = self._ray_printer = console_printer
         dispatcher.remove_handler(compat.RAY_CONSOLE_PRINTER)
         dispatcher.add_handler(_WORKERS_HANDLER, self._workers.write_batch)
+        # The raylet's error lines ("A worker died…", in colour) bypass the dispatcher: to the file as well;
+        # the trial's own line says what happened (trainables.train.attempts).
+        self._ray_error_printer = compat.swap_raylet_error_printer(self._workers.write_error)
         self.driver_log_line(f"Ray workers' output: {self.workers_log}; Ray's own log files: "
                              f"{compat.ray_logs_dir()}")
         return True
@@ -150,6 +158,9 @@ class LogRouting:
 
         dispatcher = compat.worker_output_dispatcher()
         dispatcher.remove_handler(_WORKERS_HANDLER)
+        if self._ray_error_printer is not None:
+            compat.swap_raylet_error_printer(self._ray_error_printer)
+            self._ray_error_printer = None
         if ray.is_initialized() and compat.RAY_CONSOLE_PRINTER not in dict(dispatcher.handlers):
             dispatcher.add_handler(compat.RAY_CONSOLE_PRINTER, self._ray_printer)
         self._ray_printer = None
@@ -259,8 +270,11 @@ class _DeferredFile:
                 self._file.write("".join(self._waiting))
                 self._waiting.clear()
             if self._file is not None:
-                self._file.write(text)
-                self._file.flush()
+                try:
+                    self._file.write(text)
+                    self._file.flush()
+                except OSError:   # a full disk: these lines are lost, the command's own line says why
+                    pass
             elif len(self._waiting) < self.MAX_WAITING:
                 self._waiting.append(text)
 
@@ -275,7 +289,8 @@ class _DeferredFile:
             self.write("")
         with self._lock:
             if self._file is not None:
-                self._file.close()
+                with contextlib.suppress(OSError):
+                    self._file.close()
                 self._file = None
             self._waiting.clear()
             self._closed = True
@@ -318,6 +333,13 @@ class _WorkersLog:
             return
         who = data.get("actor_name") or data.get("task_name") or ""
         prefix = f"({who + ' ' if who else ''}pid={data.get('pid')}) "
-        lines = [line for line in data.get("lines", []) if _RAY_TQDM_MAGIC not in line]
+        lines = [_ANSI.sub("", line) for line in data.get("lines", []) if _RAY_TQDM_MAGIC not in line]
         if lines:
             self.file.write("".join(prefix + line + "\n" for line in lines))
+        for line in lines:   # a trial's own line (trainables.train.attempts: a worker failed; a lease waited)
+            if line.startswith(_CONSOLE_LINE):
+                print(line, file=sys.stderr, flush=True)
+
+    def write_error(self, data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        """A raylet error message (`pid` "raylet"), to the file without its colour codes."""
+        self.write_batch({**data, "pid": data.get("pid", "raylet")})

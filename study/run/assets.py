@@ -30,10 +30,12 @@ def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[s
     from trainables.prepare.references import reference_metrics
 
     warm = ", warm start" if space.base.init.start == "warmup" else ""
+    check_space_for(space, paths, data)
     say(f"kd-study: preparing shared assets (pools, teacher scores{warm}) in {space.base.cache_dir} ...")
     assets = prepare_assets(space.base, data=data, on_teacher_progress=teacher_progress(say))   # bars on a terminal, plain lines in a log
     stats = {k: v for k, v in assets.stats.items() if isinstance(v, (int, float, str, bool)) or v is None}
     check_pool_sizes(space, stats)
+    check_space_for(space, paths, data, assets_built=True)
     references = reference_metrics(space.base)   # the learning curves' floor and ceiling
     info = AssetsRecord(training_set_path=assets.training_set_path, keys=assets.keys, stats=stats,
                         references=references)
@@ -47,6 +49,28 @@ def prepare_study_assets(space: SearchSpace, paths: StudyPaths, say: Callable[[s
 def teacher_progress(say: Callable[[str], None]) -> Callable[[Any], None]:
     """The console's line per teacher shard written (trainables.prepare.teacher_shards.ShardProgress): shards, pairs/s, ETA."""
     return lambda progress: say(f"kd-study: {progress.line()}")
+
+
+def check_space_for(space: SearchSpace, paths: StudyPaths, data: RetrievalData | None, *,
+                    assets_built: bool = False) -> None:
+    """Free space before the assets (the cache) and before the trials (their checkpoints in the study folder).
+
+    Estimates (trainables.disk): a study that cannot fit stops in one line now, not at its first
+    checkpoint. Only the trials still to run count: a resumed study's finished trials hold their space.
+    """
+    from study.run.trainable import RESULT_MARKER
+    from trainables.disk import asset_bytes, check_free_space, checkpoint_bytes
+
+    base = space.base
+    if not assets_built:
+        queries = len(data.queries) if data is not None else (base.data.max_train_queries or 0)
+        if base.data.max_train_queries:
+            queries = min(queries, base.data.max_train_queries)
+        check_free_space(base.cache_dir, asset_bytes(base, queries), "the shared assets (pools, teacher scores)")
+        return
+    done = len(list(paths.trials_dir.glob(f"*/{RESULT_MARKER}"))) if paths.trials_dir.is_dir() else 0
+    left = max(space.num_trials - done, 0)
+    check_free_space(paths.dir, left * checkpoint_bytes(base), f"the checkpoints of {left} trials")
 
 
 def assets_line(stats: dict[str, Any]) -> str:

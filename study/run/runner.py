@@ -18,13 +18,11 @@ still leave are closed here:
   re-enqueued, so a grid still runs every point exactly once;
 - an errored trial retried by the resume records its result as a new COMPLETE Optuna trial (the
   failed attempt stays FAIL);
-- MLflow trial runs left RUNNING by the killed driver are closed as KILLED; the trials Tune resumes
-  re-open their own run (study.track.trial_runs), so no trial gets a second run.
-- on a cluster the killed driver's trials die with it (its Tune trial actors own their Ray Train
-  controllers and workers; nothing is detached), and no folder has two writers anyway: the driver
-  holds the study folder's lease (a second driver on the study is refused in one line) and each
-  trial run its run folder's (trainables.train.checkpoints.FolderLease), which a lost run's surviving
-  workers check before every checkpoint.
+- MLflow runs left RUNNING by the killed driver are closed as KILLED (study.track.stale, also by `run`,
+  `report` and `export`); the trials Tune resumes re-open their own run, never a second one.
+- on a cluster the killed driver's trials die with it (nothing is detached), and no folder has two
+  writers: the driver holds the study folder's lease and each trial run its run folder's
+  (trainables.train.checkpoints.FolderLease), which a lost run's surviving workers check at each checkpoint.
 
 Light to import (Ray, Optuna and torch load inside the functions), so the CLI can import it and
 still fail fast on bad inputs.
@@ -57,6 +55,7 @@ from study.run.ray_session import (
 from study.run.assets import AssetsRecord, assets_line, prepare_study_assets, teacher_progress
 from study.space.schema import SearchSpace, dump_space, load_space
 from study.run.storage import check_study_storage, on_storage
+from study.track.stale import close_dead_driver
 
 __all__ = ["StudyContext", "StudyError", "StudyOptions", "StudyOutcome", "resume_study", "run_study",
            "train_single"]
@@ -72,9 +71,8 @@ class StudyOptions:
     log_models: bool = False
     report: bool = True
     num_cpus: int | None = None
-    storage: str | None = None   # shared storage root (study.run.storage): studies, checkpoints, asset cache
+    storage: str | None = None   # shared storage root (study.storage): studies, checkpoints, asset cache
     verbose: int = 1
-    # called with a one-line status message (the CLI prints them)
     say: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
 
 
@@ -102,6 +100,7 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
     study's parent run under the sweep's).
     """
     space = on_storage(space, opts)
+    close_dead_driver(StudyPaths.of(space.name, opts.root), opts.say)   # before "already exists": no run left RUNNING
     paths = check_new_study(space.name, opts.root)
     check_fits_local_ray(space_trial_cpus(space), opts.num_cpus, opts.ray_address, space.source)
     check_ray_address(opts.ray_address)
@@ -174,6 +173,7 @@ def resume_study(name: str, opts: StudyOptions) -> StudyOutcome:
     """`kd-study resume NAME`: restore the Tune experiment (finished trials kept, unfinished and errored re-run)."""
     paths = check_existing_study(name, opts.root)
     check_ray_address(opts.ray_address)
+    close_dead_driver(paths, opts.say)   # a killed driver's runs: KILLED, with the reason
     with _study_lease(paths, opts.say):   # before anything touches the study's runs or trials
         return _resume_study(paths, opts)
 
@@ -214,7 +214,7 @@ def _resume_study(paths: StudyPaths, opts: StudyOptions) -> StudyOutcome:
                 opts.say(f"kd-study: resuming study {name} from {paths.tune_dir} "
                          f"(MLflow {tracking.redact(tracking_uri)}, parent run {parent_run_id})")
                 return restore_tuner(ctx)
-            # Killed before Tune saved anything: no trial ran, so start the search afresh.
+            # Stopped before Tune saved anything (a kill, a full disk): start the search afresh.
             opts.say(f"kd-study: no Tune state in {paths.tune_dir} yet; starting study {name} afresh")
             delete_study(storage_url, name)
             shutil.rmtree(paths.tune_dir, ignore_errors=True)
@@ -227,9 +227,8 @@ def _resume_study(paths: StudyPaths, opts: StudyOptions) -> StudyOutcome:
 def _study_lease(paths: StudyPaths, say: Callable[[str], None]):
     """One driver per study at a time: the study folder's lease, held while this driver runs it.
 
-    `resume` while the study's driver still runs would close that driver's MLflow runs as KILLED and
-    re-run its trials beside it. A killed driver's lease is free at once on its own host and after
-    LEASE_TTL_S elsewhere (trainables.train.checkpoints.FolderLease).
+    `resume` while the study's driver still runs would close its runs and re-run its trials beside it.
+    A killed driver's lease is free at once on its own host, after LEASE_TTL_S elsewhere.
     """
     from trainables.train.checkpoints import FolderBusy, FolderLease, holder_text, read_lease
 
@@ -306,25 +305,34 @@ def _fit_and_finish(start: Callable[[], Any], ctx: StudyContext) -> StudyOutcome
 
     Ctrl-C (or SIGTERM, which the CLI turns into the same) during `fit` is Tune's graceful stop: it
     returns the trials as they are. One before or a second one during `fit` is a KeyboardInterrupt.
-    Either way the trials' runs still RUNNING are closed as KILLED, the parent run too, and the study
-    state says "interrupted", so `kd-study resume NAME` continues it.
+    Either way the runs still RUNNING end KILLED and the state says "interrupted" (`resume` continues
+    it); any other error ends them FAILED with its cause (study.track.stale.close_on_error).
     """
     try:
-        grid = start().fit()
-    except KeyboardInterrupt:
-        grid = None
-    outcome = collect_outcome(ctx.space, ctx.paths, grid, ctx.storage_url)
-    if outcome.interrupted:
-        tracking.end_open_trial_runs(ctx.tracking_uri, ctx.parent_run_id)
-        tracking.end_run(ctx.tracking_uri, ctx.parent_run_id, "KILLED")
-        ctx.paths.update_state(status="interrupted")
+        try:
+            grid = start().fit()
+            importlib.import_module("study.run.tuner").mend_finished_runs(ctx, grid)   # a session that lost its server
+        except KeyboardInterrupt:
+            grid = None
+        outcome = collect_outcome(ctx.space, ctx.paths, grid, ctx.storage_url)
+        if outcome.interrupted:
+            tracking.end_open_trial_runs(ctx.tracking_uri, ctx.parent_run_id)
+            tracking.end_run(ctx.tracking_uri, ctx.parent_run_id, "KILLED")
+            ctx.paths.update_state(status="interrupted")
+            return outcome
+        status = "FAILED" if outcome.errored and not outcome.finished else "FINISHED"
+        if ctx.opts.report and outcome.finished:
+            _report(ctx, outcome)
+        tracking.end_run(ctx.tracking_uri, ctx.parent_run_id, status)
+        ctx.paths.update_state(status="errors" if outcome.errored else "finished")
         return outcome
-    status = "FAILED" if outcome.errored and not outcome.finished else "FINISHED"
-    if ctx.opts.report and outcome.finished:
-        _report(ctx, outcome)
-    tracking.end_run(ctx.tracking_uri, ctx.parent_run_id, status)
-    ctx.paths.update_state(status="errors" if outcome.errored else "finished")
-    return outcome
+    except BaseException as error:   # a bug, a full disk, a store error after training: no run left RUNNING
+        from study.track.stale import close_on_error
+
+        said = close_on_error(ctx.paths, ctx.tracking_uri, ctx.parent_run_id, error, ctx.opts.say)
+        if said is error:
+            raise
+        raise said from error
 
 
 def _report(ctx: StudyContext, outcome: StudyOutcome) -> None:

@@ -1,6 +1,6 @@
 """One storage root for a study on a cluster, and the check that every Ray node sees it.
 
-`--storage PATH` (or `study.run.storage` in a space) is a folder every node mounts at the same path
+`--storage PATH` (or `study.storage` in a space) is a folder every node mounts at the same path
 (NFS, a parallel file system). It holds everything a node other than the driver's reads or writes:
 
     <storage>/kd-studies/<NAME>/   the study folder: Tune's experiment, trials' checkpoints (Ray's storage path)
@@ -37,7 +37,7 @@ class StorageError(BadInput):
 
 
 def storage_root(value: str | None) -> Path | None:
-    """The storage root named by `--storage` / `study.run.storage` (a path or a file:// URI), absolute; None if unset."""
+    """The storage root named by `--storage` / `study.storage` (a path or a file:// URI), absolute; None if unset."""
     if not value:
         return None
     parsed = urlparse(value)
@@ -56,7 +56,7 @@ def studies_root(storage: Path) -> Path:
 
 def on_storage(space, opts):
     """`space` with its base's cache_dir / output_dir inside the storage root (`opts.storage`, else the
-    space's `study.run.storage`), and `opts.root` defaulted to the root's studies folder; unchanged without one."""
+    space's `study.storage`), and `opts.root` defaulted to the root's studies folder; unchanged without one."""
     storage = storage_root(opts.storage or space.study.storage)
     if storage is None:
         return space

@@ -29,6 +29,7 @@ def distil_trial(config: dict[str, Any], *, space: SearchSpace, training_set_pat
     # final report carries it too (study.track.trial_runs logs that checkpoint's files).
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
+    from trainables.disk import writing
     from trainables.train.trial import run_trial
     from trainables.data.training_set import Assets  # not trainables.prepare.assets: its builders import transformers
 
@@ -38,10 +39,11 @@ def distil_trial(config: dict[str, Any], *, space: SearchSpace, training_set_pat
         tune.report(json.loads(marker.read_text()))
         return
     cfg = space.trial_config(config, name=trial_name(space.name, trial_id))
-    result = run_trial(cfg, Assets(training_set_path, dict(asset_keys)), storage_path=trials_dir, name=trial_id,
-                       callbacks=[TuneReportCallback()])
-    final = {**result.metrics, CHECKPOINT_PATH_KEY: result.checkpoint_path}
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(final, default=float))
-    os.replace(tmp, marker)
+    with writing(Path(trials_dir, trial_id)):   # its folder, lease, checkpoints, marker: a full disk names the file
+        result = run_trial(cfg, Assets(training_set_path, dict(asset_keys)), storage_path=trials_dir, name=trial_id,
+                           callbacks=[TuneReportCallback()])
+        final = {**result.metrics, CHECKPOINT_PATH_KEY: result.checkpoint_path}
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(final, default=float))
+        os.replace(tmp, marker)

@@ -7,6 +7,7 @@ boxes) is off unless --verbose: the view replaces it.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
@@ -24,11 +25,27 @@ if TYPE_CHECKING:
     from study.run.runner import StudyContext
 
 
+def runs_callback(ctx: StudyContext) -> NestedTrialRunsCallback:
+    return NestedTrialRunsCallback(
+        ctx.tracking_uri, experiment_id=ctx.experiment_id, parent_run_id=ctx.parent_run_id, study_name=ctx.space.name,
+        space=ctx.space, log_models=ctx.opts.log_models, datasets=ctx.datasets, trials_dir=str(ctx.paths.trials_dir))
+
+
+def mend_finished_runs(ctx: StudyContext, grid) -> int:
+    """After `fit`: every finished trial's run FINISHED with its whole history (how many had to be mended).
+
+    A run can lag its trial when the tracking server was away at the end of the last session, or the
+    driver was killed between a trial's end and its run's: Tune does not replay a trial it saw finish.
+    """
+    callback = runs_callback(ctx)
+    callback.setup()
+    finished = [t for t in compat.result_grid_trials(grid) if FINAL_METRIC_MARKER in (t.last_result or {})]
+    return sum(callback.mend(trial) for trial in finished if trial.status == "TERMINATED")
+
+
 def new_tuner(ctx: StudyContext, max_concurrent: int) -> tune.Tuner:
     space = ctx.space
-    callback = NestedTrialRunsCallback(
-        ctx.tracking_uri, experiment_id=ctx.experiment_id, parent_run_id=ctx.parent_run_id, study_name=space.name,
-        space=space, log_models=ctx.opts.log_models, datasets=ctx.datasets)
+    callback = runs_callback(ctx)
     return tune.Tuner(
         _trainable(ctx),
         tune_config=tune.TuneConfig(
@@ -81,6 +98,9 @@ def _this_sessions_console(tuner: tune.Tuner, ctx: StudyContext) -> None:
     if run_config is None:
         return
     run_config.verbose = tune_verbosity(ctx.opts.verbose)
+    for callback in run_config.callbacks or []:
+        if isinstance(callback, NestedTrialRunsCallback):   # pickled by a version that did not mend histories
+            callback.trials_dir = str(ctx.paths.trials_dir)
     run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, TrialLines)] \
         + [TrialLines(ctx.space, ctx.opts.verbose, ctx.assets["stats"].get("n_train_queries"))]
     for callback in run_config.callbacks:   # tuner.pkl keeps the store URI without its password
@@ -153,6 +173,29 @@ class TrialLines(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.view.failed(trial.trial_id, trial_error_line(trial), trial_counts(trials, trial, "failed"))
+        stop_if_disk_full(trial)
+
+
+def stop_if_disk_full(trial) -> None:
+    """A trial that found its disk full stops the study: every next trial would fail alike.
+
+    Raised from a Tune callback, `DiskFull` ends `fit`; the runner closes the runs and the CLI says
+    the one line naming the path (exit 2). `kd-study resume`, once there is room, re-runs the trial.
+    """
+    import re
+
+    from trainables.disk import disk_full, is_disk_full
+    from trainables.errors import DiskFull
+
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        text = Path(path).read_text() if path and Path(path).is_file() else str(getattr(trial, "error_msg", "") or "")
+    except OSError:
+        text = ""
+    if not is_disk_full(RuntimeError(text)):
+        return
+    ours = re.search(r"no space left on device writing [^\n]*", text)   # trainables.disk's own line
+    raise DiskFull(ours.group(0)) if ours else disk_full(Path(getattr(trial, "path", None) or "."), RuntimeError(text))
 
     def on_experiment_end(self, trials, **info) -> None:
         self.view.close()

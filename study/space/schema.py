@@ -118,7 +118,7 @@ class StudySettings(Strict):
     replicates: int = Field(1, ge=1, description="seeds per configuration point (base seed + 0..N-1)")
     baseline: dict[str, Scalar] | None = Field(None, description="searched field → value: the reference cell")
     contrasts: list[ContrastSpec] = Field(default_factory=list, description="declared comparisons (study/space/contrasts.py)")
-    storage: str | None = Field(None, min_length=1, description="shared storage root of a cluster (study.run.storage): "
+    storage: str | None = Field(None, min_length=1, description="shared storage root of a cluster (study.storage): "
                                 "the study folder, checkpoints and asset cache; --storage overrides it")
 
     @field_validator("name")

@@ -13,6 +13,7 @@ STUDY_KIND_TAG = "kd_study.kind"                   # "study" (the parent run), "
 TRIAL_ID_TAG = "kd_study.trial_id"
 STATE_TAG = "kd_study.state"                       # "pruned" on a trial the scheduler stopped early
 ERROR_TAG = "kd_study.error"
+ENDED_BY_TAG = "kd_study.ended_by"                 # why a run was closed by another command than its driver
 SEARCHED_TAG = "kd_study.searched"
 MISSING_ARTIFACTS_TAG = "kd_study.missing_artifacts"
 CHECKPOINT_TAG = "kd_study.checkpoint"

@@ -35,7 +35,8 @@ from trainables import outputs
 from trainables.errors import BadInput
 
 from study.track.tags import (
-    EXPERIMENT_KIND_TAG, GIT_SHA_TAG, MODEL_TRAINING_KIND, PARENT_RUN_TAG, STATE_INTERRUPTED, STATE_TAG, STUDY_KIND,
+    ENDED_BY_TAG, EXPERIMENT_KIND_TAG, GIT_SHA_TAG, MODEL_TRAINING_KIND, PARENT_RUN_TAG, STATE_FAILED, STATE_INTERRUPTED,
+    STATE_TAG, STUDY_KIND,
     STUDY_KIND_TAG, STUDY_NAME_TAG, STUDY_RUN_TAG,
 )
 
@@ -208,8 +209,11 @@ def end_run(uri: str, run_id: str, status: str) -> None:
     mlflow_client.set_terminated(run_id, status=status)
 
 
-def end_open_trial_runs(uri: str, parent_run_id: str, status: str = "KILLED") -> int:
-    """Close trial runs left RUNNING by an interrupted or killed driver; the trials that resume re-open theirs."""
+def end_open_trial_runs(uri: str, parent_run_id: str, status: str = "KILLED", *, reason: str | None = None) -> int:
+    """Close trial runs left RUNNING by an interrupted, failed or killed driver; the trials that resume re-open theirs.
+
+    KILLED runs get STATE_TAG interrupted, FAILED ones failed; `reason` goes into ENDED_BY_TAG.
+    """
     mlflow_client = client(uri)
     parent = mlflow_client.get_run(parent_run_id)
     runs = {r.info.run_id: r for tag in (PARENT_RUN_TAG, STUDY_RUN_TAG)   # seed runs nest under point runs
@@ -217,7 +221,9 @@ def end_open_trial_runs(uri: str, parent_run_id: str, status: str = "KILLED") ->
                                                f"tags.`{tag}` = '{parent_run_id}' and attributes.status = 'RUNNING'")}
     runs = list(runs.values())
     for run in runs:
-        mlflow_client.set_tag(run.info.run_id, STATE_TAG, STATE_INTERRUPTED)
+        mlflow_client.set_tag(run.info.run_id, STATE_TAG, STATE_INTERRUPTED if status == "KILLED" else STATE_FAILED)
+        if reason:
+            mlflow_client.set_tag(run.info.run_id, ENDED_BY_TAG, reason[:5000])
         mlflow_client.set_terminated(run.info.run_id, status=status)
     return len(runs)
 

@@ -28,10 +28,12 @@ from study.track.tags import (
     STATE_FAILED, STATE_FINISHED, STATE_PRUNED, STATE_RESUMED, STATE_TAG, STUDENT_ARTIFACT_DIR, STUDY_KIND_TAG,
     STUDY_NAME_TAG, STUDY_RUN_TAG, TAG_FALLBACKS, TRIAL_CONFIG_ARTIFACT, TRIAL_ID_TAG, TRIAL_KIND,
 )
+from study.track.run_sync import WAIT_AT_END_S, Pair, ServerLink, backfill, logged_pairs
 from study.track.tracking import (
-    FINAL_METRIC_MARKER, client, flat_config, log_params, numeric_metrics, redact, run_name, trial_error_line,
-    trial_name,
+    FINAL_METRIC_MARKER, TrackingError, client, flat_config, log_params, numeric_metrics, redact, run_name,
+    trial_error_line, trial_name,
 )
+from trainables.outputs import TRAIN_LOG
 
 
 class NestedTrialRunsCallback(MLflowLoggerCallback):
@@ -42,12 +44,16 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
     creating a duplicate, and a trial that had already finished (and is replayed by Tune because the
     experiment snapshot predates its end) leaves its run untouched. A new run gets its data sets as
     MLflow dataset inputs (`datasets`: study.track.dataset_inputs records), so the runs table says what
-    each trial was trained and evaluated on.
+    each trial was trained and evaluated on. A run's metric history is mended from the trial's report
+    log (study.track.run_sync): each (key, step) once, the steps a killed driver or an absent tracking server
+    missed sent when the run is re-opened or the server answers again.
     """
 
     def __init__(self, tracking_uri: str, *, experiment_id: str, parent_run_id: str, study_name: str,
-                 space, log_models: bool = False, datasets: list[dict[str, Any]] | None = None):
+                 space, log_models: bool = False, datasets: list[dict[str, Any]] | None = None,
+                 trials_dir: str | None = None):
         super().__init__(tracking_uri=tracking_uri, tags={})
+        self.trials_dir = trials_dir   # trials/<trial_id>/train_log.jsonl: what a run's history is mended from
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.study_name = study_name
@@ -58,13 +64,21 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
         self._runs: dict[str, str] = {}
         self._untouched: set[str] = set()
         self._point_runs: dict[str, str] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._logged: dict[str, set[Pair]] = {}     # per trial: the (key, step) pairs its run holds
+        self._pending: dict[str, Any] = {}          # trials whose run missed writes while the server was away
+        self._ended: dict[str, bool] = {}           # ... and which of them ended meanwhile (failed or not)
+        self._link = ServerLink(self.tracking_uri)
 
     # The callback is pickled with the Tuner (tuner.pkl): keep only plain settings, and the tracking URI
     # without its password (study.json, mode 0600, is the one file that keeps it: `resume` sets it back
     # with `use_tracking_uri`).
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_client=None, _runs={}, _untouched=set(), _point_runs={}, mlflow_util=None,
+        state.update(_client=None, _runs={}, _untouched=set(), _point_runs={}, mlflow_util=None, _logged={},
+                     _pending={}, _ended={}, _link=None,
                      tracking_uri=redact(self.tracking_uri))
         return state
 
@@ -75,6 +89,7 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
     def setup(self, *args, **kwargs) -> None:
         self._client = client(self.tracking_uri)
         self._runs, self._untouched, self._point_runs = {}, set(), {}
+        self._reset()
 
     @property
     def replicates(self) -> int:
@@ -90,7 +105,76 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
     def run_id_of(self, trial_id: str) -> str | None:
         return self._runs.get(trial_id)
 
+    # ---- every write goes through `_tracked`: a server that went away delays it, never loses it --------
     def log_trial_start(self, trial) -> None:
+        self._tracked(trial, self._start)
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        self._tracked(trial, self._result, result, iteration)
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        self._ended[trial.trial_id] = failed      # kept until its run has been ended
+        self._tracked(trial, self._end, failed)
+        if trial.trial_id not in self._pending:
+            self._ended.pop(trial.trial_id, None)
+
+    def on_step_end(self, iteration: int, trials, **info) -> None:
+        if self._pending and self._link.usable():
+            self._resync()
+
+    def on_experiment_end(self, trials, **info) -> None:
+        """The study's trials are done: logs still waiting for the server are sent, waiting up to WAIT_AT_END_S."""
+        if not self._pending:
+            return
+        if not self._link.wait(WAIT_AT_END_S):
+            raise TrackingError(
+                f"MLflow server {redact(self.tracking_uri)} did not come back within {WAIT_AT_END_S:.0f} s: the logs of "
+                f"trials {', '.join(sorted(self._pending))} are kept in {self.trials_dir}/<trial>/{TRAIN_LOG}; "
+                "`kd-study resume` sends them once it answers")
+        self._resync()
+
+    def mend(self, trial) -> bool:
+        """A finished trial's run made whole after the fact (`resume` after a server outage or a kill while it was
+        logged): re-opened or made, back-filled from the trial folder, ended FINISHED. False: it already was."""
+        self.log_trial_start(trial)
+        if trial.trial_id in self._untouched or trial.trial_id not in self._runs:
+            return False
+        self._backfill(trial.trial_id, self._runs[trial.trial_id])
+        self.log_trial_end(trial)
+        return True
+
+    def _tracked(self, trial, write, *args) -> None:
+        if self._pending or self._link.down:
+            if not self._link.usable():
+                self._pending[trial.trial_id] = trial
+                return
+            was_pending = trial.trial_id in self._pending
+            self._resync()          # started, back-filled and (if it ended) ended: only a result may be new
+            if was_pending and write != self._result:
+                return
+        try:
+            write(trial, *args)
+        except Exception as error:  # noqa: BLE001 - only a server that went away is survived
+            if not self._link.lost(error):
+                raise
+            self._pending[trial.trial_id] = trial
+
+    def _resync(self) -> None:
+        """Each waiting trial's run made whole from its report log: started, back-filled, ended if it ended."""
+        for trial_id, trial in list(self._pending.items()):
+            try:
+                self._start(trial)
+                if trial_id not in self._untouched:
+                    self._backfill(trial_id, self._runs[trial_id])
+                if trial_id in self._ended:
+                    self._end(trial, self._ended.pop(trial_id))
+            except Exception as error:  # noqa: BLE001
+                if not self._link.lost(error):
+                    raise
+                return
+            del self._pending[trial_id]
+
+    def _start(self, trial) -> None:
         trial_id = trial.trial_id
         if trial_id in self._runs:
             if trial_id not in self._untouched:
@@ -108,6 +192,7 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
             self.mlflow.set_tag(run_id, STATE_TAG, STATE_RESUMED)
             if self.replicates > 1:   # re-open its point run too
                 self._point_run(point_id(trial.config), trial.config, flat_config(cfg.model_dump(mode="json")))
+            self._backfill(trial_id, run_id)
         else:
             params = flat_config(cfg.model_dump(mode="json"))
             pid, replicate = point_id(trial.config), replicate_of(trial.config)
@@ -136,7 +221,7 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
                 self.mlflow.log_artifact(run_id, str(path))
         self._runs[trial_id] = run_id
 
-    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+    def _result(self, trial, result: dict, iteration: int = 0) -> None:
         trial_id = trial.trial_id
         if trial_id in self._untouched or trial_id not in self._runs:
             return
@@ -144,12 +229,20 @@ class NestedTrialRunsCallback(MLflowLoggerCallback):
 
         step = int(result.get("step", result.get("training_iteration", iteration)) or 0)
         now = int(time.time() * 1000)
-        metrics = [Metric(k[:250], v, now, step) for k, v in numeric_metrics(result).items()
-                   if not math.isinf(v)]
+        logged = self._logged.setdefault(trial_id, set())
+        fresh = {(k[:250], step): v for k, v in numeric_metrics(result).items() if not math.isinf(v)}
+        metrics = [Metric(key, v, now, step) for (key, _), v in fresh.items() if (key, step) not in logged]
         for start in range(0, len(metrics), 1000):
             self.mlflow.log_batch(self._runs[trial_id], metrics=metrics[start:start + 1000])
+        logged.update(fresh)
 
-    def log_trial_end(self, trial, failed: bool = False) -> None:
+    def _backfill(self, trial_id: str, run_id: str) -> None:
+        """The trial's reports its run lacks (a resumed trial's steps before the interruption; a server's outage)."""
+        self._logged[trial_id] = logged_pairs(self.mlflow, run_id)
+        if getattr(self, "trials_dir", None):   # a callback pickled by an older study has none
+            backfill(self.mlflow, run_id, Path(self.trials_dir, trial_id, TRAIN_LOG), self._logged[trial_id])
+
+    def _end(self, trial, failed: bool = False) -> None:
         trial_id = trial.trial_id
         if trial_id in self._untouched or trial_id not in self._runs:
             return

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from trainables.data.runfile import write_run_file
+from trainables.disk import writing
 from trainables.errors import CheckpointError
 from trainables.outputs import (
     FINAL_METRICS, LEASE, PER_QUERY, RUNS_DIR, STUDENT_DIR, TRAIN_STATE, TRIAL_CONFIG, run_file_name,
@@ -120,6 +121,11 @@ def save_train_state(directory: str, state: TrainState, steps_per_epoch: int, wo
     tensor (even if handed a numpy array) and the scalars as Python numbers.
     """
     rank_table = None if state.rank_table is None else torch.as_tensor(state.rank_table)
+    with writing(os.path.join(directory, TRAIN_STATE)):   # torch's "unexpected pos" on a full disk: one line
+        _save_state(directory, state, rank_table, steps_per_epoch, world)
+
+
+def _save_state(directory: str, state: TrainState, rank_table, steps_per_epoch: int, world: int) -> None:
     torch.save({
         "format": STATE_FORMAT, "step": int(state.step), "epoch": int(state.step) // steps_per_epoch,
         "student": state.student, "optimizer": state.optimizer, "scheduler": state.scheduler,
@@ -131,6 +137,11 @@ def save_train_state(directory: str, state: TrainState, steps_per_epoch: int, wo
 
 def save_final(directory: str, student, cfg: TrialConfig, final: dict[str, Any], result: EvalResult) -> None:
     """Write the final checkpoint: the student, per-query scores, the config and the final report."""
+    with writing(directory):
+        _save_final(directory, student, cfg, final, result)
+
+
+def _save_final(directory: str, student, cfg: TrialConfig, final: dict[str, Any], result: EvalResult) -> None:
     student.save(os.path.join(directory, STUDENT_DIR))
     Path(directory, PER_QUERY).write_text(json.dumps(result.per_query))
     for set_name, run in result.runs.items():   # re-scorable by trec_eval, ranx, pyserini, ir_measures

@@ -30,6 +30,7 @@ from trainables.train.checkpoints import (
 )
 from trainables.config import TrialConfig
 from trainables.train.ddp import all_reduce_sum, barrier, eval_shard, unwrap
+from trainables.disk import writing
 from trainables.train.epoch_plan import RankBatch, RankPlan, check_sizes, steps_per_epoch, total_steps
 from trainables.train.rank_table import RankTable
 from trainables.outputs import (
@@ -364,8 +365,7 @@ def _report(metrics: dict[str, Any], rank: int, write: Callable[[str], None] | N
             staging: Path | None = None, prefix: str = "kd-ckpt-", name: str | None = None) -> None:
     """`ray.train.report` on every rank; with `write`, rank 0 writes a checkpoint folder to report with it.
 
-    The folder is staged in `staging` (inside the trial's run folder, so a full system temp
-    directory cannot fail a trial whose storage has room) and removed once Ray has copied it.
+    Staged in `staging` (the run folder: a full /tmp must not fail it), removed once Ray copied it; a full disk is one line.
     """
     import ray.train
 
@@ -376,7 +376,7 @@ def _report(metrics: dict[str, Any], rank: int, write: Callable[[str], None] | N
         ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
         return
     staging.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=prefix, dir=staging) as directory:
+    with writing(staging), tempfile.TemporaryDirectory(prefix=prefix, dir=staging) as directory:
         write(directory)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory), checkpoint_dir_name=name)
 

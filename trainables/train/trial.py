@@ -24,6 +24,7 @@ import yaml
 from pydantic import ValidationError
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from trainables.train.attempts import AttemptPolicy
 from trainables.train.checkpoints import LEASE_OWNER_KEY, FolderLease
 from trainables.config import ConfigError, TrialConfig, absolute_paths, get_dotted
 from trainables.outputs import FINAL_METRICS, NAN_LOSS_TEST_ENV, PER_QUERY, STUDENT_DIR, TRAIN_LOG, TRIAL_CONFIG
@@ -96,7 +97,8 @@ def build_trainer(
 
 
 class _Trainer(TorchTrainer):
-    """A TorchTrainer without the two Ray Train callbacks that cost a trial and give it nothing.
+    """A TorchTrainer whose failures are said in one line (`AttemptPolicy`), without the two Ray Train
+    callbacks that cost a trial and give it nothing:
 
     - The PlacementGroupCleaner, where the cluster serves no state API: a detached actor that asks
       the state API (the Ray dashboard's) whether the controller still lives. Without a dashboard
@@ -109,6 +111,13 @@ class _Trainer(TorchTrainer):
       Data's context to every worker (importing Ray Data there). Workers then get no shard provider,
       which is their default.
     """
+
+    def _initialize_and_run_controller(self, **controller_init_kwargs):
+        """Ray Train's failure policy with a kd-study line per decision and no retry of a full disk (trainables.train.attempts)."""
+        run = self.run_config
+        controller_init_kwargs["failure_policy"] = AttemptPolicy(
+            run.failure_config or ray.train.FailureConfig(), run.name, str(Path(run.storage_path, run.name, TRAIN_LOG)))
+        return super()._initialize_and_run_controller(**controller_init_kwargs)
 
     def _create_default_callbacks(self):
         unused = set() if self.datasets else {"DatasetsCallback"}
