@@ -6,35 +6,24 @@ TrialConfig, so `kd-study train best.yaml` re-runs exactly what a trial ran.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.errors import BadInput
-
-
-class ConfigError(BadInput):
-    """A config file or dict that does not validate; the message names the file and the key."""
-
-
-# The one rule for every name that becomes a folder: study, trial and run names (`name`, the CLI's NAME
-# arguments, `--name`). One path component: no '/', no leading '.' (so never '..'), nothing a shell quotes.
-NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z")   # \Z: `$` would let a trailing newline in
-NAME_RULE = "expected letters, digits, '.', '_' or '-', starting with a letter or digit (a folder name)"
-
-
-def check_name(value: Any, what: str | None = None) -> str:
-    """`value` if it is a valid study/trial/run name, else a ConfigError naming it as `what` ("study name", "--name").
-
-    Without `what` (inside a pydantic validator, whose error names the key) the message is the rule alone.
-    """
-    if isinstance(value, str) and NAME_PATTERN.match(value):
-        return value
-    raise ConfigError(f"{what} {value!r}: {NAME_RULE}" if what else f"{NAME_RULE}, got {value!r}")
+from trainables.config_choices import (  # noqa: F401  (loss_config, sampler_config: re-exported)
+    DROP_OTHER_SETTINGS, LossConfig, SamplerConfig, loss_config, sampler_config,
+)
+from trainables.config_io import (  # noqa: F401  (re-exported: the config's one import for its callers)
+    NAME_PATTERN, NAME_RULE, PICKLE_SUFFIXES, check_name, format_validation_error, get_dotted, is_pickle_path,
+    read_yaml_mapping, set_dotted,
+)
+from trainables.errors import ConfigError   # noqa: F401  (re-exported: every caller's ConfigError)
+from trainables.samplers import check_k_fits_pool
+from trainables.settings import (  # noqa: F401  (re-exported)
+    KLSettings, LossSettings, MarginMSESettings, RandomSettings, SamplerSettings, StratifiedSettings, WKLSettings,
+)
 
 
 class _Strict(BaseModel):
@@ -157,14 +146,6 @@ class ModelConfig(_Strict):
     passage_max_length: int = Field(128, ge=8)
 
 
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".pkl.gz", ".pickle.gz")
-
-
-def is_pickle_path(path: str | Path) -> bool:
-    """A teacher-scores file in the pickle layout (by its name: .pkl / .pickle, gzipped or not)."""
-    return str(path).lower().endswith(PICKLE_SUFFIXES)
-
-
 class TeacherConfig(ModelConfig):
     """The teacher: a bi-encoder (offline default), a cross-encoder scoring (query, passage) pairs, or a scores file.
 
@@ -194,63 +175,6 @@ class StudentConfig(ModelConfig):
     """The student bi-encoder (shared weights for query and passage)."""
 
     num_layers: int | None = Field(2, ge=1)
-
-
-class SamplerConfig(_Strict):
-    """How K candidates are picked from each query's pool (score-distribution paper; WKL paper's `teacher_top_n`)."""
-
-    name: Literal["topk", "random", "stratified", "teacher_top_n"] = "stratified"
-    k: int = Field(8, ge=1)
-    top_n: int = Field(20, ge=1, description="teacher_top_n: draw K uniformly from the teacher's top N of the pool")
-    on_small_pool: Literal["error", "clip"] = Field(
-        "error", description="K larger than a query's pool: fail, or use the whole pool for that query"
-    )
-
-    @model_validator(mode="after")
-    def _k_fits_top_n(self) -> "SamplerConfig":
-        if self.name == "teacher_top_n" and self.k > self.top_n:
-            raise ValueError(f"k={self.k} > top_n={self.top_n}: teacher_top_n draws K distinct candidates "
-                             "from the teacher's top N")
-        return self
-
-
-class LossConfig(_Strict):
-    """The distillation loss and its parameters (WKL paper)."""
-
-    name: Literal["kl", "margin_mse", "kl_nll", "wkl"] = "kl"
-    _scale: float | None = PrivateAttr(None)   # `student_scale` resolved by the TrialConfig holding this block
-    gamma1: float = Field(0.0, ge=0.0, description="WKL focusing exponent for positives (γ1 ≥ 0)")
-    alpha: float = Field(0.0, ge=0.0, description="WKL scale of β from student ranks")
-    nll_weight: float = Field(1.0, ge=0.0, description="λ of KL+NLL")
-    teacher_temperature: float = Field(1.0, gt=0.0)
-    student_temperature: float = Field(1.0, gt=0.0)
-    beta_refresh_steps: int = Field(200, ge=1, description="refresh student ranks for β every N batches")
-    beta_pool_depth: int = Field(20, ge=1, description="candidates re-scored per query at a β refresh")
-    kl_warmup_steps: int = Field(0, ge=0, description="plain KL steps before WKL (the paper's KL+WKL)")
-    gamma2_floor: float | None = Field(
-        None, description="WKL: γ2,i = max(γ1 − β_i, floor); the paper needs γ2,i > 0 (or all 0): α > γ1 "
-                          "without a floor ≥ 0 breaks it (`kd-study check` says so)")
-    student_scale: float | Literal["auto"] = Field(
-        "auto", description="MarginMSE: student scores × scale before the margins (KL-family losses use "
-                            "student_temperature); auto: see `student_score_scale`")
-    in_batch_weight: float = Field(
-        0.0, ge=0.0, description="λ_IB: add λ_IB · contrastive NLL of each positive against every passage of "
-                                 "the batch (other queries' passages as negatives, student-scored); 0 = off")
-
-    @field_validator("student_scale")
-    @classmethod
-    def _positive_scale(cls, value: float | str) -> float | str:
-        if value != "auto" and not value > 0:
-            raise ValueError(f"expected 'auto' or a number > 0, got {value}")
-        return value
-
-    @property
-    def margin_scale(self) -> float:
-        """The student-score multiplier of MarginMSE: a number as given, `auto` as the owning TrialConfig
-        resolved it (`student_score_scale`); a bare block's `auto` is 1 (raw scores)."""
-        if self.student_scale != "auto":
-            return float(self.student_scale)
-        return 1.0 if self._scale is None else self._scale
 
 
 class OptimConfig(_Strict):
@@ -317,8 +241,8 @@ class EvalConfig(_Strict):
 class WarmupConfig(_Strict):
     """The shared warm-up a refinement starts from (WKL paper: KL first, then WKL at a small lr)."""
 
-    loss: LossConfig = LossConfig(name="kl")
-    sampler: SamplerConfig = SamplerConfig(name="random", on_small_pool="clip")
+    loss: LossConfig = KLSettings()
+    sampler: SamplerConfig = RandomSettings(on_small_pool="clip")
     steps: int = Field(1000, ge=1, description="optimiser steps of the warm-up")
     lr: float = Field(3e-5, gt=0.0)
     batch_size: int = Field(32, ge=1, description="queries per step")
@@ -381,8 +305,8 @@ class TrialConfig(_Strict):
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     init: InitConfig = InitConfig()
-    sampler: SamplerConfig = SamplerConfig()
-    loss: LossConfig = LossConfig()
+    sampler: SamplerConfig = StratifiedSettings()
+    loss: LossConfig = KLSettings()
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
     resources: ResourcesConfig = ResourcesConfig()
@@ -397,19 +321,18 @@ class TrialConfig(_Strict):
 
     @model_validator(mode="after")
     def _resolve_student_scale(self) -> "TrialConfig":
-        """`loss.student_scale: auto` becomes a number for the loss functions, which see the loss block only.
+        """MarginMSE's `loss.student_scale: auto` becomes a number for the loss function, which sees the block only.
 
-        Kept beside the block (not written into it), so a dumped or overridden config still says
-        `auto` and re-resolves against its own teacher and student.
+        Kept beside the block (its `_scale`, not written into it), so a dumped or overridden config still
+        says `auto` and re-resolves against its own teacher and student.
         """
-        self.loss._scale = student_score_scale(self)
+        if isinstance(self.loss, MarginMSESettings):
+            self.loss._scale = student_score_scale(self)
         return self
 
     @model_validator(mode="after")
     def _k_fits_pool(self) -> "TrialConfig":
         """No pool is deeper than `data.pool_depth`; the real pools are checked once they exist."""
-        from trainables.samplers import check_k_fits_pool   # samplers imports this module
-
         pool = f"data.pool_depth={self.data.pool_depth}" + (
             f" + data.random_additions={self.data.random_additions}" if self.data.random_additions else "")
         check_k_fits_pool(self.sampler.k, self.data.max_pool_size, self.sampler.on_small_pool, pool=pool)
@@ -417,9 +340,12 @@ class TrialConfig(_Strict):
 
     # ---- loading and saving -------------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "<config>") -> "TrialConfig":
+    def from_dict(cls, raw: dict[str, Any], source: str = "<config>", *, other_settings: str = "error") -> "TrialConfig":
+        """Validate `raw`; `other_settings="drop"` (a search space's configs) drops the settings of losses and
+        samplers other than the chosen ones instead of refusing them (trainables/config_choices.py)."""
+        context = DROP_OTHER_SETTINGS if other_settings == "drop" else None
         try:
-            return cls.model_validate(raw)
+            return cls.model_validate(raw, context=context)
         except ValidationError as error:
             raise ConfigError(format_validation_error(error, source)) from None
 
@@ -435,12 +361,13 @@ class TrialConfig(_Strict):
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
-    def with_overrides(self, overrides: dict[str, Any], source: str = "<overrides>") -> "TrialConfig":
-        """A copy with dotted keys (`loss.gamma1`) replaced, re-validated as a whole."""
+    def with_overrides(self, overrides: dict[str, Any], source: str = "<overrides>", *,
+                       other_settings: str = "error") -> "TrialConfig":
+        """A copy with dotted keys (`loss.gamma1`) replaced, re-validated as a whole (`other_settings`: `from_dict`)."""
         raw = self.model_dump(mode="json")
         for dotted, value in overrides.items():
             set_dotted(raw, dotted, value)
-        return TrialConfig.from_dict(raw, source=source)
+        return TrialConfig.from_dict(raw, source=source, other_settings=other_settings)
 
 
 # sentence-transformers' scale for cosine scores (MultipleNegativesRankingLoss, scale=20 ≡ τ = 0.05): cosine
@@ -452,63 +379,11 @@ def student_score_scale(cfg: TrialConfig) -> float:
     """The multiplier MarginMSE applies to student scores: `loss.student_scale`, or for `auto`
     COSINE_STUDENT_SCALE when a cosine student distils a teacher whose scores are not cosines (a
     cross-encoder's logits, a dot-product bi-encoder), else 1 (both on the same scale)."""
-    if cfg.loss.student_scale != "auto":
-        return float(cfg.loss.student_scale)
+    scale = getattr(cfg.loss, "student_scale", "auto")
+    if scale != "auto":
+        return float(scale)
     same_scale = cfg.teacher.kind == "bi_encoder" and cfg.teacher.similarity == cfg.student.similarity
     return COSINE_STUDENT_SCALE if cfg.student.similarity == "cosine" and not same_scale else 1.0
-
-
-def get_dotted(raw: Mapping[str, Any], dotted: str) -> Any:
-    """The value at a dotted key (`loss.gamma1`) of a nested mapping; KeyError/TypeError when it is not there."""
-    node: Any = raw
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    node = raw
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-
-
-def read_yaml_mapping(path: str | Path, what: str = "a mapping") -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; errors name the file (and line for syntax).
-
-    An empty file (or one holding only comments) is an error too: it is never what was meant.
-    `what` names the expected content in the messages ("a trial config", "a search space").
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
-    if raw is None:
-        raise ConfigError(f"{path}: empty file (expected {what}: a YAML mapping of fields)")
-    if not isinstance(raw, dict):
-        kind = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
-            type(raw), type(raw).__name__)
-        raise ConfigError(f"{path}: expected {what} (a YAML mapping of fields) at the top level, got {kind}")
-    return raw
-
-
-def format_validation_error(error: ValidationError, source: str) -> str:
-    """One line per problem: `file: key.path: what was expected`."""
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "<root>"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"{source}: {key}: {message}")
-    return "; ".join(lines)
 
 
 def absolute_paths(cfg: TrialConfig) -> TrialConfig:

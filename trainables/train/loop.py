@@ -31,7 +31,7 @@ from trainables.train.checkpoints import (
 from trainables.config import TrialConfig
 from trainables.train.ddp import eval_shard, unwrap
 from trainables.train.epoch_plan import RankBatch, RankPlan, check_sizes, steps_per_epoch, total_steps
-from trainables.train.rank_table import RankTable
+from trainables.registry import loss_entry
 from trainables.outputs import (
     BEST_STEP, CHECKPOINT_SECONDS, EVAL_SECONDS, FINAL_LOSS, LEARNING_RATE, QUERIES_PER_SECOND, RESUMED_FROM,
     SAMPLED_SCORE_ENTROPY, SAMPLED_SCORE_VARIANCE, STAGING_DIR, TRAIN_LOSS, TRAIN_SECONDS, WORKER_SETUP_SECONDS,
@@ -83,8 +83,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     while state.step < worker.steps:
         batch = plan.batch(state.step)
         _inject_fault_once(loop_config, state.step + 1, worker.world)
-        if state.rank_table is not None:
-            state.rank_table.refresh_if_due(training.student, worker.ts, cfg, state.step, worker.rank, worker.world)
+        if state.loss_state is not None:
+            state.loss_state.before_step(training.student, worker.ts, cfg, state.step, worker.rank, worker.world)
         _train_on(batch, worker, training, state, nan_loss=loop_config.get("nan_loss_at_step") == state.step + 1)
         _report_if_due(worker, training, state)
 
@@ -193,7 +193,8 @@ class LoopState:
     """What the loop carries from step to step; a training checkpoint saves it with the weights."""
 
     step: int = 0                           # completed global steps
-    rank_table: RankTable | None = None     # WKL's β ranks (None for other losses)
+    loss_state: Any = None                  # the loss's per-step state (registry `LossEntry.state`: WKL's
+                                            # rank table), None for a stateless loss
     last_loss: float = float("nan")         # the last logged train loss
     train_seconds: float = 0.0              # all attempts; reports, evaluations and checkpoints excluded
     eval_seconds: float = 0.0               # all attempts' intermediate evaluations (curve points, every_steps)
@@ -206,10 +207,11 @@ class LoopState:
 
     @classmethod
     def resume(cls, worker: Worker, saved: TrainState | None) -> LoopState:
-        rank_table = RankTable.start(worker.ts, worker.cfg.loss, saved.rank_table if saved else None)
+        kind = loss_entry(worker.cfg.loss.name).state_class()
+        loss_state = kind.start(worker.ts, worker.cfg.loss, saved.rank_table if saved else None) if kind else None
         if saved is None:
-            return cls(rank_table=rank_table)
-        return cls(step=saved.step, rank_table=rank_table, last_loss=saved.last_loss,
+            return cls(loss_state=loss_state)
+        return cls(step=saved.step, loss_state=loss_state, last_loss=saved.last_loss,
                    train_seconds=saved.train_seconds, eval_seconds=saved.eval_seconds, resumed_from=saved.step,
                    best=Best(saved.curve_best, saved.curve_best_step))
 
@@ -225,7 +227,7 @@ class LoopState:
     def train_state(self, training: Training) -> TrainState:
         return TrainState(step=self.step, student=training.student.state_dict(),
                           optimizer=training.optimizer.state_dict(), scheduler=training.scheduler.state_dict(),
-                          rank_table=self.rank_table.ranks if self.rank_table is not None else None,
+                          rank_table=self.loss_state.table if self.loss_state is not None else None,
                           train_seconds=self.train_seconds, last_loss=self.last_loss,
                           curve_best=self.best.value, curve_best_step=self.best.step,
                           eval_seconds=self.eval_seconds)
@@ -260,7 +262,7 @@ def _train_on(batch: RankBatch, worker: Worker, training: Training, state: LoopS
     cfg = worker.cfg
     # Dropout draws depend on (seed, step) only, so a resumed run repeats the uninterrupted one.
     torch.manual_seed(cfg.seed * 1_000_003 + state.step)
-    ranks = state.rank_table.ranks if state.rank_table is not None else None
+    ranks = state.loss_state.table if state.loss_state is not None else None
     inputs = build_step_inputs(training.student, worker.ts, batch, worker.world, ranks,
                                in_batch=cfg.loss.in_batch_weight > 0)
     if nan_loss:

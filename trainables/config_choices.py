@@ -1,0 +1,68 @@
+"""The trial config's `loss:` and `sampler:` blocks: one typed model per registered name (a discriminated union).
+
+`loss: {name: wkl, gamma1: 2}` validates as the registry's `wkl` settings model; a field another loss
+declares is an error ("gamma1=2.0 is a setting of loss wkl, not of 'kl'"), except at its default value:
+configs written before the union (study.json, checkpoints, exported configs) dumped every loss's fields
+into one flat block, so a KL block carrying WKL's defaults still loads (the defaults are dropped).
+
+A search space's base and fixed values are settings for whichever loss a trial draws (quickstart's base
+sets WKL's refresh interval on a `kl` base that searches `loss.name`): spaces validate with the context
+`{"other_settings": "drop"}`, which drops another loss's settings whatever their value.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Callable, Union
+
+from pydantic import BeforeValidator, Discriminator, Tag, TypeAdapter, ValidationInfo
+
+from trainables.registry import loss_entries, other_fields, sampler_entries
+
+DROP_OTHER_SETTINGS = {"other_settings": "drop"}   # validation context of a search space's configs
+
+
+def _union(kind: str, entries: Callable[[], dict[str, Any]], default: str) -> Any:
+    """`Annotated[Union[model of each entry], ...]` chosen by `name` (default `default`), with the before-step above."""
+    models = {name: entry.settings for name, entry in entries().items()}
+    others = other_fields(list(models.values()))
+
+    def tag(value: Any) -> str | None:
+        return value.get("name", default) if isinstance(value, dict) else getattr(value, "name", None)
+
+    def prepare(raw: Any, info: ValidationInfo) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        name = raw.get("name", default)
+        if name not in models:
+            raise ValueError(f"unknown {kind} {name!r}: expected one of {', '.join(models)}")
+        own = models[name].model_fields
+        drop_all = (info.context or {}).get("other_settings") == "drop"
+        kept = {}
+        for key, value in raw.items():
+            if key in own or key not in others:
+                kept[key] = value          # own settings, or an unknown key (the model says "unknown key")
+                continue
+            owners, defaults = others[key]
+            if drop_all or any(value == defaults[o] for o in owners):
+                continue
+            raise ValueError(f"{key}={value!r} is a setting of {kind} {', '.join(sorted(owners))}, not of {name!r}")
+        return kept
+
+    choices = tuple(Annotated[model, Tag(name)] for name, model in models.items())
+    return Annotated[Annotated[Union[choices], Discriminator(tag)], BeforeValidator(prepare)]
+
+
+LossConfig = _union("loss", loss_entries, "kl")
+SamplerConfig = _union("sampler", sampler_entries, "stratified")
+
+
+_LOSS, _SAMPLER = TypeAdapter(LossConfig), TypeAdapter(SamplerConfig)
+
+
+def loss_config(**raw: Any) -> Any:
+    """The `loss:` block `raw` (`loss_config(name="wkl", gamma1=2.0)`) as its registered settings model."""
+    return _LOSS.validate_python(raw)
+
+
+def sampler_config(**raw: Any) -> Any:
+    """The `sampler:` block `raw` as its registered settings model."""
+    return _SAMPLER.validate_python(raw)
