@@ -11,6 +11,7 @@ sets WKL's refresh interval on a `kl` base that searches `loss.name`): spaces va
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Callable, Union
 
 from pydantic import BeforeValidator, Discriminator, Tag, TypeAdapter, ValidationInfo
@@ -53,6 +54,28 @@ def _union(kind: str, entries: Callable[[], dict[str, Any]], default: str) -> An
 
 LossConfig = _union("loss", loss_entries, "kl")
 SamplerConfig = _union("sampler", sampler_entries, "stratified")
+
+
+CHOSEN_BLOCKS = ("loss", "sampler")   # the trial config's blocks whose model its `name` picks
+
+
+def other_settings(raw: Mapping[str, Any], chosen: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The settings a raw config's `loss:` / `sampler:` blocks hold for other losses / samplers than `chosen`
+    (a validated config's dump), by block: what a space keeps for the trials that draw those."""
+    out: dict[str, dict[str, Any]] = {}
+    for block in CHOSEN_BLOCKS:
+        given = raw.get(block)
+        if isinstance(given, Mapping):
+            out[block] = {k: v for k, v in given.items() if k not in chosen.get(block, {})}
+    return {block: found for block, found in out.items() if found}
+
+
+def with_other_settings(raw: dict[str, Any], other: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """`raw` (a config dump) with `other` settings under its own: a trial of another loss finds them there."""
+    raw = dict(raw)
+    for block, settings in other.items():
+        raw[block] = {**settings, **raw.get(block, {})}
+    return raw
 
 
 _LOSS, _SAMPLER = TypeAdapter(LossConfig), TypeAdapter(SamplerConfig)
