@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.config import LossConfig, TrialConfig
+from trainables.config import TrialConfig, loss_config as LossConfig
 from trainables.errors import Diverged, Failure
 from trainables.outputs import NAN_LOSS_TEST_ENV
 from trainables.train.step import StepInputs, train_step

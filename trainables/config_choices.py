@@ -89,3 +89,8 @@ def loss_config(**raw: Any) -> Any:
 def sampler_config(**raw: Any) -> Any:
     """The `sampler:` block `raw` as its registered settings model."""
     return _SAMPLER.validate_python(raw)
+
+
+def block_for(block: str, raw: Mapping[str, Any]) -> Any:
+    """A `loss:` / `sampler:` block from `raw`, other losses' / samplers' settings dropped (as a space's trials)."""
+    return (_LOSS if block == "loss" else _SAMPLER).validate_python(dict(raw), context=DROP_OTHER_SETTINGS)

@@ -28,8 +28,8 @@ import numpy as np
 from trainables.config import ConfigError, TrialConfig, get_dotted
 from pydantic import ValidationError
 
-from trainables.config_choices import DROP_OTHER_SETTINGS
-from trainables.registry import CheckRow, Derived, loss_entries, sampler_entries, sampler_entry, sampler_function
+from trainables.config_choices import block_for
+from trainables.registry import CheckRow, Derived, loss_entries, sampler_entries, sampler_function
 from trainables.settings import SamplerSettings
 from trainables.samplers import sample_candidates
 from trainables.train.loss_checks import (  # noqa: F401  (re-exported: the built-in losses' rows and measures)
@@ -344,8 +344,8 @@ def sampler_overlaps(pools: np.ndarray, samplers: Iterable[str], k: int, seed: i
     common = like.model_dump() if like is not None else {}
     for name in names:
         try:
-            settings = like if like is not None and like.name == name else sampler_entry(name).settings.model_validate(
-                {**common, "name": name, "k": k}, context=DROP_OTHER_SETTINGS)
+            settings = like if like is not None and like.name == name else block_for(
+                "sampler", {**common, "name": name, "k": k})
         except ValidationError:
             continue
         rng = np.random.default_rng([seed, 7])
