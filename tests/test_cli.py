@@ -25,7 +25,7 @@ def kd_study(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Complete
     """The CLI in a fresh interpreter, as a user runs it."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "study.cli.verbs", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

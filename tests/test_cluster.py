@@ -126,7 +126,7 @@ class Servers:
 
 
 def kd_study(servers: Servers, workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "study.cli.verbs", "--root", str(workdir / "studies"), *args,
+    return [sys.executable, "-m", "study.cli", "--root", str(workdir / "studies"), *args,
             "--ray-address", servers.ray_address]
 
 

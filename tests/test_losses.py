@@ -401,3 +401,13 @@ def test_gamma2_floor_keeps_gamma2_at_or_above_it():
     beta = wkl_beta(ranks, positives, 1.5)
     expected = wkl_loss(s, t, positives, 1.0, gamma2_values(1.0, beta, 0.0))
     torch.testing.assert_close(compute_loss(floored, s, t, positives, state=ranks), expected)
+
+
+def test_the_docs_table_of_losses_and_samplers_is_the_registrys():
+    """docs/internals.md's table is `registry.markdown_table()` (regenerate it when an entry changes)."""
+    from pathlib import Path
+
+    from trainables.registry import markdown_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "internals.md").read_text()
+    assert markdown_table() in docs

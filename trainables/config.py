@@ -1,7 +1,9 @@
 """The single typed schema of one trial (one distillation run), validated at the edge.
 
-A search space is "a base TrialConfig + searched fields"; the exported best config is a
-TrialConfig, so `kd-study train best.yaml` re-runs exactly what a trial ran.
+A search space is "a base TrialConfig + searched fields"; the exported best config is a TrialConfig, so
+`kd-study train best.yaml` re-runs exactly what a trial ran. Beside it: config_choices.py (the `loss:` and
+`sampler:` blocks, one model per registered name), config_io.py (YAML, dotted keys, error lines), and
+settings.py (the built-in losses' and samplers' settings); this module re-exports their public names.
 """
 from __future__ import annotations
 
@@ -12,18 +14,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.config_choices import (  # noqa: F401  (loss_config, sampler_config: re-exported)
-    DROP_OTHER_SETTINGS, LossConfig, SamplerConfig, loss_config, sampler_config,
-)
-from trainables.config_io import (  # noqa: F401  (re-exported: the config's one import for its callers)
-    NAME_PATTERN, NAME_RULE, PICKLE_SUFFIXES, check_name, format_validation_error, get_dotted, is_pickle_path,
-    read_yaml_mapping, set_dotted,
-)
-from trainables.errors import ConfigError   # noqa: F401  (re-exported: every caller's ConfigError)
+from trainables.config_choices import DROP_OTHER_SETTINGS, LossConfig, SamplerConfig, loss_config, sampler_config  # noqa: F401
+from trainables.config_io import (NAME_PATTERN, NAME_RULE, PICKLE_SUFFIXES, check_name,  # noqa: F401
+                                  format_validation_error, get_dotted, is_pickle_path, read_yaml_mapping, set_dotted)
+from trainables.errors import ConfigError   # noqa: F401  (every caller's ConfigError)
 from trainables.samplers import check_k_fits_pool
-from trainables.settings import (  # noqa: F401  (re-exported)
-    KLSettings, LossSettings, MarginMSESettings, RandomSettings, SamplerSettings, StratifiedSettings, WKLSettings,
-)
+from trainables.settings import (KLSettings, LossSettings, MarginMSESettings, RandomSettings,  # noqa: F401
+                                 SamplerSettings, StratifiedSettings, WKLSettings)
 
 
 class _Strict(BaseModel):

@@ -185,6 +185,20 @@ def labels() -> dict[str, str]:
     return {e.name: e.label or e.name for e in (*sampler_entries().values(), *loss_entries().values())}
 
 
+def markdown_table() -> str:
+    """The docs' table of every loss and sampler (docs/internals.md holds the built-ins'; a test compares)."""
+    rows = ["| kind | name | settings (besides the shared ones) | per-step state | check rows | what it does |",
+            "|---|---|---|---|---|---|"]
+    for kind, entries, base in (("loss", loss_entries(), s.LossSettings), ("sampler", sampler_entries(), s.SamplerSettings)):
+        for entry in entries.values():
+            own = [f"`{key}`" for key in entry.settings.model_fields if key not in base.model_fields]
+            state = getattr(entry, "state", None)
+            state = f"`{state.rsplit(':', 1)[-1]}`" if isinstance(state, str) else ("—" if state is None else "yes")
+            rows.append(f"| {kind} | `{entry.name}` | {', '.join(own) or '—'} | {state} | "
+                        f"{', '.join(row.dimension for row in entry.check_rows()) or '—'} | {entry.summary} |")
+    return "\n".join(rows)
+
+
 def other_fields(models: Sequence[type[BaseModel]]) -> dict[str, tuple[set[str], dict[str, Any]]]:
     """field → (the names of the models that declare it, their defaults): what an old flat block may carry."""
     out: dict[str, tuple[set[str], dict[str, Any]]] = {}

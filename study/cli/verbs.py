@@ -164,10 +164,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    try:
-        from study.report import build_report, render_report, write_report
-    except ImportError as error:
-        raise _Unavailable(f"study.report is not available ({error})") from None
+    from study.report import build_report, render_report, write_report
+
     if args.document:
         from study.report.document import write_document
 
@@ -188,10 +186,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    try:
-        from study.report.export import export_best
-    except ImportError as error:
-        raise _Unavailable(f"study.report.export is not available ({error})") from None
+    from study.report.export import export_best
+
     name = check_name(args.name, "study name")
     if args.model:
         _check_model_folder(args.model)
@@ -244,10 +240,6 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "resume": cmd_resume, "train": cmd_train, "report": cmd_report,
             "export": cmd_export, "confirm": cmd_confirm}
-
-
-class _Unavailable(Failure):
-    """A part of kd-study that is not installed (an optional import failed)."""
 
 
 # ---- helpers ---------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import os
 from typing import Callable
 
 from trainables.config import TrialConfig
-from trainables.outputs import NAN_LOSS_TEST_ENV
 
 from study.console import logs
 from study.track import tracking
@@ -29,7 +28,7 @@ RAY_ENV_DEFAULTS = {
 # (one more Python process per trial). Clusters keep Ray's default.
 LOCAL_RAY_ENV_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 # Passed on to the Ray processes when the driver has them (with the trials' test hook: tests only).
-_FORWARDED_ENV = (*RAY_ENV_DEFAULTS, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", NAN_LOSS_TEST_ENV)
+_FORWARDED_ENV = (*RAY_ENV_DEFAULTS, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 class RaySession:

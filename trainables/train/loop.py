@@ -13,7 +13,6 @@ weights, optimizer state, β).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -49,11 +48,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     loop_config: {"trial": TrialConfig.model_dump(mode="json"), "training_set": path to the .npz,
     "run_dir": the trial's storage folder (checkpoints are staged in it before Ray copies them)},
-    optionally "student_init": the warm start's state_dict (`init: {from: warmup}`, warm_start.py),
-    plus two test hooks: for fault-tolerance tests, "fail_once_at_step": int and "fail_marker": path —
-    before training step `fail_once_at_step` (1-based) every worker raises once if the marker file
-    does not exist yet (rank 0 creates it first, so the retry passes); for divergence tests,
-    "nan_loss_at_step": int — the loss of that step is NaN on every attempt (see `_train_on`).
+    optionally "student_init": the warm start's state_dict (`init: {from: warmup}`, warm_start.py) and
+    "hooks": a test's `TrainHooks` (trainables/train/hooks.py: a fault before a step, a NaN loss).
     """
     started = time.perf_counter()
     import ray.train
@@ -80,12 +76,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     training.model.train()
     state.setup_seconds = state.restart_phase() - started
+    hooks = loop_config.get("hooks")
     while state.step < worker.steps:
         batch = plan.batch(state.step)
-        _inject_fault_once(loop_config, state.step + 1, worker.world)
+        if hooks is not None:
+            hooks.before_step(state.step + 1, worker.rank, worker.world)
         if state.loss_state is not None:
             state.loss_state.before_step(training.student, worker.ts, cfg, state.step, worker.rank, worker.world)
-        _train_on(batch, worker, training, state, nan_loss=loop_config.get("nan_loss_at_step") == state.step + 1)
+        _train_on(batch, worker, training, state, nan_loss=hooks is not None and hooks.nan_loss(state.step + 1))
         _report_if_due(worker, training, state)
 
     _final_report(worker, training, state)
@@ -256,7 +254,7 @@ class Best:
 def _train_on(batch: RankBatch, worker: Worker, training: Training, state: LoopState, nan_loss: bool = False) -> None:
     """One global step on this rank's share; counts it and adds its loss and diagnostics to the window.
 
-    `nan_loss` (test hook `nan_loss_at_step`): NaN teacher scores make this step's loss NaN, as a
+    `nan_loss` (`TrainHooks.nan_loss_at_step`): NaN teacher scores make this step's loss NaN, as a
     diverging run's would be; `train_step` then raises `Diverged`.
     """
     cfg = worker.cfg
@@ -381,21 +379,3 @@ def _report(metrics: dict[str, Any], rank: int, write: Callable[[str], None] | N
     with tempfile.TemporaryDirectory(prefix=prefix, dir=staging) as directory:
         write(directory)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory), checkpoint_dir_name=name)
-
-
-def _inject_fault_once(loop_config: dict, step: int, world: int) -> None:
-    """Test hook: at `fail_once_at_step` every rank raises once; all read the marker before rank 0 creates it."""
-    if loop_config.get("fail_once_at_step") != step:
-        return
-    marker = loop_config["fail_marker"]
-    fired = os.path.exists(marker)
-    if world > 1:
-        torch.distributed.barrier()
-    if fired:
-        return
-    import ray.train
-
-    if ray.train.get_context().get_world_rank() == 0:
-        Path(marker).parent.mkdir(parents=True, exist_ok=True)
-        Path(marker).touch()
-    raise RuntimeError(f"fault injected before step {step} (fail_once_at_step test hook)")
