@@ -347,13 +347,14 @@ class TrialConfig(_Strict):
             raise ConfigError(format_validation_error(error, source)) from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrialConfig":
-        """A trial config file: a non-empty mapping (an empty file would silently run the default trial)."""
+    def from_yaml(cls, path: str | Path, *, other_settings: str = "error") -> "TrialConfig":
+        """A trial config file: a non-empty mapping (an empty file would silently run the default trial).
+        `other_settings="drop"` reads one kd-study wrote before the loss blocks were per loss (`from_dict`)."""
         raw = read_yaml_mapping(path, what="a trial config")
         if not raw:
             raise ConfigError(f"{path}: empty trial config: give at least the fields that differ from the "
                               "defaults (e.g. `name: my-run`)")
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(raw, source=str(path), other_settings=other_settings)
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))

@@ -201,6 +201,10 @@ def _claim_run_dir(run_dir: Path, cfg: TrialConfig) -> None:
     wanted = cfg.model_dump(mode="json")
     if record.is_file():
         found = yaml.safe_load(record.read_text())
+        try:   # a record written before the per-loss blocks holds every loss's fields: compare what they mean
+            found = TrialConfig.from_dict(found, other_settings="drop").model_dump(mode="json")
+        except ConfigError:
+            pass
         if found != wanted:
             changed = sorted(_changed_keys(found, wanted))
             raise ConfigError(
