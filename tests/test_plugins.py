@@ -111,6 +111,8 @@ def test_a_study_sweeps_a_plugins_loss_and_sampler_beside_kl_and_random(plugin_p
                                                       "points_to_evaluate": points}, search)
     raw = yaml.safe_load(space.read_text())
     raw["base"]["loss"]["scale"] = 0.5          # the plugin loss's own setting; KL trials do without it
+    raw["base"]["optim"]["epochs"] = 1          # 2 steps a trial: training is what is tested, not learning
+    raw["base"]["resources"]["num_workers"] = 1
     space.write_text(yaml.safe_dump(raw, sort_keys=False))
 
     def run(*args: str) -> subprocess.CompletedProcess:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from trainables.config import ConfigError, TrialConfig, check_name
-from trainables.errors import BadInput, Failure
+from trainables.errors import BadInput
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
 from study.cli import arguments

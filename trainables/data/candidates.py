@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.data.types import DataError, RetrievalData
+from trainables.data.types import RetrievalData
 from trainables.evaluate.retrieval import build_index, encode_corpus, search
 from trainables.models.student import BiEncoder
 
