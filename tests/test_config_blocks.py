@@ -67,3 +67,19 @@ def test_a_study_json_space_with_a_flat_base_gives_wkl_trials_their_settings(tmp
     assert wkl.loss.beta_refresh_steps == 4 and not hasattr(loaded.trial_config({"loss.name": "kl"}).loss, "gamma1")
     (tmp_path / "again.yaml").write_text(dump_space(loaded))
     assert load_space(tmp_path / "again.yaml").trial_config({"loss.name": "wkl"}).loss.beta_refresh_steps == 4
+
+
+def test_a_config_pickled_by_an_older_version_unpickles_with_the_block_of_its_name():
+    """Tune pickled a study's space (its base TrialConfig, flat `trainables.config.LossConfig` blocks inside) into
+    the searcher: a resumed study unpickles it."""
+    import pickle
+
+    from trainables.config import LossConfig, SamplerConfig
+
+    old = TrialConfig.model_construct(**{**dict(TrialConfig()), "loss": LossConfig(**{**FLAT_KL, "beta_refresh_steps": 4}),
+                                         "sampler": SamplerConfig(**FLAT_SAMPLER)})
+    data = pickle.dumps(old)
+    assert b"trainables.config" in data and b"LossConfig" in data            # the names older pickles hold
+    again = pickle.loads(data)
+    assert type(again.loss).__name__ == "KLSettings" and type(again.sampler).__name__ == "StratifiedSettings"
+    assert again == TrialConfig()

@@ -14,7 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.config_choices import DROP_OTHER_SETTINGS, LossConfig, SamplerConfig, loss_config, sampler_config  # noqa: F401
+from trainables.config_choices import (DROP_OTHER_SETTINGS, LossBlock, SamplerBlock, UpgradePickledBlocks,  # noqa: F401
+    loss_config, sampler_config, PickledLossConfig as LossConfig, PickledSamplerConfig as SamplerConfig)
 from trainables.config_io import (NAME_PATTERN, NAME_RULE, PICKLE_SUFFIXES, check_name,  # noqa: F401
                                   format_validation_error, get_dotted, is_pickle_path, read_yaml_mapping, set_dotted)
 from trainables.errors import ConfigError   # noqa: F401  (every caller's ConfigError)
@@ -235,11 +236,11 @@ class EvalConfig(_Strict):
         return "" if self.subset_distractors is None else f"_subset{self.subset_distractors}"
 
 
-class WarmupConfig(_Strict):
+class WarmupConfig(UpgradePickledBlocks, _Strict):
     """The shared warm-up a refinement starts from (WKL paper: KL first, then WKL at a small lr)."""
 
-    loss: LossConfig = KLSettings()
-    sampler: SamplerConfig = RandomSettings(on_small_pool="clip")
+    loss: LossBlock = KLSettings()
+    sampler: SamplerBlock = RandomSettings(on_small_pool="clip")
     steps: int = Field(1000, ge=1, description="optimiser steps of the warm-up")
     lr: float = Field(3e-5, gt=0.0)
     batch_size: int = Field(32, ge=1, description="queries per step")
@@ -293,7 +294,7 @@ class ResourcesConfig(_Strict):
         return raw
 
 
-class TrialConfig(_Strict):
+class TrialConfig(UpgradePickledBlocks, _Strict):
     """Everything one trial needs; hashes of its parts address the shared on-disk assets."""
 
     name: str = "trial"
@@ -302,8 +303,8 @@ class TrialConfig(_Strict):
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     init: InitConfig = InitConfig()
-    sampler: SamplerConfig = StratifiedSettings()
-    loss: LossConfig = KLSettings()
+    sampler: SamplerBlock = StratifiedSettings()
+    loss: LossBlock = KLSettings()
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
     resources: ResourcesConfig = ResourcesConfig()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Callable, Union
 
-from pydantic import BeforeValidator, Discriminator, Tag, TypeAdapter, ValidationInfo
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, PrivateAttr, Tag, TypeAdapter, ValidationInfo
 
 from trainables.registry import loss_entries, other_fields, sampler_entries
 
@@ -52,8 +52,8 @@ def _union(kind: str, entries: Callable[[], dict[str, Any]], default: str) -> An
     return Annotated[Annotated[Union[choices], Discriminator(tag)], BeforeValidator(prepare)]
 
 
-LossConfig = _union("loss", loss_entries, "kl")
-SamplerConfig = _union("sampler", sampler_entries, "stratified")
+LossBlock = _union("loss", loss_entries, "kl")
+SamplerBlock = _union("sampler", sampler_entries, "stratified")
 
 
 CHOSEN_BLOCKS = ("loss", "sampler")   # the trial config's blocks whose model its `name` picks
@@ -78,7 +78,7 @@ def with_other_settings(raw: dict[str, Any], other: Mapping[str, Mapping[str, An
     return raw
 
 
-_LOSS, _SAMPLER = TypeAdapter(LossConfig), TypeAdapter(SamplerConfig)
+_LOSS, _SAMPLER = TypeAdapter(LossBlock), TypeAdapter(SamplerBlock)
 
 
 def loss_config(**raw: Any) -> Any:
@@ -94,3 +94,44 @@ def sampler_config(**raw: Any) -> Any:
 def block_for(block: str, raw: Mapping[str, Any]) -> Any:
     """A `loss:` / `sampler:` block from `raw`, other losses' / samplers' settings dropped (as a space's trials)."""
     return (_LOSS if block == "loss" else _SAMPLER).validate_python(dict(raw), context=DROP_OTHER_SETTINGS)
+
+
+# ---- pickles of older versions ----------------------------------------------------------------------
+class _Pickled(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        fields = dict(state.get("__dict__") or {})
+        extra = {key: fields.pop(key) for key in list(fields) if key not in type(self).model_fields}
+        super().__setstate__({**state, "__dict__": fields,
+                              "__pydantic_extra__": {**(state.get("__pydantic_extra__") or {}), **extra}})
+
+
+class PickledLossConfig(_Pickled):
+    """A flat `loss:` block as versions before the per-loss models pickled it (`trainables.config.LossConfig`,
+    inside a resumed study's searcher): read back as it was; its dump validates as the block of its name."""
+
+    name: str = "kl"
+    _scale: float | None = PrivateAttr(None)
+
+
+class PickledSamplerConfig(_Pickled):
+    """A `sampler:` block pickled before the per-sampler models (`trainables.config.SamplerConfig`)."""
+
+    name: str = "stratified"
+
+
+for _cls, _old in ((PickledLossConfig, "LossConfig"), (PickledSamplerConfig, "SamplerConfig")):
+    _cls.__module__, _cls.__qualname__ = "trainables.config", _old   # where older pickles name them
+
+
+class UpgradePickledBlocks:
+    """Mixin of the configs that hold `loss:` / `sampler:` blocks: one unpickled from an older version holds a
+    flat block (above); it becomes the block of its name, other losses' settings dropped."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[misc]
+        for block in CHOSEN_BLOCKS:
+            value = self.__dict__.get(block)
+            if isinstance(value, _Pickled):
+                self.__dict__[block] = block_for(block, value.model_dump())

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from trainables.config import LossConfig, TrialConfig
+from trainables.config import LossSettings, TrialConfig
 from trainables.train.epoch_plan import RankBatch
 from trainables.errors import Diverged
 from trainables.train.dispatch import compute_loss
@@ -112,7 +112,7 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scheduler,
     inputs: StepInputs,
-    loss_cfg: LossConfig,
+    loss_cfg: LossSettings,
     step: int,
     max_grad_norm: float,
     device: torch.device,
