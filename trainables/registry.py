@@ -185,12 +185,14 @@ def labels() -> dict[str, str]:
     return {e.name: e.label or e.name for e in (*sampler_entries().values(), *loss_entries().values())}
 
 
-def markdown_table() -> str:
+def markdown_table(builtin_only: bool = False) -> str:
     """The docs' table of every loss and sampler (docs/internals.md holds the built-ins'; a test compares)."""
     rows = ["| kind | name | settings (besides the shared ones) | per-step state | check rows | what it does |",
             "|---|---|---|---|---|---|"]
-    for kind, entries, base in (("loss", loss_entries(), s.LossSettings), ("sampler", sampler_entries(), s.SamplerSettings)):
-        for entry in entries.values():
+    losses = BUILTIN_LOSSES if builtin_only else tuple(loss_entries().values())
+    samplers = BUILTIN_SAMPLERS if builtin_only else tuple(sampler_entries().values())
+    for kind, entries, base in (("loss", losses, s.LossSettings), ("sampler", samplers, s.SamplerSettings)):
+        for entry in entries:
             own = [f"`{key}`" for key in entry.settings.model_fields if key not in base.model_fields]
             state = getattr(entry, "state", None)
             state = f"`{state.rsplit(':', 1)[-1]}`" if isinstance(state, str) else ("—" if state is None else "yes")
