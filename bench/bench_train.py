@@ -155,7 +155,7 @@ def run_in_process(ts, cfg, args) -> tuple[float, float]:
     at `cfg.resources.precision` on the CPU; WKL's β refreshes (train/rank_table.py) count in the step they precede."""
     import torch
 
-    from trainables.losses import compute_loss
+    from trainables.train.dispatch import compute_loss
     from trainables.train.rank_table import RankTable
     from trainables.train.precision import autocast, autocast_dtype
     from trainables.models.student import BiEncoder

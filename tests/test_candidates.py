@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from trainables.prepare.assets import training_queries
-from trainables.data.candidates import Pools, build_pools, random_corpus_passages, rank_by_teacher, read_run
+from trainables.data.candidates import Pools, build_pools, random_corpus_passages, rank_by_teacher
+from trainables.data.runfile import read_run_file as read_run
 from trainables.config import ConfigError, StudentConfig, TrialConfig
 from trainables.data.types import DataError, DictCorpus, RetrievalData
 from trainables.evaluate.retrieval import build_index, encode_corpus, search

@@ -174,9 +174,23 @@ def test_flat_wkl_weights_are_a_warning():
 
 
 def _lists(cfg, evidence):
-    from study.check.dimensions import _loss_lists
+    from study.check.dimensions import loss_lists as _loss_lists
 
     return _loss_lists(cfg, evidence)
+
+
+def test_the_loss_lists_use_the_spaces_top_n_not_twenty():
+    """teacher_top_n with N = 5 ≠ 20: the check draws a trial's candidates as its epoch plan does, from the top 5."""
+    scores = synthetic_scores()
+    cfg = TrialConfig.from_dict({"sampler": {"name": "teacher_top_n", "k": 3, "top_n": 5}, "data": {"pool_depth": 20}})
+    teacher, _, _ = _lists(cfg, Evidence(n_queries=100, scores=scores))
+    pools = scores.teacher_pool[~np.isnan(scores.teacher_positive[:, 0])]
+    fifth_best = -np.sort(-np.nan_to_num(pools, nan=-np.inf), axis=1)[:, 4]
+    assert (teacher[:, 1:] >= fifth_best[:, None]).all()          # every pick among its query's top 5
+    wide = cfg.with_overrides({"sampler.top_n": 20})
+    assert not (_lists(wide, Evidence(n_queries=100, scores=scores))[0][:, 1:] >= fifth_best[:, None]).all()
+    overlap = sampler_overlaps(pools, ["teacher_top_n", "topk"], 3, like=cfg.sampler)
+    assert overlap[("teacher_top_n", "topk")] > 3 / 5 - 0.15        # top 3 of the top 5: 60 %, not 3/20
 
 
 def test_sampler_overlap_follows_k_and_pool_depth():

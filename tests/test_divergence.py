@@ -13,9 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.config import LossConfig, TrialConfig
+from trainables.config import TrialConfig, loss_config as LossConfig
 from trainables.errors import Diverged, Failure
-from trainables.outputs import NAN_LOSS_TEST_ENV
 from trainables.train.step import StepInputs, train_step
 
 
@@ -68,20 +67,28 @@ def test_a_finite_step_trains():
     assert math.isfinite(loss) and not torch.equal(model.w.detach(), torch.tensor([0.5, 1.0, 2.0]))
 
 
-def test_the_nan_loss_hook_reaches_only_the_trials_it_names(monkeypatch):
-    from trainables.train.trial import nan_loss_hook
+def test_train_hooks_reach_only_the_trials_they_name():
+    """A test's faults are one explicit object (trainables/train/hooks.py); `only` picks the trials."""
+    from trainables.train.hooks import TrainHooks
 
     kl = TrialConfig.from_dict({"loss": {"name": "kl"}}, source="test")
     wkl = TrialConfig.from_dict({"loss": {"name": "wkl"}}, source="test")
-    monkeypatch.delenv(NAN_LOSS_TEST_ENV, raising=False)
-    assert nan_loss_hook(wkl) == {}
-    monkeypatch.setenv(NAN_LOSS_TEST_ENV, "3")
-    assert nan_loss_hook(kl) == nan_loss_hook(wkl) == {"nan_loss_at_step": 3}
-    monkeypatch.setenv(NAN_LOSS_TEST_ENV, "3:loss.name=wkl")
-    assert nan_loss_hook(kl) == {} and nan_loss_hook(wkl) == {"nan_loss_at_step": 3}
-    monkeypatch.setenv(NAN_LOSS_TEST_ENV, "three")
-    with pytest.raises(ValueError, match="expected STEP or STEP:KEY=VALUE"):
-        nan_loss_hook(kl)
+    every = TrainHooks(nan_loss_at_step=3)
+    assert every.for_trial(kl) is every and every.for_trial(wkl) is every
+    only_wkl = TrainHooks(nan_loss_at_step=3, only={"loss.name": "wkl"})
+    assert only_wkl.for_trial(kl) is None and only_wkl.for_trial(wkl) is only_wkl
+    assert TrainHooks(only={"loss.gamma1": 0.0}).for_trial(kl) is None       # a setting KL does not have
+    assert only_wkl.nan_loss(3) and not only_wkl.nan_loss(2)
+
+
+def test_a_fail_once_hook_raises_once_then_lets_the_retry_pass(tmp_path):
+    from trainables.train.hooks import TrainHooks
+
+    hooks = TrainHooks(fail_once_at_step=2, fail_marker=str(tmp_path / "fired"))
+    hooks.before_step(1, rank=0, world=1)                         # not its step
+    with pytest.raises(RuntimeError, match="fault injected before step 2"):
+        hooks.before_step(2, rank=0, world=1)
+    hooks.before_step(2, rank=0, world=1)                         # the retry passes
 
 
 def test_the_study_outcome_never_picks_a_non_finite_or_failed_trial(tmp_path, monkeypatch):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.config import LossConfig
-from trainables.losses import compute_loss, in_batch_nll, kl_loss, kl_nll_loss
+from trainables.config import loss_config as LossConfig
+from trainables.losses import in_batch_nll, kl_loss, kl_nll_loss
+from trainables.train.dispatch import compute_loss
 from trainables.train.step import in_batch_mask
 
 

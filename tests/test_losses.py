@@ -9,10 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainables.config import COSINE_STUDENT_SCALE, LossConfig, TrialConfig
+from trainables.config import COSINE_STUDENT_SCALE, TrialConfig, loss_config as LossConfig
+from trainables.registry import loss_entries
+from trainables.train.dispatch import compute_loss
 from trainables.losses import (
-    LOSSES,
-    compute_loss,
     gamma2_values,
     kl_loss,
     kl_nll_loss,
@@ -147,7 +147,7 @@ def test_wkl_loss_with_zero_gamma1_and_alpha_equals_kl_loss(shape, dtype):
         wkl.backward(), kl.backward()
         torch.testing.assert_close(s_w.grad, s_k.grad, rtol=1e-5, atol=1e-7)
     config = LossConfig(name="wkl", gamma1=0.0, alpha=0.0)
-    assert float(compute_loss(config, s, t, positives, beta=beta)) == pytest.approx(
+    assert float(compute_loss(config, s, t, positives, state=ranks_from_scores(s))) == pytest.approx(
         float(compute_loss(LossConfig(name="kl"), s, t, positives)), abs=1e-6)
 
 
@@ -245,17 +245,18 @@ def test_compute_loss_dispatches_each_loss_with_config_parameters():
         "kl_nll": kl_nll_loss(s, t, positives, nll_weight=0.3, **temps),
     }
     for name, expected in cases.items():
-        config = LossConfig(name=name, nll_weight=0.3, **temps)
+        config = LossConfig(name=name, **({"nll_weight": 0.3} if name == "kl_nll" else {}), **temps)
         torch.testing.assert_close(compute_loss(config, s, t, positives), expected)
     beta = wkl_beta(ranks_from_scores(s), positives, 1.0)
     config = LossConfig(name="wkl", gamma1=3.0, alpha=1.0, kl_warmup_steps=10, **temps)
-    torch.testing.assert_close(compute_loss(config, s, t, positives, beta=beta, step=9), cases["kl"])
-    with_beta = compute_loss(config, s, t, positives, beta=beta, step=10)
+    ranks = ranks_from_scores(s)
+    torch.testing.assert_close(compute_loss(config, s, t, positives, state=ranks, step=9), cases["kl"])
+    with_beta = compute_loss(config, s, t, positives, state=ranks, step=10)
     torch.testing.assert_close(with_beta, wkl_loss(s, t, positives, 3.0, 3.0 - beta, **temps))
     torch.testing.assert_close(compute_loss(config, s, t, positives, step=10),
-                               wkl_loss(s, t, positives, 3.0, 3.0, **temps))   # beta None = zeros
+                               wkl_loss(s, t, positives, 3.0, 3.0, **temps))   # no ranks: β = 0
     assert float(with_beta) != pytest.approx(float(cases["kl"]))
-    assert set(LOSSES) == {"kl", "margin_mse", "kl_nll", "wkl"}
+    assert set(loss_entries()) == {"kl", "margin_mse", "kl_nll", "wkl"}
 
 
 # ---- numerics and padding -----------------------------------------------------------------
@@ -284,8 +285,7 @@ def test_loss_and_gradients_are_finite_on_extreme_scores_and_half_precision(loss
     s = torch.tensor(student, dtype=dtype, requires_grad=True)
     t = torch.tensor(teacher, dtype=dtype)
     positives = torch.tensor([[True, False, False, False], [True, False, True, False]])
-    beta = wkl_beta(ranks_from_scores(s), positives, LOSS_CONFIGS[loss_name].alpha)
-    loss = compute_loss(LOSS_CONFIGS[loss_name], s, t, positives, beta=beta)
+    loss = compute_loss(LOSS_CONFIGS[loss_name], s, t, positives, state=ranks_from_scores(s))
     assert loss.dtype in (torch.float32, torch.float64) and torch.isfinite(loss)
     loss.backward()
     assert s.grad is not None and bool(torch.isfinite(s.grad).all())
@@ -295,9 +295,9 @@ def test_loss_and_gradients_are_finite_on_extreme_scores_and_half_precision(loss
 def test_loss_in_half_precision_matches_float32_on_the_same_values(loss_name):
     s, t, positives = _batch(4, 6, seed=4, dtype=torch.float32)
     s, t = s.to(torch.float16).float(), t.to(torch.float16).float()   # values exact in fp16
-    beta = wkl_beta(ranks_from_scores(s), positives, LOSS_CONFIGS[loss_name].alpha)
-    full = compute_loss(LOSS_CONFIGS[loss_name], s, t, positives, beta=beta)
-    half = compute_loss(LOSS_CONFIGS[loss_name], s.half(), t.half(), positives, beta=beta)
+    ranks = ranks_from_scores(s)
+    full = compute_loss(LOSS_CONFIGS[loss_name], s, t, positives, state=ranks)
+    half = compute_loss(LOSS_CONFIGS[loss_name], s.half(), t.half(), positives, state=ranks)
     assert half.dtype == torch.float32
     torch.testing.assert_close(half, full)
 
@@ -311,13 +311,12 @@ def test_loss_ignores_padded_candidates(loss_name):
     s_padded = s.masked_fill(~valid, float("nan")).requires_grad_(True)
     t_padded = t.masked_fill(~valid, float("nan"))
     config = LOSS_CONFIGS[loss_name]
-    beta = wkl_beta(ranks_from_scores(s_padded, valid), positives, config.alpha, valid)
-    padded = compute_loss(config, s_padded, t_padded, positives, beta=beta, valid_mask=valid)
+    padded = compute_loss(config, s_padded, t_padded, positives, state=ranks_from_scores(s_padded, valid),
+                          valid_mask=valid)
     per_query = []
     for row, size in enumerate(sizes):
         s_row, t_row, p_row = s[row:row + 1, :size], t[row:row + 1, :size], positives[row:row + 1, :size]
-        beta_row = wkl_beta(ranks_from_scores(s_row), p_row, config.alpha)
-        per_query.append(compute_loss(config, s_row, t_row, p_row, beta=beta_row))
+        per_query.append(compute_loss(config, s_row, t_row, p_row, state=ranks_from_scores(s_row)))
     torch.testing.assert_close(padded, torch.stack(per_query).mean())
     padded.backward()
     assert bool(torch.isfinite(s_padded.grad).all()) and bool((s_padded.grad[~valid] == 0).all())
@@ -398,5 +397,17 @@ def test_gamma2_floor_keeps_gamma2_at_or_above_it():
     t = torch.tensor([[3.0, 1.0, -2.0]])
     positives = torch.tensor([[True, False, False]])
     floored = LossConfig(name="wkl", gamma1=1.0, alpha=1.5, gamma2_floor=0.0)
+    ranks = torch.tensor([[1.0, 3.0, 2.0]])   # the student's ranks the step reads: β = 1.5 · (1/π − 1/π_pos)
+    beta = wkl_beta(ranks, positives, 1.5)
     expected = wkl_loss(s, t, positives, 1.0, gamma2_values(1.0, beta, 0.0))
-    torch.testing.assert_close(compute_loss(floored, s, t, positives, beta=beta), expected)
+    torch.testing.assert_close(compute_loss(floored, s, t, positives, state=ranks), expected)
+
+
+def test_the_docs_table_of_losses_and_samplers_is_the_registrys():
+    """docs/internals.md's table is `registry.markdown_table()` (regenerate it when an entry changes)."""
+    from pathlib import Path
+
+    from trainables.registry import markdown_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "internals.md").read_text()
+    assert markdown_table(builtin_only=True) in docs

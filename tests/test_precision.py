@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.config import ConfigError, LossConfig, StudentConfig, TrialConfig
+from trainables.config import ConfigError, StudentConfig, TrialConfig, loss_config as LossConfig
 from trainables.train.precision import PRECISIONS, autocast, autocast_dtype, cpu_has_bf16
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

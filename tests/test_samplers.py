@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
-from trainables.config import ConfigError, TrialConfig
+from trainables.config import ConfigError, TrialConfig, sampler_config
+from trainables.registry import sampler_entries, sampler_entry, sampler_function
 from trainables.samplers import (
     SAMPLERS,
     check_k_fits_pool,
@@ -23,7 +24,20 @@ from trainables.samplers import (
     topk,
 )
 
-ALL_SAMPLERS = {**SAMPLERS, "equal_width": equal_width}
+ALL_SAMPLERS = dict(SAMPLERS)
+
+
+def _by_name(name: str, **settings):
+    """The registry's function for a `sampler:` block (its own settings bound, as a trial's epoch plan gets it)."""
+    return sampler_function(sampler_config(name=name, **settings))
+
+
+def test_every_built_in_sampler_is_a_registry_entry_selectable_from_a_config():
+    assert list(sampler_entries()) == ["topk", "random", "stratified", "equal_width", "teacher_top_n"]
+    assert set(SAMPLERS) == set(sampler_entries())
+    assert TrialConfig.from_dict({"sampler": {"name": "equal_width", "k": 4}}).sampler.name == "equal_width"
+    assert sampler_entry("equal_width").sampler() is equal_width          # no settings of its own to bind
+    assert sampler_entry("teacher_top_n").sampler(sampler_config(name="teacher_top_n", k=2, top_n=7)).keywords == {"n": 7}
 
 
 def _random_pool(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -165,7 +179,7 @@ def test_teacher_top_n_is_uniform_over_the_top_n_and_never_beyond():
 def test_teacher_top_n_through_sample_candidates_and_its_config():
     pools = np.array([np.arange(30.0), np.r_[np.arange(10.0), [np.nan] * 20]])
     for seed in range(20):
-        picked = sample_candidates("teacher_top_n", pools, 3, np.random.default_rng(seed), top_n=5)
+        picked = sample_candidates(_by_name("teacher_top_n", k=3, top_n=5), pools, 3, np.random.default_rng(seed))
         assert set(picked[0].tolist()) <= set(range(25, 30)) and set(picked[1].tolist()) <= set(range(5, 10))
     with pytest.raises(ConfigError, match=r"sampler: k=8 > top_n=5: teacher_top_n draws K distinct candidates"):
         TrialConfig.from_dict({"sampler": {"name": "teacher_top_n", "k": 8, "top_n": 5}})
@@ -206,7 +220,7 @@ def _padded_pools() -> np.ndarray:
 
 def test_sample_candidates_raises_naming_affected_queries_when_k_exceeds_the_pool():
     with pytest.raises(ValueError, match=r"k=5 .* 2 of 3 queries .*smallest pool size: 3"):
-        sample_candidates("stratified", _padded_pools(), 5, np.random.default_rng(0))
+        sample_candidates(_by_name("stratified"), _padded_pools(), 5, np.random.default_rng(0))
 
 
 def test_k_larger_than_the_smallest_pool_is_one_config_error_naming_k_the_pool_and_the_fix():
@@ -229,7 +243,7 @@ def test_the_config_checks_k_against_pool_depth_by_the_same_rule():
 
 def test_sample_candidates_clip_returns_the_whole_pool_for_small_pools():
     for name in SAMPLERS:
-        picked = sample_candidates(name, _padded_pools(), 5, np.random.default_rng(0), on_small_pool="clip")
+        picked = sample_candidates(_by_name(name), _padded_pools(), 5, np.random.default_rng(0), on_small_pool="clip")
         assert len(picked[0]) == 5 and len(set(picked[0].tolist())) == 5
         assert sorted(picked[1].tolist()) == [0, 2, 3]
         assert sorted(picked[2].tolist()) == [0, 1, 2, 3]
@@ -237,26 +251,28 @@ def test_sample_candidates_clip_returns_the_whole_pool_for_small_pools():
 
 def test_sample_candidates_never_picks_padding_and_maps_back_to_pool_columns():
     pools = _padded_pools()
-    picked = sample_candidates("topk", pools, 2, np.random.default_rng(0))
+    picked = sample_candidates(_by_name("topk"), pools, 2, np.random.default_rng(0))
     assert [p.tolist() for p in picked] == [[0, 1], [0, 3], [0, 1]]
     for name in SAMPLERS:
         for _ in range(20):
-            for row, columns in zip(pools, sample_candidates(name, pools, 3, np.random.default_rng(_))):
+            for row, columns in zip(pools, sample_candidates(_by_name(name), pools, 3, np.random.default_rng(_))):
                 assert not np.isnan(row[columns]).any() and len(set(columns.tolist())) == 3
 
 
 def test_sample_candidates_is_seed_deterministic():
     pools = np.random.default_rng(8).normal(size=(6, 30))
-    first = sample_candidates("stratified", pools, 4, np.random.default_rng(3))
-    again = sample_candidates("stratified", pools, 4, np.random.default_rng(3))
+    first = sample_candidates(_by_name("stratified"), pools, 4, np.random.default_rng(3))
+    again = sample_candidates(_by_name("stratified"), pools, 4, np.random.default_rng(3))
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
 
 
 def test_sample_candidates_rejects_unknown_sampler_and_mode():
-    with pytest.raises(ValueError, match="unknown sampler 'hard'"):
-        sample_candidates("hard", _padded_pools(), 2, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="unknown sampler 'hard': expected one of topk, random, stratified"):
+        sampler_entry("hard")
+    with pytest.raises(ConfigError, match=r"^x\.yaml: sampler: unknown sampler 'hard': expected one of topk, "):
+        TrialConfig.from_dict({"sampler": {"name": "hard"}}, source="x.yaml")
     with pytest.raises(ValueError, match="on_small_pool must be"):
-        sample_candidates("topk", _padded_pools(), 2, np.random.default_rng(0), on_small_pool="pad")
+        sample_candidates(_by_name("topk"), _padded_pools(), 2, np.random.default_rng(0), on_small_pool="pad")
 
 
 # ---- diagnostics --------------------------------------------------------------------------

@@ -113,8 +113,8 @@ def test_gamma1_and_alpha_are_asked_only_for_wkl(tmp_path):
     assert {"loss.name", "sampler.name", "optim.lr"} <= set(kl)
     wkl = ask(space, loss__name="wkl")
     assert 0 <= wkl["loss.gamma1"] <= 6 and wkl["loss.alpha"] in (0, 0.5, 1.0, 1.5)
-    # A KL trial keeps the base's γ1 and α; a WKL trial gets the drawn ones.
-    assert space.trial_config(kl).loss.gamma1 == TrialConfig().loss.gamma1
+    # A KL trial has no γ1 (its block is KL's settings model); a WKL trial gets the drawn one.
+    assert not hasattr(space.trial_config(kl).loss, "gamma1")
     assert space.trial_config(wkl).loss.gamma1 == wkl["loss.gamma1"]
 
 
@@ -216,7 +216,8 @@ BAD = [
     ("unknown dataset id", {"base": {**BASE, "eval": {"dev": "msmarco-dev"}}},
      r"space\.yaml: base: eval\.dev\.id: unknown dataset id 'msmarco-dev'"),
     ("unknown choice", {"search": {"sampler.name": {"type": "categorical", "choices": ["topk", "quantile"]}}},
-     r"space\.yaml: search\.sampler\.name: 'quantile' is invalid: sampler\.name: Input should be"),
+     r"space\.yaml: search\.sampler\.name: 'quantile' is invalid: sampler: unknown sampler 'quantile': expected one "
+     r"of topk, random, stratified, equal_width, teacher_top_n"),
     ("search type", {"search": {"optim.lr": {"type": "uniform", "low": 0.1, "high": 1}}},
      r"space\.yaml: search\.optim\.lr\.type: Input should be 'float', 'int', 'loguniform' or 'categorical'"),
     ("low above high", {"search": {"optim.lr": {"type": "float", "low": 1, "high": 0.1}}},

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -459,19 +460,34 @@ def test_a_study_started_before_the_runner_was_split_still_unpickles():
 
 @pytest.mark.slow
 def test_a_diverging_trial_fails_everywhere_and_is_never_best(workdir, sample_data, monkeypatch):
-    """A trial whose loss turns NaN (test hook: at step 3, WKL trials only) stops with the cause, FAILED in
-    Ray, MLflow and Optuna; the other trial finishes and is the study's best and exported config."""
+    """A trial whose loss turns NaN (TrainHooks: at step 3, WKL trials only) stops with the cause, FAILED in
+    Ray, MLflow and Optuna; the other trial finishes and is the study's best and exported config.
+
+    The hooks are an object the test hands to the runner (`StudyOptions.hooks`), so the study runs from a
+    script of the test's rather than from the `kd-study` command (which has no way to inject faults)."""
     import math
 
-    from trainables.outputs import NAN_LOSS_TEST_ENV, STAGING_DIR
+    from trainables.outputs import STAGING_DIR
 
     name = "tiny-nan"
     space = write_space(workdir, sample_data, name, {"algorithm": "grid"},
                         {"loss.name": {"type": "categorical", "choices": ["kl", "wkl"]}})
-    monkeypatch.setenv(NAN_LOSS_TEST_ENV, "3:loss.name=wkl")      # reaches the trials through the study's Ray
-    result = run_cli(workdir, "run", str(space), "--quiet")
-    assert result.returncode == 1, result.stderr[-2000:]              # failed trials: exit 1, the rest kept
-    assert "1 of 2 trials failed" in result.stderr and "diverged at step 3: loss is nan" in result.stderr
+    script = textwrap.dedent(f"""
+        from study.run.runner import StudyOptions, run_study
+        from study.space.schema import load_space
+        from trainables.train.hooks import TrainHooks
+
+        hooks = TrainHooks(nan_loss_at_step=3, only={{"loss.name": "wkl"}})   # WKL trials: NaN loss at step 3
+        opts = StudyOptions(root={str(workdir / "studies")!r}, tracking_uri={f"sqlite:///{workdir / 'mlruns.db'}"!r},
+                            num_cpus=2, verbose=0, hooks=hooks)
+        outcome = run_study(load_space({str(space)!r}), opts)
+        print(f"{{len(outcome.errored)}} of {{len(outcome.errored) + len(outcome.finished)}} trials failed")
+        print(*(cause for _, cause in outcome.errored), sep="\\n")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=workdir, env=env(), capture_output=True, text=True,
+                            timeout=800)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 of 2 trials failed" in result.stdout and "diverged at step 3: loss is nan" in result.stdout
 
     client, parents, trials = study_runs(workdir, name)
     by_loss = {r.data.params["loss.name"]: r for r in trials}

@@ -90,6 +90,7 @@ def test_trial_distils_and_reports_final_metrics(ray_local, sample_data, assets,
 
 def test_worker_failure_resumes_from_last_checkpoint(ray_local, sample_data, assets, tmp_path):
     """A worker crash mid-trial is retried from the last checkpoint: same batches, no work lost or redone."""
+    from trainables.train.hooks import TrainHooks
     from trainables.train.trial import build_trainer, read_trial_result
 
     cache_dir, prepared = assets
@@ -101,7 +102,7 @@ def test_worker_failure_resumes_from_last_checkpoint(ray_local, sample_data, ass
     })
     marker = tmp_path / "fault-fired"
     trainer = build_trainer(cfg, prepared.training_set_path, storage_path=str(tmp_path / "runs"), name="faulty",
-                            max_failures=1, loop_extra={"fail_once_at_step": 7, "fail_marker": str(marker)})
+                            max_failures=1, hooks=TrainHooks(fail_once_at_step=7, fail_marker=str(marker)))
     fitted = trainer.fit()
     assert fitted.error is None and marker.exists()
     result = read_trial_result(fitted.checkpoint.path)

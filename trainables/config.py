@@ -1,46 +1,27 @@
 """The single typed schema of one trial (one distillation run), validated at the edge.
 
-A search space is "a base TrialConfig + searched fields"; the exported best config is a
-TrialConfig, so `kd-study train best.yaml` re-runs exactly what a trial ran.
+A search space is "a base TrialConfig + searched fields"; the exported best config is a TrialConfig, so
+`kd-study train best.yaml` re-runs exactly what a trial ran. Beside it: config_choices.py (the `loss:` and
+`sampler:` blocks, one model per registered name), config_io.py (YAML, dotted keys, error lines), and
+settings.py (the built-in losses' and samplers' settings); this module re-exports their public names.
 """
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.errors import BadInput
-from trainables.yaml_files import NotUtf8, read_utf8, safe_load_unique
-
-
-class ConfigError(BadInput):
-    """A config file or dict that does not validate; the message names the file and the key."""
-
-
-# The one rule for every name that becomes a folder: study, trial and run names (`name`, the CLI's NAME
-# arguments, `--name`) and evaluation set labels (metric keys `beir/<label>/ndcg_at_10`, artifact paths).
-# One path component: no '/', no leading '.' (so never '..'), nothing a shell quotes; short enough that
-# the names derived from it (trial folders, run names) stay far below the 255 bytes a folder name may have.
-NAME_MAX_LENGTH = 100
-NAME_PATTERN = re.compile(rf"\A[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX_LENGTH - 1}}}\Z")   # \Z: `$` lets a newline in
-NAME_RULE = (f"expected letters, digits, '.', '_' or '-', starting with a letter or digit (a folder name), "
-             f"at most {NAME_MAX_LENGTH} characters")
-
-
-def check_name(value: Any, what: str | None = None) -> str:
-    """`value` if it is a valid study/trial/run name, else a ConfigError naming it as `what` ("study name", "--name").
-
-    Without `what` (inside a pydantic validator, whose error names the key) the message is the rule alone.
-    """
-    if isinstance(value, str) and NAME_PATTERN.match(value):
-        return value
-    shown = repr(value) if not isinstance(value, str) or len(value) <= 60 else f"{value[:40]!r}… ({len(value)} characters)"
-    raise ConfigError(f"{what} {shown}: {NAME_RULE}" if what else f"{NAME_RULE}, got {shown}")
+from trainables.config_choices import (DROP_OTHER_SETTINGS, LossBlock, SamplerBlock, UpgradePickledBlocks,  # noqa: F401
+    loss_config, sampler_config, PickledLossConfig as LossConfig, PickledSamplerConfig as SamplerConfig)
+from trainables.config_io import (NAME_PATTERN, NAME_RULE, PICKLE_SUFFIXES, check_name,  # noqa: F401
+                                  format_validation_error, get_dotted, is_pickle_path, read_yaml_mapping, set_dotted)
+from trainables.errors import ConfigError   # noqa: F401  (every caller's ConfigError)
+from trainables.samplers import check_k_fits_pool
+from trainables.settings import (KLSettings, LossSettings, MarginMSESettings, RandomSettings,  # noqa: F401
+                                 SamplerSettings, StratifiedSettings, WKLSettings)
 
 
 class _Strict(BaseModel):
@@ -179,14 +160,6 @@ class ModelConfig(_Strict):
     passage_max_length: int = Field(128, ge=8)
 
 
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".pkl.gz", ".pickle.gz")
-
-
-def is_pickle_path(path: str | Path) -> bool:
-    """A teacher-scores file in the pickle layout (by its name: .pkl / .pickle, gzipped or not)."""
-    return str(path).lower().endswith(PICKLE_SUFFIXES)
-
-
 class TeacherConfig(ModelConfig):
     """The teacher: a bi-encoder (offline default), a cross-encoder scoring (query, passage) pairs, or a scores file.
 
@@ -221,69 +194,6 @@ class StudentConfig(ModelConfig):
     """The student bi-encoder (shared weights for query and passage)."""
 
     num_layers: int | None = Field(2, ge=1)
-
-
-class SamplerConfig(_Strict):
-    """How K candidates are picked from each query's pool (score-distribution paper; WKL paper's `teacher_top_n`)."""
-
-    name: Literal["topk", "random", "stratified", "teacher_top_n"] = "stratified"
-    k: int = Field(8, ge=1)
-    top_n: int = Field(20, ge=1, description="teacher_top_n: draw K uniformly from the teacher's top N of the pool")
-    on_small_pool: Literal["error", "clip"] = Field(
-        "error", description="K larger than a query's pool: fail, or use the whole pool for that query"
-    )
-
-    @model_validator(mode="after")
-    def _k_fits_top_n(self) -> "SamplerConfig":
-        if self.name == "teacher_top_n" and self.k > self.top_n:
-            raise ValueError(f"k={self.k} > top_n={self.top_n}: teacher_top_n draws K distinct candidates "
-                             "from the teacher's top N")
-        return self
-
-
-# WKL's exponents: weights are exp(γ · ln q), capped at e^MAX_LOG_WEIGHT (30). Past |γ| = 100 every weight
-# with q outside (e^-0.3, 1) sits at the cap or at 0, so the value no longer changes the loss: a typo (1e12),
-# not a setting. Refused at load rather than warned by `kd-study check`: `train` and `run` would still run it.
-MAX_WKL_EXPONENT = 100.0
-
-
-class LossConfig(_Strict):
-    """The distillation loss and its parameters (WKL paper)."""
-
-    name: Literal["kl", "margin_mse", "kl_nll", "wkl"] = "kl"
-    _scale: float | None = PrivateAttr(None)   # `student_scale` resolved by the TrialConfig holding this block
-    gamma1: float = Field(0.0, ge=0.0, le=MAX_WKL_EXPONENT, description="WKL focusing exponent for positives (γ1 ≥ 0)")
-    alpha: float = Field(0.0, ge=0.0, le=MAX_WKL_EXPONENT, description="WKL scale of β from student ranks (|β| < α)")
-    nll_weight: float = Field(1.0, ge=0.0, description="λ of KL+NLL")
-    teacher_temperature: float = Field(1.0, gt=0.0)
-    student_temperature: float = Field(1.0, gt=0.0)
-    beta_refresh_steps: int = Field(200, ge=1, description="refresh student ranks for β every N batches")
-    beta_pool_depth: int = Field(20, ge=1, description="candidates re-scored per query at a β refresh")
-    kl_warmup_steps: int = Field(0, ge=0, description="plain KL steps before WKL (the paper's KL+WKL)")
-    gamma2_floor: float | None = Field(
-        None, description="WKL: γ2,i = max(γ1 − β_i, floor); the paper needs γ2,i > 0 (or all 0): α > γ1 "
-                          "without a floor ≥ 0 breaks it (`kd-study check` says so)")
-    student_scale: float | Literal["auto"] = Field(
-        "auto", description="MarginMSE: student scores × scale before the margins (KL-family losses use "
-                            "student_temperature); auto: see `student_score_scale`")
-    in_batch_weight: float = Field(
-        0.0, ge=0.0, description="λ_IB: add λ_IB · contrastive NLL of each positive against every passage of "
-                                 "the batch (other queries' passages as negatives, student-scored); 0 = off")
-
-    @field_validator("student_scale")
-    @classmethod
-    def _positive_scale(cls, value: float | str) -> float | str:
-        if value != "auto" and not value > 0:
-            raise ValueError(f"expected 'auto' or a number > 0, got {value}")
-        return value
-
-    @property
-    def margin_scale(self) -> float:
-        """The student-score multiplier of MarginMSE: a number as given, `auto` as the owning TrialConfig
-        resolved it (`student_score_scale`); a bare block's `auto` is 1 (raw scores)."""
-        if self.student_scale != "auto":
-            return float(self.student_scale)
-        return 1.0 if self._scale is None else self._scale
 
 
 class OptimConfig(_Strict):
@@ -365,11 +275,11 @@ class EvalConfig(_Strict):
         return "" if self.subset_distractors is None else f"_subset{self.subset_distractors}"
 
 
-class WarmupConfig(_Strict):
+class WarmupConfig(UpgradePickledBlocks, _Strict):
     """The shared warm-up a refinement starts from (WKL paper: KL first, then WKL at a small lr)."""
 
-    loss: LossConfig = LossConfig(name="kl")
-    sampler: SamplerConfig = SamplerConfig(name="random", on_small_pool="clip")
+    loss: LossBlock = KLSettings()
+    sampler: SamplerBlock = RandomSettings(on_small_pool="clip")
     steps: int = Field(1000, ge=1, description="optimiser steps of the warm-up")
     lr: float = Field(3e-5, gt=0.0)
     batch_size: int = Field(32, ge=1, description="queries per step")
@@ -437,7 +347,7 @@ class ResourcesConfig(_Strict):
         return raw
 
 
-class TrialConfig(_Strict):
+class TrialConfig(UpgradePickledBlocks, _Strict):
     """Everything one trial needs; hashes of its parts address the shared on-disk assets."""
 
     name: str = "trial"
@@ -446,8 +356,8 @@ class TrialConfig(_Strict):
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     init: InitConfig = InitConfig()
-    sampler: SamplerConfig = SamplerConfig()
-    loss: LossConfig = LossConfig()
+    sampler: SamplerBlock = StratifiedSettings()
+    loss: LossBlock = KLSettings()
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
     resources: ResourcesConfig = ResourcesConfig()
@@ -462,19 +372,18 @@ class TrialConfig(_Strict):
 
     @model_validator(mode="after")
     def _resolve_student_scale(self) -> "TrialConfig":
-        """`loss.student_scale: auto` becomes a number for the loss functions, which see the loss block only.
+        """MarginMSE's `loss.student_scale: auto` becomes a number for the loss function, which sees the block only.
 
-        Kept beside the block (not written into it), so a dumped or overridden config still says
-        `auto` and re-resolves against its own teacher and student.
+        Kept beside the block (its `_scale`, not written into it), so a dumped or overridden config still
+        says `auto` and re-resolves against its own teacher and student.
         """
-        self.loss._scale = student_score_scale(self)
+        if isinstance(self.loss, MarginMSESettings):
+            self.loss._scale = student_score_scale(self)
         return self
 
     @model_validator(mode="after")
     def _k_fits_pool(self) -> "TrialConfig":
         """No pool is deeper than `data.pool_depth`; the real pools are checked once they exist."""
-        from trainables.samplers import check_k_fits_pool   # samplers imports this module
-
         pool = f"data.pool_depth={self.data.pool_depth}" + (
             f" + data.random_additions={self.data.random_additions}" if self.data.random_additions else "")
         check_k_fits_pool(self.sampler.k, self.data.max_pool_size, self.sampler.on_small_pool, pool=pool)
@@ -482,30 +391,35 @@ class TrialConfig(_Strict):
 
     # ---- loading and saving -------------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "<config>") -> "TrialConfig":
+    def from_dict(cls, raw: dict[str, Any], source: str = "<config>", *, other_settings: str = "error") -> "TrialConfig":
+        """Validate `raw`; `other_settings="drop"` (a search space's configs) drops the settings of losses and
+        samplers other than the chosen ones instead of refusing them (trainables/config_choices.py)."""
+        context = DROP_OTHER_SETTINGS if other_settings == "drop" else None
         try:
-            return cls.model_validate(raw)
+            return cls.model_validate(raw, context=context)
         except ValidationError as error:
             raise ConfigError(format_validation_error(error, source)) from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrialConfig":
-        """A trial config file: a non-empty mapping (an empty file would silently run the default trial)."""
+    def from_yaml(cls, path: str | Path, *, other_settings: str = "error") -> "TrialConfig":
+        """A trial config file: a non-empty mapping (an empty file would silently run the default trial).
+        `other_settings="drop"` reads one kd-study wrote before the loss blocks were per loss (`from_dict`)."""
         raw = read_yaml_mapping(path, what="a trial config")
         if not raw:
             raise ConfigError(f"{path}: empty trial config: give at least the fields that differ from the "
                               "defaults (e.g. `name: my-run`)")
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(raw, source=str(path), other_settings=other_settings)
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
 
-    def with_overrides(self, overrides: dict[str, Any], source: str = "<overrides>") -> "TrialConfig":
-        """A copy with dotted keys (`loss.gamma1`) replaced, re-validated as a whole."""
+    def with_overrides(self, overrides: dict[str, Any], source: str = "<overrides>", *,
+                       other_settings: str = "error") -> "TrialConfig":
+        """A copy with dotted keys (`loss.gamma1`) replaced, re-validated as a whole (`other_settings`: `from_dict`)."""
         raw = self.model_dump(mode="json")
         for dotted, value in overrides.items():
             set_dotted(raw, dotted, value)
-        return TrialConfig.from_dict(raw, source=source)
+        return TrialConfig.from_dict(raw, source=source, other_settings=other_settings)
 
 
 # sentence-transformers' scale for cosine scores (MultipleNegativesRankingLoss, scale=20 ≡ τ = 0.05): cosine
@@ -517,67 +431,11 @@ def student_score_scale(cfg: TrialConfig) -> float:
     """The multiplier MarginMSE applies to student scores: `loss.student_scale`, or for `auto`
     COSINE_STUDENT_SCALE when a cosine student distils a teacher whose scores are not cosines (a
     cross-encoder's logits, a dot-product bi-encoder), else 1 (both on the same scale)."""
-    if cfg.loss.student_scale != "auto":
-        return float(cfg.loss.student_scale)
+    scale = getattr(cfg.loss, "student_scale", "auto")
+    if scale != "auto":
+        return float(scale)
     same_scale = cfg.teacher.kind == "bi_encoder" and cfg.teacher.similarity == cfg.student.similarity
     return COSINE_STUDENT_SCALE if cfg.student.similarity == "cosine" and not same_scale else 1.0
-
-
-def get_dotted(raw: Mapping[str, Any], dotted: str) -> Any:
-    """The value at a dotted key (`loss.gamma1`) of a nested mapping; KeyError/TypeError when it is not there."""
-    node: Any = raw
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    node = raw
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-
-
-def read_yaml_mapping(path: str | Path, what: str = "a mapping") -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; errors name the file (and line for syntax).
-
-    An empty file (or one holding only comments) is an error too: it is never what was meant.
-    `what` names the expected content in the messages ("a trial config", "a search space").
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    try:
-        raw = safe_load_unique(read_utf8(path))   # a key given twice is an error, not "the last one wins"
-    except NotUtf8 as error:
-        raise ConfigError(str(error)) from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read ({error.strerror or error})") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
-    if raw is None:
-        raise ConfigError(f"{path}: empty file (expected {what}: a YAML mapping of fields)")
-    if not isinstance(raw, dict):
-        kind = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
-            type(raw), type(raw).__name__)
-        raise ConfigError(f"{path}: expected {what} (a YAML mapping of fields) at the top level, got {kind}")
-    return raw
-
-
-def format_validation_error(error: ValidationError, source: str) -> str:
-    """One line per problem: `file: key.path: what was expected`."""
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "<root>"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"{source}: {key}: {message}")
-    return "; ".join(lines)
 
 
 def absolute_paths(cfg: TrialConfig) -> TrialConfig:

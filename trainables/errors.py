@@ -38,6 +38,10 @@ class Diverged(Failure):
     """
 
 
+class ConfigError(BadInput):
+    """A config file or dict that does not validate; the message names the file and the key."""
+
+
 class CheckpointError(BadInput):
     """A checkpoint this version cannot read (an older format, or objects a safe load refuses)."""
 

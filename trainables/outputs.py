@@ -123,10 +123,6 @@ def reference_key(role: str, metric_key: str) -> str:
 # `ray.train.report` copies it into place; emptied after each copy.
 STAGING_DIR = ".checkpoint-staging"
 
-# Test hook (environment, read by `trainables.train.trial.build_trainer`; a study's Ray session forwards
-# it to its processes): "STEP" makes every trial's loss NaN at STEP, "STEP:KEY=VALUE" only the
-# trials whose config has VALUE at the dotted KEY, e.g. "3:loss.name=wkl". Never set it otherwise.
-NAN_LOSS_TEST_ENV = "KD_STUDY_TEST_NAN_LOSS_AT_STEP"
 
 
 def run_file_name(set_name: str) -> str:

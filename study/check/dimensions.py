@@ -26,8 +26,17 @@ from typing import Any
 import numpy as np
 
 from trainables.config import ConfigError, TrialConfig, get_dotted
-from trainables.train.epoch_plan import total_steps
+from pydantic import ValidationError
+
+from trainables.config_choices import block_for
+from trainables.registry import CheckRow, Derived, loss_entries, sampler_entries, sampler_function
+from trainables.settings import SamplerSettings
 from trainables.samplers import sample_candidates
+from trainables.train.loss_checks import (  # noqa: F401  (re-exported: the built-in losses' rows and measures)
+    CROSS_ENCODER_MARGIN_PRIOR, FLAT_WEIGHT_RATIO, LIST, NO_SCORES, STEPS, entropy_share, loss_lists, number,
+    trial_steps,
+    wkl_weight_ratio,
+)
 
 from study.space.params import ParamSpec, Scalar, SearchParam
 from study.space.schema import SearchSpace
@@ -39,13 +48,7 @@ LEVELS = ("ok", "warning", "error")
 NEAR_UNIFORM_ENTROPY = 0.98
 # Two samplers picking ≥ this share of the same candidates on average test the same thing.
 SAME_PICKS_OVERLAP = 0.9
-# WKL weights whose max/min ratio over a list is below this barely re-weight KL.
-FLAT_WEIGHT_RATIO = 1.05
-# Without teacher scores, a cross-encoder's margins are taken from its usual logit range (about
-# −10 … +10, margins of several units); measured margins replace this whenever scores exist.
-CROSS_ENCODER_MARGIN_PRIOR = 5.0
 MAX_CORNERS = 4096
-NO_SCORES = "n/a (no scores)"
 
 
 @dataclass(frozen=True)
@@ -83,21 +86,7 @@ class Evidence:
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class Derived:
-    """One dimension of one trial: a number (for the range), its text, and a flag when it cannot work."""
-
-    value: float | None
-    text: str
-    level: str = "ok"
-    why: str = ""
-
-
-@dataclass(frozen=True)
-class Derivation:
-    dimension: str
-    reads: tuple[str, ...]        # dotted fields (or sections) the result depends on
-    derive: Callable[[TrialConfig, Evidence], Derived | None]   # None: not part of this trial
+Derivation = CheckRow   # a dimension: its name, the fields it reads, derive(cfg, evidence) (trainables.registry)
 
 
 @dataclass
@@ -126,7 +115,7 @@ class DimensionResult:
             texts = list(dict.fromkeys(d.text for _, d in self.results))
             return ", ".join(texts[:3]) + (" …" if len(texts) > 3 else "")
         low, high = min(values), max(values)
-        return _number(low) if low == high else f"{_number(low)} … {_number(high)}"
+        return number(low) if low == high else f"{number(low)} … {number(high)}"
 
 
 @dataclass
@@ -167,7 +156,7 @@ def raise_on_errors(report: CheckReport) -> None:
 # ---- the derivations ------------------------------------------------------------------------------
 def derive_steps(cfg: TrialConfig, ev: Evidence) -> Derived:
     """Optimiser steps: epochs × ⌊queries / batch⌋, or `optim.max_steps` (trainables.train.epoch_plan.total_steps)."""
-    steps = _steps(cfg, ev)
+    steps = trial_steps(cfg, ev)
     if steps is None:
         return Derived(None, "unknown (training queries unknown)", "warning",
                        "the number of training queries is unknown (data not loaded), so no step count")
@@ -176,67 +165,14 @@ def derive_steps(cfg: TrialConfig, ev: Evidence) -> Derived:
     return Derived(steps, f"{steps:,} ({basis})")
 
 
-def derive_warmup(cfg: TrialConfig, ev: Evidence) -> Derived | None:
-    """WKL's KL warm-up share of the steps: at ≥ 100 % the trial never runs WKL (it is plain KL)."""
-    if cfg.loss.name != "wkl":
-        return None
-    steps = _steps(cfg, ev)
-    warmup = cfg.loss.kl_warmup_steps
-    if warmup == 0 and cfg.init.start == "warmup":   # the WKL paper's protocol: the warm-up is a shared student
-        shared = cfg.init.warmup
-        return Derived(0.0, f"refines a shared {shared.loss.name} warm-up student ({shared.steps:,} steps, init.warmup)")
-    if steps is None or warmup == 0:
-        return Derived(0.0 if warmup == 0 else None, "no KL warm-up" if warmup == 0 else f"{warmup:,} steps")
-    share = warmup / steps
-    text = f"KL {warmup:,} of {steps:,} steps ({share:.0%}); LR warm-up {cfg.optim.warmup_ratio:.0%}"
-    if warmup >= steps:
-        return Derived(share, text, "error", f"loss.kl_warmup_steps={warmup:,} ≥ the {steps:,} steps: WKL never "
-                                             "runs, the trial is plain KL (γ1 and α cannot change it)")
-    return Derived(share, text)
-
-
-def derive_beta_refreshes(cfg: TrialConfig, ev: Evidence) -> Derived | None:
-    """β refreshes from the student's ranks (trainables.losses.is_refresh_step) over the trial's steps."""
-    from trainables.train.rank_table import is_refresh_step, uses_beta
-
-    if not uses_beta(cfg.loss):
-        return None
-    steps = _steps(cfg, ev)
-    if steps is None:
-        return Derived(None, "unknown")
-    count = _refreshes(cfg, steps, is_refresh_step)
-    text = f"{count:,} (every {cfg.loss.beta_refresh_steps:,} of {steps:,} steps)"
-    if count == 0:
-        return Derived(0, text, "error", f"loss.beta_refresh_steps={cfg.loss.beta_refresh_steps:,} with "
-                                         f"{steps:,} steps (KL warm-up {cfg.loss.kl_warmup_steps:,}): β is never "
-                                         "refreshed and stays at the initial student's ranks all run")
-    return Derived(count, text)
-
-
-def derive_gamma2(cfg: TrialConfig, ev: Evidence) -> Derived | None:
-    """γ2,i = γ1 − β_i over |β| < α: its lowest value γ1 − α (or the floor); the paper needs γ2 > 0 or all 0."""
-    if cfg.loss.name != "wkl":
-        return None
-    gamma1, alpha, floor = cfg.loss.gamma1, cfg.loss.alpha, cfg.loss.gamma2_floor
-    if alpha == 0:
-        return Derived(gamma1, f"γ2 = γ1 = {gamma1:g}")
-    low = gamma1 - alpha if floor is None else max(gamma1 - alpha, floor)
-    text = f"γ2 ∈ ({low:g}, {gamma1 + alpha:g})" + (f", floor {floor:g}" if floor is not None else "")
-    if low < 0:
-        return Derived(low, text, "error", f"γ2 = γ1 − β reaches γ1 − α = {gamma1 - alpha:g} < 0: the paper needs "
-                                           "γ2 > 0 for every negative (or all 0); keep α ≤ γ1 or set "
-                                           "loss.gamma2_floor: 0")
-    return Derived(low, text)
-
-
 def derive_teacher_entropy(cfg: TrialConfig, ev: Evidence) -> Derived | None:
     """Mean entropy of softmax(t / τ_t) over each query's loss list, as a share of ln(list size)."""
     if cfg.loss.name == "margin_mse":
         return None
-    lists = _loss_lists(cfg, ev)
+    lists = loss_lists(cfg, ev)
     if lists is None:
         return Derived(None, NO_SCORES)
-    share = _entropy_share(lists[0], cfg.loss.teacher_temperature)
+    share = entropy_share(lists[0], cfg.loss.teacher_temperature)
     return _uniformity("teacher", "loss.teacher_temperature", cfg.loss.teacher_temperature, share)
 
 
@@ -244,26 +180,11 @@ def derive_student_entropy(cfg: TrialConfig, ev: Evidence) -> Derived | None:
     """The same for the initial student's softmax(s / τ_s): near uniform, its gradients are tiny."""
     if cfg.loss.name == "margin_mse":
         return None
-    lists = _loss_lists(cfg, ev)
+    lists = loss_lists(cfg, ev)
     if lists is None:
         return Derived(None, NO_SCORES)
-    share = _entropy_share(lists[1], cfg.loss.student_temperature)
+    share = entropy_share(lists[1], cfg.loss.student_temperature)
     return _uniformity("initial student", "loss.student_temperature", cfg.loss.student_temperature, share)
-
-
-def derive_wkl_weights(cfg: TrialConfig, ev: Evidence) -> Derived | None:
-    """Median over queries of max/min WKL weight in the loss list (initial student's q, ranks and β)."""
-    if cfg.loss.name != "wkl" or (cfg.loss.gamma1 == 0 and cfg.loss.alpha == 0):
-        return None
-    lists = _loss_lists(cfg, ev)
-    if lists is None:
-        return Derived(None, NO_SCORES)
-    ratio = wkl_weight_ratio(lists[1], lists[2], cfg)
-    text = f"max/min weight {_number(ratio)} (median over {len(lists[1])} queries)"
-    if ratio < FLAT_WEIGHT_RATIO:
-        return Derived(ratio, text, "warning", f"WKL's weights are near equal (max/min {ratio:.3f}): the trial is "
-                                               "KL times a constant; γ1 and α change nothing")
-    return Derived(ratio, text)
 
 
 def derive_sampler_overlap(cfg: TrialConfig, ev: Evidence) -> Derived | None:
@@ -271,7 +192,9 @@ def derive_sampler_overlap(cfg: TrialConfig, ev: Evidence) -> Derived | None:
     if len(ev.samplers) < 2:
         return None
     pools = ev.scores.teacher_pool if ev.scores is not None else _ranked_pools(cfg.data.max_pool_size)
-    overlaps = sampler_overlaps(pools, ev.samplers, cfg.sampler.k, ev.seed)
+    overlaps = sampler_overlaps(pools, ev.samplers, cfg.sampler.k, ev.seed, like=cfg.sampler)
+    if not overlaps:
+        return None
     (a, b), share = max(overlaps.items(), key=lambda item: item[1])
     depth = int(np.median((~np.isnan(pools)).sum(axis=1)))
     text = f"{a}∩{b} {share:.0%} at K={cfg.sampler.k}, pool {depth}"
@@ -281,33 +204,9 @@ def derive_sampler_overlap(cfg: TrialConfig, ev: Evidence) -> Derived | None:
     return Derived(share, text)
 
 
-def derive_margins(cfg: TrialConfig, ev: Evidence) -> Derived | None:
-    """Teacher |margin| (positive − negative, 95th percentile) against the largest margin the student can score."""
-    if cfg.loss.name != "margin_mse":
-        return None
-    scale = cfg.loss.margin_scale
-    reach = 2.0 * scale if cfg.student.similarity == "cosine" else math.inf
-    lists = _loss_lists(cfg, ev)
-    if lists is not None:
-        teacher_margin = _margin_p95(lists[0])
-        student_margin = _margin_p95(lists[1]) * scale
-        seen = f"teacher p95 {teacher_margin:.3g}, initial student p95 {student_margin:.3g}"
-    elif cfg.teacher.kind == "cross_encoder" or cfg.teacher.similarity == "dot":
-        teacher_margin, seen = CROSS_ENCODER_MARGIN_PRIOR, f"teacher ~{CROSS_ENCODER_MARGIN_PRIOR:g} (logit prior)"
-    else:
-        teacher_margin, seen = 2.0, "teacher ≤ 2 (cosine)"
-    text = f"{seen}; student reaches ≤ {_number(reach)} (×{scale:g})"
-    if teacher_margin > reach:
-        return Derived(teacher_margin / reach, text, "error",
-                       f"the teacher's margins ({teacher_margin:.3g}) exceed the most a {cfg.student.similarity} "
-                       f"student scaled ×{scale:g} can score ({reach:g}): MarginMSE cannot be matched; raise "
-                       "loss.student_scale")
-    return Derived(teacher_margin / reach, text)
-
-
 def derive_evaluations(cfg: TrialConfig, ev: Evidence) -> Derived | None:
     """Intermediate evaluations (`eval.every_steps`) before the last step: what ASHA stops trials on."""
-    steps = _steps(cfg, ev)
+    steps = trial_steps(cfg, ev)
     every = cfg.eval.every_steps
     if every is None or steps is None:
         return None
@@ -327,7 +226,7 @@ def derive_auxiliary_share(cfg: TrialConfig, ev: Evidence) -> Derived:
     """Share of the student-score gradient norm the auxiliary terms (in-batch NLL) carry on a sample batch."""
     from study.check.gradients import AUXILIARY_SHARE_WARNING, auxiliary_gradient_share, prior_lists
 
-    lists = _loss_lists(cfg, ev)
+    lists = loss_lists(cfg, ev)
     if lists is None:
         teacher, student, ranks, pool = prior_lists(cfg, seed=ev.seed)
         source = "prior cosine-like scores"
@@ -345,22 +244,31 @@ def derive_auxiliary_share(cfg: TrialConfig, ev: Evidence) -> Derived:
     return Derived(share, text)
 
 
-# The table, in print order: add a dimension by adding a row (reads = the fields its result depends on).
+# The table, in print order: add a dimension by adding a row (reads = the fields its result depends on). A loss's or
+# a sampler's own rows come from its registry entry (`check`), each asked only for the trials that use it.
+def _only_for(key: str, name: str, derive: Callable[[TrialConfig, Evidence], Derived | None]):
+    return lambda cfg, ev: derive(cfg, ev) if getattr(cfg, key).name == name else None
+
+
+def registry_rows() -> list[Derivation]:
+    """Every registered loss's and sampler's check rows, each limited to the trials of its own name."""
+    rows = []
+    for key, entries in (("loss", loss_entries()), ("sampler", sampler_entries())):
+        for name, entry in entries.items():
+            rows += [Derivation(row.dimension, tuple(dict.fromkeys((f"{key}.name", *row.reads))),
+                                _only_for(key, name, row.derive)) for row in entry.check_rows()]
+    return rows
+
+
 STEPS = ("optim.batch_size", "optim.epochs", "optim.max_steps")
 LIST = ("sampler", "seed")          # the loss list: the sampler's K picks (+ the positive), seeded
 DERIVATIONS: list[Derivation] = [
     Derivation("optimiser steps", STEPS, derive_steps),
-    Derivation("warm-up (KL → WKL)", (*STEPS, "optim.warmup_ratio", "loss.name", "loss.kl_warmup_steps", "init"),
-               derive_warmup),
-    Derivation("β refreshes", (*STEPS, "loss.name", "loss.alpha", "loss.beta_refresh_steps", "loss.kl_warmup_steps"),
-               derive_beta_refreshes),
-    Derivation("γ2 range", ("loss.name", "loss.gamma1", "loss.alpha", "loss.gamma2_floor"), derive_gamma2),
+    *registry_rows(),
     Derivation("teacher softmax entropy", ("loss.name", "loss.teacher_temperature", *LIST), derive_teacher_entropy),
     Derivation("student softmax entropy", ("loss.name", "loss.student_temperature", *LIST), derive_student_entropy),
-    Derivation("WKL weight spread", ("loss.name", "loss.gamma1", "loss.alpha", "loss.gamma2_floor",
-                                     "loss.student_temperature", *LIST), derive_wkl_weights),
-    Derivation("sampler overlap", ("sampler.k", "data.pool_depth", "data.random_additions"), derive_sampler_overlap),
-    Derivation("MarginMSE margins", ("loss.name", "loss.student_scale", *LIST), derive_margins),
+    Derivation("sampler overlap", ("sampler.k", "sampler.top_n", "data.pool_depth", "data.random_additions"),
+               derive_sampler_overlap),
     Derivation("intermediate evaluations", (*STEPS, "eval.every_steps"), derive_evaluations),
     Derivation("auxiliary gradient share", ("loss.name", "loss.in_batch_weight", "loss.student_temperature",
                                             "loss.teacher_temperature", "loss.gamma1", "loss.alpha", "loss.gamma2_floor",
@@ -454,14 +362,26 @@ def evidence_for(space: SearchSpace, *, n_queries: int | None, n_queries_source:
 
 # ---- measures on scores (pure numpy) ----------------------------------------------------------------
 def sampler_overlaps(pools: np.ndarray, samplers: Iterable[str], k: int, seed: int = 0,
-                     draws: int = 4) -> dict[tuple[str, str], float]:
-    """Mean |A ∩ B| / K between each pair of samplers' picks (the real samplers, seeded, `draws` times)."""
+                     draws: int = 4, like: SamplerSettings | None = None) -> dict[tuple[str, str], float]:
+    """Mean |A ∩ B| / K between each pair of samplers' picks (the real samplers, seeded, `draws` times).
+
+    Each sampler runs with K = `k` and its settings from `like` (the trial's sampler block) where it has
+    them (teacher_top_n's `top_n`), else its defaults; one whose settings cannot hold K is left out.
+    """
     names = sorted(set(samplers))
     picks: dict[str, list[list[np.ndarray]]] = {}
+    common = like.model_dump() if like is not None else {}
     for name in names:
+        try:
+            settings = like if like is not None and like.name == name else block_for(
+                "sampler", {**common, "name": name, "k": k})
+        except ValidationError:
+            continue
         rng = np.random.default_rng([seed, 7])
+        sampler = sampler_function(settings)
         # clipped: whether K fits the pools is the config's and the study's rule (check_k_fits_pool)
-        picks[name] = [sample_candidates(name, pools, k, rng, "clip") for _ in range(draws)]
+        picks[name] = [sample_candidates(sampler, pools, k, rng, "clip") for _ in range(draws)]
+    names = [name for name in names if name in picks]
     shares = {}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -469,53 +389,6 @@ def sampler_overlaps(pools: np.ndarray, samplers: Iterable[str], k: int, seed: i
                     for draw_a, draw_b in zip(picks[a], picks[b]) for x, y in zip(draw_a, draw_b)]
             shares[(a, b)] = float(np.mean(same))
     return shares
-
-
-def wkl_weight_ratio(student_lists: np.ndarray, ranks: np.ndarray, cfg: TrialConfig) -> float:
-    """Median over queries of max/min WKL weight over the list (column 0 the positive), from WKL's own code."""
-    import torch
-
-    from trainables.losses import gamma2_values, wkl_beta, wkl_log_weights
-
-    s = torch.from_numpy(student_lists.astype(np.float64))
-    positives = torch.zeros(s.shape, dtype=torch.bool)
-    positives[:, 0] = True
-    log_q = torch.log_softmax(s / cfg.loss.student_temperature, dim=1)
-    beta = wkl_beta(torch.from_numpy(ranks.astype(np.float64)), positives, cfg.loss.alpha)
-    gamma2 = gamma2_values(cfg.loss.gamma1, beta, cfg.loss.gamma2_floor)
-    log_w = wkl_log_weights(log_q, positives, cfg.loss.gamma1, gamma2)
-    spread = (log_w.max(dim=1).values - log_w.min(dim=1).values).numpy()
-    return float(np.exp(np.median(spread)))
-
-
-def _loss_lists(cfg: TrialConfig, ev: Evidence) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Per query: [positive, K sampled candidates] of teacher scores, initial student scores, and the
-    student's ranks of them among positive + pool (what β reads), drawn as a trial's first epoch would."""
-    if ev.scores is None:
-        return None
-    sc = ev.scores
-    rows = np.flatnonzero(~np.isnan(sc.teacher_positive[:, 0]) & (~np.isnan(sc.teacher_pool)).any(axis=1))
-    if rows.size == 0:
-        return None
-    rng = np.random.default_rng([cfg.seed, 0, 0])
-    picked = sample_candidates(cfg.sampler.name, sc.teacher_pool[rows], cfg.sampler.k, rng, "clip")
-    width = min(len(p) for p in picked)
-    cols = np.stack([p[:width] for p in picked])
-    teacher = np.concatenate([sc.teacher_positive[rows, :1], np.take_along_axis(sc.teacher_pool[rows], cols, 1)], 1)
-    student = np.concatenate([sc.student_positive[rows, :1], np.take_along_axis(sc.student_pool[rows], cols, 1)], 1)
-    table = np.concatenate([sc.student_positive[rows, :1], sc.student_pool[rows]], 1)
-    table = np.where(np.isnan(table), -np.inf, table)
-    # rank among positive + pool, 1 = best (the rank table's initial ranks)
-    ranks = (table[:, None, :] > student[:, :, None]).sum(axis=2) + 1
-    return teacher, student, ranks.astype(np.float64)
-
-
-def _entropy_share(scores: np.ndarray, temperature: float) -> float:
-    z = scores / temperature
-    log_p = z - z.max(axis=1, keepdims=True)
-    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
-    entropy = -(np.exp(log_p) * log_p).sum(axis=1)
-    return float(np.mean(entropy / np.log(scores.shape[1]))) if scores.shape[1] > 1 else 0.0
 
 
 def _uniformity(who: str, key: str, tau: float, share: float) -> Derived:
@@ -526,24 +399,9 @@ def _uniformity(who: str, key: str, tau: float, share: float) -> Derived:
     return Derived(share, text)
 
 
-def _margin_p95(lists: np.ndarray) -> float:
-    return float(np.percentile(np.abs(lists[:, :1] - lists[:, 1:]), 95))
-
-
 def _ranked_pools(depth: int, n_queries: int = 64) -> np.ndarray:
     """Pools of `depth` distinct scores: the samplers read only the order, so overlaps need no real scores."""
     return np.tile(np.linspace(1.0, 0.0, depth), (n_queries, 1))
-
-
-def _steps(cfg: TrialConfig, ev: Evidence) -> int | None:
-    if cfg.optim.max_steps is not None:
-        return cfg.optim.max_steps
-    return None if ev.n_queries is None else total_steps(cfg, ev.n_queries)
-
-
-def _refreshes(cfg: TrialConfig, steps: int, is_refresh_step: Callable[[Any, int], bool]) -> int:
-    """Refreshes before steps 1..steps (`completed` = 0 … steps − 1), by the loop's own rule."""
-    return sum(1 for completed in range(steps) if is_refresh_step(cfg.loss, completed))
 
 
 def _read(point: Mapping[str, Scalar], base: Mapping[str, Any], dotted: str) -> Any:
@@ -562,14 +420,6 @@ def _distinct(values: list[Scalar]) -> list[Scalar]:
         if not any(value == v and type(value) is type(v) for v in out):
             out.append(value)
     return out
-
-
-def _number(value: float) -> str:
-    if value == math.inf:
-        return "∞"
-    if float(value).is_integer() and abs(value) >= 1:
-        return f"{int(value):,}"
-    return f"{value:.3g}"
 
 
 __all__ = ["CheckReport", "raise_on_errors", "DERIVATIONS", "Derivation", "Derived", "Evidence", "ScoreSample", "check_points",

@@ -49,8 +49,8 @@ def _share(cfg: TrialConfig, teacher: np.ndarray, student: np.ndarray, ranks: np
            student_pool: np.ndarray, seed: int) -> tuple[float, float, float]:
     import torch
 
-    from trainables.losses import compute_loss, in_batch_nll, wkl_beta
-    from trainables.train.rank_table import uses_beta
+    from trainables.losses import in_batch_nll
+    from trainables.train.dispatch import compute_loss
 
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(student), min(cfg.optim.batch_size, len(student)), replace=False))
@@ -59,10 +59,10 @@ def _share(cfg: TrialConfig, teacher: np.ndarray, student: np.ndarray, ranks: np
     t = torch.tensor(teacher[rows], dtype=torch.float64)
     positives = torch.zeros((b, n), dtype=torch.bool)
     positives[:, 0] = True
-    beta = (wkl_beta(torch.tensor(ranks[rows], dtype=torch.float64), positives, cfg.loss.alpha)
-            if uses_beta(cfg.loss) else None)
+    ranks_now = torch.tensor(ranks[rows], dtype=torch.float64)   # the per-step state WKL's β reads; others ignore it
     distill_cfg = cfg.loss.model_copy(update={"in_batch_weight": 0.0})
-    distill = compute_loss(distill_cfg, s, t, positives, beta=beta, step=cfg.loss.kl_warmup_steps)
+    distill = compute_loss(distill_cfg, s, t, positives, state=ranks_now,
+                           step=getattr(cfg.loss, "kl_warmup_steps", 0))   # past a KL warm-up: the loss itself
     (g_distill,) = torch.autograd.grad(distill, s)
     norm_distill = float(g_distill.norm())
     weight = cfg.loss.in_batch_weight

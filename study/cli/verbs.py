@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from trainables.config import ConfigError, TrialConfig, check_name
-from trainables.errors import BadInput, Failure
+from trainables.errors import BadInput
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
 from study.cli import arguments
@@ -160,10 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    try:
-        from study.report import build_report, render_report, write_report
-    except ImportError as error:
-        raise _Unavailable(f"study.report is not available ({error})") from None
+    from study.report import build_report, render_report, write_report
+
     if args.document:
         from study.report.document import write_document
 
@@ -184,10 +182,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    try:
-        from study.report.export import export_best
-    except ImportError as error:
-        raise _Unavailable(f"study.report.export is not available ({error})") from None
+    from study.report.export import export_best
+
     name = check_name(args.name, "study name")
     if args.model:
         _check_model_folder(args.model)
@@ -240,10 +236,6 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "resume": cmd_resume, "train": cmd_train, "report": cmd_report,
             "export": cmd_export, "confirm": cmd_confirm, "convert-scores": cmd_convert_scores}
-
-
-class _Unavailable(Failure):
-    """A part of kd-study that is not installed (an optional import failed)."""
 
 
 # ---- helpers ---------------------------------------------------------------------------------------

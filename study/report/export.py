@@ -49,7 +49,7 @@ def export_best(name: str, tracking_uri: str, metric: str | None = None,
         if source is None:
             raise ReportError(f"best trial run {run_id} of study {name!r} has no {TRIAL_CONFIG_ARTIFACT} artifact")
         try:
-            config = TrialConfig.from_yaml(source)
+            config = TrialConfig.from_yaml(source, other_settings="drop")   # an older study's flat loss block too
         except ConfigError as error:
             raise ReportError(f"{TRIAL_CONFIG_ARTIFACT} of run {run_id} is not a valid trial config: {error}") from None
 
@@ -129,7 +129,7 @@ def _valid_config(tracking_uri: str, run_id: str, name: str, tmp: Path) -> Trial
     if source is None:
         raise ReportError(f"trial run {run_id} of study {name!r} has no {TRIAL_CONFIG_ARTIFACT} artifact")
     try:
-        return TrialConfig.from_yaml(source)
+        return TrialConfig.from_yaml(source, other_settings="drop")   # an older study's flat loss block too
     except ConfigError as error:
         raise ReportError(f"{TRIAL_CONFIG_ARTIFACT} of run {run_id} is not a valid trial config: {error}") from None
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 
 from study.report.best import BEIR_NDCG_AT_10_AVG
+from trainables.registry import labels
 
-# Table order of the papers; anything else follows alphabetically.
-KNOWN_ORDER = ("topk", "random", "stratified", "kl", "margin_mse", "kl_nll", "wkl")
+# Table order: the registry's (samplers, then losses: the papers' built-ins first, then installed plugins');
+# anything else follows alphabetically.
+KNOWN_ORDER = tuple(labels())
 AXIS_LABELS = {
     "loss.gamma1": "γ1 (loss.gamma1)",
     "loss.alpha": "α (loss.alpha)",

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Callable
 
 from trainables.config import ConfigError, TrialConfig
-from trainables.outputs import NAN_LOSS_TEST_ENV
 
 from study.console import logs
 from study.track import tracking
@@ -29,11 +28,11 @@ RAY_ENV_DEFAULTS = {
 # A local Ray has no spot nodes to be preempted: skip the watcher actor each TorchTrainer starts
 # (one more Python process per trial). Clusters keep Ray's default.
 LOCAL_RAY_ENV_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-# Passed on to the Ray processes when the driver has them (with the trials' test hook: tests only):
+# Passed on to the Ray processes when the driver has them :
 # how models and data are found (Hugging Face's and ir_datasets' caches, offline switches) must be
 # the same on every node, or a worker on another node downloads — or fails offline — what the driver found.
 _FORWARDED_ENV = (*RAY_ENV_DEFAULTS, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE",
-                  "HF_DATASETS_CACHE", "IR_DATASETS_HOME", "SENTENCE_TRANSFORMERS_HOME", NAN_LOSS_TEST_ENV)
+                  "HF_DATASETS_CACHE", "IR_DATASETS_HOME", "SENTENCE_TRANSFORMERS_HOME")
 _FORWARDED_PREFIXES = ("KD_",)   # kd-study's own settings (KD_SHARED_DATA, ...)
 
 

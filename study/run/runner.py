@@ -73,6 +73,8 @@ class StudyOptions:
     num_cpus: int | None = None
     storage: str | None = None   # shared storage root (study.storage): studies, checkpoints, asset cache
     verbose: int = 1
+    hooks: Any = None            # a test's trainables.train.hooks.TrainHooks (faults in chosen trials); None
+    # called with a one-line status message (the CLI prints them)
     say: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
 
 
@@ -336,31 +338,23 @@ def _fit_and_finish(start: Callable[[], Any], ctx: StudyContext) -> StudyOutcome
 
 
 def _report(ctx: StudyContext, outcome: StudyOutcome) -> None:
-    """Tables on the parent run (study.report) and best.yaml (study.report.export); their absence is not fatal."""
+    """Tables on the parent run (study.report) and best.yaml (study.report.export); a failure of either is not
+    fatal (the trials are safe in MLflow) and says how to retry."""
+    from study.report import report_study
+    from study.report.export import export_best
+
     space, paths, say = ctx.space, ctx.paths, ctx.opts.say
     metric = space.metrics[0]
     try:
-        from study.report import report_study
-    except ImportError as error:
-        say(f"kd-study: report skipped: study.report is not available ({error})")
-    else:
-        try:
-            outcome.report_path = Path(report_study(space.name, ctx.tracking_uri, paths.report_dir, metric=metric,
-                                                    optuna_storage=ctx.storage_url))
-        except Exception as error:  # noqa: BLE001 - the study's trials are safe in MLflow either way
-            say(f"kd-study: report failed: {tracking.cause_line(str(error))} "
-                f"(retry with `kd-study report {space.name}`)")
+        outcome.report_path = Path(report_study(space.name, ctx.tracking_uri, paths.report_dir, metric=metric,
+                                                optuna_storage=ctx.storage_url))
+    except Exception as error:  # noqa: BLE001 - the study's trials are safe in MLflow either way
+        say(f"kd-study: report failed: {tracking.cause_line(str(error))} (retry with `kd-study report {space.name}`)")
     try:
-        from study.report.export import export_best
-    except ImportError as error:
-        say(f"kd-study: best.yaml skipped: study.report.export is not available ({error})")
-    else:
-        try:
-            outcome.best_config_path = Path(export_best(space.name, ctx.tracking_uri, metric, paths.best,
-                                                         mode=space.modes[0]))
-        except Exception as error:  # noqa: BLE001
-            say(f"kd-study: best.yaml failed: {tracking.cause_line(str(error))} "
-                f"(retry with `kd-study export {space.name}`)")
+        outcome.best_config_path = Path(export_best(space.name, ctx.tracking_uri, metric, paths.best,
+                                                     mode=space.modes[0]))
+    except Exception as error:  # noqa: BLE001
+        say(f"kd-study: best.yaml failed: {tracking.cause_line(str(error))} (retry with `kd-study export {space.name}`)")
 
 
 # ---- kd-study train -----------------------------------------------------------------------------------

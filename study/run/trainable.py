@@ -17,12 +17,13 @@ RESULT_MARKER = "kd_study_result.json"   # trials/<trial_id>/: a finished trial'
 
 
 def distil_trial(config: dict[str, Any], *, space: SearchSpace, training_set_path: str,
-                 asset_keys: dict[str, str], trials_dir: str) -> None:
+                 asset_keys: dict[str, str], trials_dir: str, hooks: Any = None) -> None:
     """Tune function trainable: one trial's config (searched values) → one Ray Train run.
 
     Runs in a Tune actor that holds no CPU (`with_resources({"memory": 1})`): the TorchTrainer's
     workers hold the trial's CPUs. A trial whose result marker exists (it finished before the driver
-    was killed) re-reports that result instead of training again.
+    was killed) re-reports that result instead of training again. `hooks`: a test's `TrainHooks`
+    (`StudyOptions.hooks`), each trial's own by `TrainHooks.only`.
     """
     from ray import tune
     # Ray's key for the checkpoint folder in the reports TuneReportCallback forwards; the replayed
@@ -41,7 +42,7 @@ def distil_trial(config: dict[str, Any], *, space: SearchSpace, training_set_pat
     cfg = space.trial_config(config, name=trial_name(space.name, trial_id))
     with writing(Path(trials_dir, trial_id)):   # its folder, lease, checkpoints, marker: a full disk names the file
         result = run_trial(cfg, Assets(training_set_path, dict(asset_keys)), storage_path=trials_dir, name=trial_id,
-                           callbacks=[TuneReportCallback()])
+                           callbacks=[TuneReportCallback()], hooks=hooks)
         final = {**result.metrics, CHECKPOINT_PATH_KEY: result.checkpoint_path}
         marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_suffix(".tmp")

@@ -111,7 +111,8 @@ def _this_sessions_console(tuner: tune.Tuner, ctx: StudyContext) -> None:
 def _trainable(ctx: StudyContext):
     ctx.paths.trials_dir.mkdir(parents=True, exist_ok=True)
     fn = tune.with_parameters(distil_trial, space=ctx.space, training_set_path=ctx.assets["training_set_path"],
-                              asset_keys=ctx.assets["keys"], trials_dir=str(ctx.paths.trials_dir))
+                              asset_keys=ctx.assets["keys"], trials_dir=str(ctx.paths.trials_dir),
+                              hooks=ctx.opts.hooks)
     # The function holds no CPU: the trial's TorchTrainer workers hold them ({"cpu": 0} is rejected).
     return tune.with_resources(fn, {"memory": 1})
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from trainables.config import ConfigError, TrialConfig, format_validation_error, set_dotted
+from trainables.config_choices import CHOSEN_BLOCKS, DROP_OTHER_SETTINGS, with_other_settings
+from trainables.registry import loss_entries, sampler_entries
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
 from study.space.contrasts import contrast_name, pair_points, same_value
@@ -30,13 +32,16 @@ ASSET_FIELD_EXCEPTIONS = ("teacher.batch_size",)
 
 # ---- fields ---------------------------------------------------------------------------------------
 def is_field(dotted: str) -> bool:
-    """Whether a dotted path names a leaf (or whole sub-config) of TrialConfig."""
-    model: Any = TrialConfig
+    """Whether a dotted path names a leaf (or whole sub-config) of TrialConfig (`loss.gamma1`: a field of any
+    registered loss)."""
+    models: list[Any] = [TrialConfig]
     for part in dotted.split("."):
-        fields = getattr(model, "model_fields", None)
-        if fields is None or part not in fields:
+        found = [m.model_fields[part] for m in models if part in getattr(m, "model_fields", {})]
+        if not found:
             return False
-        model = _model_of(fields[part].annotation)
+        models = [_model_of(f.annotation) for f in found]
+        if part in CHOSEN_BLOCKS and not any(isinstance(m, type) and issubclass(m, BaseModel) for m in models):
+            models = [e.settings for e in (loss_entries() if part == "loss" else sampler_entries()).values()]
     return True
 
 
@@ -48,16 +53,24 @@ def _model_of(annotation: Any) -> Any:
     return models[0] if len(models) == 1 else annotation
 
 
-def check_override(cfg: TrialConfig, overrides: dict[str, Any], where: str, value: Any) -> None:
-    """Apply overrides to `cfg`; a failure names `where` (file + key) and what TrialConfig expected."""
+def check_override(cfg: TrialConfig, overrides: dict[str, Any], where: str, value: Any,
+                   other: dict[str, dict[str, Any]] | None = None) -> None:
+    """Apply overrides to `cfg` (+ the space's `other` loss / sampler settings); a failure names `where`
+    (file + key) and what TrialConfig expected."""
     for dotted in overrides:
         if not is_field(dotted):
             raise ConfigError(f"{where}: {dotted!r} is not a trial config field")
-    raw = cfg.model_dump(mode="json")
+    raw = with_other_settings(cfg.model_dump(mode="json"), other or {})
+    for dotted in list(overrides):   # another loss's setting (γ1 on a KL base) is checked as that loss's
+        block, _, leaf = dotted.partition(".")
+        if block in CHOSEN_BLOCKS and f"{block}.name" not in overrides and leaf not in type(getattr(cfg, block)).model_fields:
+            entries = loss_entries() if block == "loss" else sampler_entries()
+            owner = next((name for name, e in entries.items() if leaf.split(".")[0] in e.settings.model_fields), None)
+            overrides = {**overrides, f"{block}.name": owner} if owner else overrides
     for dotted, v in overrides.items():
         set_dotted(raw, dotted, v)
     try:
-        TrialConfig.model_validate(raw)
+        TrialConfig.model_validate(raw, context=DROP_OTHER_SETTINGS)
     except ValidationError as error:
         problems = format_validation_error(error, "").split("; ")
         detail = "; ".join(p.removeprefix(": ").replace("<root>: ", "") for p in problems)
@@ -121,7 +134,8 @@ def check_params(space: SearchSpace) -> None:
                 activation[dotted] = reachable[0]
         # every choice / both ends of the range give a valid TrialConfig (with its condition holding)
         for value in param.spec.extremes():
-            check_override(space.base, {**activation, param.name: value}, where, value)
+            check_override(space.base, {**activation, param.name: value}, where, value,
+                           getattr(space, "other_settings", {}))
 
 
 # ---- the study section ----------------------------------------------------------------------------

@@ -45,7 +45,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.config import NAME_PATTERN, ConfigError, TrialConfig, check_name, get_dotted, read_yaml_mapping
+from trainables.config import NAME_PATTERN, ConfigError, TrialConfig, check_name, get_dotted, read_yaml_mapping, set_dotted
+from trainables.config_choices import CHOSEN_BLOCKS, other_settings, with_other_settings
 from trainables.outputs import final_metric_keys
 
 from study.space import grid
@@ -176,6 +177,9 @@ class SearchSpace:
     params: list[SearchParam]
     study: StudySettings
     base_source: str | None = None
+    # base and fixed settings of losses / samplers other than the base's (quickstart's base is `kl` with WKL's
+    # refresh interval): the trials that draw those get them (trainables/config_choices.py)
+    other_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     _grid: list[dict[str, Scalar]] | None = field(default=None, repr=False)
 
     # ---- what Optuna and the runner need ---------------------------------------------------------
@@ -224,7 +228,14 @@ class SearchSpace:
         return True
 
     def static_value(self, dotted: str) -> Any:
-        return get_dotted(self.base.model_dump(mode="json"), dotted)
+        """The base + fixed value at `dotted`; None for a setting the base's loss or sampler does not have."""
+        raw = with_other_settings(self.base.model_dump(mode="json"), getattr(self, "other_settings", {}))
+        try:
+            return get_dotted(raw, dotted)
+        except (KeyError, TypeError):
+            if dotted.split(".")[0] in CHOSEN_BLOCKS:
+                return None
+            raise
 
     def trial_config(self, params: Mapping[str, Any], name: str | None = None) -> TrialConfig:
         """The full TrialConfig of one trial: base + fixed + the searched values it drew (+ its replicate's seed).
@@ -237,7 +248,14 @@ class SearchSpace:
             overrides["seed"] = replicate_seed(first, int(params[REPLICATE_KEY]))
         if name is not None:
             overrides["name"] = name
-        return self.base.with_overrides(overrides, source=f"{self.source}: trial {name or ''}".rstrip())
+        return self.with_values(overrides, source=f"{self.source}: trial {name or ''}".rstrip())
+
+    def with_values(self, overrides: Mapping[str, Any], source: str) -> TrialConfig:
+        """base + fixed + `overrides` (dotted keys); a loss's or sampler's settings apply where the trial's has them."""
+        raw = with_other_settings(self.base.model_dump(mode="json"), getattr(self, "other_settings", {}))
+        for dotted, value in overrides.items():
+            set_dotted(raw, dotted, value)
+        return TrialConfig.from_dict(raw, source=source, other_settings="drop")
 
     def grid_points(self) -> list[dict[str, Scalar]]:
         """Every point of the grid (grid mode), in file order, each exactly once (study/space/grid.py)."""
@@ -281,7 +299,7 @@ def load_space(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
     except ValidationError as error:
         raise ConfigError(_space_error(error, source)) from None
 
-    base_cfg, base_source = _load_base(parsed.base, path)
+    base_cfg, base_source, other = _load_base(parsed.base, path)
     study = parsed.study
     search = dict(parsed.search)
     if study.grid:
@@ -296,12 +314,16 @@ def load_space(path: str | Path, *, overrides: Mapping[str, Any] | None = None,
     for dotted, value in parsed.fixed.items():
         if dotted in search:
             raise ConfigError(f"{source}: fixed.{dotted}: also searched in `search`; give it in one place")
-        check_override(base_cfg, {dotted: value}, f"{source}: fixed.{dotted}", value)
-    base = _apply(base_cfg, parsed.fixed, f"{source}: fixed")
+        check_override(base_cfg, {dotted: value}, f"{source}: fixed.{dotted}", value, other)
+    base_raw = with_other_settings(base_cfg.model_dump(mode="json"), other)
+    for dotted, value in parsed.fixed.items():
+        set_dotted(base_raw, dotted, value)
+    base = TrialConfig.from_dict(base_raw, source=f"{source}: fixed", other_settings="drop")
+    other = other_settings(base_raw, base.model_dump(mode="json"))
 
     params = order_params(search, source)
     space = SearchSpace(source=source, raw=raw, base=base, fixed=dict(parsed.fixed), params=params,
-                        study=study, base_source=base_source)
+                        study=study, base_source=base_source, other_settings=other)
     check_params(space)
     return replace(space, study=settle_study(space))
 
@@ -352,7 +374,9 @@ def _known_keys(parent: list[str]) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def _load_base(base: str | dict[str, Any], space_path: Path) -> tuple[TrialConfig, str | None]:
+def _load_base(base: str | dict[str, Any], space_path: Path) -> tuple[TrialConfig, str | None, dict[str, Any]]:
+    """The base config, its file (None inline), and its settings of other losses / samplers than its own."""
+    base_path = None
     if isinstance(base, str):
         base_path = Path(base).expanduser()
         if not base_path.is_absolute():
@@ -360,12 +384,12 @@ def _load_base(base: str | dict[str, Any], space_path: Path) -> tuple[TrialConfi
         if not base_path.is_file():
             raise ConfigError(f"{space_path}: base: {base!r} is not a file (expected a trial config YAML "
                               "path relative to the space file, or an inline mapping)")
-        return TrialConfig.from_yaml(base_path), str(base_path)
-    return TrialConfig.from_dict(base, source=f"{space_path}: base"), None
-
-
-def _apply(cfg: TrialConfig, overrides: dict[str, Any], source: str) -> TrialConfig:
-    return cfg.with_overrides(overrides, source=source) if overrides else cfg
+        base = read_yaml_mapping(base_path, what="a trial config")
+        if not base:
+            TrialConfig.from_yaml(base_path)   # says why an empty trial config is refused
+    cfg = TrialConfig.from_dict(base, source=str(base_path) if base_path else f"{space_path}: base",
+                                other_settings="drop")
+    return cfg, str(base_path) if base_path else None, other_settings(base, cfg.model_dump(mode="json"))
 
 
 def dump_space(space: SearchSpace) -> str:
@@ -375,6 +399,6 @@ def dump_space(space: SearchSpace) -> str:
     the base file it named, or the command-line overrides, any of which may change after the run.
     """
     raw = dict(space.raw)
-    raw["base"] = space.base.model_dump(mode="json")
+    raw["base"] = with_other_settings(space.base.model_dump(mode="json"), getattr(space, "other_settings", {}))
     raw["fixed"] = dict(space.fixed)
     return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)

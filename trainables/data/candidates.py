@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.data.types import DataError, RetrievalData
+from trainables.data.types import RetrievalData
 from trainables.evaluate.retrieval import build_index, encode_corpus, search
 from trainables.models.student import BiEncoder
 
@@ -171,40 +171,6 @@ def rank_by_teacher(pools: Pools, teacher_pool_scores: Sequence[np.ndarray], dep
         order = np.argsort(-np.asarray(scores[:first], dtype=np.float64), kind="stable")[:depth]
         columns.append(np.concatenate([order, np.arange(first, len(ids))]).astype(np.int64))
     return pools.keep(columns), [np.asarray(s)[c] for s, c in zip(teacher_pool_scores, columns)]
-
-
-def read_run(path: str | Path) -> dict[str, list[tuple[str, float]]]:
-    """TREC run → qid → [(docid, score)] in rank order (trainables.data's reader when present)."""
-    try:
-        from trainables.data.runfile import read_run_file
-    except ImportError:
-        return _read_trec_run(Path(path))
-    return read_run_file(path)
-
-
-def _read_trec_run(path: Path) -> dict[str, list[tuple[str, float]]]:
-    """`qid Q0 docid rank score tag` lines; ordered by rank (ties: higher score first); first docid wins."""
-    if not path.is_file():
-        raise DataError(f"{path}: candidates file not found")
-    rows: dict[str, list[tuple[int, float, str]]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 6:
-                raise DataError(f"{path}:{line_no}: expected 'qid Q0 docid rank score tag', got {line.strip()!r}")
-            qid, _, docid, rank, score, _ = fields
-            try:
-                rows.setdefault(qid, []).append((int(rank), float(score), docid))
-            except ValueError:
-                raise DataError(f"{path}:{line_no}: rank must be an integer and score a number") from None
-    run = {}
-    for qid, entries in rows.items():
-        entries.sort(key=lambda e: (e[0], -e[1]))
-        seen: set[str] = set()
-        run[qid] = [(d, s) for _, s, d in entries if not (d in seen or seen.add(d))]
-    return run
 
 
 def _score_docs(

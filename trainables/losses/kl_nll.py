@@ -2,7 +2,7 @@
 
     L_KL+NLL = 1/B Σ_Q [ Σ_i p_i ln(p_i / q_i)  +  λ · (−Σ_{j∈D+} ln q_j) ]
 
-with p = softmax(t / τ_t), q = softmax(s / τ_s) and λ = `nll_weight` (LossConfig.nll_weight).
+with p = softmax(t / τ_t), q = softmax(s / τ_s) and λ = `nll_weight` (the `kl_nll` loss block's `nll_weight`).
 Reference: the KL+NLL baseline of the WKL paper (science.md §2); the NLL term is the usual
 contrastive (InfoNCE) loss over the same candidates.
 

@@ -10,8 +10,9 @@ Every sampler is a pure function of one query's pool scores:
 
 returning distinct indices into the pool, deterministic for a given `rng` state. `topk` ignores
 `rng`. `teacher_top_n` (the WKL paper's negatives: K drawn from the teacher's top 20) has one more
-parameter, N; `sampler_for` binds it from the config. `sample_candidates` applies one to a NaN-padded batch of pools; `check_k_fits_pool` is the
-one rule for K against the pools, checked wherever the pool sizes become known.
+parameter, N. No names or config here: the registry (trainables/registry.py) names each sampler and binds
+its settings (`sampler_function`). `sample_candidates` applies one to a NaN-padded batch of pools;
+`check_k_fits_pool` is the one rule for K against the pools, checked wherever the pool sizes become known.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from trainables.config import ConfigError
+from trainables.errors import ConfigError
 
 Sampler = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 
@@ -95,7 +96,7 @@ def stratified(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarr
 
 
 def equal_width(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Variant of `stratified` over K equal-width bins of the score *range* (not used by default).
+    """Variant of `stratified` over K equal-width bins of the score *range* (`sampler.name: equal_width`).
 
     Bins split [min, max] of the pool into K intervals of equal width, bin 0 holding the highest
     scores (the maximum belongs to bin 0). Each non-empty bin gives one uniform draw. An empty bin
@@ -138,25 +139,15 @@ def teacher_top_n(scores: np.ndarray, k: int, rng: np.random.Generator, n: int =
 
 
 SAMPLERS: dict[str, Sampler] = {"topk": topk, "random": random, "stratified": stratified,
-                                "teacher_top_n": teacher_top_n}
-
-
-def sampler_for(name: str, top_n: int | None = None) -> Sampler:
-    """The sampler `name` as a (scores, k, rng) function; `top_n` binds teacher_top_n's N (default 20)."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}: expected one of {sorted(SAMPLERS)}")
-    if name == "teacher_top_n" and top_n is not None:
-        return lambda scores, k, rng: teacher_top_n(scores, k, rng, n=top_n)
-    return SAMPLERS[name]
+                                "equal_width": equal_width, "teacher_top_n": teacher_top_n}   # the built-ins
 
 
 def sample_candidates(
-    name: str,
+    sampler: Sampler,
     pool_scores: np.ndarray,
     k: int,
     rng: np.random.Generator,
     on_small_pool: Literal["error", "clip"] = "error",
-    top_n: int | None = None,
 ) -> list[np.ndarray]:
     """Sample K candidates per query from a NaN-padded batch of pools.
 
@@ -168,9 +159,9 @@ def sample_candidates(
     (`check_k_fits_pool`) naming how many queries are affected and the smallest pool size; `"clip"`
     runs the sampler with K = the pool size, which returns the whole pool for that query (topk: best
     first; random: a random order; stratified: every candidate, one per stratum), so that query has
-    fewer than K candidates. `top_n`: teacher_top_n's N (`sampler.top_n`).
+    fewer than K candidates. `sampler`: a (scores, k, rng) function, its own parameters bound
+    (`trainables.registry.sampler_function`: teacher_top_n's N is `sampler.top_n`).
     """
-    sampler = sampler_for(name, top_n)
     if on_small_pool not in ("error", "clip"):
         raise ValueError(f"on_small_pool must be 'error' or 'clip', got {on_small_pool!r}")
     if k < 1:

@@ -50,7 +50,7 @@ class TrainState:
     student: dict[str, Any]         # state dicts
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
-    rank_table: Tensor | None       # WKL's β ranks (train/rank_table.py), None for other losses
+    rank_table: Tensor | None       # the loss state's table (registry LossEntry.state: WKL's β ranks), None without
     train_seconds: float            # training time of all attempts so far
     last_loss: float                # the last logged train loss
     curve_best: float = float("-inf")   # the learning curve's best value so far, and its step

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trainables.config import TrialConfig
+from trainables.registry import sampler_function
 from trainables.samplers import sample_candidates
 
 if TYPE_CHECKING:
@@ -90,9 +91,7 @@ def plan_epoch(ts: TrainingSet, cfg: TrialConfig, epoch: int, rank: int, world: 
     rng = np.random.default_rng([cfg.seed, epoch, rank])
     positive_col = plan_positives((ts.positive_doc_idx[mine] >= 0).sum(axis=1), cfg.data.max_positives, rng)
     picked = sample_candidates(
-        cfg.sampler.name, ts.teacher_pool_scores[mine], cfg.sampler.k, rng, cfg.sampler.on_small_pool,
-        top_n=cfg.sampler.top_n,
-    )
+        sampler_function(cfg.sampler), ts.teacher_pool_scores[mine], cfg.sampler.k, rng, cfg.sampler.on_small_pool)
     candidate_col = np.full((len(mine), cfg.sampler.k), -1, dtype=np.int64)
     for row, columns in enumerate(picked):
         candidate_col[row, :len(columns)] = columns

@@ -13,7 +13,6 @@ weights, optimizer state, β).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -32,7 +31,7 @@ from trainables.config import TrialConfig
 from trainables.train.ddp import all_reduce_sum, barrier, eval_shard, unwrap
 from trainables.disk import writing
 from trainables.train.epoch_plan import RankBatch, RankPlan, check_sizes, steps_per_epoch, total_steps
-from trainables.train.rank_table import RankTable
+from trainables.registry import loss_entry
 from trainables.outputs import (
     BEST_STEP, CHECKPOINT_SECONDS, EVAL_SECONDS, FINAL_LOSS, LEARNING_RATE, QUERIES_PER_SECOND, RESUMED_FROM,
     SAMPLED_SCORE_ENTROPY, SAMPLED_SCORE_VARIANCE, STAGING_DIR, TRAIN_LOSS, TRAIN_SECONDS, WORKER_SETUP_SECONDS,
@@ -50,11 +49,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     loop_config: {"trial": TrialConfig.model_dump(mode="json"), "training_set": path to the .npz,
     "run_dir": the trial's storage folder (checkpoints are staged in it before Ray copies them)},
-    optionally "student_init": the warm start's state_dict (`init: {from: warmup}`, warm_start.py),
-    plus two test hooks: for fault-tolerance tests, "fail_once_at_step": int and "fail_marker": path —
-    before training step `fail_once_at_step` (1-based) every worker raises once if the marker file
-    does not exist yet (rank 0 creates it first, so the retry passes); for divergence tests,
-    "nan_loss_at_step": int — the loss of that step is NaN on every attempt (see `_train_on`).
+    optionally "student_init": the warm start's state_dict (`init: {from: warmup}`, warm_start.py) and
+    "hooks": a test's `TrainHooks` (trainables/train/hooks.py: a fault before a step, a NaN loss).
     """
     started = time.perf_counter()
     import ray.train
@@ -81,13 +77,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     training.model.train()
     state.setup_seconds = state.restart_phase() - started
+    hooks = loop_config.get("hooks")
     while state.step < worker.steps:
         batch = plan.batch(state.step)
-        _inject_fault_once(loop_config, state.step + 1, worker)
-        if state.rank_table is not None:
-            state.rank_table.refresh_if_due(training.student, worker.ts, cfg, state.step, worker.rank, worker.world,
-                                            worker.device)
-        _train_on(batch, worker, training, state, nan_loss=loop_config.get("nan_loss_at_step") == state.step + 1)
+        if hooks is not None:
+            hooks.before_step(state.step + 1, worker.rank, worker.world, worker.device)
+        if state.loss_state is not None:
+            state.loss_state.before_step(training.student, worker.ts, cfg, state.step, worker.rank, worker.world,
+                                         worker.device)
+        _train_on(batch, worker, training, state, nan_loss=hooks is not None and hooks.nan_loss(state.step + 1))
         _report_if_due(worker, training, state)
 
     _final_report(worker, training, state)
@@ -194,7 +192,8 @@ class LoopState:
     """What the loop carries from step to step; a training checkpoint saves it with the weights."""
 
     step: int = 0                           # completed global steps
-    rank_table: RankTable | None = None     # WKL's β ranks (None for other losses)
+    loss_state: Any = None                  # the loss's per-step state (registry `LossEntry.state`: WKL's
+                                            # rank table), None for a stateless loss
     last_loss: float = float("nan")         # the last logged train loss
     train_seconds: float = 0.0              # all attempts; reports, evaluations and checkpoints excluded
     eval_seconds: float = 0.0               # all attempts' intermediate evaluations (curve points, every_steps)
@@ -207,10 +206,11 @@ class LoopState:
 
     @classmethod
     def resume(cls, worker: Worker, saved: TrainState | None) -> LoopState:
-        rank_table = RankTable.start(worker.ts, worker.cfg.loss, saved.rank_table if saved else None)
+        kind = loss_entry(worker.cfg.loss.name).state_class()
+        loss_state = kind.start(worker.ts, worker.cfg.loss, saved.rank_table if saved else None) if kind else None
         if saved is None:
-            return cls(rank_table=rank_table)
-        return cls(step=saved.step, rank_table=rank_table, last_loss=saved.last_loss,
+            return cls(loss_state=loss_state)
+        return cls(step=saved.step, loss_state=loss_state, last_loss=saved.last_loss,
                    train_seconds=saved.train_seconds, eval_seconds=saved.eval_seconds, resumed_from=saved.step,
                    best=Best(saved.curve_best, saved.curve_best_step))
 
@@ -226,7 +226,7 @@ class LoopState:
     def train_state(self, training: Training) -> TrainState:
         return TrainState(step=self.step, student=training.student.state_dict(),
                           optimizer=training.optimizer.state_dict(), scheduler=training.scheduler.state_dict(),
-                          rank_table=self.rank_table.ranks if self.rank_table is not None else None,
+                          rank_table=self.loss_state.table if self.loss_state is not None else None,
                           train_seconds=self.train_seconds, last_loss=self.last_loss,
                           curve_best=self.best.value, curve_best_step=self.best.step,
                           eval_seconds=self.eval_seconds)
@@ -255,13 +255,13 @@ class Best:
 def _train_on(batch: RankBatch, worker: Worker, training: Training, state: LoopState, nan_loss: bool = False) -> None:
     """One global step on this rank's share; counts it and adds its loss and diagnostics to the window.
 
-    `nan_loss` (test hook `nan_loss_at_step`): NaN teacher scores make this step's loss NaN, as a
+    `nan_loss` (`TrainHooks.nan_loss_at_step`): NaN teacher scores make this step's loss NaN, as a
     diverging run's would be; `train_step` then raises `Diverged`.
     """
     cfg = worker.cfg
     # Dropout draws depend on (seed, step) only, so a resumed run repeats the uninterrupted one.
     torch.manual_seed(cfg.seed * 1_000_003 + state.step)
-    ranks = state.rank_table.ranks if state.rank_table is not None else None
+    ranks = state.loss_state.table if state.loss_state is not None else None
     inputs = build_step_inputs(training.student, worker.ts, batch, worker.world, ranks,
                                in_batch=cfg.loss.in_batch_weight > 0)
     if nan_loss:
@@ -379,18 +379,3 @@ def _report(metrics: dict[str, Any], rank: int, write: Callable[[str], None] | N
     with writing(staging), tempfile.TemporaryDirectory(prefix=prefix, dir=staging) as directory:
         write(directory)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory), checkpoint_dir_name=name)
-
-
-def _inject_fault_once(loop_config: dict, step: int, worker: Worker) -> None:
-    """Test hook: at `fail_once_at_step` every rank raises once; all read the marker before rank 0 creates it."""
-    if loop_config.get("fail_once_at_step") != step:
-        return
-    marker = loop_config["fail_marker"]
-    fired = os.path.exists(marker)
-    barrier(worker.world, worker.device)
-    if fired:
-        return
-    if worker.rank == 0:
-        Path(marker).parent.mkdir(parents=True, exist_ok=True)
-        Path(marker).touch()
-    raise RuntimeError(f"fault injected before step {step} (fail_once_at_step test hook)")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from trainables.config import LossConfig, TrialConfig
+from trainables.config import LossSettings, TrialConfig
 from trainables.train.ddp import all_gather_tensors
 from trainables.train.epoch_plan import steps_queries
 from trainables.losses.wkl import ranks_from_scores
@@ -31,12 +31,12 @@ if TYPE_CHECKING:
     from trainables.data.training_set import TrainingSet
 
 
-def uses_beta(loss_cfg: LossConfig) -> bool:
+def uses_beta(loss_cfg: LossSettings) -> bool:
     """WKL with α > 0: the only loss whose β needs the student's ranks."""
-    return loss_cfg.name == "wkl" and loss_cfg.alpha > 0
+    return loss_cfg.name == "wkl" and getattr(loss_cfg, "alpha", 0) > 0
 
 
-def is_refresh_step(loss_cfg: LossConfig, completed: int) -> bool:
+def is_refresh_step(loss_cfg: LossSettings, completed: int) -> bool:
     """Refresh β's ranks when WKL starts after its KL warm-up, then every `beta_refresh_steps` steps."""
     if not uses_beta(loss_cfg) or completed < loss_cfg.kl_warmup_steps or completed == 0:
         return False
@@ -114,18 +114,30 @@ def refresh_ranks(
 
 @dataclass
 class RankTable:
-    """The rank table a training run carries, and the pool columns each refresh re-scores."""
+    """The rank table a training run carries, and the pool columns each refresh re-scores.
+
+    WKL's per-step state in the registry (`LossEntry.state`): `start`, `before_step` and `table`.
+    """
 
     ranks: Tensor           # [Q, P + N], see `initial_rank_table`
     columns: np.ndarray     # [Q, min(beta_pool_depth, N)], see `refresh_columns`
 
     @classmethod
-    def start(cls, ts: TrainingSet, loss_cfg: LossConfig, saved: Tensor | None = None) -> RankTable | None:
+    def start(cls, ts: TrainingSet, loss_cfg: LossSettings, saved: Tensor | None = None) -> RankTable | None:
         """The initial (or a checkpoint's `saved`) table; None when the loss does not use β."""
         if not uses_beta(loss_cfg):
             return None
         ranks = saved if saved is not None else initial_rank_table(ts)
         return cls(ranks, refresh_columns(ts, loss_cfg.beta_pool_depth))
+
+    @property
+    def table(self) -> Tensor:
+        """[Q, P + N]: what each step reads for its candidates (β's ranks) and a checkpoint saves."""
+        return self.ranks
+
+    def before_step(self, student, ts: TrainingSet, cfg: TrialConfig, completed: int, rank: int, world: int,
+                    device: torch.device | str) -> None:
+        self.refresh_if_due(student, ts, cfg, completed, rank, world, device)
 
     def refresh_if_due(self, student, ts: TrainingSet, cfg: TrialConfig, completed: int, rank: int, world: int,
                        device: torch.device | str) -> None:

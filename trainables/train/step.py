@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from trainables.config import LossConfig, TrialConfig
+from trainables.config import LossSettings, TrialConfig
 from trainables.train.epoch_plan import RankBatch
 from trainables.errors import Diverged
-from trainables.losses import compute_loss, wkl_beta
+from trainables.train.dispatch import compute_loss
 from trainables.train.precision import autocast
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class StepInputs:
     teacher_scores: Tensor         # [b, n]
     positive_mask: Tensor          # [b, n] bool, the first M columns (where a positive is there)
     valid_mask: Tensor             # [b, n] bool, False at padding (fewer positives than M, a clipped pool)
-    student_ranks: Tensor | None   # [b, n] rank table entries for β (WKL only)
+    student_ranks: Tensor | None   # [b, n] the loss state's table entries (WKL: student ranks for β), None without
     sampled_teacher_scores: list[np.ndarray]   # per query, the K candidates' teacher scores
     loss_weight: float             # b · world / global batch: DDP's gradient mean = mean over all queries
     in_batch_mask: Tensor | None = None   # [b, b * n] passages a query's in-batch NLL may use (loss.in_batch_weight)
@@ -112,7 +112,7 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scheduler,
     inputs: StepInputs,
-    loss_cfg: LossConfig,
+    loss_cfg: LossSettings,
     step: int,
     max_grad_norm: float,
     device: torch.device,
@@ -128,9 +128,6 @@ def train_step(
     teacher = inputs.teacher_scores.to(device)
     positives = inputs.positive_mask.to(device)
     valid = inputs.valid_mask.to(device)
-    beta = None
-    if loss_cfg.name == "wkl" and inputs.student_ranks is not None:
-        beta = wkl_beta(inputs.student_ranks.to(device), positives, loss_cfg.alpha, valid)
     in_batch = None
     with autocast(device, autocast_dtype):
         if inputs.in_batch_mask is not None:
@@ -139,8 +136,9 @@ def train_step(
             in_batch = (all_scores.float(), own_positive, inputs.in_batch_mask.to(device))
         else:
             student_scores = model(inputs.queries, inputs.passages, inputs.n)
-    loss = compute_loss(loss_cfg, student_scores.float(), teacher, positives, beta=beta, step=step, valid_mask=valid,
-                        in_batch=in_batch)
+    state = inputs.student_ranks.to(device) if inputs.student_ranks is not None else None
+    loss = compute_loss(loss_cfg, student_scores.float(), teacher, positives, state=state, step=step,
+                        valid_mask=valid, in_batch=in_batch)
     optimizer.zero_grad(set_to_none=True)
     (loss * inputs.loss_weight).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)

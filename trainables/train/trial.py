@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,8 +25,9 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from trainables.train.attempts import AttemptPolicy
 from trainables.train.checkpoints import LEASE_OWNER_KEY, FolderLease
-from trainables.config import ConfigError, TrialConfig, absolute_paths, get_dotted
-from trainables.outputs import FINAL_METRICS, NAN_LOSS_TEST_ENV, PER_QUERY, STUDENT_DIR, TRAIN_LOG, TRIAL_CONFIG
+from trainables.config import ConfigError, TrialConfig, absolute_paths
+from trainables.outputs import FINAL_METRICS, PER_QUERY, STUDENT_DIR, TRAIN_LOG, TRIAL_CONFIG
+from trainables.train.hooks import TrainHooks
 from trainables.train.loop import train_loop_per_worker
 
 RUN_CONFIG = TRIAL_CONFIG               # beside the checkpoints: the config this run directory belongs to
@@ -52,13 +52,14 @@ def build_trainer(
     callbacks: Sequence[Any] = (),
     max_failures: int = 2,
     loop_extra: dict[str, Any] | None = None,
+    hooks: TrainHooks | None = None,
 ):
     """A `TorchTrainer` for `cfg` (not started): workers, checkpoints (keep 2) and failure retries.
 
     Relative paths in `cfg` (cache_dir, output_dir, candidates_file, `beir:` folders) are made
     absolute first: Ray workers run in a directory of their own. `loop_extra` is merged into the
-    loop config (test hooks such as `fail_once_at_step`; `nan_loss_at_step` also comes from the
-    environment, see `nan_loss_hook`). A run directory that already belongs to a different config is
+    loop config (the run folder's lease owner); `hooks`, a test's faults (trainables/train/hooks.py), go
+    to the workers when they apply to `cfg`. A run directory that already belongs to a different config is
     refused, since resuming it would continue someone else's trial.
     """
     cfg = absolute_paths(cfg)
@@ -70,7 +71,9 @@ def build_trainer(
             "every worker needs at least one query per step"
         )
     loop_config = {"trial": cfg.model_dump(mode="json"), "training_set": str(Path(training_set_path).resolve()),
-                   "run_dir": str(run_dir), **nan_loss_hook(cfg)}
+                   "run_dir": str(run_dir)}
+    if hooks is not None and hooks.for_trial(cfg) is not None:
+        loop_config["hooks"] = hooks
     if cfg.init.start == "warmup":   # the study's shared warm start (built once; a hit after the first trial)
         from trainables.train.warm_start import prepare_warm_start
 
@@ -149,6 +152,7 @@ def run_trial(
     name: str,
     callbacks: Sequence[Any] = (),
     max_failures: int = 2,
+    hooks: TrainHooks | None = None,
 ) -> TrialResult:
     """Train and evaluate one trial on `assets.training_set_path`; resumes `<storage_path>/<name>` if it exists.
 
@@ -161,7 +165,8 @@ def run_trial(
     and in the `eval.every_steps` reports, while Tune by default requires its metric in every
     result: set `TUNE_DISABLE_STRICT_METRIC_CHECKING=1` in the study driver (ASHA and the median
     rule skip results without the metric; the searcher reads the final one).
-    Raises ray.train.TrainingFailedError when the run fails more than `max_failures` times.
+    Raises ray.train.TrainingFailedError when the run fails more than `max_failures` times. `hooks`: a
+    test's faults (trainables/train/hooks.py), none in production.
     """
     # One run writes a run folder at a time: a resumed trial waits for (or takes over from) the run
     # of a lost driver, whose workers stop at their next checkpoint (checkpoints.FolderLease).
@@ -170,36 +175,13 @@ def run_trial(
     try:
         trainer = build_trainer(cfg, assets.training_set_path, storage_path=storage_path, name=name,
                                 callbacks=callbacks, max_failures=max_failures,
-                                loop_extra={LEASE_OWNER_KEY: lease.owner})
+                                loop_extra={LEASE_OWNER_KEY: lease.owner}, hooks=hooks)
         result = trainer.fit()
     finally:
         lease.release()
     if result.error is not None:
         raise result.error
     return read_trial_result(result.checkpoint.path if result.checkpoint else None, result.metrics or {})
-
-
-def nan_loss_hook(cfg: TrialConfig) -> dict[str, int]:
-    """Test hook: {"nan_loss_at_step": N} when `outputs.NAN_LOSS_TEST_ENV` asks it for this trial, else {}.
-
-    The environment is the one way into the trials of a study (they are built inside Tune trial
-    actors, which only see the search space); tests set it to make one trial diverge on purpose.
-    """
-    raw = os.environ.get(NAN_LOSS_TEST_ENV, "").strip()
-    if not raw:
-        return {}
-    step, _, condition = raw.partition(":")
-    key, _, wanted = condition.partition("=")
-    if not step.isdigit() or (condition and not (key and wanted)):
-        raise ValueError(f"{NAN_LOSS_TEST_ENV}={raw!r}: expected STEP or STEP:KEY=VALUE, e.g. 3:loss.name=wkl")
-    if condition:
-        try:
-            value = get_dotted(cfg.model_dump(mode="json"), key)
-        except (KeyError, TypeError):
-            value = None
-        if str(value) != wanted:
-            return {}
-    return {"nan_loss_at_step": int(step)}
 
 
 def read_trial_result(checkpoint_path: str | None, metrics: dict[str, Any] | None = None) -> TrialResult:
@@ -228,10 +210,10 @@ def _claim_run_dir(run_dir: Path, cfg: TrialConfig) -> None:
     wanted = cfg.model_dump(mode="json")
     if record.is_file():
         found = yaml.safe_load(record.read_text())
-        try:   # a record written before a field existed has no value for it: read it as its default
-            found = TrialConfig.model_validate(found).model_dump(mode="json")
-        except (ValidationError, TypeError, ValueError):
-            pass   # compared raw: the differing keys are named below
+        try:   # a record written before the per-loss blocks holds every loss's fields: compare what they mean
+            found = TrialConfig.from_dict(found, other_settings="drop").model_dump(mode="json")
+        except ConfigError:
+            pass
         if found != wanted:
             changed = sorted(_changed_keys(found, wanted))
             raise ConfigError(
