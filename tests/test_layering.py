@@ -40,7 +40,7 @@ ROOMS: dict[str, set[str]] = {
 # modules any room may import: the packages' shared contracts and schema, and pure statistics
 SHARED = {"trainables.config", "trainables.config_io", "trainables.config_choices", "trainables.settings",
           "trainables.errors", "trainables.outputs", "trainables.hashing",
-          "trainables.registry", "trainables.preflight", "trainables.progress", "trainables.yaml_files", "trainables.disk", "trainables.moved", "study.moved", "study.paths", "study.compat",
+          "trainables.registry", "trainables.config_sets", "trainables.preflight", "trainables.progress", "trainables.yaml_files", "trainables.disk", "trainables.moved", "study.moved", "study.paths", "study.compat",
           "study.report.stats"}
 # what losses and samplers may import besides their own room and trainables.errors
 PURE_ROOMS = {"trainables.losses", "trainables.samplers"}
