@@ -22,7 +22,8 @@ from study.space.contrasts import contrast_name, pair_points, same_value
 from study.space.params import ParamSpec, SearchParam, holds
 
 if TYPE_CHECKING:
-    from study.space.schema import SearchSpace, StudySettings
+    from study.space.schema import SearchSpace
+    from study.space.settings import StudySettings
 
 # Fields that shape the shared assets (pools, teacher scores, training set; see trainables/prepare/assets.py).
 # A trial that searched one would need assets of its own, so they may only be fixed.
