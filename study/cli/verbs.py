@@ -8,13 +8,14 @@ and exit 1 (finished trials are kept); an interrupted study or training with the
 continues it and exit 130 (Ctrl-C) or 143 (SIGTERM, what a cluster scheduler sends: handled alike).
 run, resume and train send the libraries' log lines to the study's (run's) logs/ folder unless
 --verbose (study.console.logs); a failure's traceback goes there too, and its one line says so.
+How a command ends (those exit codes, the line that continues it, SIGTERM) is study.cli.exits; where
+its study, state and store are, study.cli.lookup.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -26,13 +27,10 @@ from trainables.config import ConfigError, TrialConfig, check_name
 from trainables.errors import BadInput
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
-from study.cli import arguments
+from study.cli import arguments, exits, lookup
 from study.console import console
 from study.cli.convert_scores import cmd_convert_scores
 from study.paths import LOGS_DIR_NAME
-
-EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
-EXIT_TERMINATED = 128 + signal.SIGTERM   # 143: stopped by SIGTERM, like Ctrl-C otherwise
 
 build_parser = arguments.build_parser
 
@@ -94,12 +92,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     from study.run.runner import run_study
 
-    _apply_storage(args, space)
+    lookup.apply_storage(args, space)
     opts = _options(args, optuna_storage=args.optuna_storage, experiment=args.experiment,
                     log_models=args.log_models, report=not args.no_report, verbose=_verbosity(args))
-    with _logs_to(_study_dir(space.name, args) / LOGS_DIR_NAME, args):
+    with _logs_to(lookup.study_dir(space.name, args) / LOGS_DIR_NAME, args):
         outcome = run_study(space, opts)
-    return _finish(outcome, space.metrics, args)
+    return exits.finish(outcome, space.metrics, args)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -121,9 +119,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     check_name(args.name, "study name")
     opts = _options(args, report=not args.no_report, verbose=_verbosity(args))
-    with _logs_to(_study_dir(args.name, args) / LOGS_DIR_NAME, args):
+    with _logs_to(lookup.study_dir(args.name, args) / LOGS_DIR_NAME, args):
         outcome = resume_study(args.name, opts)   # --log-models and the other run options come from the study
-    return _finish(outcome, _state_or_empty(args.name, args).get("metrics") or [], args)
+    return exits.finish(outcome, lookup.state_or_empty(args.name, args).get("metrics") or [], args)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -141,12 +139,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                                        output_dir=args.output_dir)
     except KeyboardInterrupt:
         # Ray Train keeps the run's checkpoints in <output_dir>/<name>/: the same command continues there.
-        again = _command(args, "train", args.config, *(("--name", args.name) if args.name else ()),
-                         *(("--output-dir", args.output_dir) if args.output_dir else ()))
+        again = exits.command(args, "train", args.config, *(("--name", args.name) if args.name else ()),
+                              *(("--output-dir", args.output_dir) if args.output_dir else ()))
         then = (f"to continue from its last checkpoint in {run_dir}" if run_dir.is_dir()
                 else "to start it (it had not started training)")
-        console.error(f"training {args.name or cfg.name} {_interrupted(args)}; run `{again}` again {then}")
-        return EXIT_INTERRUPTED
+        console.error(f"training {args.name or cfg.name} {exits.interrupted(args)}; run `{again}` again {then}")
+        return exits.EXIT_INTERRUPTED
     console.print_trial_result(cfg.name, result)
     if args.model:
         from trainables.outputs import eval_metric_keys
@@ -165,14 +163,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.document:
         from study.report.document import write_document
 
-        path = write_document(args.document, _tracking_uri(args, {}, create=False), getattr(args, "root", None))
+        path = write_document(args.document, lookup.tracking_uri(args, {}, create=False), getattr(args, "root", None))
         print(f"document: {path}")
         return 0
     if not args.name:
         raise ConfigError("kd-study report: give a study NAME or --document SPEC.yaml")
     name = check_name(args.name, "study name")
-    state, tracking_uri = _find_study(name, args)
-    out = Path(args.out) if args.out else _study_dir(name, args) / "report"
+    state, tracking_uri = lookup.find_study(name, args)
+    out = Path(args.out) if args.out else lookup.study_dir(name, args) / "report"
     # built once (runs, tests, importances), then written and printed; metric defaults to the study's own
     report = build_report(name, tracking_uri, args.metric, state.get("optuna_storage"), correction=args.correction)
     path = write_report(report, out)
@@ -187,8 +185,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     name = check_name(args.name, "study name")
     if args.model:
         _check_model_folder(args.model)
-    _, tracking_uri = _find_study(name, args)
-    out = Path(args.out) if args.out else _study_dir(name, args) / "best.yaml"   # made once the best trial is found
+    _, tracking_uri = lookup.find_study(name, args)
+    # made once the best trial is found
+    out = Path(args.out) if args.out else lookup.study_dir(name, args) / "best.yaml"
     # metric and mode default to the study's own objective (export_best reads it from the parent run)
     path = export_best(name, tracking_uri, args.metric, out, mode=args.mode)
     if args.tied:
@@ -220,10 +219,10 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} {value}: expected a positive number")
     opts = _options(args, verbose=_verbosity(args))
-    with _logs_to(_study_dir(child_name(name, args.child), args) / LOGS_DIR_NAME, args):
+    with _logs_to(lookup.study_dir(child_name(name, args.child), args) / LOGS_DIR_NAME, args):
         result = confirm_study(name, opts, top=args.top, replicates=args.replicates, pins=_pins(args.pin),
                                epochs=args.epochs, max_steps=args.max_steps, child=args.child)
-    code = _finish(result.outcome, [result.confirm_metric], args) if result.outcome is not None else 0
+    code = exits.finish(result.outcome, [result.confirm_metric], args) if result.outcome is not None else 0
     if not result.rows:
         return code
     header, rows = table_rows(result)
@@ -258,7 +257,7 @@ def _logs_to(folder: Path, args: argparse.Namespace) -> Iterator[None]:
     from study.console import logs
 
     with logs.routed(folder) as routing:
-        print(f"{console.PROG}: logs: {_shown(folder)}/ (Ray, Tune, MLflow, transformers, faiss; "
+        print(f"{console.PROG}: logs: {exits.shown(folder)}/ (Ray, Tune, MLflow, transformers, faiss; "
               "--verbose shows them here)", flush=True)
         try:
             yield
@@ -270,12 +269,6 @@ def _logs_to(folder: Path, args: argparse.Namespace) -> Iterator[None]:
             raise
 
 
-def _shown(path: Path) -> str:
-    """`path` relative to the working folder when it is below it (shorter lines), else absolute."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 def _check_model_folder(folder: str) -> None:
     """--model DIR: a new, empty or earlier-exported folder (an export replaces only its own kind)."""
     from trainables.models.st_export import check_model_folder
@@ -286,133 +279,11 @@ def _check_model_folder(folder: str) -> None:
         raise ConfigError(f"--model: {error}") from None
 
 
-def _apply_storage(args: argparse.Namespace, space=None) -> None:
-    """--storage (else a space's `study.storage`): the studies live under it unless --root names a folder."""
-    from study.run.storage import storage_root, studies_root
-
-    if getattr(args, "storage", None) is None and space is not None and space.study.storage:
-        args.storage = space.study.storage
-    storage = storage_root(getattr(args, "storage", None))
-    if storage is not None and getattr(args, "root", None) is None:
-        args.root = str(studies_root(storage))
-
-
-def _study_dir(name: str, args: argparse.Namespace) -> Path:
-    from study.paths import StudyPaths
-
-    return StudyPaths.of(name, getattr(args, "root", None)).dir
-
-
-def _state_or_empty(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from study.paths import StudyPaths
-
-    paths = StudyPaths.of(name, getattr(args, "root", None))
-    return paths.read_state() if paths.exists() else {}
-
-
-def _tracking_uri(args: argparse.Namespace, state: dict[str, Any], *, create: bool = True) -> str:
-    from study.track.tracking import check_tracking, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(getattr(args, "tracking_uri", None)) if getattr(args, "tracking_uri", None) \
-        else state.get("tracking_uri") or resolve_tracking_uri(None)
-    check_tracking(uri, create=create)
-    return uri
-
-
-def _find_study(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    """(study state or {}, tracking URI) of a study to read (report, export); creates no folder and no store."""
-    from study.track.tracking import NoStoreError, redact, resolve_tracking_uri
-
-    state = _state_or_empty(name, args)
-    if state.get("status") in ("preparing", "running"):   # its driver may be gone: no run left RUNNING
-        from study.paths import StudyPaths
-        from study.track.stale import close_dead_driver
-
-        close_dead_driver(StudyPaths.of(name, getattr(args, "root", None)), lambda line: print(line, file=sys.stderr))
-        state = _state_or_empty(name, args)
-    try:
-        return state, _tracking_uri(args, state, create=False)
-    except NoStoreError:
-        if state:
-            raise
-        uri = resolve_tracking_uri(getattr(args, "tracking_uri", None))
-        raise ConfigError(f"no study named {name!r}: not in {_study_dir(name, args).parent}, and no MLflow store "
-                          f"at {redact(uri)}") from None
-
-
-def _finish(outcome, metrics: list[str], args: argparse.Namespace) -> int:
-    """Print the outcome; an interrupted study exits 130 (143 after SIGTERM), one with failed trials 1.
-
-    Finished trials are kept either way; the one error line gives the command that continues the study.
-    """
-    from study.run.outcome import print_outcome
-
-    print_outcome(outcome, metrics)
-    resume = _command(args, "resume", outcome.name)
-    if outcome.interrupted:
-        done = len(outcome.finished) + len(outcome.pruned)
-        console.error(f"study {outcome.name} {_interrupted(args)} with {done} of {outcome.num_samples} trials done; "
-                      f"continue it with `{resume}`")
-        return EXIT_INTERRUPTED
-    if outcome.errored:
-        trial_id, cause = outcome.errored[0]
-        more = f" (and {len(outcome.errored) - 1} more)" if len(outcome.errored) > 1 else ""
-        logs = "" if getattr(args, "verbose", False) else \
-            f"; tracebacks in {_shown(Path(outcome.dir) / LOGS_DIR_NAME)}/"
-        console.error(f"{len(outcome.errored)} of {outcome.num_samples} trials failed; trial {trial_id}: "
-                      f"{cause}{more}; {len(outcome.finished)} finished trials are kept (retry the failed ones: "
-                      f"{resume}){logs}")
-        return EXIT_FAILED
-    return 0
-
-
-def _command(args: argparse.Namespace, *words: str) -> str:
-    """`kd-study WORDS...` with the global options this run was given (so it finds the same study and store)."""
-    from study.track.tracking import redact
-
-    given = (("--root", "root"), ("--ray-address", "ray_address"), ("--num-cpus", "num_cpus"),
-             # resume reads the study's own store from its state
-             *((("--tracking-uri", "tracking_uri"),) if words[0] != "resume" else ()))
-    options = [part for flag, key in given if getattr(args, key, None) is not None
-               for part in (flag, str(getattr(args, key)))]
-    return redact(shlex.join(["kd-study", *words, *options]))
-
-
-def _interrupted(args: argparse.Namespace) -> str:
-    return "stopped by SIGTERM" if getattr(args, "sigterm", None) and args.sigterm.received else "interrupted"
-
-
-class _Sigterm:
-    """SIGTERM (what a cluster scheduler sends) handled as Ctrl-C: the SIGINT handler of the moment runs.
-
-    That is Tune's graceful stop during a study's `fit` (the trials as they are, the experiment
-    snapshotted), Ray Train's abort during `kd-study train`, else a KeyboardInterrupt. Remembered, so
-    the exit status says which signal it was (143).
-    """
-
-    def __init__(self):
-        self.received = False
-
-    def __call__(self, signum, frame) -> None:
-        self.received = True
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        else:   # SIG_IGN (a background job) or SIG_DFL: stop all the same
-            raise KeyboardInterrupt
-
-
-def _cause(error: BaseException) -> str:
-    from study.track.tracking import cause_line
-
-    return cause_line(str(error)) or type(error).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args.sigterm = _Sigterm()
+    args.sigterm = exits.Sigterm()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, args.sigterm) if main_thread else None
     try:
@@ -420,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if main_thread and previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return EXIT_TERMINATED if code == EXIT_INTERRUPTED and args.sigterm.received else code
+    return exits.EXIT_TERMINATED if code == exits.EXIT_INTERRUPTED and args.sigterm.received else code
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -431,15 +302,15 @@ def _run(args: argparse.Namespace) -> int:
         from study.run.preflight import check_global_options
 
         check_global_options(getattr(args, "num_cpus", None), getattr(args, "ray_address", None))
-        _apply_storage(args)
+        lookup.apply_storage(args)
         return int(COMMANDS[args.command_name](args) or 0)
     except KeyboardInterrupt:
-        console.error(_interrupted(args))
-        return EXIT_INTERRUPTED
+        console.error(exits.interrupted(args))
+        return exits.EXIT_INTERRUPTED
     except KdStudyError as error:  # BadInput → 2, Failure → 1: one line, the cause says what to do
         # a Ray-wrapped error carries the worker's traceback: keep its last line (the rest is in the log)
         logged = getattr(args, "traceback_log", None)
-        console.error(_cause(error) + (f" (traceback: {_shown(logged)})" if logged else ""))
+        console.error(exits.cause(error) + (f" (traceback: {exits.shown(logged)})" if logged else ""))
         return error.exit_code
     except Exception as error:  # noqa: BLE001 - a bug, not bad input: the traceback, then one line
         from trainables.disk import disk_full, is_disk_full
@@ -450,9 +321,10 @@ def _run(args: argparse.Namespace) -> int:
             return full.exit_code
         logged = getattr(args, "traceback_log", None)
         if logged:
-            console.error(f"internal error: {_cause(error)} (a bug in kd-study: the traceback is in {_shown(logged)})")
+            console.error(f"internal error: {exits.cause(error)} (a bug in kd-study: the traceback is in "
+                          f"{exits.shown(logged)})")
         else:
             traceback.print_exc(file=sys.stderr)
-            console.error(f"internal error: {_cause(error)} (a bug in kd-study: the traceback is above)")
-        return EXIT_FAILED
+            console.error(f"internal error: {exits.cause(error)} (a bug in kd-study: the traceback is above)")
+        return exits.EXIT_FAILED
 
