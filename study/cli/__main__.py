@@ -1,4 +1,4 @@
-"""`python -m study.cli.verbs`: the `kd-study` command."""
+"""`python -m study.cli`: the `kd-study` command."""
 from study.cli.verbs import main
 
 raise SystemExit(main())
