@@ -103,7 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from study.check.dimensions import check_space, raise_on_errors
+    from study.check.dimensions import check_space
+    from study.check.report import raise_on_errors
     from study.check.scores import gather_evidence
     from study.space.schema import load_space
 

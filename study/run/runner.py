@@ -160,8 +160,8 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
 
 
 def _check(space: SearchSpace, data, say: Callable[[str], None], keys: dict[str, str] | None = None) -> None:
-    """`kd-study check` before any trial (study.check.dimensions): errors stop the run (exit 2), warnings are said."""
-    from study.check.dimensions import raise_on_errors
+    """`kd-study check` before any trial (study.check): errors stop the run (exit 2), warnings are said."""
+    from study.check.report import raise_on_errors
     from study.check.scores import check_for_run
 
     report = check_for_run(space, data, keys)
