@@ -133,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrialConfig.from_yaml(args.config)  # a bad config fails before Ray and torch load
     if args.model:
         _check_model_folder(args.model)       # before minutes of training, not after
-    from study.run.runner import train_single   # light; it checks the Ray address before any work
+    from study.run.single import train_single   # light; it checks the Ray address before any work
 
     run_dir = Path(args.output_dir or cfg.output_dir).expanduser().resolve() / (args.name or cfg.name)
     try:
