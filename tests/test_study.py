@@ -580,6 +580,7 @@ def test_an_interrupted_study_is_closed_and_its_lines_show_no_password(tmp_path,
     monkeypatch.setattr(tracking, "end_run", lambda uri, run_id, status: ended.append((status, run_id)))
     monkeypatch.setattr(study.run.ray_session, "RaySession", lambda address, num_cpus: contextlib.nullcontext(None))
     monkeypatch.setattr(runner, "max_concurrent_trials", lambda *args, **kwargs: 1)
+    monkeypatch.setattr(runner, "check_study_storage", lambda *args, **kwargs: None)   # no Ray: nothing to check
     monkeypatch.setattr(runner, "prepare_study_assets",
                         lambda space, paths, say, data=None: {"keys": {}, "stats": {}, "training_set_path": "unused"})
     monkeypatch.setattr(runner, "_start_parent_run", lambda *args, **kwargs: ("0", "parent-1"))
