@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import yaml
 
-from study.check.dimensions import (
-    DERIVATIONS, Evidence, ScoreSample, check_space, evidence_for, sampler_overlaps, wkl_weight_ratio,
-)
+from study.check.dimensions import DERIVATIONS, check_space, sampler_overlaps
+from study.check.evidence import Evidence, ScoreSample, evidence_for
 from study.cli.verbs import main
 from study.space.schema import load_space
 from trainables.config import TrialConfig
+from trainables.train.loss_checks import wkl_weight_ratio
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 SHIPPED = sorted(p for p in SPACES.glob("*.yaml") if not p.name.startswith("trial_"))   # trial_*: base configs
@@ -174,7 +174,7 @@ def test_flat_wkl_weights_are_a_warning():
 
 
 def _lists(cfg, evidence):
-    from study.check.dimensions import loss_lists as _loss_lists
+    from trainables.train.loss_checks import loss_lists as _loss_lists
 
     return _loss_lists(cfg, evidence)
 

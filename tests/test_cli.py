@@ -243,12 +243,12 @@ def test_a_value_error_from_numpy_is_a_bug_not_bad_input(tmp_path, monkeypatch, 
     """Only kd-study's own BadInput errors exit 2: numpy's ValueError inside a trial is a bug (exit 1 + traceback)."""
     import numpy as np
 
-    import study.run.runner
+    import study.run.single
 
     def crash(*args, **kwargs):
         np.zeros(-1)  # ValueError: negative dimensions are not allowed
 
-    monkeypatch.setattr(study.run.runner, "train_single", crash)
+    monkeypatch.setattr(study.run.single, "train_single", crash)
     config = tmp_path / "trial.yaml"
     config.write_text("name: t\n")
     code = main(["train", str(config)])
@@ -469,9 +469,9 @@ def sigterm_self(*args, **kwargs):
 
 
 def test_sigterm_during_train_says_how_to_continue_and_exits_143(tmp_path, monkeypatch, capsys):
-    import study.run.runner
+    import study.run.single
 
-    monkeypatch.setattr(study.run.runner, "train_single", sigterm_self)
+    monkeypatch.setattr(study.run.single, "train_single", sigterm_self)
     config = tmp_path / "trial.yaml"
     config.write_text("name: t\noutput_dir: runs\n")
     (tmp_path / "runs" / "again").mkdir(parents=True)          # the run had started: its folder exists
@@ -485,12 +485,12 @@ def test_sigterm_during_train_says_how_to_continue_and_exits_143(tmp_path, monke
 
 
 def test_ctrl_c_during_train_exits_130(tmp_path, monkeypatch, capsys):
-    import study.run.runner
+    import study.run.single
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(study.run.runner, "train_single", interrupt)
+    monkeypatch.setattr(study.run.single, "train_single", interrupt)
     config = tmp_path / "trial.yaml"
     config.write_text("name: t\n")
     monkeypatch.chdir(tmp_path)

@@ -33,6 +33,7 @@ def test_an_error_after_training_ends_the_study_and_its_runs_failed(tmp_path, mo
     trial runs RUNNING and study.json "running". A test-hook tuner trains nothing and logs that key."""
     from mlflow.exceptions import MlflowException
 
+    import study.run.ray_session
     import study.run.runner as runner
     import study.run.tuner
 
@@ -48,7 +49,7 @@ def test_an_error_after_training_ends_the_study_and_its_runs_failed(tmp_path, mo
             made["trial"] = trial_run(client, parent.info.experiment_id, parent.info.run_id)
             client.log_metric(made["trial"], "beir/../../x/ndcg_at_10", 0.5)
 
-    monkeypatch.setattr(runner, "RaySession", lambda address, num_cpus: contextlib.nullcontext(None))
+    monkeypatch.setattr(study.run.ray_session, "RaySession", lambda address, num_cpus: contextlib.nullcontext(None))
     monkeypatch.setattr(runner, "max_concurrent_trials", lambda *args, **kwargs: 1)
     monkeypatch.setattr(runner, "check_study_storage", lambda *args, **kwargs: None)   # no Ray: nothing to check
     monkeypatch.setattr(runner, "prepare_study_assets",

@@ -564,6 +564,7 @@ def test_an_interrupted_study_is_closed_and_its_lines_show_no_password(tmp_path,
     """Ctrl-C (or SIGTERM) before `fit` ends, on run and resume: state "interrupted", runs KILLED, URIs redacted."""
     import contextlib
 
+    import study.run.ray_session
     import study.run.runner as runner
     import study.run.tuner
     from study.track import tracking
@@ -577,8 +578,9 @@ def test_an_interrupted_study_is_closed_and_its_lines_show_no_password(tmp_path,
     monkeypatch.setattr(tracking, "reopen_run", lambda uri, run_id: ended.append(("reopened", run_id)))
     monkeypatch.setattr(tracking, "end_open_trial_runs", lambda uri, parent: ended.append(("trials", parent)))
     monkeypatch.setattr(tracking, "end_run", lambda uri, run_id, status: ended.append((status, run_id)))
-    monkeypatch.setattr(runner, "RaySession", lambda address, num_cpus: contextlib.nullcontext(None))
+    monkeypatch.setattr(study.run.ray_session, "RaySession", lambda address, num_cpus: contextlib.nullcontext(None))
     monkeypatch.setattr(runner, "max_concurrent_trials", lambda *args, **kwargs: 1)
+    monkeypatch.setattr(runner, "check_study_storage", lambda *args, **kwargs: None)   # no Ray: nothing to check
     monkeypatch.setattr(runner, "prepare_study_assets",
                         lambda space, paths, say, data=None: {"keys": {}, "stats": {}, "training_set_path": "unused"})
     monkeypatch.setattr(runner, "_start_parent_run", lambda *args, **kwargs: ("0", "parent-1"))

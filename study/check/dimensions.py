@@ -7,150 +7,44 @@ candidates, a cosine student cannot reach a cross-encoder's margins, α > γ1 gi
 
 The check derives, for each trial config of a set of points (the grid, or the space's corners —
 every combination of each searched field's extremes, honouring `when` — plus a seeded random
-sample), one value per dimension. Each dimension is one `Derivation`: the fields it reads (its
-results are memoised on their values) and a pure function `(TrialConfig, Evidence) -> Derived`.
-`Evidence` holds what a config does not: the number of training queries, the sampler names the
-space can use, and a `ScoreSample` of teacher and initial-student scores over training pools (from
-the study's cached assets, or built for a few seeded queries; see `study.check.scores`).
+sample; study.check.points), one value per dimension. Each dimension is one `Derivation`: the fields
+it reads (its results are memoised on their values) and a pure function `(TrialConfig, Evidence) -> Derived`.
+`Evidence` (study.check.evidence) holds what a config does not: the number of training queries, the
+sampler names the space can use, and a `ScoreSample` of teacher and initial-student scores over training
+pools (from the study's cached assets, or built for a few seeded queries; see `study.check.scores`).
+The results come back as a `CheckReport` (study.check.report).
 
 Levels: `error` — the configured value provably cannot do what the space searches it for (the run
 stops); `warning` — measured on a score sample, which may misjudge the full data (printed).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from trainables.config import ConfigError, TrialConfig, get_dotted
 from pydantic import ValidationError
 
+from trainables.config import TrialConfig, get_dotted
 from trainables.config_choices import block_for
 from trainables.registry import CheckRow, Derived, loss_entries, sampler_entries, sampler_function
-from trainables.settings import SamplerSettings
 from trainables.samplers import sample_candidates
-from trainables.train.loss_checks import (  # noqa: F401  (re-exported: the built-in losses' rows and measures)
-    CROSS_ENCODER_MARGIN_PRIOR, FLAT_WEIGHT_RATIO, LIST, NO_SCORES, STEPS, entropy_share, loss_lists, number,
-    trial_steps,
-    wkl_weight_ratio,
-)
+from trainables.settings import SamplerSettings
+from trainables.train.loss_checks import LIST, NO_SCORES, STEPS, entropy_share, loss_lists, trial_steps
 
-from study.space.params import ParamSpec, Scalar, SearchParam
+from study.check.evidence import Evidence
+from study.check.points import check_points
+from study.check.report import CheckReport, DimensionResult
+from study.space.params import Scalar
 from study.space.schema import SearchSpace
-
-LEVELS = ("ok", "warning", "error")
 
 # A softmax whose mean entropy is ≥ this share of ln(n) treats the list as (nearly) uniform: the
 # loss sees no preference to distil.
 NEAR_UNIFORM_ENTROPY = 0.98
 # Two samplers picking ≥ this share of the same candidates on average test the same thing.
 SAME_PICKS_OVERLAP = 0.9
-MAX_CORNERS = 4096
-
-
-@dataclass(frozen=True)
-class ScoreSample:
-    """Teacher and initial-student scores of training queries' positives and pools ([Q, P], [Q, N], NaN padded)."""
-
-    teacher_positive: np.ndarray
-    teacher_pool: np.ndarray
-    student_positive: np.ndarray
-    student_pool: np.ndarray
-    source: str
-
-    def __post_init__(self) -> None:
-        q = self.teacher_pool.shape[0]
-        for name in ("teacher_positive", "student_positive", "student_pool"):
-            if getattr(self, name).shape[0] != q:
-                raise ValueError(f"ScoreSample.{name} has {getattr(self, name).shape[0]} rows, expected {q}")
-
-    @property
-    def n_queries(self) -> int:
-        return self.teacher_pool.shape[0]
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What the derivations read besides a trial config."""
-
-    n_queries: int | None = None          # training queries a trial trains on
-    n_queries_source: str = "unknown"
-    samplers: tuple[str, ...] = ()        # the sampler names the space's trials use
-    scores: ScoreSample | None = None
-    scores_note: str = "no teacher scores"
-    scheduler: str = "none"
-    asha_grace_period: int | None = None
-    seed: int = 0
-
 
 Derivation = CheckRow   # a dimension: its name, the fields it reads, derive(cfg, evidence) (trainables.registry)
-
-
-@dataclass
-class DimensionResult:
-    dimension: str
-    reads: tuple[str, ...] = ()
-    results: list[tuple[dict[str, Scalar], Derived]] = field(default_factory=list)
-
-    @property
-    def level(self) -> str:
-        return max((d.level for _, d in self.results), key=LEVELS.index, default="ok")
-
-    def worst(self) -> tuple[dict[str, Scalar], Derived] | None:
-        flagged = [r for r in self.results if r[1].level == self.level]
-        return flagged[0] if flagged else None
-
-    def describe(self, point: Mapping[str, Scalar]) -> str:
-        """The searched values of `point` this dimension reads (`k=v, ...`), or "every trial"."""
-        read = [f"{k}={v}" for k, v in point.items()
-                if any(k == r or k.startswith(r + ".") for r in self.reads)]
-        return ", ".join(read) or "every trial"
-
-    def value_range(self) -> str:
-        values = [d.value for _, d in self.results if d.value is not None and math.isfinite(d.value)]
-        if not values:
-            texts = list(dict.fromkeys(d.text for _, d in self.results))
-            return ", ".join(texts[:3]) + (" …" if len(texts) > 3 else "")
-        low, high = min(values), max(values)
-        return number(low) if low == high else f"{number(low)} … {number(high)}"
-
-
-@dataclass
-class CheckReport:
-    source: str
-    n_points: int
-    points_note: str
-    evidence: Evidence
-    dimensions: list[DimensionResult]
-
-    @property
-    def errors(self) -> list[DimensionResult]:
-        return [d for d in self.dimensions if d.level == "error"]
-
-    @property
-    def warnings(self) -> list[DimensionResult]:
-        return [d for d in self.dimensions if d.level == "warning"]
-
-    def flag_lines(self) -> list[str]:
-        """One line per flagged dimension: level, dimension, why, and the first point it holds at."""
-        lines = []
-        for dim in self.errors + self.warnings:
-            point, derived = dim.worst()
-            count = sum(1 for _, d in dim.results if d.level == dim.level)
-            at = dim.describe(point)
-            lines.append(f"{dim.level}: {dim.dimension}: {derived.why} ({count} of {len(dim.results)} trials; "
-                         f"e.g. {at})")
-        return lines
-
-
-def raise_on_errors(report: CheckReport) -> None:
-    """A check with errors is bad input (ConfigError, exit 2): one line naming the file and the first error."""
-    if report.errors:
-        more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
-        raise ConfigError(f"{report.source}: check: {report.flag_lines()[0].removeprefix('error: ')}{more}")
 
 
 # ---- the derivations ------------------------------------------------------------------------------
@@ -260,8 +154,6 @@ def registry_rows() -> list[Derivation]:
     return rows
 
 
-STEPS = ("optim.batch_size", "optim.epochs", "optim.max_steps")
-LIST = ("sampler", "seed")          # the loss list: the sampler's K picks (+ the positive), seeded
 DERIVATIONS: list[Derivation] = [
     Derivation("optimiser steps", STEPS, derive_steps),
     *registry_rows(),
@@ -300,64 +192,6 @@ def check_space(space: SearchSpace, evidence: Evidence, *, n_sample: int = 16,
         if result.results:
             dimensions.append(result)
     return CheckReport(space.source, len(points), note, evidence, dimensions)
-
-
-def check_points(space: SearchSpace, n_sample: int = 16) -> tuple[list[dict[str, Scalar]], str]:
-    """The grid (grid mode), else the corners — each searched field at its extremes, `when` honoured —
-    plus `n_sample` points drawn by Optuna's seeded RandomSampler through the space's define-by-run."""
-    if space.study.algorithm == "grid":
-        points = space.grid_points()
-        return points, f"all {len(points)} grid points"
-    extremes = [SearchParam(p.name, ParamSpec(type="categorical", choices=_distinct(p.spec.extremes()),
-                                              when=p.spec.when)) for p in space.params]
-    from study.space import grid
-
-    corners = grid.grid_points(extremes, space.is_active, space.source)
-    note = f"{len(corners)} corners"
-    if len(corners) > MAX_CORNERS:
-        keep = np.random.default_rng(space.study.seed).choice(len(corners), MAX_CORNERS, replace=False)
-        corners = [corners[i] for i in sorted(keep)]
-        note = f"{MAX_CORNERS} of {note} (seeded)"
-    sampled = sample_points(space, n_sample)
-    return corners + sampled + list(space.study.points_to_evaluate), \
-        f"{note} + {len(sampled)} sampled + {len(space.study.points_to_evaluate)} points to evaluate"
-
-
-def sample_points(space: SearchSpace, n: int) -> list[dict[str, Scalar]]:
-    """`n` points of the space as a random search would draw them (seeded by study.seed)."""
-    if n <= 0 or not space.params:
-        return []
-    import optuna
-
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)   # this throwaway study only: `run`'s own is logged
-    try:
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=space.study.seed))
-        points = []
-        for _ in range(n):
-            trial = study.ask()
-            space.define_by_run(trial)
-            points.append(dict(trial.params))
-            study.tell(trial, 0.0)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    return points
-
-
-def space_samplers(space: SearchSpace) -> tuple[str, ...]:
-    """The sampler names the space's trials can use (searched choices, or the base's one)."""
-    for param in space.params:
-        if param.name == "sampler.name":
-            return tuple(str(c) for c in param.spec.extremes())
-    return (space.base.sampler.name,)
-
-
-def evidence_for(space: SearchSpace, *, n_queries: int | None, n_queries_source: str,
-                 scores: ScoreSample | None = None, scores_note: str = "no teacher scores") -> Evidence:
-    study = space.study
-    return Evidence(n_queries=n_queries, n_queries_source=n_queries_source, samplers=space_samplers(space),
-                    scores=scores, scores_note=scores_note, scheduler=study.scheduler,
-                    asha_grace_period=study.asha.grace_period or space.base.eval.every_steps, seed=study.seed)
 
 
 # ---- measures on scores (pure numpy) ----------------------------------------------------------------
@@ -414,13 +248,4 @@ def _read(point: Mapping[str, Scalar], base: Mapping[str, Any], dotted: str) -> 
     return static, sorted(inside.items())
 
 
-def _distinct(values: list[Scalar]) -> list[Scalar]:
-    out: list[Scalar] = []
-    for value in values:
-        if not any(value == v and type(value) is type(v) for v in out):
-            out.append(value)
-    return out
-
-
-__all__ = ["CheckReport", "raise_on_errors", "DERIVATIONS", "Derivation", "Derived", "Evidence", "ScoreSample", "check_points",
-           "check_space", "evidence_for", "sample_points", "sampler_overlaps", "space_samplers", "wkl_weight_ratio"]
+__all__ = ["DERIVATIONS", "Derivation", "Derived", "check_space", "registry_rows", "sampler_overlaps"]

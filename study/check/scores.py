@@ -22,7 +22,7 @@ from trainables.config import TrialConfig
 from trainables.data.types import DictCorpus, RetrievalData
 from trainables.errors import BadInput
 
-from study.check.dimensions import Evidence, ScoreSample, evidence_for
+from study.check.evidence import Evidence, ScoreSample, evidence_for
 from study.space.schema import SearchSpace
 
 log = logging.getLogger(__name__)

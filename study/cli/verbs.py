@@ -101,7 +101,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from study.check.dimensions import check_space, raise_on_errors
+    from study.check.dimensions import check_space
+    from study.check.report import raise_on_errors
     from study.check.scores import gather_evidence
     from study.space.schema import load_space
 
@@ -130,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrialConfig.from_yaml(args.config)  # a bad config fails before Ray and torch load
     if args.model:
         _check_model_folder(args.model)       # before minutes of training, not after
-    from study.run.runner import train_single   # light; it checks the Ray address before any work
+    from study.run.single import train_single   # light; it checks the Ray address before any work
 
     run_dir = Path(args.output_dir or cfg.output_dir).expanduser().resolve() / (args.name or cfg.name)
     try:

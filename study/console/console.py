@@ -17,7 +17,7 @@ from trainables.progress import duration
 from study.console.progress import TrialProgress
 
 if TYPE_CHECKING:
-    from study.check.dimensions import CheckReport
+    from study.check.report import CheckReport
     from study.space.schema import SearchSpace
 
 PROG = "kd-study"

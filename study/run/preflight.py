@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 
-from trainables.config import ConfigError
+from trainables.config import ConfigError, TrialConfig
 from trainables.errors import Failure
 
 from study.paths import StudyPaths
@@ -88,3 +89,13 @@ def check_optuna_storage(url: str, study_name: str) -> None:
     if study_name in names:
         raise ConfigError(f"Optuna storage {redact(url)} already holds a study named {study_name!r}: "
                          "delete it, or give this study another name (--name)")
+
+
+def check_trial_inputs(cfg: TrialConfig, source: str | Path):
+    """The checks of everything a trial touches (trainables.preflight, one faiss), before Ray starts."""
+    from trainables.preflight import preflight
+
+    from study.run.versions import check_one_faiss
+
+    check_one_faiss()
+    return preflight(cfg, source=str(source))

@@ -5,8 +5,11 @@ Ray is imported only when a session starts, so the CLI can fail fast on bad inpu
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 from collections.abc import Mapping
 from typing import Callable
 
@@ -89,6 +92,20 @@ class RaySession:
             import ray
 
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def driver_session(address: str | None, num_cpus: int | None):
+    """A RaySession that keeps the caller's SIGTERM handler (the CLI's: SIGTERM stops like Ctrl-C).
+
+    ray.init installs its own, which exits at once: a C++ stack dump, the study state and the MLflow
+    runs left "running". Without a Python handler of the caller's, Ray's stays.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    with RaySession(address, num_cpus) as ray:
+        if callable(handler) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+        yield ray
 
 
 def trial_cpus(cfg: TrialConfig) -> tuple[float, float]:

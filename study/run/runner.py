@@ -1,4 +1,4 @@
-"""Run, resume and single-train: shared assets once, then Ray Tune over a function trainable.
+"""Run and resume a study: shared assets once, then Ray Tune over a function trainable.
 
 One study = `prepare_assets(base config)` once (study.run.assets) → a Ray Tune `Tuner`
 (study.run.tuner) whose trainable is a plain function (study.run.trainable) that runs one distillation
@@ -33,32 +33,27 @@ import contextlib
 import dataclasses
 import importlib
 import shutil
-import signal
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from trainables.config import ConfigError, TrialConfig
+from trainables.config import ConfigError
 
 from study.track import tags, tracking
 from study.track.dataset_inputs import dataset_records, ref_key
 from study.run.outcome import StudyOutcome, collect_outcome
 from study.paths import StudyPaths
 from study.run.preflight import (
-    StudyError, check_existing_study, check_new_study, check_optuna_storage, check_ray_address,
+    StudyError, check_existing_study, check_new_study, check_optuna_storage, check_ray_address, check_trial_inputs,
 )
-from study.run.ray_session import (
-    RaySession, check_fits_local_ray, max_concurrent_trials, space_trial_cpus, trial_cpus,
-)
-from study.run.assets import AssetsRecord, assets_line, prepare_study_assets, teacher_progress
+from study.run.ray_session import check_fits_local_ray, driver_session, max_concurrent_trials, space_trial_cpus
+from study.run.assets import AssetsRecord, prepare_study_assets
 from study.space.schema import SearchSpace, dump_space, load_space
 from study.run.storage import check_study_storage, on_storage
 from study.track.stale import close_dead_driver
 
-__all__ = ["StudyContext", "StudyError", "StudyOptions", "StudyOutcome", "resume_study", "run_study",
-           "train_single"]
+__all__ = ["StudyContext", "StudyError", "StudyOptions", "StudyOutcome", "resume_study", "run_study"]
 
 
 @dataclass
@@ -110,13 +105,13 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
     if opts.optuna_storage:   # before the tracking store is made: nothing written for a study that cannot run
         check_optuna_storage(storage_url, space.name)
     space = _absolute(space)
-    checked = _preflight(space.base, space.source)   # every data set, model spec and folder: seconds
+    checked = check_trial_inputs(space.base, space.source)   # every data set, model spec and folder: seconds
     _check(space, checked.train, opts.say)   # a space that cannot test what it searches stops before any asset
     tracking_uri = tracking.resolve_tracking_uri(opts.tracking_uri)
     tracking.check_tracking(tracking_uri)
 
     opts.say(f"kd-study: checked {len(checked.sets)} data sets, the model specs, folders and stores")
-    with _ray_session(opts) as ray, contextlib.ExitStack() as held:   # an unreachable cluster fails here
+    with driver_session(opts.ray_address, opts.num_cpus) as ray, contextlib.ExitStack() as held:   # an unreachable cluster fails here
         check_study_storage(ray, bool(opts.ray_address), [paths.root, Path(space.base.cache_dir)])
         max_concurrent = max_concurrent_trials(space, ray, remote=bool(opts.ray_address), say=opts.say)
         paths.dir.mkdir(parents=True, exist_ok=True)
@@ -160,8 +155,8 @@ def run_study(space: SearchSpace, opts: StudyOptions, *, parent_tags: dict[str, 
 
 
 def _check(space: SearchSpace, data, say: Callable[[str], None], keys: dict[str, str] | None = None) -> None:
-    """`kd-study check` before any trial (study.check.dimensions): errors stop the run (exit 2), warnings are said."""
-    from study.check.dimensions import raise_on_errors
+    """`kd-study check` before any trial (study.check): errors stop the run (exit 2), warnings are said."""
+    from study.check.report import raise_on_errors
     from study.check.scores import check_for_run
 
     report = check_for_run(space, data, keys)
@@ -191,7 +186,7 @@ def _resume_study(paths: StudyPaths, opts: StudyOptions) -> StudyOutcome:
     space = load_space(paths.space_resolved)
     storage_url = state.get("optuna_storage") or _optuna_storage_url(opts, paths)
     opts.log_models = bool(state.get("log_models"))
-    with _ray_session(opts) as ray:
+    with driver_session(opts.ray_address, opts.num_cpus) as ray:
         check_study_storage(ray, bool(opts.ray_address), [paths.root, Path(space.base.cache_dir)])
         assets = prepare_study_assets(space, paths, opts.say)
         experiment_id = state.get("experiment_id")
@@ -244,30 +239,6 @@ def _study_lease(paths: StudyPaths, say: Callable[[str], None]):
         yield lease
     finally:
         lease.release()
-
-
-@contextlib.contextmanager
-def _ray_session(opts: StudyOptions):
-    """A RaySession that keeps the caller's SIGTERM handler (the CLI's: SIGTERM stops like Ctrl-C).
-
-    ray.init installs its own, which exits at once: a C++ stack dump, the study state and the MLflow
-    runs left "running". Without a Python handler of the caller's, Ray's stays.
-    """
-    handler = signal.getsignal(signal.SIGTERM)
-    with RaySession(opts.ray_address, opts.num_cpus) as ray:
-        if callable(handler) and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, handler)
-        yield ray
-
-
-def _preflight(cfg: TrialConfig, source: str | Path):
-    """The checks of everything a trial touches (trainables.preflight, one faiss), before Ray starts."""
-    from trainables.preflight import preflight
-
-    from study.run.versions import check_one_faiss
-
-    check_one_faiss()
-    return preflight(cfg, source=str(source))
 
 
 def _absolute(space: SearchSpace) -> SearchSpace:
@@ -355,45 +326,6 @@ def _report(ctx: StudyContext, outcome: StudyOutcome) -> None:
                                                      mode=space.modes[0]))
     except Exception as error:  # noqa: BLE001
         say(f"kd-study: best.yaml failed: {tracking.cause_line(str(error))} (retry with `kd-study export {space.name}`)")
-
-
-# ---- kd-study train -----------------------------------------------------------------------------------
-def train_single(config_path: str | Path, opts: StudyOptions, *, name: str | None = None,
-                 output_dir: str | None = None):
-    """`kd-study train CONFIG.yaml`: prepare assets and run one trial outside Tune; returns its TrialResult."""
-    from trainables.config import absolute_paths
-
-    cfg = TrialConfig.from_yaml(config_path)
-    overrides = {k: v for k, v in (("name", name), ("output_dir", output_dir)) if v is not None}
-    cfg = absolute_paths(cfg.with_overrides(overrides, source=str(config_path)) if overrides else cfg)
-    check_fits_local_ray(trial_cpus(cfg), opts.num_cpus, opts.ray_address, str(config_path))
-    check_ray_address(opts.ray_address)
-    checked = _preflight(cfg, config_path)
-    with _ray_session(opts) as ray:
-        from trainables.prepare.assets import prepare_assets
-        from trainables.samplers import check_k_fits_pool
-        from trainables.train.trial import run_trial
-
-        from study.console.progress import train_progress
-
-        needed, gpus = trial_cpus(cfg)
-        have = ray.cluster_resources()
-        if not opts.ray_address and (needed > have.get("CPU", 0) or gpus > have.get("GPU", 0)):
-            raise ConfigError(f"the trial needs {needed:g} CPUs and {gpus:g} GPUs but Ray has "
-                             f"{have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs (resources.*)")
-        opts.say(f"kd-study: preparing shared assets in {cfg.cache_dir} ...")
-        assets = prepare_assets(cfg, data=checked.train, on_teacher_progress=teacher_progress(opts.say))
-        opts.say(assets_line(assets.stats))
-        check_k_fits_pool(cfg.sampler.k, assets.stats.get("pool_size_min"), cfg.sampler.on_small_pool,
-                          where=f"{config_path}: sampler.k")
-        opts.say(f"kd-study: training {cfg.name} → {Path(cfg.output_dir) / cfg.name}")
-        try:
-            with train_progress(cfg, assets.stats.get("n_train_queries"), enabled=opts.verbose > 0):  # not --quiet
-                return cfg, run_trial(cfg, assets, storage_path=cfg.output_dir, name=cfg.name)
-        except SystemExit:
-            # Ray Train's own Ctrl-C handler (installed by fit) aborts the run, then exits 0: an
-            # interrupt, not a success. The run folder keeps its checkpoints; the CLI says how to continue.
-            raise KeyboardInterrupt from None
 
 
 # ---- names that moved out of this module -------------------------------------------------------------
