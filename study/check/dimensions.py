@@ -38,6 +38,7 @@ from trainables.train.loss_checks import (  # noqa: F401  (re-exported: the buil
     wkl_weight_ratio,
 )
 
+from study.check.controls import exempt_positive_controls
 from study.space.params import ParamSpec, Scalar, SearchParam
 from study.space.schema import SearchSpace
 
@@ -299,6 +300,7 @@ def check_space(space: SearchSpace, evidence: Evidence, *, n_sample: int = 16,
                 result.results.append((point, memo[key]))
         if result.results:
             dimensions.append(result)
+    exempt_positive_controls(space, points, dimensions)   # a control keeps its measured configuration's terms
     return CheckReport(space.source, len(points), note, evidence, dimensions)
 
 
