@@ -27,8 +27,9 @@ def positive_control_only(space: SearchSpace, points: Sequence[dict[str, Any]]) 
     return control - compared
 
 
-def exempt_positive_controls(space: SearchSpace, points: Sequence[dict[str, Any]], dimensions: Sequence[Any]) -> None:
-    """Downgrade the auxiliary-term warning to `ok` (with the reason) at the positive-control-only points."""
+def exempt_positive_controls(space: SearchSpace, points: Sequence[dict[str, Any]], dimensions: list[Any]) -> list[Any]:
+    """`dimensions`, the auxiliary-term warning downgraded to `ok` (with the reason) at the positive-control-only
+    points: a control keeps its measured configuration's terms on purpose."""
     only = [points[i] for i in sorted(positive_control_only(space, points))]
     for dim in dimensions:
         if dim.dimension not in EXEMPT_DIMENSIONS:
@@ -37,3 +38,4 @@ def exempt_positive_controls(space: SearchSpace, points: Sequence[dict[str, Any]
                                        "point (its known effect was measured with this term)")
                         if derived.level == "warning" and point in only else derived)
                        for point, derived in dim.results]
+    return dimensions

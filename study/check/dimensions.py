@@ -300,8 +300,7 @@ def check_space(space: SearchSpace, evidence: Evidence, *, n_sample: int = 16,
                 result.results.append((point, memo[key]))
         if result.results:
             dimensions.append(result)
-    exempt_positive_controls(space, points, dimensions)   # a control keeps its measured configuration's terms
-    return CheckReport(space.source, len(points), note, evidence, dimensions)
+    return CheckReport(space.source, len(points), note, evidence, exempt_positive_controls(space, points, dimensions))
 
 
 def check_points(space: SearchSpace, n_sample: int = 16) -> tuple[list[dict[str, Scalar]], str]:
