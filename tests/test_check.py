@@ -267,6 +267,42 @@ def test_the_in_batch_term_dominating_the_gradient_is_a_warning_on_the_v2_wkl_sp
         assert shares["margin_mse"] > 0.95 and shares["kl"] > 0.5
 
 
+V3_SPACES = ("scifact_sampling_v3.yaml", "scifact_wkl_v3.yaml")
+
+
+@pytest.mark.parametrize("name", V3_SPACES)
+def test_the_v3_spaces_are_silent_and_their_positive_control_keeps_its_in_batch_term_unflagged(name):
+    """No warning and no error, with the prior lists and with a score sample (709 training queries, as loaded): the
+    compared arms have no in-batch term; the positive control's points (the recipe as measured, λ_IB = 1) print
+    their share as ok, saying why."""
+    space = load_space(SPACES / name)
+    for scores in (None, synthetic_scores(depth=150)):
+        report = check_space(space, evidence_for(space, n_queries=709, n_queries_source="test", scores=scores),
+                             n_sample=4)
+        assert not report.errors and not report.warnings, report.flag_lines()
+        aux = next(d for d in report.dimensions if d.dimension == "auxiliary gradient share")
+        # the control's points: λ_IB = 1, searched or (the WKL space's lr-8e-5 point) the base's
+        control = [(point, derived) for point, derived in aux.results if point.get("loss.in_batch_weight", 1.0) == 1.0]
+        assert len(control) == 2 and all(d.value > 0.5 and "positive control" in d.text for _, d in control)
+        assert all(d.value == 0 for point, d in aux.results if point.get("loss.in_batch_weight") == 0.0)
+    header = (SPACES / name).read_text().split("\nbase:")[0].lower()
+    assert "auxiliary terms: none" in header and "cut to fit" in header and "time on 2 cpu cores" in header
+
+
+def test_the_same_in_batch_term_in_a_compared_arm_is_still_flagged(tmp_path):
+    """Declared as an ordinary contrast instead of a positive control, the v3 control's points warn."""
+    raw = yaml.safe_load((SPACES / "scifact_wkl_v3.yaml").read_text())
+    raw["base"] = str(SPACES / raw["base"])
+    for contrast in raw["study"]["contrasts"]:
+        if contrast.get("control") == "positive":
+            contrast.pop("control"), contrast.pop("expect")
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    space = load_space(path)
+    report = check_space(space, evidence_for(space, n_queries=709, n_queries_source="test"), n_sample=4)
+    assert [d.dimension for d in report.warnings] == ["auxiliary gradient share"]
+
+
 def test_without_an_in_batch_term_the_share_is_zero_and_the_split_follows_the_weight():
     from study.check.gradients import auxiliary_gradient_share
 

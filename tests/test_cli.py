@@ -129,6 +129,19 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     assert not (tmp_path / "studies").exists()
 
 
+@pytest.mark.parametrize("name, trials", [("scifact_sampling_v3", 42), ("scifact_wkl_v3", 36)])
+def test_the_v3_spaces_dry_run_with_their_contrasts_and_controls(tmp_path, monkeypatch, capsys, shared_data, name, trials):
+    """The evidence-v3 spaces load, their declared contrasts and controls validate on the grid, and every data set
+    they name opens (the full SciFact and DL19 subset at `../shared/data`, as the spaces' ids say)."""
+    (tmp_path / "shared").symlink_to(shared_data.parent)
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    assert main(["--root", str(tmp_path / "studies"), "run", str(SPACES / f"{name}.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{name}: grid, " in out and f"= {trials} trials" in out and "checked eval.dl[0]: " in out
+    assert not (tmp_path / "studies").exists()
+
+
 @pytest.mark.parametrize("broken", ["missing folder", "corrupt corpus line", "qrels naming absent docs",
                                     "missing queries.jsonl", "unknown irds id"])
 def test_dry_run_opens_every_data_set_and_fails_in_seconds(tmp_path, capsys, broken):

@@ -111,7 +111,8 @@ def test_a_findings_file_is_validated_at_the_edge(tmp_path):
 
 
 # ---- the shipped files agree with each other ------------------------------------------------------------
-def test_every_shipped_finding_reads_a_contrast_its_studys_space_declares():
+@pytest.mark.parametrize("document, trials", [("results.yaml", [18, 12]), ("results_v3.yaml", [42, 36])])
+def test_every_shipped_finding_reads_a_contrast_its_studys_space_declares(document, trials):
     from pathlib import Path
 
     from study.space.contrasts import contrast_name
@@ -119,11 +120,46 @@ def test_every_shipped_finding_reads_a_contrast_its_studys_space_declares():
     from study.space.schema import load_space
 
     repo = Path(__file__).resolve().parent.parent
-    spec = DocumentSpec.from_yaml(repo / "docs" / "results.yaml")
+    spec = DocumentSpec.from_yaml(repo / "docs" / document)
     spaces = {name: load_space(repo / "search_spaces" / f"{name}.yaml") for name in spec.studies}
     for finding in load_findings(repo / spec.findings):
         space = spaces[finding.study]
         assert finding.contrast in [contrast_name(c.model_dump()) for c in space.study.contrasts], finding.claim
         assert finding.metric in space.final_metric_keys(), finding.claim
         assert set(finding.where) <= set(space.param_names), finding.claim
-    assert [s.num_trials for s in spaces.values()] == [18, 12]
+    assert [s.num_trials for s in spaces.values()] == trials
+
+
+def test_the_v3_studies_declare_margins_controls_and_the_no_distillation_reference_before_they_run():
+    """Issue 26: each paper claim's contrast carries a margin (WKL: ≤ half the paper's +0.016 MRR@10), every study a
+    positive and an A/A control and the `labels` point, ≥ 6 seeds, full corpus, no in-batch term in the compared arms."""
+    from pathlib import Path
+
+    from study.report.document import DocumentSpec
+    from study.space.contrasts import pair_points
+    from study.space.schema import load_space
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = DocumentSpec.from_yaml(repo / "docs" / "results_v3.yaml")
+    spaces = {name: load_space(repo / "search_spaces" / f"{name}.yaml") for name in spec.studies}
+    claims = {(f.study, f.contrast) for f in load_findings(repo / spec.findings) if f.contrast != "distilled_vs_labels"}
+    assert {study for study, _ in claims} == set(spaces)
+    for name, space in spaces.items():
+        contrasts = {c.name: c for c in space.study.contrasts}
+        assert {c.control for c in contrasts.values()} >= {"positive", "aa"}, name
+        assert space.study.replicates >= 6 and space.base.eval.subset_distractors is None, name
+        points = space.grid_points()
+        configs = [space.trial_config(p) for p in points]
+        assert sum(c.loss.name == "labels" for c in configs) == 1, name
+        full = [{p.name: point.get(p.name, space.static_value(p.name)) for p in space.params} for point in points]
+        for study, contrast in claims:
+            if study != name:
+                continue
+            spec_ = contrasts[contrast]
+            assert spec_.margin is not None and spec_.control is None, contrast
+            pairs, problems = pair_points(full, spec_.model_dump())
+            assert pairs and not problems, contrast
+            for i, j in pairs:
+                assert configs[i].loss.in_batch_weight == 0 and configs[j].loss.in_batch_weight == 0, contrast
+                assert configs[i].seed == configs[j].seed, contrast   # paired seeds: the same 0..5 in both arms
+    assert spaces["scifact_wkl_v3"].study.contrasts[0].margin <= 0.016 / 2

@@ -101,3 +101,33 @@ def test_a_train_step_with_in_batch_negatives_scores_every_passage_and_trains(tm
     loss = train_step(scorer, optimizer, scheduler, inputs, cfg, 0, 1.0, torch.device("cpu"))
     assert math.isfinite(loss) and loss > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, scorer.parameters()))
+
+
+def test_a_train_step_of_the_labels_loss_is_the_in_batch_nll_of_every_passage(tmp_path):
+    """The no-distillation reference through the real step: the step scores every passage for it (no λ_IB), its
+    loss is `in_batch_nll` of those scores, and NaN teacher scores change nothing (it never reads them)."""
+    from trainables.config import StudentConfig, TrialConfig
+    from trainables.models.student import BiEncoder
+    from trainables.train.dispatch import wants_in_batch
+    from trainables.train.step import DistillScorer, StepInputs, train_step
+
+    torch.manual_seed(0)
+    student = BiEncoder.from_config(StudentConfig(model="tiny:bert", query_max_length=8, passage_max_length=16),
+                                    tmp_path)
+    scorer = DistillScorer(student).eval()   # no dropout: the step's forward equals the one below
+    queries = student.tokenize(["cell division", "mouse diet"], is_query=True)
+    passages = student.tokenize(["cells divide", "a protein binds", "rain", "mice were fed", "diet", "x"],
+                                is_query=False)
+    cfg = TrialConfig.from_dict({"loss": {"name": "labels", "student_temperature": 0.05}}).loss
+    assert cfg.in_batch_weight == 0 and wants_in_batch(cfg)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    with torch.no_grad():
+        _, all_scores = scorer(queries, passages, 3, in_batch=True)
+    expected = float(in_batch_nll(all_scores, torch.tensor([0, 3]), mask, 0.05))
+    inputs = StepInputs(queries=queries, passages=passages, n=3, teacher_scores=torch.full((2, 3), float("nan")),
+                        positive_mask=torch.tensor([[True, False, False]] * 2), valid_mask=torch.ones(2, 3, dtype=torch.bool),
+                        student_ranks=None, sampled_teacher_scores=[], loss_weight=1.0, in_batch_mask=mask)
+    optimizer = torch.optim.SGD(scorer.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    loss = train_step(scorer, optimizer, scheduler, inputs, cfg, 0, 1.0, torch.device("cpu"))
+    assert loss == pytest.approx(expected, rel=1e-5)

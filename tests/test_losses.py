@@ -15,7 +15,9 @@ from trainables.train.dispatch import compute_loss
 from trainables.losses import (
     gamma2_values,
     kl_loss,
+    in_batch_nll,
     kl_nll_loss,
+    labels_nll,
     margin_mse_loss,
     ranks_from_scores,
     wkl_beta,
@@ -256,7 +258,7 @@ def test_compute_loss_dispatches_each_loss_with_config_parameters():
     torch.testing.assert_close(compute_loss(config, s, t, positives, step=10),
                                wkl_loss(s, t, positives, 3.0, 3.0, **temps))   # no ranks: β = 0
     assert float(with_beta) != pytest.approx(float(cases["kl"]))
-    assert set(loss_entries()) == {"kl", "margin_mse", "kl_nll", "wkl"}
+    assert set(loss_entries()) == {"kl", "margin_mse", "kl_nll", "wkl", "labels"}
 
 
 # ---- numerics and padding -----------------------------------------------------------------
@@ -268,6 +270,7 @@ LOSS_CONFIGS = {
     "wkl": LossConfig(name="wkl", gamma1=5.0, alpha=1.0),
     "wkl_gamma1_0": LossConfig(name="wkl", gamma1=0.0, alpha=0.0),
     "wkl_negative_gamma2": LossConfig(name="wkl", gamma1=0.5, alpha=1.5),
+    "labels": LossConfig(name="labels", student_temperature=0.5),
 }
 EXTREMES = {
     "scores_pm_1e4": ([[1e4, -1e4, 0.0, 5e3], [-1e4, 1e4, -1e4, 1e4]],
@@ -411,3 +414,63 @@ def test_the_docs_table_of_losses_and_samplers_is_the_registrys():
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "internals.md").read_text()
     assert markdown_table(builtin_only=True) in docs
+
+
+# ---- the no-distillation reference (`labels`) ------------------------------------------------
+def _labels_inputs(seed: int):
+    s, t, positives = _batch(4, 6, seed=seed)
+    positives[:, 0] = True
+    in_batch = (torch.randn(4, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)),
+                torch.arange(4) * 6, torch.ones(4, 24, dtype=torch.bool))
+    return s, t, positives, in_batch
+
+
+@pytest.mark.parametrize("with_in_batch", [False, True])
+def test_labels_loss_and_its_gradient_ignore_the_teacher_scores(with_in_batch):
+    s, t, positives, in_batch = _labels_inputs(seed=11)
+    config = LossConfig(name="labels", student_temperature=0.5)
+    values, grads = [], []
+    for teacher in (t, -3 * t + 1, torch.full_like(t, float("nan"))):
+        student = s.clone().requires_grad_(True)
+        scores = in_batch[0].clone().requires_grad_(True)
+        loss = compute_loss(config, student, teacher, positives,
+                            in_batch=(scores, *in_batch[1:]) if with_in_batch else None)
+        loss.backward()
+        values.append(loss.detach())
+        grads.append(scores.grad if with_in_batch else student.grad)
+    for value, grad in zip(values[1:], grads[1:]):
+        torch.testing.assert_close(value, values[0])
+        torch.testing.assert_close(grad, grads[0])
+    assert torch.isfinite(values[0])
+
+
+def test_labels_loss_is_the_in_batch_nll_where_their_inputs_coincide():
+    """On the step's in-batch scores it is `in_batch_nll` itself; on one query's list it is `in_batch_nll` of
+    that list (the query's own positive column, its other positives and padding masked out)."""
+    s, t, positives, in_batch = _labels_inputs(seed=12)
+    config = LossConfig(name="labels", student_temperature=0.5)
+    torch.testing.assert_close(compute_loss(config, s, t, positives, in_batch=in_batch),
+                               in_batch_nll(*in_batch, 0.5))
+    positives[:, 3] = True                                  # a second positive: not a negative of its own query
+    valid = torch.ones_like(positives)
+    valid[1, 5] = False
+    expected = []
+    for row in range(4):
+        mask = valid[row] & ~positives[row]
+        mask[0] = True
+        expected.append(in_batch_nll(s[row:row + 1], torch.tensor([0]), mask[None], 0.5))
+    got = compute_loss(config, s, t, positives, valid_mask=valid)
+    torch.testing.assert_close(got, torch.stack(expected).mean())
+    torch.testing.assert_close(got, labels_nll(s, positives, valid, 0.5))
+    with pytest.raises(ValueError, match="at least one"):
+        labels_nll(s, torch.zeros_like(positives))
+
+
+def test_labels_block_refuses_a_second_in_batch_term_and_asks_the_step_for_in_batch_scores():
+    from trainables.train.dispatch import wants_in_batch
+
+    with pytest.raises(ValueError, match="the labels loss is the in-batch NLL already"):
+        LossConfig(name="labels", in_batch_weight=1.0)
+    assert wants_in_batch(LossConfig(name="labels"))
+    assert not wants_in_batch(LossConfig(name="kl")) and wants_in_batch(LossConfig(name="kl", in_batch_weight=0.5))
+    assert "no-distillation reference" in loss_entries()["labels"].label

@@ -156,6 +156,22 @@ def test_grid_honours_conditions_without_duplicates(tmp_path):
     assert {"loss.name": "kl", "sampler.k": 2} in points
 
 
+def test_a_field_is_searched_by_its_alias_and_a_conditional_seed_counts_from_the_base_seed(tmp_path):
+    """`init.from` (InitConfig.start's YAML name) is searchable, as the v3 WKL space's arms vs its control need;
+    an A/A seed searched only at one point leaves the others at the base seed, which the replicate rule reads."""
+    search = {"loss.name": {"type": "categorical", "choices": ["kl", "wkl"]},
+              "init.from": {"type": "categorical", "choices": ["pretrained", "warmup"], "when": {"loss.name": "kl"}},
+              "seed": {"type": "categorical", "choices": [0, 100], "when": {"loss.name": "kl"}}}
+    space = load_space(write_space(tmp_path, search=search, study={"algorithm": "grid", "replicates": 3}))
+    points = space.grid_points()
+    assert len(points) == 2 * 2 + 1
+    assert {space.trial_config(p).init.start for p in points} == {"pretrained", "warmup"}
+    assert {space.trial_config(p).seed for p in points if p["loss.name"] == "wkl"} == {0}
+    search["seed"]["choices"] = [0, 2]   # the base seed's 0..2 and 2..4 overlap
+    with pytest.raises(ConfigError, match=r"search.seed: with study.replicates: 3"):
+        load_space(write_space(tmp_path, search=search, study={"algorithm": "grid", "replicates": 3}))
+
+
 def test_grid_shorthand_in_study_section(tmp_path):
     path = write_space(tmp_path, search={}, study={"algorithm": "grid", "grid": {"sampler.k": [2, 4], "seed": [0, 1]}})
     space = load_space(path)

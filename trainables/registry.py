@@ -10,7 +10,9 @@ An entry holds everything kd-study knows of a loss or a sampler:
 - a loss's per-step `state` (a class with `start(ts, settings, saved) -> state | None`, `before_step(student,
   ts, cfg, completed, rank, world, device)` and `table`, a [Q, P + N] tensor the step reads per candidate and hands to
   `function` as `state`, saved with every checkpoint): WKL's rank table;
-- its `check` rows (`CheckRow`s that `kd-study check` derives per trial), and a report `label` and `summary`.
+- its `check` rows (`CheckRow`s that `kd-study check` derives per trial), and a report `label` and `summary`;
+- `in_batch`: the function takes the step's in-batch scores (`in_batch=(scores [B, M], positive column [B],
+  mask [B, M])`, None where the caller has none) as its own input, not as the auxiliary λ_IB term: `labels`.
 
 The config's allowed names, the training step's dispatch, `kd-study check`, the report's labels and the
 docs' table read these entries. Code fields may be given as `"module:attribute"` strings, resolved on first
@@ -76,6 +78,7 @@ class LossEntry:
     check: Any = ()                    # Sequence[CheckRow] or "module:attribute"
     label: str = ""
     summary: str = ""
+    in_batch: bool = False             # the function takes the step's in-batch scores as `in_batch=` (its own input)
 
     def compute(self) -> Callable[..., Any]:
         return resolve(self.function)
@@ -120,6 +123,10 @@ BUILTIN_LOSSES = (
     LossEntry("wkl", s.WKLSettings, f"{_DISPATCH}:wkl", state="trainables.train.rank_table:RankTable",
               check=f"{_CHECKS}:WKL_ROWS", label="WKL",
               summary="weighted KL: γ1 on positives, γ2 = γ1 − β from the student's ranks (refreshed)"),
+    LossEntry("labels", s.LabelsSettings, f"{_DISPATCH}:labels", in_batch=True,
+              label="labels only (no-distillation reference)",
+              summary="no teacher: contrastive NLL of the positive over its K pool negatives and the batch's "
+                      "passages (the no-distillation reference)"),
 )
 _SAMPLERS = "trainables.samplers"
 BUILTIN_SAMPLERS = (

@@ -92,6 +92,23 @@ class WKLSettings(LossSettings):
                           "without a floor ≥ 0 breaks it (`kd-study check` says so)")
 
 
+class LabelsSettings(LossSettings):
+    """The no-distillation reference: contrastive NLL of the positive over its list and the batch, no teacher.
+
+    The loss already holds the in-batch passages (the registry entry's `in_batch`), so an added in-batch
+    term would count them twice: `in_batch_weight` stays 0. `teacher_temperature` is unused.
+    """
+
+    name: Literal["labels"] = "labels"
+
+    @model_validator(mode="after")
+    def _no_second_in_batch_term(self) -> "LabelsSettings":
+        if self.in_batch_weight != 0:
+            raise ValueError(f"in_batch_weight={self.in_batch_weight:g}: the labels loss is the in-batch NLL "
+                             "already (the positive against its list and every passage of the batch); leave it 0")
+        return self
+
+
 # ---- samplers -------------------------------------------------------------------------------------
 class SamplerSettings(_Strict):
     """What every sampler has: its name, K and what to do with a pool smaller than K."""

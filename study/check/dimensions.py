@@ -36,6 +36,7 @@ from study.check.evidence import Evidence
 from study.check.points import check_points
 from study.check.report import CheckReport, DimensionResult
 from study.space.params import Scalar
+from study.check.controls import exempt_positive_controls
 from study.space.schema import SearchSpace
 
 # A softmax whose mean entropy is ≥ this share of ln(n) treats the list as (nearly) uniform: the
@@ -191,7 +192,7 @@ def check_space(space: SearchSpace, evidence: Evidence, *, n_sample: int = 16,
                 result.results.append((point, memo[key]))
         if result.results:
             dimensions.append(result)
-    return CheckReport(space.source, len(points), note, evidence, dimensions)
+    return CheckReport(space.source, len(points), note, evidence, exempt_positive_controls(space, points, dimensions))
 
 
 # ---- measures on scores (pure numpy) ----------------------------------------------------------------

@@ -37,7 +37,8 @@ def is_field(dotted: str) -> bool:
     registered loss)."""
     models: list[Any] = [TrialConfig]
     for part in dotted.split("."):
-        found = [m.model_fields[part] for m in models if part in getattr(m, "model_fields", {})]
+        # by name or alias: `init.from` (InitConfig.start), as a space file and a dumped config spell it
+        found = [f for m in models for name, f in getattr(m, "model_fields", {}).items() if part in (name, f.alias)]
         if not found:
             return False
         models = [_model_of(f.annotation) for f in found]
@@ -203,7 +204,9 @@ def _check_replicates(space: SearchSpace) -> None:
     ≥ `replicates` apart, so each point's seeds (its seed + 0..N-1) are its own; the baseline names searched values."""
     src, study = space.source, space.study
     if study.replicates > 1 and "seed" in space.param_names:
-        seeds = sorted({int(p["seed"]) for p in space.grid_points()}) if study.algorithm == "grid" else []
+        # a conditional seed (only the A/A arm's points search it): the other points run from the base seed
+        seeds = sorted({int(p.get("seed", space.base.seed)) for p in space.grid_points()}) \
+            if study.algorithm == "grid" else []
         if not seeds or any(b - a < study.replicates for a, b in zip(seeds, seeds[1:])):
             raise ConfigError(f"{src}: search.seed: with study.replicates: {study.replicates} each point runs seeds "
                               f"seed + 0..N-1; search the seed only on a grid with seeds ≥ {study.replicates} apart "

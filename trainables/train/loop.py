@@ -40,6 +40,7 @@ from trainables.outputs import (
 from trainables.train.precision import autocast, autocast_dtype
 from trainables.samplers import score_diagnostics
 from trainables.train.step import DistillScorer, build_step_inputs, make_optimizer, train_step
+from trainables.train.dispatch import wants_in_batch
 from trainables.data.training_set import TrainingSet
 
 
@@ -263,7 +264,7 @@ def _train_on(batch: RankBatch, worker: Worker, training: Training, state: LoopS
     torch.manual_seed(cfg.seed * 1_000_003 + state.step)
     ranks = state.loss_state.table if state.loss_state is not None else None
     inputs = build_step_inputs(training.student, worker.ts, batch, worker.world, ranks,
-                               in_batch=cfg.loss.in_batch_weight > 0)
+                               in_batch=wants_in_batch(cfg.loss))
     if nan_loss:
         inputs.teacher_scores = torch.full_like(inputs.teacher_scores, float("nan"))
     loss = train_step(training.model, training.optimizer, training.scheduler, inputs, cfg.loss, state.step,

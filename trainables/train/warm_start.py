@@ -95,6 +95,7 @@ def train_warmup(cfg: TrialConfig, training_set_path: str | Path, progress: bool
     from trainables.progress import progress_bar
     from trainables.models.student import BiEncoder
     from trainables.train.step import DistillScorer, build_step_inputs, make_optimizer, train_step
+    from trainables.train.dispatch import wants_in_batch
     from trainables.data.training_set import TrainingSet
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -114,7 +115,7 @@ def train_warmup(cfg: TrialConfig, training_set_path: str | Path, progress: bool
         if table is not None:
             table.refresh_if_due(student, ts, cfg, step, 0, 1, device)
         inputs = build_step_inputs(student, ts, plan.batch(step), 1, table.ranks if table is not None else None,
-                                   in_batch=cfg.loss.in_batch_weight > 0)   # the recipe's warm-up has in-batch negatives
+                                   in_batch=wants_in_batch(cfg.loss))   # the recipe's warm-up has in-batch negatives
         train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, device, dtype)
         bar.update(1)
     bar.close()
