@@ -44,6 +44,7 @@ def test_plan_keeps_every_positive_up_to_max_positives_and_a_seeded_subset_beyon
 
 def test_step_inputs_put_all_positives_in_the_list_and_beta_averages_over_them(tmp_path):
     from trainables.student import BiEncoder
+    from trainables.token_ids import step_tokens_in_memory
     from trainables.train_step import build_step_inputs
 
     ts = multi_positive_set()
@@ -52,7 +53,7 @@ def test_step_inputs_put_all_positives_in_the_list_and_beta_averages_over_them(t
                                  "student": {"model": "tiny:bert", "query_max_length": 8, "passage_max_length": 8}})
     batch = plan_epoch(ts, cfg, 0, 0, 1)[0]
     student = BiEncoder.from_config(cfg.student, tmp_path)
-    inputs = build_step_inputs(student, ts, batch, 1, None)
+    inputs = build_step_inputs(step_tokens_in_memory(ts, student), ts, batch, 1, None)
     assert inputs.n == 4 + 3
     n_pos = (ts.positive_doc_idx[batch.query_idx] >= 0).sum(axis=1)
     mask, valid = inputs.positive_mask.numpy(), inputs.valid_mask.numpy()
