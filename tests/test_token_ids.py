@@ -142,3 +142,19 @@ def _small_set() -> TrainingSet:
         student_positive_scores=np.zeros((n_q, 1), np.float32), student_pool_scores=np.where(pool >= 0, 0.0, np.nan
                                                                                             ).astype(np.float32),
     )
+
+
+def test_evaluation_encodes_from_token_ids_with_no_tokenizer_call_after_the_first(student, sample_data, tmp_path,
+                                                                                   monkeypatch):
+    from trainables.config import EvalConfig
+    from trainables.evaluate import evaluate_student
+
+    cfg = EvalConfig(dev=f"beir:{sample_data / 'dl19_sample'}", beir=[], top_k=100, batch_size=64)
+    from_texts = evaluate_student(student, cfg, seed=0, progress=False)
+    evaluate_student(student, cfg, seed=0, progress=False, cache_dir=str(tmp_path))   # tokenises once
+    calls = _count_tokenizer_calls(student, monkeypatch)
+    from_tokens = evaluate_student(student, cfg, seed=0, progress=False, cache_dir=str(tmp_path))
+    assert calls == []
+    assert from_tokens.metrics.keys() == from_texts.metrics.keys()
+    for key, value in from_texts.metrics.items():
+        assert from_tokens.metrics[key] == pytest.approx(value, abs=1e-4), key

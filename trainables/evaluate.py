@@ -28,7 +28,7 @@ import numpy as np
 from ir_measures import RR, R, nDCG
 from tqdm.auto import tqdm
 
-from trainables import retrieval
+from trainables import eval_tokens, retrieval
 from trainables.config import DatasetRef, EvalConfig
 from trainables.data import RetrievalData, corpus_source, load_data, subset
 from trainables.outputs import (
@@ -141,15 +141,22 @@ class EncodedCorpus:
     index: Any
 
 
-def _encode_and_index(student, data: RetrievalData, index_kind, batch_size, progress, shard, owner: str
-                      ) -> tuple[EncodedCorpus, dict[str, float]]:
-    """Encode `data`'s corpus (sharded: every rank its slice, gathered on rank 0) and index it on rank 0."""
+def _encode_and_index(student, data: RetrievalData, index_kind, batch_size, progress, shard, owner: str,
+                      cache_dir: str | None = None) -> tuple[EncodedCorpus, dict[str, float]]:
+    """Encode `data`'s corpus (sharded: every rank its slice, gathered on rank 0) and index it on rank 0;
+    with `cache_dir`, from its token ids (`eval_tokens`: tokenised once per study)."""
     timings: dict[str, float] = {}
     rank, world, gather_fn = shard if shard is not None else (0, 1, None)
     start = time.perf_counter()
-    doc_ids, doc_emb = retrieval.encode_corpus(
-        student, data.corpus, batch_size, progress and rank == 0, shard=(rank, world)
-    )
+    tokenised = eval_tokens.corpus_tokens(student, data, cache_dir) if cache_dir else None
+    if tokenised is not None:
+        rows, doc_emb = eval_tokens.encode_corpus_tokens(student, tokenised[1], batch_size, (rank, world),
+                                                         progress and rank == 0)
+        doc_ids = [tokenised[0][row] for row in rows.tolist()]
+    else:
+        doc_ids, doc_emb = retrieval.encode_corpus(
+            student, data.corpus, batch_size, progress and rank == 0, shard=(rank, world)
+        )
     if gather_fn is not None:
         parts = gather_fn((list(doc_ids), np.asarray(doc_emb, dtype=np.float32)))
         if rank != 0:
@@ -165,8 +172,8 @@ def _encode_and_index(student, data: RetrievalData, index_kind, batch_size, prog
 
 
 def _retrieve_timed(student, data: RetrievalData, top_k, index_kind, batch_size, progress, shard,
-                    encodings: dict[str, EncodedCorpus] | None = None, set_name: str = ""
-                    ) -> tuple[Run | None, dict[str, float | str]]:
+                    encodings: dict[str, EncodedCorpus] | None = None, set_name: str = "",
+                    cache_dir: str | None = None) -> tuple[Run | None, dict[str, float | str]]:
     """`retrieve` with its timings; `encodings` (corpus fingerprint → encoding) is read and filled.
 
     A set whose corpus fingerprint is in `encodings` searches that encoding: its `encode_corpus_s`
@@ -178,7 +185,8 @@ def _retrieve_timed(student, data: RetrievalData, top_k, index_kind, batch_size,
     key = data.corpus_fingerprint
     corpus = encodings.get(key) if encodings is not None and key else None
     if corpus is None:
-        corpus, encode_timings = _encode_and_index(student, data, index_kind, batch_size, progress, shard, set_name)
+        corpus, encode_timings = _encode_and_index(student, data, index_kind, batch_size, progress, shard, set_name,
+                                                   cache_dir)
         timings.update(encode_timings)
         if encodings is not None and key:
             encodings[key] = corpus
@@ -189,9 +197,10 @@ def _retrieve_timed(student, data: RetrievalData, top_k, index_kind, batch_size,
 
     start = time.perf_counter()
     qids = [qid for qid in data.qrels if qid in data.queries]  # unjudged queries cannot move a metric
-    query_emb = student.encode(  # BiEncoder.encode runs in eval mode (no dropout) and without grad
+    tokens = eval_tokens.query_tokens(student, data, qids, cache_dir) if cache_dir and qids else None
+    query_emb = student.encode_token_ids(tokens, batch_size=batch_size) if tokens is not None else student.encode(
         [data.queries[qid] for qid in qids], is_query=True, batch_size=batch_size, progress=progress
-    )
+    )  # both encode in eval mode (no dropout) and without grad
     timings["encode_queries_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -232,8 +241,11 @@ def evaluate_student(
     seed: int,
     progress: bool = True,
     shard: Shard | None = None,
+    cache_dir: str | None = None,
 ) -> EvalResult:
     """Evaluate a student (a BiEncoder, not its DDP wrapper) on every set of `eval_cfg`.
+
+    `cache_dir`: encode from token ids tokenised once per study (`eval_tokens`), not from texts.
 
     In subset mode (`eval_cfg.subset_distractors = N`) each set is reduced to its judged docs plus
     N distractors drawn with `seed`, and every key carries `eval_cfg.metric_suffix`.
@@ -266,7 +278,7 @@ def evaluate_student(
 
         run, set_timings = _retrieve_timed(
             student, data, eval_cfg.top_k, eval_cfg.index, eval_cfg.batch_size, progress, shard, encodings,
-            eval_set.name,
+            eval_set.name, cache_dir,
         )
         if data.corpus_fingerprint:
             held.setdefault(data.corpus_fingerprint, sources[position])

@@ -357,7 +357,7 @@ def _evaluate(worker: Worker, training: Training, selection_only: bool = False):
     eval_cfg = worker.cfg.eval.model_copy(update={"beir": [], "dl": []}) if selection_only else worker.cfg.eval
     with autocast(worker.device, worker.autocast_dtype):   # encoding at the training precision; faiss gets float32
         return evaluate_student(training.student, eval_cfg, worker.cfg.seed, progress=False,
-                                shard=eval_shard(worker.rank, worker.world))
+                                shard=eval_shard(worker.rank, worker.world), cache_dir=worker.cfg.cache_dir)
 
 
 def _report(metrics: dict[str, Any], rank: int, write: Callable[[str], None] | None = None,
