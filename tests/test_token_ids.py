@@ -158,3 +158,21 @@ def test_evaluation_encodes_from_token_ids_with_no_tokenizer_call_after_the_firs
     assert from_tokens.metrics.keys() == from_texts.metrics.keys()
     for key, value in from_texts.metrics.items():
         assert from_tokens.metrics[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_the_input_pipeline_gives_the_same_steps_from_a_loader_process_as_in_process(student, tmp_path):
+    from trainables.input_pipeline import StepDataset, step_batches
+
+    ts = _small_set()
+    ts.save(tmp_path / "ts.npz")
+    cfg = TrialConfig.from_dict({"data": {"pool_depth": 4}, "sampler": {"name": "topk", "k": 3},
+                                 "optim": {"batch_size": 2, "epochs": 2}, "cache_dir": str(tmp_path / "cache")})
+    tokens = training_tokens(tmp_path / "ts.npz", student.tokenizer, 16, 48, tmp_path / "cache")
+    dataset = StepDataset(tmp_path / "ts.npz", tokens, cfg, 0, 1, TrainingSet.load(tmp_path / "ts.npz"))
+    here = list(step_batches(dataset, 1, 8, 0, torch.device("cpu")))
+    loader = list(step_batches(dataset, 1, 8, 1, torch.device("cpu")))
+    assert len(here) == len(loader) == 7
+    for (batch, inputs), (other_batch, other) in zip(here, loader):
+        np.testing.assert_array_equal(batch.query_idx, other_batch.query_idx)
+        assert torch.equal(inputs.passages["input_ids"], other.passages["input_ids"])
+        assert torch.equal(inputs.teacher_scores, other.teacher_scores)
