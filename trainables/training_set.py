@@ -87,11 +87,20 @@ _ARRAY_FIELDS = ("positive_doc_idx", "pool_doc_idx", "teacher_positive_scores", 
                  "student_positive_scores", "student_pool_scores")
 
 
-def _pack_strings(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One uint8 buffer of UTF-8 bytes + int64 end offsets: compact for ragged texts, no pickle."""
-    encoded = [text.encode("utf-8") for text in strings]
-    offsets = np.cumsum([len(b) for b in encoded], dtype=np.int64) if encoded else np.zeros(0, np.int64)
-    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+def _pack_strings(strings: Sequence[str], chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """One uint8 buffer of UTF-8 bytes + int64 end offsets: compact for ragged texts, no pickle.
+
+    Filled `chunk` strings at a time, so packing millions of passages holds one copy of their bytes
+    (the buffer) beside the strings, not a list of encoded copies and their join as well.
+    """
+    lengths = np.fromiter((len(text.encode("utf-8")) for text in strings), dtype=np.int64, count=len(strings))
+    offsets = np.cumsum(lengths)
+    buffer = np.empty(int(offsets[-1]) if len(offsets) else 0, dtype=np.uint8)
+    for start in range(0, len(strings), chunk):
+        block = "".join(strings[start:start + chunk]).encode("utf-8")
+        begin = int(offsets[start - 1]) if start else 0
+        buffer[begin:begin + len(block)] = np.frombuffer(block, dtype=np.uint8)
+    return buffer, offsets
 
 
 def _unpack_strings(buffer: np.ndarray, offsets: np.ndarray) -> list[str]:
