@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--work", type=Path, default=Path(".bench-scale"))
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
+    parser.add_argument("--reuse-driver", action="store_true",
+                        help="take the driver stages from --work's last results.json, measure the workers again")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--training-set", help=argparse.SUPPRESS)
     parser.add_argument("--loader-workers", type=int, default=0, help=argparse.SUPPRESS)
@@ -266,8 +268,14 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {"fraction": args.fraction, "steps": args.steps, "commit": _env.commit(),
                      "cores": psutil.cpu_count(), "memory_gib": psutil.virtual_memory().total / (1 << 30),
                      "runs": {}}
-    for fraction in (args.fraction / 4, args.fraction):      # two sizes: the slope is the linear extrapolation's
-        results["runs"][str(fraction)] = driver_stages(args.work / f"fraction-{fraction:g}", fraction, args)
+    previous = args.work / "results.json"
+    if args.reuse_driver and previous.is_file():            # re-measure the workers only
+        results["runs"] = json.loads(previous.read_text())["runs"]
+        results["driver_commit"] = json.loads(previous.read_text()).get("driver_commit",
+                                                                        json.loads(previous.read_text())["commit"])
+    else:
+        for fraction in (args.fraction / 4, args.fraction):   # two sizes: the slope is the linear extrapolation's
+            results["runs"][str(fraction)] = driver_stages(args.work / f"fraction-{fraction:g}", fraction, args)
     results["workers"] = worker_stages(args.work / f"workers-{args.worker_queries}", args)
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
     text = report(results)

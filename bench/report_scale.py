@@ -18,7 +18,8 @@ def report(r: dict) -> str:
     lines = [
         "# Scale benchmark: synthetic MS MARCO-shaped collection (`bench/bench_scale.py`)",
         "",
-        f"Commit `{r['commit']}`, {r['cores']} cores, {r['memory_gib']:.0f} GiB memory. **Busy machine**: the two"
+        f"Commit `{r['commit']}`" + (f" (driver stages: `{r['driver_commit']}`)" if r.get("driver_commit") else "")
+        + f", {r['cores']} cores, {r['memory_gib']:.0f} GiB memory. **Busy machine**: the two"
         " cores were shared with other jobs, so seconds are upper bounds (memory is not affected).",
         "",
         "What was measured, and what extrapolated:",

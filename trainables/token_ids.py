@@ -13,10 +13,13 @@ key = hash(source, tokenizer digest, max length), where `source` names the texts
 training set's recorded sha256, an evaluation corpus's fingerprint). Both arrays are checksummed
 cache files; the json is written last, so its presence with both arrays complete means whole.
 Built with the fast tokenizer's batch path, `CHUNK` texts at a time, so neither texts nor ids are
-held whole while building; opened with `np.load(mmap_mode="r")`, so trials on a node share one copy.
+held whole while building; opened with `np.load(mmap_mode="r")`, so trials on a node share one copy
+in the page cache. Scattered rows (a step's passages) are read with `os.pread` at the mapped array's
+offsets rather than faulted in: a page fault maps 64 KiB around each row into the process.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -84,7 +87,25 @@ class TokenIds:
     def _row(self, row: int) -> np.ndarray:
         if row < 0:
             return self.empty
-        return self.ids[(int(self.offsets[row - 1]) if row else 0):int(self.offsets[row])]
+        if self.stem is None:
+            return self.ids[(int(self.offsets[row - 1]) if row else 0):int(self.offsets[row])]
+        # A cached file: read the row, do not fault its pages into this process. A fault maps the
+        # neighbouring pages too (fault-around, 64 KiB), so a few thousand scattered rows would map
+        # hundreds of MiB of this process's memory; a read shares the page cache and keeps nothing.
+        ids, offsets = self._files
+        if row:
+            start, end = np.frombuffer(os.pread(offsets.fileno(), 16, self.offsets.offset + 8 * (row - 1)), np.int64)
+        else:
+            start, end = 0, int(np.frombuffer(os.pread(offsets.fileno(), 8, self.offsets.offset), np.int64)[0])
+        size = self.ids.dtype.itemsize
+        return np.frombuffer(os.pread(ids.fileno(), int(end - start) * size, self.ids.offset + int(start) * size),
+                             self.ids.dtype)
+
+    @functools.cached_property
+    def _files(self):
+        """The two array files, opened unbuffered for `os.pread` (no shared position: safe in forked loaders)."""
+        ids_path, offsets_path, _ = _paths(self.stem)
+        return open(ids_path, "rb", buffering=0), open(offsets_path, "rb", buffering=0)
 
 
 @dataclass(frozen=True)
