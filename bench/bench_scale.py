@@ -21,7 +21,7 @@ The student is the random-weight `tiny:bert` (2 layers, hidden 32, MiniLM's toke
 plumbing is measured. Numbers that scale with the collection are extrapolated linearly to
 fraction 1.0 in the report, and say so.
 
-    python bench/bench_scale.py --quick                 # fraction 0.002, 20 steps: a few minutes
+    python bench/bench_scale.py --quick                 # fraction 0.001, 10k-query workers, 20 steps: minutes
     python bench/bench_scale.py --fraction 0.01 --steps 50 --out bench/results/scale.md
 """
 from __future__ import annotations
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fraction", type=float, default=0.01, help="of MS MARCO passage's size (default 0.01)")
     parser.add_argument("--worker-queries", type=int, default=FULL["train_queries"],
                         help="queries of the directly written training set the worker stages open (default 100k)")
-    parser.add_argument("--quick", action="store_true", help="fraction 0.002, 10k worker queries, 20 steps")
+    parser.add_argument("--quick", action="store_true", help="fraction 0.001, 10k worker queries, 20 steps")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--work", type=Path, default=Path(".bench-scale"))
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(stage(args.stage, args.work, args)))
         return
     if args.quick:
-        args.fraction, args.worker_queries, args.steps = 0.002, 10_000, 20
+        args.fraction, args.worker_queries, args.steps = 0.001, 10_000, 20
     from report_scale import report
 
     results: dict = {"fraction": args.fraction, "steps": args.steps, "commit": _env.commit(),

@@ -12,7 +12,7 @@ import torch
 from trainables.config import TrialConfig
 from trainables.epoch_plan import plan_epoch
 from trainables.student import BiEncoder
-from trainables.token_ids import StepTokens, token_ids, tokens_in_memory, training_tokens
+from trainables.token_ids import StepTokens, token_ids, training_tokens
 from trainables.train_step import DistillScorer, StepInputs, build_step_inputs, make_optimizer, train_step
 from trainables.training_set import TrainingSet
 
