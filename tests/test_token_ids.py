@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,10 +125,13 @@ def _count_tokenizer_calls(student, monkeypatch) -> list:
     return calls
 
 
+SAMPLE = Path(__file__).parent / "data" / "scifact_ci"
+
+
 def _small_set() -> TrainingSet:
+    """8 shipped SciFact train queries, 30 shipped passages (one long enough to truncate, one empty)."""
     rng = np.random.default_rng(0)
-    words = "cell protein mouse diet gene ünïcode ✓ expression tumour vaccine".split()
-    docs = [" ".join(rng.choice(words, rng.integers(0, 60))) for _ in range(30)]
+    docs = _texts(SAMPLE, "corpus.jsonl")[:29] + [""]
     n_q = 8
     pool = np.stack([rng.choice(np.arange(8, 30), 4, replace=False) for _ in range(n_q)])
     pool[1, 3] = -1
@@ -135,7 +139,7 @@ def _small_set() -> TrainingSet:
     scores[1, 3] = np.nan
     return TrainingSet(
         query_ids=[f"q{i}" for i in range(n_q)],
-        query_texts=[" ".join(rng.choice(words, rng.integers(1, 20))) for _ in range(n_q)],
+        query_texts=_texts(SAMPLE, "queries.jsonl")[-n_q:],
         doc_ids=[f"d{i}" for i in range(30)], doc_texts=docs,
         positive_doc_idx=np.arange(n_q)[:, None], pool_doc_idx=pool,
         teacher_positive_scores=rng.normal(size=(n_q, 1)).astype(np.float32) + 2, teacher_pool_scores=scores,
