@@ -151,7 +151,7 @@ def _small_set() -> TrainingSet:
 def test_evaluation_encodes_from_token_ids_with_no_tokenizer_call_after_the_first(student, sample_data, tmp_path,
                                                                                    monkeypatch):
     from trainables.config import EvalConfig
-    from trainables.evaluate import evaluate_student
+    from trainables.evaluate.evaluation import evaluate_student
 
     cfg = EvalConfig(dev=f"beir:{sample_data / 'dl19_sample'}", beir=[], top_k=100, batch_size=64)
     from_texts = evaluate_student(student, cfg, seed=0, progress=False)
