@@ -155,7 +155,7 @@ def _gloo_rank(rank: int, world: int, init_file: str, student_dir: str, cfg_json
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         result = evaluate_student(BiEncoder.load(student_dir), EvalConfig.model_validate_json(cfg_json), seed=0,
-                                  progress=False, shard=eval_shard(rank, world))
+                                  progress=False, shard=eval_shard(rank, world, "cpu"))
         if rank == 0:
             with open(out, "w") as handle:
                 json.dump(result.metrics, handle)
