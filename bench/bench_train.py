@@ -3,8 +3,9 @@
 Every system trains the same student (packaged MiniLM, first `--num-layers` layers, mean pooling,
 cosine) from the same weights with the same loss on the same batches: the queries, positives and K
 sampled candidates of `trainables.train.epoch_plan.plan_epoch` (rank 0 of 1), teacher scores from the same
-cached TrainingSet, AdamW + linear schedule + gradient clipping. Only steps are timed (tokenise →
-forward → loss → backward → clip → optimizer): model loading, Ray start-up and the first
+cached TrainingSet, AdamW + linear schedule + gradient clipping. Only steps are timed (batch →
+forward → loss → backward → clip → optimizer; sentence-transformers tokenises in its step, kd-study
+pads the token ids it tokenised once, as a study does): model loading, Ray start-up and the first
 `--warmup-steps` steps are excluded.
 
   * sentence-transformers: `MarginMSELoss` / `DistillKLDivLoss` (dot product of normalised
@@ -159,6 +160,7 @@ def run_in_process(ts, cfg, args) -> tuple[float, float]:
     from trainables.train.rank_table import RankTable
     from trainables.train.precision import autocast, autocast_dtype
     from trainables.models.student import BiEncoder
+    from trainables.data.token_ids import step_tokens_in_memory
     from trainables.train.step import DistillScorer, build_step_inputs, make_optimizer, train_step
 
     cpu = torch.device("cpu")
@@ -167,9 +169,10 @@ def run_in_process(ts, cfg, args) -> tuple[float, float]:
     model = DistillScorer(BiEncoder.from_config(cfg.student, cfg.cache_dir))
     optimizer, scheduler = make_optimizer(model, cfg, args.steps)
     batches = list(planned_batches(ts, cfg, args.steps))
+    tokens = step_tokens_in_memory(ts, model.student)   # tokenised once, as prepare_assets does for a study
     model.eval()
     with torch.no_grad(), autocast(cpu, dtype):
-        inputs = build_step_inputs(model.student, ts, batches[0], 1, None)
+        inputs = build_step_inputs(tokens, ts, batches[0], 1, None)
         scores = model(inputs.queries, inputs.passages, inputs.n)
         first_loss = float(compute_loss(cfg.loss, scores.float(), inputs.teacher_scores, inputs.positive_mask,
                                         valid_mask=inputs.valid_mask))
@@ -179,8 +182,8 @@ def run_in_process(ts, cfg, args) -> tuple[float, float]:
     for step, batch in enumerate(batches):
         start = time.perf_counter()
         if rank_table is not None:
-            rank_table.refresh_if_due(model.student, ts, cfg, step, 0, 1, "cpu")
-        inputs = build_step_inputs(model.student, ts, batch, 1, rank_table.ranks if rank_table is not None else None)
+            rank_table.refresh_if_due(model.student, ts, cfg, step, 0, 1, "cpu", tokens)
+        inputs = build_step_inputs(tokens, ts, batch, 1, rank_table.ranks if rank_table is not None else None)
         train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, cpu, dtype)
         seconds.append(time.perf_counter() - start)
     return rate(seconds, cfg.optim.batch_size, args.warmup_steps), first_loss

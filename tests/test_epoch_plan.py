@@ -44,6 +44,7 @@ def test_plan_keeps_every_positive_up_to_max_positives_and_a_seeded_subset_beyon
 
 def test_step_inputs_put_all_positives_in_the_list_and_beta_averages_over_them(tmp_path):
     from trainables.models.student import BiEncoder
+    from trainables.data.token_ids import step_tokens_in_memory
     from trainables.train.step import build_step_inputs
 
     ts = multi_positive_set()
@@ -52,7 +53,7 @@ def test_step_inputs_put_all_positives_in_the_list_and_beta_averages_over_them(t
                                  "student": {"model": "tiny:bert", "query_max_length": 8, "passage_max_length": 8}})
     batch = plan_epoch(ts, cfg, 0, 0, 1)[0]
     student = BiEncoder.from_config(cfg.student, tmp_path)
-    inputs = build_step_inputs(student, ts, batch, 1, None)
+    inputs = build_step_inputs(step_tokens_in_memory(ts, student), ts, batch, 1, None)
     assert inputs.n == 4 + 3
     n_pos = (ts.positive_doc_idx[batch.query_idx] >= 0).sum(axis=1)
     mask, valid = inputs.positive_mask.numpy(), inputs.valid_mask.numpy()
@@ -70,3 +71,18 @@ def test_step_inputs_put_all_positives_in_the_list_and_beta_averages_over_them(t
     mean_inverse = (1 / 1 + 1 / 4) / 2
     torch.testing.assert_close(beta, torch.tensor([[1 - mean_inverse, 0.25 - mean_inverse, 0.5 - mean_inverse,
                                                     1 / 3 - mean_inverse, 0.0]]))
+
+
+def test_candidates_sampled_in_chunks_of_queries_equal_one_pass(monkeypatch):
+    """plan_epoch samples PLAN_CHUNK queries at a time (bounded memory at 100k queries) from the one rng."""
+    import trainables.train.epoch_plan as epoch_plan
+
+    ts = multi_positive_set(24)
+    for sampler in ("stratified", "random", "topk"):
+        cfg = TrialConfig.from_dict({"data": {"pool_depth": 6, "max_positives": 4}, "sampler": {"name": sampler, "k": 3},
+                                     "optim": {"batch_size": 4}})
+        whole = plan_epoch(ts, cfg, 1, 0, 1)
+        monkeypatch.setattr(epoch_plan, "PLAN_CHUNK", 5)
+        chunked = plan_epoch(ts, cfg, 1, 0, 1)
+        monkeypatch.undo()
+        assert all(np.array_equal(a.candidate_col, b.candidate_col) for a, b in zip(whole, chunked))

@@ -155,7 +155,7 @@ def _gloo_rank(rank: int, world: int, init_file: str, student_dir: str, cfg_json
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         result = evaluate_student(BiEncoder.load(student_dir), EvalConfig.model_validate_json(cfg_json), seed=0,
-                                  progress=False, shard=eval_shard(rank, world))
+                                  progress=False, shard=eval_shard(rank, world, "cpu"))
         if rank == 0:
             with open(out, "w") as handle:
                 json.dump(result.metrics, handle)
@@ -177,3 +177,34 @@ def test_two_real_gloo_ranks_exchange_top_k_and_match_one_rank(tiny_student, sam
                                str(tmp_path / "metrics.json")), nprocs=2, join=True)
     one_rank = evaluate_student(BiEncoder.load(tmp_path / "student"), cfg, seed=0, progress=False).metrics
     assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(one_rank, abs=1e-6)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_streaming_from_token_ids_gives_the_whole_corpus_metrics_of_the_same_encodings(tiny_student, sample_data,
+                                                                                        tmp_path, world):
+    """With `cache_dir` each block is encoded from the corpus's token ids (and the queries from theirs): the
+    streaming, sharded search equals one exact search over the same token-id encodings (like with like: a
+    token-id encoding may differ from a text encoding by ~1e-7, in batches padded differently)."""
+    from trainables.evaluate import eval_tokens
+
+    cfg = EvalConfig(dev=f"beir:{sample_data / 'scifact_ci'}", beir=[], top_k=100, batch_size=64, block_size=97)
+    eval_set = eval_sets(cfg)[0]
+    data = load_data(eval_set.ref)
+    qids = [qid for qid in data.qrels if qid in data.queries]
+    tokens = eval_tokens.corpus_tokens(tiny_student, data, str(tmp_path))
+    emb = tiny_student.encode_token_ids(tokens, batch_size=cfg.batch_size)
+    doc_ids = [doc_id for doc_id, _ in data.corpus]
+    query_emb = eval_tokens.encode_queries(tiny_student, data, qids, cfg.batch_size, cache_dir=str(tmp_path))
+    scores, idx = search(build_index(emb, "flat", use_gpu=False), query_emb, min(cfg.top_k, len(doc_ids)))
+    run = {q: {doc_ids[j]: s for j, s in zip(row_idx, row)} for q, row, row_idx in zip(qids, scores.tolist(), idx.tolist())}
+    expected = evaluate_run(run, data.qrels, eval_set.measures)[0]
+
+    if world == 1:
+        result = evaluate_student(tiny_student, cfg, 0, progress=False, cache_dir=str(tmp_path))
+    else:
+        sent = []
+        assert evaluate_student(tiny_student, cfg, 0, progress=False, cache_dir=str(tmp_path),
+                                shard=(1, 2, lambda obj: sent.append(obj) or [None, None])).metrics == {}
+        result = evaluate_student(tiny_student, cfg, 0, progress=False, cache_dir=str(tmp_path),
+                                  shard=(0, 2, lambda obj: [obj, sent.pop(0)]))
+    assert result.metrics == pytest.approx(expected, abs=1e-6)

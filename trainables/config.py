@@ -122,13 +122,17 @@ class ResourcesConfig(_Strict):
     `precision`: bf16 autocast of the student's forward passes (training and corpus/query encoding)
     — `gpu-bf16` on CUDA only (the default, as before the knob existed), `fp32` never, `bf16`
     always, `auto` where the device runs bf16 natively (a GPU with bf16, a CPU with avx512_bf16 or
-    AMX). The legacy `mixed_precision: true|false` reads as `gpu-bf16|fp32`.
+    AMX). The legacy `mixed_precision: true|false` reads as `gpu-bf16|fp32`. `loader_workers`:
+    processes per trial worker that assemble the next steps' batches from token ids while a step
+    computes (`input_pipeline.py`); 0 assembles them in the training process (CPU: a step takes
+    seconds, assembling one a millisecond); 1–2 on a GPU host.
     """
 
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
     precision: Precision = Field("gpu-bf16", description="bf16 autocast: gpu-bf16 | fp32 | bf16 | auto")
+    loader_workers: int = Field(0, ge=0, le=16, description="input-pipeline processes per trial worker")
     custom: dict[str, float] = Field(
         default_factory=dict,
         description="Ray custom resources each worker holds, e.g. {node2: 0.01} to pin the trials to the nodes "

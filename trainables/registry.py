@@ -8,7 +8,7 @@ An entry holds everything kd-study knows of a loss or a sampler:
   trainables/train/dispatch.py holds the built-ins'), or a sampler's pure `function(scores, k, rng, **params)`
   (trainables/samplers), its params the settings' own fields (`bind` renames them where they differ);
 - a loss's per-step `state` (a class with `start(ts, settings, saved) -> state | None`, `before_step(student,
-  ts, cfg, completed, rank, world, device)` and `table`, a [Q, P + N] tensor the step reads per candidate and hands to
+  ts, cfg, completed, rank, world, device, tokens=None)` (`tokens`: the training set's token ids) and `table`, a [Q, P + N] tensor the step reads per candidate and hands to
   `function` as `state`, saved with every checkpoint): WKL's rank table;
 - its `check` rows (`CheckRow`s that `kd-study check` derives per trial), and a report `label` and `summary`;
 - `in_batch`: the function takes the step's in-batch scores (`in_batch=(scores [B, M], positive column [B],

@@ -1,8 +1,10 @@
 """The distillation training set a trial reads: queries, positives, candidate pools, teacher scores.
 
-Built once per study by `trainables.prepare.assets.prepare_assets` and stored as one `.npz` file plus a
-JSON sidecar, so Ray workers load only the passages they train on, never the whole corpus.
-Padding: docid index -1, score NaN.
+Built once per study by `trainables.prepare.assets.prepare_assets` and stored as one uncompressed `.npz` file
+plus a sha256 sidecar, so Ray workers load only the passages they train on, never the whole corpus.
+Workers open it memory-mapped (`load(path, mapped=True)`): arrays and strings stay in the page cache,
+shared by concurrent trials; texts are decoded only where read (training steps read token ids,
+`trainables.data.token_ids`, not texts). Padding: docid index -1, score NaN.
 """
 from __future__ import annotations
 
@@ -13,21 +15,22 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from trainables.hashing import file_sha256
+from trainables.hashing import file_sha256, quick_digest
+from trainables.data.mapped import MappedStrings, map_npz
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainingSet:
-    query_ids: list[str]
-    query_texts: list[str]
-    doc_ids: list[str]                      # the passages referenced by positives and pools
-    doc_texts: list[str]
+    query_ids: Sequence[str]                # lists when built, `MappedStrings` when loaded
+    query_texts: Sequence[str]
+    doc_ids: Sequence[str]                  # the passages referenced by positives and pools
+    doc_texts: Sequence[str]
     positive_doc_idx: np.ndarray            # [Q, P] int64 indices into doc_ids, -1 padded
     pool_doc_idx: np.ndarray                # [Q, N] int64, first-stage rank order, -1 padded
     teacher_positive_scores: np.ndarray     # [Q, P] float32, NaN padded
@@ -64,10 +67,16 @@ class TrainingSet:
         save_npz_atomic(Path(path), arrays)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainingSet":
+    def load(cls, path: str | Path, mapped: bool = True) -> "TrainingSet":
+        """The set at `path`, checked by its sidecar's quick digest; `mapped`: arrays read-only memory maps
+        and strings `MappedStrings` (decoded on access), else arrays and lists in memory."""
         path = Path(path)
         if not is_complete(path):
             raise ValueError(f"{path}: missing or corrupt training set (checksum mismatch)")
+        if mapped:
+            z = map_npz(path)
+            strings = {name: MappedStrings(z[f"{name}_utf8"], z[f"{name}_offsets"]) for name in _STRING_FIELDS}
+            return cls(**strings, **{name: z[name] for name in _ARRAY_FIELDS})
         with np.load(path, allow_pickle=False) as z:
             strings = {name: _unpack_strings(z[f"{name}_utf8"], z[f"{name}_offsets"]) for name in _STRING_FIELDS}
             return cls(**strings, **{name: z[name] for name in _ARRAY_FIELDS})
@@ -78,11 +87,20 @@ _ARRAY_FIELDS = ("positive_doc_idx", "pool_doc_idx", "teacher_positive_scores", 
                  "student_positive_scores", "student_pool_scores")
 
 
-def _pack_strings(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One uint8 buffer of UTF-8 bytes + int64 end offsets: compact for ragged texts, no pickle."""
-    encoded = [text.encode("utf-8") for text in strings]
-    offsets = np.cumsum([len(b) for b in encoded], dtype=np.int64) if encoded else np.zeros(0, np.int64)
-    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+def _pack_strings(strings: Sequence[str], chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """One uint8 buffer of UTF-8 bytes + int64 end offsets: compact for ragged texts, no pickle.
+
+    Filled `chunk` strings at a time, so packing millions of passages holds one copy of their bytes
+    (the buffer) beside the strings, not a list of encoded copies and their join as well.
+    """
+    lengths = np.fromiter((len(text.encode("utf-8")) for text in strings), dtype=np.int64, count=len(strings))
+    offsets = np.cumsum(lengths)
+    buffer = np.empty(int(offsets[-1]) if len(offsets) else 0, dtype=np.uint8)
+    for start in range(0, len(strings), chunk):
+        block = "".join(strings[start:start + chunk]).encode("utf-8")
+        begin = int(offsets[start - 1]) if start else 0
+        buffer[begin:begin + len(block)] = np.frombuffer(block, dtype=np.uint8)
+    return buffer, offsets
 
 
 def _unpack_strings(buffer: np.ndarray, offsets: np.ndarray) -> list[str]:
@@ -93,16 +111,18 @@ def _unpack_strings(buffer: np.ndarray, offsets: np.ndarray) -> list[str]:
 
 # ---- checksummed cache files -------------------------------------------------------------------
 def write_checksummed(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
-    """`write(tmp)` to a unique temp file, rename it to `path`, then its sha256 sidecar the same way.
+    """`write(tmp)` to a unique temp file, rename it to `path`, then its sidecar the same way.
 
     The one writer of checksummed cache files: `is_complete` trusts `path` only when both renames
-    happened, so a killed writer leaves a miss, never a half file that looks whole.
+    happened, so a killed writer leaves a miss, never a half file that looks whole. The sidecar holds
+    the full sha256 (taken here, once: the file's content address, `full_digest`) and the quick
+    digest that loads check.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
     try:
         write(tmp)
-        digest = file_sha256(tmp)
+        digest = f"{file_sha256(tmp)}\nquick {quick_digest(tmp)}\n"
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -134,11 +154,23 @@ def load_npz_checked(path: Path) -> tuple[dict[str, np.ndarray] | None, str]:
         return None, "corrupt"
 
 
-def is_complete(path: str | Path) -> bool:
-    """True when `path` exists and matches the checksum written beside it."""
+def is_complete(path: str | Path, full: bool = False) -> bool:
+    """True when `path` exists and matches the sidecar written beside it: its quick digest (size and
+    ends, milliseconds at GB sizes), or the full sha256 with `full` or for a sidecar older than quick digests."""
     path = Path(path)
     sidecar = path.with_suffix(".sha256")
-    return path.is_file() and sidecar.is_file() and sidecar.read_text().strip() == file_sha256(path)
+    if not (path.is_file() and sidecar.is_file()):
+        return False
+    lines = sidecar.read_text().split("\n")
+    quick = next((line.split(" ", 1)[1] for line in lines[1:] if line.startswith("quick ")), None)
+    if quick is not None and not full:
+        return quick == quick_digest(path)
+    return lines[0].strip() == file_sha256(path)
+
+
+def full_digest(path: str | Path) -> str:
+    """The sha256 of a checksummed cache file as its writer recorded it: a content address, read not recomputed."""
+    return Path(path).with_suffix(".sha256").read_text().split("\n")[0].strip()
 
 
 def content_key(*parts: object) -> str:

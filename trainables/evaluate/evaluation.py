@@ -28,6 +28,7 @@ import numpy as np
 from ir_measures import RR, R, nDCG
 from tqdm.auto import tqdm
 
+from trainables.evaluate import eval_tokens
 from trainables.config import DatasetRef, EvalConfig
 from trainables.data import RetrievalData, corpus_source, load_data, subset
 from trainables.evaluate.sharded_search import BLOCK_SIZE, Shard, search_corpus
@@ -127,23 +128,23 @@ def retrieve(
     return runs[0] if runs is not None else None
 
 
-def _search_sets(student, sets: list[RetrievalData], top_k, index_kind, batch_size, progress, shard, block_size
-                 ) -> tuple[list[Run] | None, dict[str, float]]:
+def _search_sets(student, sets: list[RetrievalData], top_k, index_kind, batch_size, progress, shard, block_size,
+                 cache_dir: str | None = None) -> tuple[list[Run] | None, dict[str, float]]:
     """One pass over the corpus that `sets` share (their `corpus_fingerprint`) for all their queries.
 
     Every rank encodes every set's judged queries (unjudged ones cannot move a metric); returns one
-    run per set on rank 0, None on the other ranks of a sharded search.
+    run per set on rank 0, None on the other ranks of a sharded search. With `cache_dir`, queries and
+    passages are encoded from their token ids (`eval_tokens`: tokenised once per study), not their texts.
     """
     start = time.perf_counter()
     progress = progress and (shard is None or shard[0] == 0)
     qids = [[qid for qid in data.qrels if qid in data.queries] for data in sets]
-    query_emb = np.concatenate([  # BiEncoder.encode runs in eval mode (no dropout) and without grad
-        student.encode([data.queries[qid] for qid in ids], is_query=True, batch_size=batch_size, progress=progress)
-        for data, ids in zip(sets, qids)
-    ])
+    query_emb = np.concatenate([eval_tokens.encode_queries(student, data, ids, batch_size, progress, cache_dir)
+                                for data, ids in zip(sets, qids)])
     timings = {"encode_queries_s": time.perf_counter() - start}
+    tokens = eval_tokens.corpus_tokens(student, sets[0], cache_dir) if cache_dir else None
     top, search_timings = search_corpus(student, sets[0].corpus, query_emb, top_k, index_kind, batch_size, shard,
-                                        progress, block_size)
+                                        progress, block_size, tokens)
     timings.update(search_timings)
     if top is None:
         return None, timings
@@ -151,7 +152,6 @@ def _search_sets(student, sets: list[RetrievalData], top_k, index_kind, batch_si
     return [{qid: next(rows) for qid in ids} for ids in qids], timings
 
 
-# ---- a student on the configured sets -----------------------------------------------------------
 def eval_sets(eval_cfg: EvalConfig) -> list[EvalSet]:
     """The configured sets with their final metric keys; duplicate keys (two sets, one label) are an error."""
     suffix = eval_cfg.metric_suffix
@@ -177,8 +177,11 @@ def evaluate_student(
     seed: int,
     progress: bool = True,
     shard: Shard | None = None,
+    cache_dir: str | None = None,
 ) -> EvalResult:
     """Evaluate a student (a BiEncoder, not its DDP wrapper) on every set of `eval_cfg`.
+
+    `cache_dir`: encode from token ids tokenised once per study (`eval_tokens`), not from texts.
 
     In subset mode (`eval_cfg.subset_distractors = N`) each set is reduced to its judged docs plus
     N distractors drawn with `seed`, and every key carries `eval_cfg.metric_suffix`.
@@ -215,7 +218,7 @@ def evaluate_student(
         for members in same_corpus.values():
             set_runs, set_timings = _search_sets(student, [loaded[p] for p in members], eval_cfg.top_k,
                                                  eval_cfg.index, eval_cfg.batch_size, progress, shard,
-                                                 eval_cfg.block_size)
+                                                 eval_cfg.block_size, cache_dir)
             owner = sets[members[0]].name
             timings.update({f"{owner}/{k}": v for k, v in set_timings.items()})
             for p in members[1:]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -14,6 +15,9 @@ import numpy as np
 from trainables.data.types import Corpus
 from trainables.progress import progress_bar
 from trainables.models.student import BiEncoder
+
+if TYPE_CHECKING:
+    from trainables.data.token_ids import TokenIds
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +70,15 @@ def encode_corpus(
     return doc_ids, emb
 
 
-def encode_passages(encoder: BiEncoder, texts: list[str], batch_size: int) -> np.ndarray:
+def encode_passages(encoder: BiEncoder, texts: list[str], batch_size: int, tokens: TokenIds | None = None,
+                    rows: np.ndarray | None = None) -> np.ndarray:
     """np.float32 [n, d] passage embeddings: the one place evaluation encodes passages.
 
-    A pre-tokenised corpus (token ids cached per study) swaps this call, nothing around it.
+    With `tokens` (the corpus's token ids, tokenised once per study: `eval_tokens.corpus_tokens`), the
+    passages are its `rows` (their corpus positions), padded without a tokenizer call; `texts` is unused.
     """
+    if tokens is not None:
+        return encoder.encode_token_ids(tokens, rows, batch_size=batch_size)
     return encoder.encode(texts, is_query=False, batch_size=batch_size)
 
 
@@ -81,10 +89,13 @@ def encoded_blocks(
     batch_size: int = 128,
     shard: tuple[int, int] = (0, 1),
     progress: bool = False,
+    tokens: TokenIds | None = None,
 ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
     """(corpus positions int64 [b], doc ids, embeddings np.float32 [b, d]) of shard `rank` of `world`, b ≤ block_size.
 
     A passage belongs to shard `position % world`; only one block of text and embeddings is held.
+    With `tokens` (the corpus's token ids, row = corpus position) a block is encoded from its rows,
+    and no text is kept.
     """
     rank, world = shard
     if world < 1 or not 0 <= rank < world:
@@ -100,13 +111,16 @@ def encoded_blocks(
             continue
         positions.append(position)
         ids.append(doc_id)
-        texts.append(text)
-        if len(texts) >= block_size:
-            yield np.asarray(positions, dtype=np.int64), ids, encode_passages(encoder, texts, batch_size)
+        if tokens is None:
+            texts.append(text)
+        if len(ids) >= block_size:
+            rows = np.asarray(positions, dtype=np.int64)
+            yield rows, ids, encode_passages(encoder, texts, batch_size, tokens, rows)
             bar.update(len(ids))
             positions, ids, texts = [], [], []
-    if texts:
-        yield np.asarray(positions, dtype=np.int64), ids, encode_passages(encoder, texts, batch_size)
+    if ids:
+        rows = np.asarray(positions, dtype=np.int64)
+        yield rows, ids, encode_passages(encoder, texts, batch_size, tokens, rows)
         bar.update(len(ids))
     bar.close()
 

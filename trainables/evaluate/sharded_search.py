@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trainables.evaluate import retrieval
 from trainables.data.types import Corpus
 from trainables.evaluate.topk import RunningTopK, TopK, merge_topk
+
+if TYPE_CHECKING:
+    from trainables.data.token_ids import TokenIds
 
 GatherFn = Callable[[Any], list[Any]]
 Shard = tuple[int, int, GatherFn]
@@ -36,15 +39,18 @@ def search_corpus(
     shard: Shard | None = None,
     progress: bool = False,
     block_size: int = BLOCK_SIZE,
+    tokens: TokenIds | None = None,
 ) -> tuple[TopK | None, dict[str, float]]:
     """(the top min(top_k, |corpus|) per query, timings); None on a rank > 0 of a sharded search.
 
     `shard=(rank, world, gather_fn)`: `gather_fn(obj) -> [obj of rank 0, ..., rank world-1]`, called
     once by every rank (`trainables.train.ddp.eval_shard`: the device-placed `all_gather`); it carries one `TopK` per rank.
+    `tokens`: the corpus's token ids (row = corpus position): its passages are encoded from them, not tokenised.
     Timings: `encode_corpus_s`, `index_s` (approximate indexes only), `search_s` (blocks, exchange, merge).
     """
     rank, world, gather_fn = shard if shard is not None else (0, 1, None)
-    blocks = retrieval.encoded_blocks(student, corpus, block_size, batch_size, (rank, world), progress and rank == 0)
+    blocks = retrieval.encoded_blocks(student, corpus, block_size, batch_size, (rank, world), progress and rank == 0,
+                                      tokens)
     timings = {"encode_corpus_s": 0.0, "index_s": 0.0, "search_s": 0.0}
     if index_kind == "flat":
         running = RunningTopK(query_emb, top_k)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 from trainables.config import ModelConfig
 from trainables.models.encoders import load_encoder, load_encoder_from_path
 from trainables.progress import progress_bar
+
+if TYPE_CHECKING:
+    from trainables.data.token_ids import TokenIds
 
 STUDENT_META = "kd_student.json"
 
@@ -107,6 +110,32 @@ class BiEncoder(nn.Module):
                 idx = order[start:start + batch_size]
                 emb = self.embed(self.tokenize([texts[i] for i in idx], is_query))
                 out[idx] = emb.float().cpu().numpy()
+                bar.update(len(idx))
+            bar.close()
+        finally:
+            self.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def encode_token_ids(self, tokens: "TokenIds", rows: np.ndarray | None = None, batch_size: int = 64,
+                         progress: bool = False, desc: str = "encode") -> np.ndarray:
+        """np.float32 [n, d] embeddings of `rows` of pre-tokenised texts (all rows when None), in row order.
+
+        No tokenizer call: batches are padded from the token ids (`TokenIds.batch`), longest first so
+        a batch pads little. The ids carry their max length, so this serves queries and passages alike.
+        """
+        rows = np.arange(len(tokens)) if rows is None else np.asarray(rows, dtype=np.int64)
+        out = np.zeros((len(rows), self.dim), dtype=np.float32)
+        if not len(rows):
+            return out
+        order = np.argsort(-tokens.lengths(rows), kind="stable")
+        was_training = self.training
+        self.eval()
+        try:
+            bar = progress_bar(len(rows), desc, "text", enabled=progress, leave=False)
+            for start in range(0, len(rows), batch_size):
+                idx = order[start:start + batch_size]
+                out[idx] = self.embed(tokens.batch(rows[idx])).float().cpu().numpy()
                 bar.update(len(idx))
             bar.close()
         finally:

@@ -145,6 +145,9 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
             assemble_training_set(queries, pools, arrays, texts).save(trainset_path)
     stats["trainset_cache_hit"] = reuse
     stats["trainset_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    tokenize_once(cfg, trainset_path)
+    stats["tokenize_seconds"] = time.perf_counter() - started
     if cfg.init.start == "warmup":
         from trainables.train.warm_start import prepare_warm_start
 
@@ -154,6 +157,19 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
     log.info("assets ready: %s (pools %s, teacher %s, %d pairs scored)", trainset_path,
              stats["pool_cache_status"], stats["teacher_cache_status"], stats["teacher_pairs_scored"])
     return Assets(str(trainset_path), keys, stats)
+
+
+def tokenize_once(cfg: TrialConfig, trainset_path: Path) -> None:
+    """The training set's token ids for the student's tokenizer and max lengths (`token_ids.training_tokens`),
+    built here once for the study, so trial workers only map them and never call the tokenizer."""
+    from transformers import AutoTokenizer
+
+    from trainables.models.encoders import resolve_model_path
+    from trainables.data.token_ids import training_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.student.model, cfg.cache_dir))
+    training_tokens(trainset_path, tokenizer, cfg.student.query_max_length, cfg.student.passage_max_length,
+                    cfg.cache_dir)
 
 
 def entry_lock(path: Path) -> FileLock:

@@ -170,11 +170,7 @@ def sample_candidates(
     if pool_scores.ndim != 2:
         raise ValueError(f"pool_scores must be [B, N]; got shape {pool_scores.shape}")
     real = ~np.isnan(pool_scores)
-    pool_sizes = real.sum(axis=1)
-    if len(pool_sizes):
-        smallest, n_small = int(pool_sizes.min()), int((pool_sizes < k).sum())
-        check_k_fits_pool(k, smallest, on_small_pool,
-                          pool=f"the pool of {n_small} of {len(pool_sizes)} queries (smallest pool size: {smallest})")
+    check_pools_fit(real.sum(axis=1), k, on_small_pool)
     picked = []
     for row, row_real in zip(pool_scores, real):
         columns = np.flatnonzero(row_real)
@@ -183,6 +179,14 @@ def sample_candidates(
             continue
         picked.append(columns[sampler(row[columns], min(k, columns.size), rng)].astype(np.int64))
     return picked
+
+
+def check_pools_fit(pool_sizes: np.ndarray, k: int, on_small_pool: str) -> None:
+    """`check_k_fits_pool` for real pools of `pool_sizes` (one per query), naming how many are too small."""
+    if len(pool_sizes):
+        smallest, n_small = int(pool_sizes.min()), int((pool_sizes < k).sum())
+        check_k_fits_pool(k, smallest, on_small_pool,
+                          pool=f"the pool of {n_small} of {len(pool_sizes)} queries (smallest pool size: {smallest})")
 
 
 def score_diagnostics(

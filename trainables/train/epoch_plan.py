@@ -18,10 +18,13 @@ import numpy as np
 
 from trainables.config import TrialConfig
 from trainables.registry import sampler_function
-from trainables.samplers import sample_candidates
+from trainables.samplers import check_pools_fit, sample_candidates
 
 if TYPE_CHECKING:
     from trainables.data.training_set import TrainingSet
+
+
+PLAN_CHUNK = 8192   # queries whose candidates are sampled at once
 
 
 @dataclass
@@ -90,8 +93,13 @@ def plan_epoch(ts: TrainingSet, cfg: TrialConfig, epoch: int, rank: int, world: 
 
     rng = np.random.default_rng([cfg.seed, epoch, rank])
     positive_col = plan_positives((ts.positive_doc_idx[mine] >= 0).sum(axis=1), cfg.data.max_positives, rng)
-    picked = sample_candidates(
-        sampler_function(cfg.sampler), ts.teacher_pool_scores[mine], cfg.sampler.k, rng, cfg.sampler.on_small_pool)
+    # Sampled PLAN_CHUNK queries at a time from the one rng (row by row, as in one call): the sampler's
+    # float64 copy of the pools is a chunk's, not the epoch's (≈ 180 MiB at 100k queries × 150).
+    check_pools_fit(np.concatenate([(~np.isnan(ts.teacher_pool_scores[mine[i:i + PLAN_CHUNK]])).sum(axis=1)
+                                    for i in range(0, len(mine), PLAN_CHUNK)]), cfg.sampler.k, cfg.sampler.on_small_pool)
+    sampler = sampler_function(cfg.sampler)
+    picked = [columns for i in range(0, len(mine), PLAN_CHUNK) for columns in sample_candidates(
+        sampler, ts.teacher_pool_scores[mine[i:i + PLAN_CHUNK]], cfg.sampler.k, rng, cfg.sampler.on_small_pool)]
     candidate_col = np.full((len(mine), cfg.sampler.k), -1, dtype=np.int64)
     for row, columns in enumerate(picked):
         candidate_col[row, :len(columns)] = columns

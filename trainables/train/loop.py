@@ -1,10 +1,9 @@
 """The per-worker distillation loop that Ray Train runs: plan → (β refresh) → step → report → checkpoint.
 
-Every worker holds the whole (small) TrainingSet and the student; DDP averages gradients. The
-pieces live beside this driver: the epoch plan (`epoch_plan.py`: which queries, positives and
-candidates each rank trains on), one step (`train_step.py`), WKL's rank table for β
-(`rank_table.py`) and checkpoint I/O (`checkpoints.py`). What the loop carries from step to
-step is one `LoopState`.
+Every worker maps the TrainingSet and its token ids and holds the student; DDP averages gradients. Beside
+this driver: the epoch plan (`epoch_plan.py`: which queries, positives and candidates each rank trains on),
+its batches (`input_pipeline.py`), one step (`step.py`), WKL's rank table for β (`rank_table.py`)
+and checkpoint I/O (`checkpoints.py`). What the loop carries from step to step is one `LoopState`.
 
 Determinism: the plan is a pure function of (seed, epoch, rank, world) and dropout is seeded per
 step from (seed, step). A resumed run rebuilds the same plan and skips the steps its checkpoint says
@@ -30,7 +29,8 @@ from trainables.train.checkpoints import (
 from trainables.config import TrialConfig
 from trainables.train.ddp import all_reduce_sum, barrier, eval_shard, unwrap
 from trainables.disk import writing
-from trainables.train.epoch_plan import RankBatch, RankPlan, check_sizes, steps_per_epoch, total_steps
+from trainables.train.epoch_plan import RankBatch, check_sizes, steps_per_epoch, total_steps
+from trainables.train.input_pipeline import training_batches
 from trainables.registry import loss_entry
 from trainables.outputs import (
     BEST_STEP, CHECKPOINT_SECONDS, EVAL_SECONDS, FINAL_LOSS, LEARNING_RATE, QUERIES_PER_SECOND, RESUMED_FROM,
@@ -39,8 +39,7 @@ from trainables.outputs import (
 )
 from trainables.train.precision import autocast, autocast_dtype
 from trainables.samplers import score_diagnostics
-from trainables.train.step import DistillScorer, build_step_inputs, make_optimizer, train_step
-from trainables.train.dispatch import wants_in_batch
+from trainables.train.step import DistillScorer, StepInputs, make_optimizer, step_ranks, train_step
 from trainables.data.training_set import TrainingSet
 
 
@@ -61,7 +60,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     cfg = TrialConfig.model_validate(loop_config["trial"])
     context = ray.train.get_context()
-    worker = Worker.start(cfg, TrainingSet.load(loop_config["training_set"]), context.get_world_rank(),
+    worker = Worker.start(cfg, TrainingSet.load(loop_config["training_set"], mapped=True), context.get_world_rank(),
                           context.get_world_size(), ray.train.torch.get_device(), loop_config["run_dir"],
                           loop_config.get(LEASE_OWNER_KEY))
 
@@ -74,19 +73,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
         return
     training = Training.build(worker, resume.train_state, loop_config.get("student_init"))
     state = LoopState.resume(worker, resume.train_state)
-    plan = RankPlan(worker.ts, worker.cfg, worker.rank, worker.world)
+    tokens, batches = training_batches(loop_config["training_set"], worker.ts, training.student, cfg, worker.rank,
+                                       worker.world, state.step, worker.steps, worker.device)
 
     training.model.train()
     state.setup_seconds = state.restart_phase() - started
     hooks = loop_config.get("hooks")
-    while state.step < worker.steps:
-        batch = plan.batch(state.step)
+    for batch, inputs in batches:
         if hooks is not None:
             hooks.before_step(state.step + 1, worker.rank, worker.world, worker.device)
         if state.loss_state is not None:
             state.loss_state.before_step(training.student, worker.ts, cfg, state.step, worker.rank, worker.world,
-                                         worker.device)
-        _train_on(batch, worker, training, state, nan_loss=hooks is not None and hooks.nan_loss(state.step + 1))
+                                         worker.device, tokens=tokens)
+        _train_on(batch, inputs, worker, training, state, nan_loss=hooks is not None and hooks.nan_loss(state.step + 1))
         _report_if_due(worker, training, state)
 
     _final_report(worker, training, state)
@@ -253,18 +252,17 @@ class Best:
 
 
 # ---- the loop's parts -----------------------------------------------------------------------------
-def _train_on(batch: RankBatch, worker: Worker, training: Training, state: LoopState, nan_loss: bool = False) -> None:
+def _train_on(batch: RankBatch, inputs: StepInputs, worker: Worker, training: Training, state: LoopState,
+              nan_loss: bool = False) -> None:
     """One global step on this rank's share; counts it and adds its loss and diagnostics to the window.
 
     `nan_loss` (`TrainHooks.nan_loss_at_step`): NaN teacher scores make this step's loss NaN, as a
     diverging run's would be; `train_step` then raises `Diverged`.
     """
     cfg = worker.cfg
-    # Dropout draws depend on (seed, step) only, so a resumed run repeats the uninterrupted one.
-    torch.manual_seed(cfg.seed * 1_000_003 + state.step)
-    ranks = state.loss_state.table if state.loss_state is not None else None
-    inputs = build_step_inputs(training.student, worker.ts, batch, worker.world, ranks,
-                               in_batch=wants_in_batch(cfg.loss))
+    torch.manual_seed(cfg.seed * 1_000_003 + state.step)   # dropout by (seed, step): a resumed run repeats
+    if state.loss_state is not None:   # read now: a β refresh may have changed the table since the loader built it
+        inputs.student_ranks = step_ranks(worker.ts, batch, state.loss_state.table)
     if nan_loss:
         inputs.teacher_scores = torch.full_like(inputs.teacher_scores, float("nan"))
     loss = train_step(training.model, training.optimizer, training.scheduler, inputs, cfg.loss, state.step,
@@ -359,7 +357,8 @@ def _evaluate(worker: Worker, training: Training, point: str = "final"):
     eval_cfg = worker.cfg.eval if point == "final" else worker.cfg.eval.at_intermediate(dev_only=point == "selection")
     with autocast(worker.device, worker.autocast_dtype):   # encoding at the training precision; faiss gets float32
         return evaluate_student(training.student, eval_cfg, worker.cfg.seed, progress=False,
-                                shard=eval_shard(worker.rank, worker.world, worker.device))
+                                shard=eval_shard(worker.rank, worker.world, worker.device),
+                                cache_dir=worker.cfg.cache_dir)
 
 
 def _report(metrics: dict[str, Any], rank: int, write: Callable[[str], None] | None = None,

@@ -28,6 +28,7 @@ from trainables.train.epoch_plan import steps_queries
 from trainables.losses.wkl import ranks_from_scores
 
 if TYPE_CHECKING:
+    from trainables.data.token_ids import StepTokens
     from trainables.data.training_set import TrainingSet
 
 
@@ -64,7 +65,7 @@ def _table_scores(positive_scores: np.ndarray, pool_scores: np.ndarray, ts: Trai
 
 def refresh_ranks(
     student, ts: TrainingSet, table: Tensor, columns: np.ndarray, rank: int, world: int, batch_size: int,
-    queries: np.ndarray | None = None, *, device: torch.device | str,
+    queries: np.ndarray | None = None, tokens: StepTokens | None = None, *, device: torch.device | str,
 ) -> Tensor:
     """A new rank table: positives + refreshed pool columns ranked by the current student (no grad).
 
@@ -85,8 +86,12 @@ def refresh_ranks(
         for d in np.concatenate([ts.positive_doc_idx[q], ts.pool_doc_idx[q, columns[q][columns[q] >= 0]]]):
             if d >= 0:
                 doc_rows.setdefault(int(d), len(doc_rows))
-    doc_emb = student.encode([ts.doc_texts[d] for d in doc_rows], is_query=False, batch_size=batch_size)
-    query_emb = student.encode([ts.query_texts[q] for q in mine], is_query=True, batch_size=batch_size)
+    if tokens is not None:   # the training set's token ids: no tokenizer call
+        doc_emb = student.encode_token_ids(tokens.passages, np.fromiter(doc_rows, np.int64), batch_size=batch_size)
+        query_emb = student.encode_token_ids(tokens.queries, mine, batch_size=batch_size)
+    else:
+        doc_emb = student.encode([ts.doc_texts[d] for d in doc_rows], is_query=False, batch_size=batch_size)
+        query_emb = student.encode([ts.query_texts[q] for q in mine], is_query=True, batch_size=batch_size)
 
     rows = torch.empty((len(mine), table.shape[1]), dtype=table.dtype)
     for i, q in enumerate(mine):
@@ -136,12 +141,13 @@ class RankTable:
         return self.ranks
 
     def before_step(self, student, ts: TrainingSet, cfg: TrialConfig, completed: int, rank: int, world: int,
-                    device: torch.device | str) -> None:
-        self.refresh_if_due(student, ts, cfg, completed, rank, world, device)
+                    device: torch.device | str, tokens: StepTokens | None = None) -> None:
+        self.refresh_if_due(student, ts, cfg, completed, rank, world, device, tokens)
 
     def refresh_if_due(self, student, ts: TrainingSet, cfg: TrialConfig, completed: int, rank: int, world: int,
-                       device: torch.device | str) -> None:
-        """Before step `completed` + 1: re-rank the queries the steps until the next refresh train on.
+                       device: torch.device | str, tokens: StepTokens | None = None) -> None:
+        """Before step `completed` + 1: re-rank the queries the steps until the next refresh train on
+        (encoding from `tokens`, the training set's token ids, when given; else tokenising its texts).
 
         `device`: the training device, where the ranks' rows travel (any device in one process).
 
@@ -154,4 +160,4 @@ class RankTable:
         # Only those queries: their rows come out as a full refresh's (see `refresh_ranks`).
         window = steps_queries(len(ts), cfg, completed, cfg.loss.beta_refresh_steps)
         self.ranks = refresh_ranks(student, ts, self.ranks, self.columns, rank, world, cfg.eval.batch_size,
-                                   queries=window, device=device)
+                                   queries=window, tokens=tokens, device=device)

@@ -21,6 +21,7 @@ from trainables.train.dispatch import compute_loss
 from trainables.train.precision import autocast
 
 if TYPE_CHECKING:
+    from trainables.data.token_ids import StepTokens
     from trainables.data.training_set import TrainingSet
 
 
@@ -55,11 +56,23 @@ class StepInputs:
     loss_weight: float             # b · world / global batch: DDP's gradient mean = mean over all queries
     in_batch_mask: Tensor | None = None   # [b, b * n] passages a query's in-batch NLL may use (loss.in_batch_weight)
 
+    def pin_memory(self) -> StepInputs:
+        """A copy with its tensors in pinned memory (DataLoader(pin_memory=True) calls this on GPU hosts)."""
+        pinned = {name: value.pin_memory() if isinstance(value, Tensor) else value
+                  for name, value in vars(self).items()}
+        pinned["queries"] = {k: v.pin_memory() for k, v in self.queries.items()}
+        pinned["passages"] = {k: v.pin_memory() for k, v in self.passages.items()}
+        return StepInputs(**pinned)
 
-def build_step_inputs(student, ts: TrainingSet, batch: RankBatch, world: int, rank_table: Tensor | None,
+
+def build_step_inputs(tokens: StepTokens, ts: TrainingSet, batch: RankBatch, world: int, rank_table: Tensor | None,
                       in_batch: bool = False) -> StepInputs:
-    """Tokenised texts and aligned teacher scores / masks for one rank's share of a step (`in_batch`: and
-    the in-batch mask: valid passages, minus the query's own positives met in other queries' lists)."""
+    """Padded token ids and aligned teacher scores / masks for one rank's share of a step (`in_batch`: and
+    the in-batch mask: valid passages, minus the query's own positives met in other queries' lists).
+
+    The batches come from the training set's token ids (`tokens`), never from a tokenizer call: they
+    equal `student.tokenize` of the same texts, a padded slot holding the empty text's ids.
+    """
     q, pos, cand = batch.query_idx, batch.positive_col, batch.candidate_col
     m = pos.shape[1]
     valid_pos, valid_cand = pos >= 0, cand >= 0
@@ -70,27 +83,30 @@ def build_step_inputs(student, ts: TrainingSet, batch: RankBatch, world: int, ra
         [ts.teacher_positive_scores[q[:, None], safe_pos], ts.teacher_pool_scores[q[:, None], safe_cand]], axis=1
     )
     teacher = np.where(valid, teacher, 0.0).astype(np.float32)
-    texts = [ts.doc_texts[d] if ok else "" for d, ok in zip(docs.ravel(), valid.ravel())]
     positive_mask = np.zeros_like(valid)
     positive_mask[:, :m] = valid_pos
-    ranks = None
-    if rank_table is not None:
-        n_pos = ts.positive_doc_idx.shape[1]
-        cols = np.concatenate([safe_pos, n_pos + safe_cand], axis=1)
-        ranks = rank_table[torch.from_numpy(q)[:, None], torch.from_numpy(cols)]
-        ranks = torch.where(torch.from_numpy(valid), ranks, float(rank_table.shape[1] + 1))
     return StepInputs(
-        queries=student.tokenize([ts.query_texts[i] for i in q], is_query=True),
-        passages=student.tokenize(texts, is_query=False),
+        queries=tokens.queries.batch(q),
+        passages=tokens.passages.batch(np.where(valid, docs, -1)),
         n=docs.shape[1],
         teacher_scores=torch.from_numpy(teacher),
         positive_mask=torch.from_numpy(positive_mask),
         valid_mask=torch.from_numpy(valid),
-        student_ranks=ranks,
+        student_ranks=step_ranks(ts, batch, rank_table) if rank_table is not None else None,
         sampled_teacher_scores=[row[ok] for row, ok in zip(teacher[:, m:], valid[:, m:])],
         loss_weight=len(q) * world / batch.global_size,
         in_batch_mask=torch.from_numpy(in_batch_mask(ts, q, docs, valid)) if in_batch else None,
     )
+
+
+def step_ranks(ts: TrainingSet, batch: RankBatch, rank_table: Tensor) -> Tensor:
+    """[b, n] WKL rank-table entries of the step's passages; padding ranks last. Read when the step runs:
+    the table changes at β refreshes, so a prefetched batch gets its ranks here, not in the loader."""
+    q, pos, cand = batch.query_idx, batch.positive_col, batch.candidate_col
+    valid = np.concatenate([pos >= 0, cand >= 0], axis=1)
+    cols = np.concatenate([np.maximum(pos, 0), ts.positive_doc_idx.shape[1] + np.maximum(cand, 0)], axis=1)
+    ranks = rank_table[torch.from_numpy(q)[:, None], torch.from_numpy(cols)]
+    return torch.where(torch.from_numpy(valid), ranks, float(rank_table.shape[1] + 1))
 
 
 def in_batch_mask(ts: TrainingSet, query_idx: np.ndarray, docs: np.ndarray, valid: np.ndarray) -> np.ndarray:

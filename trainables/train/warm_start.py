@@ -94,17 +94,20 @@ def train_warmup(cfg: TrialConfig, training_set_path: str | Path, progress: bool
     from trainables.train.precision import autocast_dtype
     from trainables.progress import progress_bar
     from trainables.models.student import BiEncoder
+    from trainables.data.token_ids import training_tokens
     from trainables.train.step import DistillScorer, build_step_inputs, make_optimizer, train_step
     from trainables.train.dispatch import wants_in_batch
     from trainables.data.training_set import TrainingSet
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ts = TrainingSet.load(training_set_path)
+    ts = TrainingSet.load(training_set_path, mapped=True)
     check_sizes(len(ts), cfg.optim.batch_size, 1)
     steps = total_steps(cfg, len(ts))
     torch.manual_seed(cfg.seed)
     student = BiEncoder.from_config(cfg.student, cfg.cache_dir).to(device)
     model = DistillScorer(student)
+    tokens = training_tokens(training_set_path, student.tokenizer, cfg.student.query_max_length,
+                             cfg.student.passage_max_length, cfg.cache_dir)
     optimizer, scheduler = make_optimizer(model, cfg, steps)
     plan, table = RankPlan(ts, cfg, 0, 1), RankTable.start(ts, cfg.loss)
     dtype = autocast_dtype(cfg.resources.precision, device)
@@ -113,8 +116,8 @@ def train_warmup(cfg: TrialConfig, training_set_path: str | Path, progress: bool
     for step in range(steps):
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         if table is not None:
-            table.refresh_if_due(student, ts, cfg, step, 0, 1, device)
-        inputs = build_step_inputs(student, ts, plan.batch(step), 1, table.ranks if table is not None else None,
+            table.refresh_if_due(student, ts, cfg, step, 0, 1, device, tokens)
+        inputs = build_step_inputs(tokens, ts, plan.batch(step), 1, table.ranks if table is not None else None,
                                    in_batch=wants_in_batch(cfg.loss))   # the recipe's warm-up has in-batch negatives
         train_step(model, optimizer, scheduler, inputs, cfg.loss, step, cfg.optim.max_grad_norm, device, dtype)
         bar.update(1)

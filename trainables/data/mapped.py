@@ -1,0 +1,87 @@
+"""Read-only memory maps of cached arrays, and strings decoded one at a time from a mapped UTF-8 buffer.
+
+Workers open the training set and the token ids this way: the bytes stay in the page cache, shared
+by every trial on the node, and a worker holds only the pages it touches, never a Python string per
+passage. `np.savez` stores members uncompressed (ZIP_STORED), so each `.npy` member of a `.npz` is
+one contiguous byte range that `np.memmap` can map in place.
+"""
+from __future__ import annotations
+
+import struct
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Iterator, overload
+
+import numpy as np
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")   # a zip local file header: 30 bytes
+
+
+def map_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every member of the uncompressed `.npz` at `path` as a read-only `np.memmap` (no copy, no pickle)."""
+    path = Path(path)
+    arrays = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{path}: member {info.filename} is compressed; only np.savez files map")
+            handle.seek(info.header_offset)
+            fields = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
+            name_length, extra_length = fields[-2], fields[-1]
+            handle.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(handle)
+            if dtype.hasobject:
+                raise ValueError(f"{path}: member {info.filename} holds Python objects; refusing to map it")
+            name = info.filename.removesuffix(".npy")
+            if int(np.prod(shape)) == 0:
+                arrays[name] = np.zeros(shape, dtype=dtype)
+                continue
+            arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=handle.tell(), shape=shape,
+                                     order="F" if fortran else "C")
+    return arrays
+
+
+class MappedStrings(Sequence):
+    """A read-only sequence of strings stored as one UTF-8 buffer + int64 end offsets; decodes on access.
+
+    Holding one costs two mapped arrays, not a Python object per string, so a worker that never
+    reads the texts never pays for them.
+    """
+
+    def __init__(self, buffer: np.ndarray, offsets: np.ndarray):
+        self.buffer, self.offsets = buffer, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"string {index} of {len(self)}")
+        start = int(self.offsets[index - 1]) if index else 0
+        return bytes(self.buffer[start:int(self.offsets[index])]).decode("utf-8")
+
+    def chunks(self, size: int) -> Iterator[list[str]]:
+        """The strings in order, `size` at a time: one chunk of Python strings alive at once."""
+        for start in range(0, len(self), size):
+            yield self[start:start + size]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None   # mutable-looking sequence semantics, like list
+
+    def __repr__(self) -> str:
+        return f"MappedStrings({len(self)} strings, {int(self.offsets[-1]) if len(self) else 0} bytes)"
