@@ -70,7 +70,9 @@ def test_the_assets_line_says_when_cached_shards_were_reused():
 
 
 def test_a_driver_killed_after_a_shard_rescores_only_the_missing_shards_to_identical_assets(
-        sample_data, tmp_path, forward_calls):
+        sample_data, tmp_path, forward_calls, monkeypatch):
+    # In this process, whatever an earlier test left running: the forward calls are counted here.
+    monkeypatch.setattr(teacher_shards, "_ray_ready", lambda: False)
     data = scifact_ci(sample_data)
     uninterrupted_cfg = _trial(sample_data, tmp_path / "whole", shard_queries=2)   # 6 queries: 3 shards
     uninterrupted = prepare_assets(uninterrupted_cfg, progress=False, data=data)
