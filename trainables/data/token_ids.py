@@ -28,14 +28,16 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import torch
 from filelock import FileLock
-from transformers import BatchEncoding
 
 from trainables.data.training_set import TrainingSet, content_key, full_digest, is_complete, write_checksummed
+
+if TYPE_CHECKING:   # transformers costs seconds of import in every Tune trial actor (tests/test_study.py)
+    from transformers import BatchEncoding
 
 TOKENS_VERSION = 1
 CHUNK = 8192   # texts per batch call of the fast tokenizer
@@ -82,6 +84,8 @@ class TokenIds:
             input_ids[i, span] = seq
             mask[i, span] = 1
         columns = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)}
+        from transformers import BatchEncoding
+
         return BatchEncoding({name: torch.from_numpy(columns[name]) for name in self.input_names})
 
     def _row(self, row: int) -> np.ndarray:
