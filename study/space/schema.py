@@ -40,18 +40,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 
-from trainables.config import NAME_PATTERN, ConfigError, TrialConfig, check_name, get_dotted, read_yaml_mapping, set_dotted
+from trainables.config import NAME_PATTERN, ConfigError, TrialConfig, get_dotted, read_yaml_mapping, set_dotted
 from trainables.config_choices import CHOSEN_BLOCKS, other_settings, with_other_settings
 from trainables.outputs import final_metric_keys
 
 from study.space import grid
 from study.space.pins import pin_fields
-from study.space.params import ParamSpec, Scalar, SearchParam, Strict, holds
+from study.space.params import ParamSpec, Scalar, SearchParam, holds
 from study.space.replicates import REPLICATE_KEY, replicate_seed
 from study.space.checks import check_override, check_params, order_params, settle_study
 from study.space.settings import ALGORITHMS, AshaSettings, ContrastSpec, Objective, SpaceFile, StudySettings  # noqa: F401

@@ -27,7 +27,7 @@ from trainables.train.checkpoints import (
     LEASE_OWNER_KEY, TrainState, check_lease, load_checkpoint, save_final, save_train_state,
 )
 from trainables.config import TrialConfig
-from trainables.train.ddp import all_reduce_sum, barrier, eval_shard, unwrap
+from trainables.train.ddp import all_reduce_sum, eval_shard, unwrap
 from trainables.disk import writing
 from trainables.train.epoch_plan import RankBatch, check_sizes, steps_per_epoch, total_steps
 from trainables.train.input_pipeline import training_batches

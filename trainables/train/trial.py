@@ -20,7 +20,6 @@ from typing import Any, Sequence
 
 import ray.train
 import yaml
-from pydantic import ValidationError
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from trainables.train.attempts import AttemptPolicy
