@@ -42,6 +42,20 @@ def free_ports(n: int) -> list[int]:
             sock.close()
 
 
+def stop_process_groups(*processes: subprocess.Popen | None) -> None:
+    """Stop each started process's group by its id (never `ray stop`): SIGTERM, then SIGKILL after 30 s."""
+    started = [p for p in processes if p is not None]
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in started:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
 class Servers:
     """A Ray head and an MLflow server, started as separate processes and stopped by their process ids."""
 
@@ -94,15 +108,7 @@ class Servers:
         assert not pending, f"not up after {timeout:.0f} s: {sorted(pending)}"
 
     def stop(self) -> None:
-        for process in (self.head, self.mlflow):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in (self.head, self.mlflow):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        stop_process_groups(self.head, self.mlflow)
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
     def rest(self, endpoint: str, body: dict | None = None, **query: str) -> dict:

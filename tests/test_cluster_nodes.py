@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_cluster import free_ports
+from test_cluster import free_ports, stop_process_groups
 from test_study import FINAL_METRICS, write_space
 
 BIN = Path(sys.executable).parent
@@ -75,14 +74,7 @@ class TwoNodes:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        for process in (getattr(self, "node2", None), self.head):
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=30)
+        stop_process_groups(getattr(self, "node2", None), self.head)
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
     def kd_study(self, storage: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
