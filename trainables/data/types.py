@@ -32,9 +32,16 @@ class Corpus(ABC):
     def __getitem__(self, doc_id: str) -> str:
         return self.get_many([doc_id])[0]
 
+    def __contains__(self, doc_id: object) -> bool:
+        try:
+            self.get_many([doc_id])  # type: ignore[list-item]
+        except DataError:
+            return False
+        return True
+
 
 class DictCorpus(Corpus):
-    """A corpus held in memory (small collections: quickstart, BEIR folders, test subsets)."""
+    """A corpus held in memory (small collections: quickstart, test subsets, a gzipped BEIR corpus)."""
 
     def __init__(self, texts: dict[str, str], source: str = "<memory>"):
         self._texts = texts
@@ -42,6 +49,9 @@ class DictCorpus(Corpus):
 
     def __len__(self) -> int:
         return len(self._texts)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._texts
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._texts.items())
