@@ -54,7 +54,7 @@ def index_jsonl(path: str | Path) -> tuple[JsonlCorpus, str, int]:
     """(the corpus, the sha256 of the file's bytes, how many lines repeated an earlier `_id`) in one pass."""
     path = Path(path)
     digest = hashlib.sha256()
-    offsets, lengths = array("q"), array("q")
+    offsets, lengths = array("q"), array("I")    # lengths < 4 GiB: a longer line is refused below
     id_chunks: list[np.ndarray] = []
     ids: list[bytes] = []
     offset = 0
@@ -65,48 +65,47 @@ def index_jsonl(path: str | Path) -> tuple[JsonlCorpus, str, int]:
             row = parse_line(path, number, raw)
             if row is not None:
                 ids.append(str(row["_id"]).encode("utf-8"))
-                if ids[-1].endswith(b"\0"):     # numpy's fixed-width bytes drop trailing NULs
-                    raise DataError(f"{path}:{number}: an '_id' that ends with a NUL character")
+                if ids[-1].endswith(b"\0") or len(raw) >= 1 << 32:   # numpy's fixed-width bytes drop trailing NULs
+                    raise DataError(f"{path}:{number}: an '_id' that ends with a NUL character, or a line of 4 GiB")
                 offsets.append(offset)
                 lengths.append(len(raw))
                 if len(ids) == ID_CHUNK:
                     id_chunks.append(np.array(ids, dtype=bytes))
                     ids = []
             offset += len(raw)
-    if ids or not id_chunks:
-        id_chunks.append(np.array(ids, dtype=bytes) if ids else np.zeros(0, dtype="S1"))
+    if ids:
+        id_chunks.append(np.array(ids, dtype=bytes))
     del ids
-    width = max(1, max(chunk.dtype.itemsize for chunk in id_chunks))
-    file_ids = np.concatenate([chunk.astype(f"S{width}") for chunk in id_chunks])
-    del id_chunks
-    index, duplicates = _sorted_index(file_ids, np.frombuffer(offsets, dtype=np.int64),
-                                      np.frombuffer(lengths, dtype=np.int64))
+    index, duplicates = _sorted_index(id_chunks, np.frombuffer(offsets, dtype=np.int64),
+                                      np.frombuffer(lengths, dtype=np.uint32))
     corpus = JsonlCorpus(path, *index, size_mtime=(stat.st_size, stat.st_mtime_ns))
     return corpus, digest.hexdigest(), duplicates
 
 
-def _sorted_index(file_ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray):
+def _sorted_index(id_chunks: list[np.ndarray], offsets: np.ndarray, lengths: np.ndarray):
     """Sorted unique docids with their row in file order, and the kept rows' offsets and lengths.
 
-    A stable sort puts a repeated docid's first line first among its equals: that one is kept.
+    Takes the docids in file order as chunks and empties the list (the arrays go as soon as they are
+    joined: peak memory is the index about twice, not three times). A stable sort puts a repeated
+    docid's first line first among its equals: that one is kept.
     """
+    width = max([1] + [chunk.dtype.itemsize for chunk in id_chunks])
+    file_ids = np.concatenate([id_chunks.pop(0).astype(f"S{width}") for _ in range(len(id_chunks))]
+                              or [np.zeros(0, dtype="S1")])
     order = np.argsort(file_ids, kind="stable")
     sorted_ids = file_ids[order]
     del file_ids
+    row_dtype = np.int32 if len(order) < 1 << 31 else np.int64
     repeat = np.zeros(len(sorted_ids), dtype=bool)
     repeat[1:] = sorted_ids[1:] == sorted_ids[:-1]
+    duplicates = int(repeat.sum())
+    if not duplicates:                 # the usual case: every line is a passage, in file order
+        return (sorted_ids, order.astype(row_dtype), offsets, lengths), 0
     kept_line = np.ones(len(sorted_ids), dtype=bool)
     kept_line[order[repeat]] = False
-    row_of_line = (np.cumsum(kept_line) - 1).astype(_row_dtype(len(sorted_ids)))
+    row_of_line = np.cumsum(kept_line, dtype=row_dtype) - 1
     rows = row_of_line[order[~repeat]]
-    ids = sorted_ids[~repeat]
-    if lengths.size and int(lengths.max()) >= 1 << 32:
-        raise DataError("a corpus line of 4 GiB or more is not a passage")
-    return (ids, rows, offsets[kept_line].copy(), lengths[kept_line].astype(np.uint32)), int(repeat.sum())
-
-
-def _row_dtype(n: int) -> type:
-    return np.int32 if n < 1 << 31 else np.int64
+    return (sorted_ids[~repeat], rows, offsets[kept_line], lengths[kept_line]), duplicates
 
 
 class JsonlCorpus(Corpus):
@@ -203,3 +202,4 @@ class JsonlCorpus(Corpus):
         except json.JSONDecodeError:   # the file was checked at load and its size and mtime are unchanged
             raise DataError(f"{self.path}: byte {offset} is no longer the JSON line it was at load; "
                             "load the data set again") from None
+
