@@ -163,3 +163,16 @@ def test_a_forked_child_reads_through_its_own_descriptor(sample_data):
         ok = corpus.get_many([first[0]]) == [first[1]] and corpus._fd is not None
         os._exit(0 if ok else 1)
     assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_doc_ids_by_position_draw_the_same_random_passages_as_the_list(tmp_path):
+    from trainables.data.candidates import random_corpus_passages
+
+    corpus = load_data(f"beir:{write_messy_corpus(tmp_path / 'm')}").corpus
+    listed = [doc_id for doc_id, _ in corpus]
+    view = corpus.doc_ids()
+    assert len(view) == len(listed) and list(view) == listed and view[-1] == listed[-1]
+    assert view[3:9] == listed[3:9]
+    positives, pools = [[listed[0]], [listed[5], listed[6]]], [listed[1:4], []]
+    assert random_corpus_passages(view, positives, pools, 7, seed=3) == \
+        random_corpus_passages(listed, positives, pools, 7, seed=3)

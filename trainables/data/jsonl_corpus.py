@@ -153,6 +153,9 @@ class JsonlCorpus(Corpus):
                     position = offset + length
                     yield str(row["_id"]), passage_text(row)
 
+    def doc_ids(self) -> Sequence[str]:
+        return DocIds(self.ids, self.rows)
+
     def get_many(self, doc_ids: Sequence[str]) -> list[str]:
         positions = self._positions(doc_ids)
         if positions.size and positions.min() < 0:
@@ -203,3 +206,19 @@ class JsonlCorpus(Corpus):
             raise DataError(f"{self.path}: byte {offset} is no longer the JSON line it was at load; "
                             "load the data set again") from None
 
+
+class DocIds(Sequence[str]):
+    """A corpus's docids by position in file order, decoded from the index one at a time (no list of str)."""
+
+    def __init__(self, ids: np.ndarray, rows: np.ndarray):
+        self._ids = ids
+        self._sorted_at = np.empty(len(rows), dtype=rows.dtype)   # position in file order → position in `ids`
+        self._sorted_at[rows] = np.arange(len(rows), dtype=rows.dtype)
+
+    def __len__(self) -> int:
+        return len(self._sorted_at)
+
+    def __getitem__(self, position):  # type: ignore[override]
+        if isinstance(position, slice):
+            return [self[i] for i in range(*position.indices(len(self)))]
+        return self._ids[self._sorted_at[position]].decode("utf-8")

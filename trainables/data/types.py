@@ -32,6 +32,13 @@ class Corpus(ABC):
     def __getitem__(self, doc_id: str) -> str:
         return self.get_many([doc_id])[0]
 
+    def doc_ids(self) -> Sequence[str]:
+        """The docids in iteration order, indexable by position (random corpus passages draw positions).
+
+        This default lists them; a corpus with an index returns a view of it instead of 8.8M strings.
+        """
+        return [doc_id for doc_id, _ in self]
+
     def __contains__(self, doc_id: object) -> bool:
         try:
             self.get_many([doc_id])  # type: ignore[list-item]
