@@ -5,7 +5,7 @@ The collection (`synthetic_msmarco.py`) is generated at `--fraction` of MS MARCO
 queries). Every stage runs in its own process, so its peak is its own: psutil's `uss` (memory no
 other process shares), sampled every 0.1 s, and the process's peak RSS. Stages:
 
-  ingest        load_data of the training split (the BEIR loader: corpus held in memory, as today)
+  ingest        load_data of the training split (the BEIR loader: corpus.jsonl indexed by byte offset, not held)
   pools         the run file read into pools (`read_candidates_file`)
   scores        teacher scores for the pools' pairs from the scores file (`scores_for`)
   build         the driver's whole `prepare_assets` from run + scores files: data, pools (+ the initial

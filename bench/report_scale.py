@@ -42,7 +42,7 @@ def report(r: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     what = {
-        "ingest": "load_data of the training split: corpus held in memory (BEIR loader, as today)",
+        "ingest": "load_data of the training split: corpus.jsonl indexed by byte offset, texts not held",
         "pools": f"run file → pools ({big['pools']['pairs']:,} pairs @ {f:g})",
         "scores": f"scores file → teacher scores of the pools' pairs ({big['scores']['pairs']:,} @ {f:g})",
         "build": "driver `prepare_assets` from run + scores files: data, pools + the initial student's scores,"

@@ -16,9 +16,14 @@ Bad input:
   `query with no judged doc in corpus` (every judgment of the query was dropped), and
   `duplicate corpus _id` (the first passage is kept).
 
+The corpus is never held as Python strings (`jsonl_corpus.JsonlCorpus`): one pass checks and hashes
+corpus.jsonl and records each passage's docid and byte offset; passages are read back by offset. A
+gzipped corpus.jsonl has no offsets to read at, so it is read into memory (`DictCorpus`):
+decompress a large one.
+
 The fingerprint is a sha256 over the split and the contents of the corpus, queries and qrels files:
 not their path or mtime, so a re-provisioned or copied folder keeps its cache (the files are read
-in full anyway; hashing adds a fraction of the parse time). The corpus fingerprint hashes
+in full anyway: the corpus's indexing pass hashes the bytes it reads). The corpus fingerprint hashes
 corpus.jsonl alone, so every split of a folder shares it.
 """
 from __future__ import annotations
@@ -31,8 +36,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainables.data.textfile import jsonl_records, text_lines
-from trainables.data.types import DataError, DictCorpus, RetrievalData
+from trainables.data.jsonl_corpus import beir_row, index_jsonl, passage_text
+from trainables.data.textfile import is_gzip, jsonl_records, text_lines
+from trainables.data.types import Corpus, DataError, DictCorpus, RetrievalData
 from trainables.hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -41,7 +47,7 @@ QRELS_HEADER = ("query-id", "corpus-id", "score")
 
 
 def load_beir(folder: str | Path, split: str, label: str | None = None) -> RetrievalData:
-    """The `split` of the BEIR folder: corpus in memory, queries judged in `qrels/<split>.tsv`."""
+    """The `split` of the BEIR folder: corpus read on disk by offset, queries judged in `qrels/<split>.tsv`."""
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"beir:{folder}: no such folder {root}")
@@ -56,7 +62,7 @@ def load_beir(folder: str | Path, split: str, label: str | None = None) -> Retri
 
     skipped: Counter[str] = Counter()
     qrels = read_qrels(qrels_path)
-    texts = _read_corpus(corpus_path, skipped)
+    corpus, corpus_digest = _open_corpus(corpus_path, skipped)
     all_queries = {_id: str(row.get("text") or "") for _id, row in _read_jsonl(queries_path)}
 
     queries: dict[str, str] = {}
@@ -66,7 +72,7 @@ def load_beir(folder: str | Path, split: str, label: str | None = None) -> Retri
         if not text.strip():
             skipped["judged query without text"] += 1
             continue
-        in_corpus = {doc_id: grade for doc_id, grade in judged.items() if doc_id in texts}
+        in_corpus = {doc_id: grade for doc_id, grade in judged.items() if doc_id in corpus}
         skipped["qrels docid not in corpus"] += len(judged) - len(in_corpus)
         if not in_corpus:
             skipped["query with no judged doc in corpus"] += 1
@@ -78,8 +84,8 @@ def load_beir(folder: str | Path, split: str, label: str | None = None) -> Retri
     skips = {reason: count for reason, count in skipped.items() if count}
     for reason, count in skips.items():
         log.warning("%s: skipped %d (%s)", name, count, reason)
-    digests = [file_sha256(p) for p in (corpus_path, queries_path, qrels_path)]
-    return RetrievalData(name=name, corpus=DictCorpus(texts, source=str(corpus_path)), queries=queries,
+    digests = [corpus_digest, file_sha256(queries_path), file_sha256(qrels_path)]
+    return RetrievalData(name=name, corpus=corpus, queries=queries,
                          qrels=kept_qrels, fingerprint=fingerprint(split, digests), skipped=skips,
                          corpus_fingerprint=corpus_fingerprint(digests[0]))
 
@@ -115,20 +121,23 @@ def corpus_fingerprint(corpus_digest: str) -> str:
     return hashlib.sha256(json.dumps(["beir-corpus", corpus_digest]).encode()).hexdigest()
 
 
-def _read_corpus(path: Path, skipped: Counter[str]) -> dict[str, str]:
+def _open_corpus(path: Path, skipped: Counter[str]) -> tuple[Corpus, str]:
+    """(the corpus, the sha256 of corpus.jsonl's bytes): indexed on disk in one pass that also hashes it;
+    a gzipped file (no offsets to read a line at) is read into memory."""
+    if not is_gzip(path):
+        corpus, digest, duplicates = index_jsonl(path)
+        skipped["duplicate corpus _id"] += duplicates
+        return corpus, digest
     texts: dict[str, str] = {}
     for doc_id, row in _read_jsonl(path):
         if doc_id in texts:
             skipped["duplicate corpus _id"] += 1
             continue
-        title, text = str(row.get("title") or ""), str(row.get("text") or "")
-        texts[doc_id] = f"{title} {text}" if title.strip() else text
-    return texts
+        texts[doc_id] = passage_text(row)
+    return DictCorpus(texts, source=str(path)), file_sha256(path)
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(`_id`, row) per non-blank line; malformed lines raise a `file:line` DataError."""
     for number, row, _ in jsonl_records(path, "BEIR file"):
-        if not isinstance(row, dict) or "_id" not in row:
-            raise DataError(f"{path}:{number}: expected a JSON object with an '_id'")
-        yield str(row["_id"]), row
+        yield str(beir_row(path, number, row)["_id"]), row

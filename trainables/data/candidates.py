@@ -100,7 +100,7 @@ def build_pools(
     q_emb = student.encode([t for _, t, _ in train_queries], is_query=True, batch_size=batch_size, progress=progress)
     positive_scores = _score_docs(data, student, q_emb, positives, batch_size, progress)
 
-    corpus_ids: list[str] | None = None
+    corpus_ids: Sequence[str] | None = None
     if candidates_file is not None:
         from trainables.data.candidates_file import read_candidates_file
 
@@ -134,7 +134,7 @@ def build_pools(
     random_counts = [0] * len(query_ids)
     if random_additions:
         if corpus_ids is None:
-            corpus_ids = [d for d, _ in data.corpus]
+            corpus_ids = data.corpus.doc_ids()
         extra = random_corpus_passages(corpus_ids, positives, doc_ids, random_additions, seed)
         extra_scores = _score_docs(data, student, q_emb, extra, batch_size, progress)
         doc_ids = [d + e for d, e in zip(doc_ids, extra)]

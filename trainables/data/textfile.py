@@ -32,11 +32,16 @@ def text_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]
     """
     with open_binary(path, what) as handle:
         for number, raw in enumerate(handle, start=1):
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise DataError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
-                                f"{error.start + 1}); save the file as UTF-8") from None
+            yield number, utf8_line(path, number, raw)
+
+
+def utf8_line(path: str | Path, number: int, raw: bytes) -> str:
+    """Line `number` of `path` decoded; DataError naming `file:line` and the first byte that is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                        f"{error.start + 1}); save the file as UTF-8") from None
 
 
 def base_suffix(path: str | Path) -> str:
@@ -66,10 +71,13 @@ def whitespace_rows(path: str | Path, what: str, layout: str) -> Iterator[tuple[
 def jsonl_records(path: str | Path, what: str) -> Iterator[tuple[int, Any, str]]:
     """(line number, parsed value, the line) of each non-blank line of a JSONL file; DataError on bad JSON."""
     for number, line in text_lines(path, what):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{number}: invalid JSON: {error.msg}") from None
-        yield number, record, line
+        if line.strip():
+            yield number, json_line(path, number, line), line
+
+
+def json_line(path: str | Path, number: int, line: str) -> Any:
+    """The JSON value of line `number` of `path`; DataError naming `file:line` when it is not JSON."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}:{number}: invalid JSON: {error.msg}") from None

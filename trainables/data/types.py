@@ -32,9 +32,23 @@ class Corpus(ABC):
     def __getitem__(self, doc_id: str) -> str:
         return self.get_many([doc_id])[0]
 
+    def doc_ids(self) -> Sequence[str]:
+        """The docids in iteration order, indexable by position (random corpus passages draw positions).
+
+        This default lists them; a corpus with an index returns a view of it instead of 8.8M strings.
+        """
+        return [doc_id for doc_id, _ in self]
+
+    def __contains__(self, doc_id: object) -> bool:
+        try:
+            self.get_many([doc_id])  # type: ignore[list-item]
+        except DataError:
+            return False
+        return True
+
 
 class DictCorpus(Corpus):
-    """A corpus held in memory (small collections: quickstart, BEIR folders, test subsets)."""
+    """A corpus held in memory (small collections: quickstart, test subsets, a gzipped BEIR corpus)."""
 
     def __init__(self, texts: dict[str, str], source: str = "<memory>"):
         self._texts = texts
@@ -42,6 +56,9 @@ class DictCorpus(Corpus):
 
     def __len__(self) -> int:
         return len(self._texts)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._texts
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._texts.items())
