@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.data.doc_table import CHUNK, RankedLists, ranked_lists
+from trainables.data.doc_table import RankedLists, ranked_lists
 from trainables.data.textfile import whitespace_rows
 from trainables.data.types import DataError
 
 LAYOUT = "qid Q0 docid rank score tag"
+CHUNK = 1 << 16   # lines parsed into Python objects before they become arrays (~10 MiB in flight)
 
 
 def read_run(path: str | Path, queries: Collection[str] | None = None, depth: int | None = None) -> RankedLists:
