@@ -6,8 +6,8 @@ queries). Every stage runs in its own process, so its peak is its own: psutil's 
 other process shares), sampled every 0.1 s, and the process's peak RSS. Stages:
 
   ingest        load_data of the training split (the BEIR loader: corpus.jsonl indexed by byte offset, not held)
-  pools         the run file read into pools (`read_candidates_file`)
-  scores        teacher scores for the pools' pairs from the scores file (`scores_for`)
+  pools         the run file read into ranked docid rows (`read_candidates_file`)
+  scores        teacher scores for those pairs from the scores file (`pair_scores`)
   build         the driver's whole `prepare_assets` from run + scores files: data, pools (+ the initial
                 student's scores), teacher arrays, training set, tokenise-once of its texts
   tokenize      tokenise-once of the whole corpus (what an evaluation maps), passages/s
@@ -123,19 +123,22 @@ def stage(name: str, work: Path, args) -> dict:
         return {"seconds": peak.seconds, "peak_uss": peak.peak, "start_uss": peak.start_uss, "passages": len(data.corpus)}
     if name in ("pools", "scores"):
         from trainables.data.candidates_file import read_candidates_file
-        from trainables.data.teacher_scores import scores_for
+        from trainables.data.teacher_scores import pair_scores
 
         qids = train_qids(work)
         with PeakUss() as pools_peak:
-            pools = read_candidates_file(cfg.data.candidates_file, set(qids), cfg.data.pool_depth + 1)
+            ranked = read_candidates_file(cfg.data.candidates_file, set(qids), cfg.data.pool_depth + 1)
         if name == "pools":
             return {"seconds": pools_peak.seconds, "peak_uss": pools_peak.peak, "start_uss": pools_peak.start_uss,
-                    "pairs": sum(len(v) for v in pools.values())}
-        lists = [pools.get(q, []) for q in qids]
+                    "pairs": len(ranked.doc_rows)}
+        rows = np.full((len(qids), cfg.data.pool_depth + 1), -1, dtype=np.int64)
+        for i, qid in enumerate(qids):
+            own = ranked.rows_of(qid)
+            rows[i, :len(own)] = own
         with PeakUss() as peak:
-            scores = scores_for(cfg.teacher.scores_file, qids, lists)
+            scores = pair_scores(cfg.teacher.scores_file, qids, ranked.docs, rows)
         return {"seconds": peak.seconds, "peak_uss": peak.peak, "start_uss": pools_peak.start_uss,
-                "pairs": int(sum(len(s) for s in scores))}
+                "pairs": int(np.isfinite(scores).sum())}
     if name == "build":
         from trainables.prepare.assets import prepare_assets
 

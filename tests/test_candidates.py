@@ -80,8 +80,10 @@ def dense_pools(data, queries, student) -> Pools:
 
 def test_candidate_pools_exclude_positives_and_have_the_depth(dense_pools, queries):
     assert dense_pools.query_ids == [q for q, _, _ in queries]
-    for pool, scores, (_, _, positives) in zip(dense_pools.doc_ids, dense_pools.student_scores, queries):
-        assert len(pool) == 20 == len(set(pool)) == len(scores)
+    assert dense_pools.pool_idx.shape == dense_pools.student_scores.shape == (len(queries), 20)
+    for i, (_, _, positives) in enumerate(queries):
+        pool, scores = dense_pools.doc_ids(i), dense_pools.student_scores[i]
+        assert len(pool) == 20 == len(set(pool)) == np.isfinite(scores).sum()
         assert not set(pool) & set(positives)
         assert np.all(np.diff(scores) <= 1e-6), "pool not in descending student-score order"
 
@@ -97,9 +99,9 @@ def test_candidate_pools_match_exact_brute_force_inner_product(data, queries, st
         gaps = np.abs(np.diff(scores[ranked]))
         for j, i in enumerate(ranked):  # docids must agree except inside float-noise ties
             tied = (j > 0 and gaps[j - 1] < 1e-5) or (j < len(gaps) and gaps[j] < 1e-5)
-            assert tied or dense_pools.doc_ids[row][j] == doc_ids[i]
+            assert tied or dense_pools.doc_ids(row)[j] == doc_ids[i]
         expected_pos = doc_emb[[doc_ids.index(p) for p in positives]] @ q_emb[row]
-        np.testing.assert_allclose(dense_pools.student_positive_scores[row], expected_pos, atol=1e-5)
+        np.testing.assert_allclose(dense_pools.student_positive_scores[row][:len(positives)], expected_pos, atol=1e-5)
 
 
 def test_candidate_pools_from_a_run_file(data, queries, student, tmp_path):
@@ -115,11 +117,12 @@ def test_candidate_pools_from_a_run_file(data, queries, student, tmp_path):
         f"{qid_a} Q0 {others[3]} 5 5.0 bm25",
     ]) + "\n")
     pools = build_pools(data, queries[:2], student, depth=3, candidates_file=run, progress=False)
-    assert pools.doc_ids[0] == [others[0], others[2], others[1]]
-    assert pools.doc_ids[1] == [] and qid_b not in read_run(run)  # no candidates: an empty pool
+    assert pools.doc_ids(0) == [others[0], others[2], others[1]]
+    assert pools.doc_ids(1) == [] and qid_b not in read_run(run)  # no candidates: an empty pool
     q = student.encode([queries[0][1]], is_query=True)[0]
-    expected = student.encode(data.corpus.get_many(pools.doc_ids[0]), is_query=False) @ q
+    expected = student.encode(data.corpus.get_many(pools.doc_ids(0)), is_query=False) @ q
     np.testing.assert_allclose(pools.student_scores[0], expected, atol=1e-5)
+    assert np.isnan(pools.student_scores[1]).all() and (pools.pool_idx[1] == -1).all()
     assert pools.source == str(run)
 
 
@@ -134,11 +137,14 @@ def test_candidate_run_file_errors_name_the_line(tmp_path):
 
 
 def test_candidate_pools_survive_the_array_round_trip(dense_pools):
-    back = Pools.from_arrays(dense_pools.to_arrays())
-    assert back.query_ids == dense_pools.query_ids and back.doc_ids == dense_pools.doc_ids
-    assert back.positive_doc_ids == dense_pools.positive_doc_ids and back.source == "dense"
-    for a, b in zip(back.student_scores, dense_pools.student_scores):
-        np.testing.assert_array_equal(a, b)
+    arrays = dense_pools.to_arrays()
+    assert all(a.dtype.kind != "U" or a.size <= len(dense_pools) for a in arrays.values())   # no docid strings per pair
+    back = Pools.from_arrays(arrays)
+    assert back.query_ids == dense_pools.query_ids and back.source == "dense"
+    for i in range(len(back)):
+        assert back.doc_ids(i) == dense_pools.doc_ids(i) and back.positive_doc_ids(i) == dense_pools.positive_doc_ids(i)
+    for name in ("pool_idx", "student_scores", "positive_idx", "student_positive_scores", "random_counts"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(dense_pools, name))
 
 
 def test_candidate_training_queries_need_a_positive_and_subset_is_seeded(data):
@@ -194,11 +200,11 @@ def test_random_additions_are_distinct_seeded_and_never_a_positive_or_a_pool_can
 
 
 def test_rank_by_teacher_keeps_the_teachers_top_of_the_first_stage_and_the_random_additions():
-    pools = Pools(["q"], [["a", "b", "c", "d", "r1", "r2"]], [np.arange(6, dtype=np.float32)], [["p"]],
-                  [np.zeros(1, np.float32)], "dense", [2])
-    teacher = [np.array([0.1, 0.9, 0.5, 0.7, -5.0, 3.0], np.float32)]
+    pools = Pools.from_lists(["q"], [["a", "b", "c", "d", "r1", "r2"]], [np.arange(6, dtype=np.float32)], [["p"]],
+                             [np.zeros(1, np.float32)], "dense", [2])
+    teacher = np.array([[0.1, 0.9, 0.5, 0.7, -5.0, 3.0]], np.float32)
     cut, scores = rank_by_teacher(pools, teacher, 2)
-    assert cut.doc_ids == [["b", "d", "r1", "r2"]] and cut.random_counts == [2]
+    assert cut.doc_ids(0) == ["b", "d", "r1", "r2"] and cut.random_counts.tolist() == [2]
     np.testing.assert_array_equal(scores[0], teacher[0][[1, 3, 4, 5]])
     np.testing.assert_array_equal(cut.student_scores[0], [1, 3, 4, 5])
 

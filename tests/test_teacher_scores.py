@@ -94,9 +94,9 @@ HARD_NEGATIVES = [
 @pytest.mark.parametrize("name", ["hard.jsonl", "hard.jsonl.gz"])
 def test_hard_negative_jsonl_interleaves_systems_by_rank_without_positives(tmp_path, name):
     path = _write(tmp_path / name, "".join(json.dumps(r) + "\n" for r in HARD_NEGATIVES).encode())
-    assert read_candidates_file(path) == {"1": ["11", "14", "12", "15", "13"], "2": ["21", "22", "23"]}
-    assert read_candidates_file(path, queries={"2"}, depth=2) == {"2": ["21", "22"]}
-    assert read_hard_negatives(path, systems=["tas-b"]) == {"1": ["14", "11", "15"], "2": ["22", "23"]}
+    assert read_candidates_file(path).as_dict() == {"1": ["11", "14", "12", "15", "13"], "2": ["21", "22", "23"]}
+    assert read_candidates_file(path, queries={"2"}, depth=2).as_dict() == {"2": ["21", "22"]}
+    assert read_hard_negatives(path, systems=["tas-b"]).as_dict() == {"1": ["14", "11", "15"], "2": ["22", "23"]}
     with pytest.raises(DataError, match=r"none of data.candidates_systems \['bm26'\] is in the file \(it has: bm25, tas-b\)"):
         read_hard_negatives(path, systems=["bm26"])
 
@@ -111,6 +111,6 @@ def test_hard_negative_jsonl_errors_name_the_line(tmp_path):
 def test_trec_runs_as_candidates_gzip_or_not(tmp_path, name):
     path = _write(tmp_path / name, b"q1 Q0 d2 2 0.5 r\nq1 Q0 d1 1 0.9 r\nq2 Q0 d3 1 0.1 r\n")
     assert read_run_file(path)["q1"] == [("d1", 0.9), ("d2", 0.5)]
-    assert read_candidates_file(path, queries={"q1"}) == {"q1": ["d1", "d2"]}
+    assert read_candidates_file(path, queries={"q1"}).as_dict() == {"q1": ["d1", "d2"]}
     with pytest.raises(DataError, match="candidates_systems applies to a hard-negative JSONL"):
         read_candidates_file(path, systems=["bm25"])

@@ -134,15 +134,12 @@ def sampled_scores(cfg: TrialConfig, data: RetrievalData, n_queries: int = SAMPL
     del student
     teacher = build_teacher(cfg.teacher, cfg.cache_dir, device)
     scores = teacher.score([t for _, t, _ in chosen],
-                           [[texts[d] for d in pos + pool] for pos, pool in zip(pools.positive_doc_ids, pools.doc_ids)])
-    n_pos = max(len(p) for p in pools.positive_doc_ids)
-    n_pool = max(len(p) for p in pools.doc_ids)
-    arrays = {name: np.full((len(chosen), width), np.nan) for name, width in
-              (("tp", n_pos), ("tn", n_pool), ("sp", n_pos), ("sn", n_pool))}
-    for i, (pos, pool, s) in enumerate(zip(pools.positive_doc_ids, pools.doc_ids, scores)):
-        arrays["tp"][i, :len(pos)], arrays["tn"][i, :len(pool)] = s[:len(pos)], s[len(pos):]
-        arrays["sp"][i, :len(pos)] = pools.student_positive_scores[i]
-        arrays["sn"][i, :len(pool)] = pools.student_scores[i]
+                           [[texts[d] for d in pools.positive_doc_ids(i) + pools.doc_ids(i)] for i in range(len(pools))])
+    arrays = {name: np.full(shape, np.nan) for name, shape in
+              (("tp", pools.positive_idx.shape), ("tn", pools.pool_idx.shape))}
+    arrays["sp"], arrays["sn"] = (a.astype(np.float64) for a in (pools.student_positive_scores, pools.student_scores))
+    for i, (n_pos, s) in enumerate(zip((pools.positive_idx >= 0).sum(axis=1).tolist(), scores)):
+        arrays["tp"][i, :n_pos], arrays["tn"][i, :len(s) - n_pos] = s[:n_pos], s[n_pos:]
     return ScoreSample(arrays["tp"], arrays["tn"], arrays["sp"], arrays["sn"],
                        source=f"sampled: {len(chosen)} queries, pools from {len(wanted):,} seeded passages "
                               "(easier than the real pools)")

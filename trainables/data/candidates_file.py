@@ -7,14 +7,17 @@ Hard-negative JSONL (`msmarco-hard-negatives.jsonl.gz`), one query per line:
 each system's list in its rank order. A query's candidates are the chosen systems' lists interleaved
 by rank (every system's 1st, then every 2nd, ...; systems in the file's order), first occurrence
 kept, the line's `pos` removed. Either layout may be gzipped. Streamed: only the queries asked for
-are kept, each cut to `depth`.
+are kept, each cut to `depth`, as integer rows into one docid table (`doc_table.RankedLists`).
 """
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from trainables.data.runfile import read_run_file
+import numpy as np
+
+from trainables.data.doc_table import RankedLists, encode_ids, ranked_lists
+from trainables.data.runfile import read_run
 from trainables.data.textfile import base_suffix, jsonl_records
 from trainables.data.types import DataError
 
@@ -27,25 +30,23 @@ def is_hard_negatives_file(path: str | Path) -> bool:
 def read_candidates_file(
     path: str | Path, queries: Collection[str] | None = None, depth: int | None = None,
     systems: Sequence[str] | None = None,
-) -> dict[str, list[str]]:
-    """qid → candidate docids in rank order, for `queries` (all when None), at most `depth` each."""
+) -> RankedLists:
+    """Candidate docids in rank order of `queries` (all when None) that the file lists, at most `depth` each."""
     if is_hard_negatives_file(path):
         return read_hard_negatives(path, queries, depth, systems)
     if systems is not None:
         raise DataError(f"{path}: data.candidates_systems applies to a hard-negative JSONL, not a TREC run")
-    wanted = None if queries is None else set(queries)
-    return {qid: [d for d, _ in ranked][:depth] for qid, ranked in read_run_file(path).items()
-            if wanted is None or qid in wanted}
+    return read_run(path, queries, depth)
 
 
 def read_hard_negatives(
     path: str | Path, queries: Collection[str] | None = None, depth: int | None = None,
     systems: Sequence[str] | None = None,
-) -> dict[str, list[str]]:
-    """The hard-negative JSONL layout (module docstring) → qid → interleaved, deduplicated negatives."""
+) -> RankedLists:
+    """The hard-negative JSONL layout (module docstring) → per query its interleaved, deduplicated negatives."""
     wanted = None if queries is None else {str(q) for q in queries}
     found_systems: set[str] = set()
-    out: dict[str, list[str]] = {}
+    out: dict[str, np.ndarray] = {}   # qid → its docids as bytes (a repeated qid: the last line's)
     for number, record, line in jsonl_records(path, "candidates file"):
         try:
             qid, positives, negatives = str(record["qid"]), record.get("pos", []), record["neg"]
@@ -67,8 +68,10 @@ def read_hard_negatives(
                     if pid not in excluded:
                         excluded.add(pid)
                         ranked.append(pid)
-        out[qid] = ranked[:depth]
+        out[qid] = encode_ids(ranked[:depth])
     if systems is not None and found_systems and not set(systems) & found_systems:
         raise DataError(f"{path}: none of data.candidates_systems {list(systems)} is in the file "
                         f"(it has: {', '.join(sorted(found_systems))})")
-    return out
+    lists = list(out.values())
+    line_query = np.repeat(np.arange(len(lists), dtype=np.int32), [len(x) for x in lists])
+    return ranked_lists(list(out), line_query, np.concatenate(lists) if lists else np.zeros(0, "S1"))

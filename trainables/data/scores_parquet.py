@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 
 from trainables.data.textfile import open_binary
 from trainables.data.types import DataError
+from trainables.data.wanted_pairs import WantedPairs
 
 ROWS_PER_GROUP = 1 << 20
 COLUMNS = ("qid", "pid", "score")
-_INT_KEY_LIMIT = 1 << 31   # qid << 32 | pid packs into one int64 below this
 _POOL = pa.default_memory_pool()
 
 
@@ -73,19 +73,21 @@ def is_parquet_path(path: str | Path) -> bool:
 
 
 def parquet_scores(path: str | Path, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> np.ndarray:
-    """Flat float32 scores of every (queries[i], passages[i][j]) in order, NaN where the file lacks the pair.
+    """Flat float32 scores of every (queries[i], passages[i][j]) in order, NaN where the file lacks the pair
+    (small inputs: tests, tools; the assets use `read_parquet_pairs`)."""
+    pairs = WantedPairs.from_lists(queries, passages)
+    read_parquet_pairs(path, pairs)
+    return pairs.flat()
 
-    Streams the file by row group and keeps one float per wanted pair (plus their keys while reading).
-    """
+
+def read_parquet_pairs(path: str | Path, pairs: WantedPairs) -> None:
+    """Fill `pairs` from the Parquet file at `path`, one row group at a time (those whose qid range holds a
+    wanted query), matched by integer ids when the file's are int64, else by id strings."""
     file = _open(path)
-    lengths = [len(p) for p in passages]
     if file.schema_arrow.field("qid").type == pa.int64() and file.schema_arrow.field("pid").type == pa.int64():
-        keys = _int_keys(queries, passages, lengths)
-        if keys is not None:
-            order = np.argsort(keys, kind="stable")
-            keys = keys[order]   # sorted, in place of the unsorted keys
-            return _read_int_keys(file, keys, order, np.unique(np.array([int(q) for q in queries], dtype=np.int64)))
-    return _read_string_keys(file, queries, passages)
+        _read_int_ids(file, pairs)
+    else:
+        _read_string_ids(file, pairs)
 
 
 # ---- conversion ----------------------------------------------------------------------------------
@@ -139,22 +141,24 @@ def _open(path: str | Path) -> pq.ParquetFile:
     return file
 
 
-def _int_keys(queries: Sequence[str], passages: Sequence[Sequence[str]], lengths: list[int]) -> np.ndarray | None:
-    """qid << 32 | pid of every wanted pair, or None when an id is not a plain non-negative int below 2**31."""
-    try:
-        qids = np.array([int(q) for q in queries], dtype=np.int64)
-        pids = np.fromiter((int(p) for plist in passages for p in plist), dtype=np.int64, count=sum(lengths))
-    except ValueError:
-        return None
-    canonical = all(str(q) == str(int(q)) for q in queries) and all(
-        str(p) == str(int(p)) for plist in passages for p in plist)
-    if not canonical or (qids < 0).any() or (qids >= _INT_KEY_LIMIT).any() or (pids < 0).any() \
-            or (pids >= _INT_KEY_LIMIT).any():
-        return None
-    keys = np.repeat(qids, lengths)
-    keys <<= 32
-    keys |= pids
-    return keys
+def _canonical_ints(ids: np.ndarray) -> np.ndarray:
+    """int64 of each bytes id that is a non-negative int as `str(int)` writes it, else -1 (such an id cannot
+    equal an int64 id of the file: "05" is not 5)."""
+    out = np.full(len(ids), -1, dtype=np.int64)
+    digits = np.char.isdigit(ids) & (np.char.str_len(ids) <= 18) if len(ids) else np.zeros(0, dtype=bool)
+    if digits.any():
+        values = ids[digits].astype(np.int64)
+        canonical = values.astype("S") == ids[digits]
+        out[np.flatnonzero(digits)[canonical]] = values[canonical]
+    return out
+
+
+def _lookup(sorted_values: np.ndarray, positions: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """positions[i] where sorted_values[i] == value, -1 where no entry equals it."""
+    if not len(sorted_values):
+        return np.full(len(values), -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return np.where(sorted_values[at] == values, positions[at], -1)
 
 
 def _wanted_groups(file: pq.ParquetFile, wanted_qids: np.ndarray | list[str] | None) -> Iterator[int]:
@@ -172,47 +176,33 @@ def _wanted_groups(file: pq.ParquetFile, wanted_qids: np.ndarray | list[str] | N
             yield group
 
 
-def _read_int_keys(file: pq.ParquetFile, ordered: np.ndarray, order: np.ndarray, wanted_qids: np.ndarray) -> np.ndarray:
-    """Scores of the wanted pairs by binary search in their sorted keys (qid << 32 | pid; `ordered` =
-    keys[order]): 8 + 8 + 4 + 4 bytes per wanted pair, and one row group in flight."""
-    found = np.full(len(ordered), np.nan, dtype=np.float32)
-    if len(ordered):
-        for group in _wanted_groups(file, wanted_qids):
-            table = file.read_row_group(group, columns=list(COLUMNS))
-            batch_keys = table["qid"].to_numpy() << 32
-            batch_keys |= table["pid"].to_numpy()
-            at = np.minimum(np.searchsorted(ordered, batch_keys), len(ordered) - 1)
-            hit = ordered[at] == batch_keys
-            found[at[hit]] = table["score"].to_numpy()[hit]
-            del table, batch_keys, at, hit
-            _POOL.release_unused()   # Arrow's allocator keeps freed row groups for reuse: hand them back
-        repeated = ordered[1:] == ordered[:-1]
-        if repeated.any():   # a pair wanted twice: its later copies take the first one's score
-            found = found[np.searchsorted(ordered, ordered, side="left")]
-    out = np.empty_like(found)
-    out[order] = found
-    return out
+def _read_int_ids(file: pq.ParquetFile, pairs: WantedPairs) -> None:
+    """Int64 ids: each row group's qids and pids matched to query indices and docid rows by binary search."""
+    query_ints = _canonical_ints(np.array([q.encode("utf-8") for q in pairs.query_index], dtype="S").reshape(-1)
+                                 if pairs.query_index else np.zeros(0, "S1"))
+    doc_ints = _canonical_ints(pairs.docs.ids)
+    queries, docs = (np.flatnonzero(ints >= 0) for ints in (query_ints, doc_ints))
+    query_order, doc_order = np.argsort(query_ints[queries]), np.argsort(doc_ints[docs])
+    sorted_queries, sorted_docs = query_ints[queries][query_order], doc_ints[docs][doc_order]
+    query_at, doc_at = queries[query_order], docs[doc_order]
+    if not len(pairs) or not len(sorted_queries):
+        return
+    for group in _wanted_groups(file, sorted_queries):
+        table = file.read_row_group(group, columns=list(COLUMNS))
+        pairs.fill(_lookup(sorted_queries, query_at, table["qid"].to_numpy()),
+                   _lookup(sorted_docs, doc_at, table["pid"].to_numpy()), table["score"].to_numpy())
+        del table
+        _POOL.release_unused()   # Arrow's allocator keeps freed row groups for reuse: hand them back
 
 
-def _read_string_keys(file: pq.ParquetFile, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> np.ndarray:
-    slots: dict[str, dict[str, list[int]]] = {}
-    at = 0
-    for qid, plist in zip(queries, passages):
-        row = slots.setdefault(str(qid), {})
-        for pid in plist:
-            row.setdefault(str(pid), []).append(at)
-            at += 1
-    out = np.full(at, np.nan, dtype=np.float32)
-    wanted_qids = sorted(slots)
+def _read_string_ids(file: pq.ParquetFile, pairs: WantedPairs) -> None:
+    wanted_qids = sorted(pairs.query_index)
     value_set = pa.array(wanted_qids, type=pa.string())
     by_range = wanted_qids if file.schema_arrow.field("qid").type == pa.string() else None
     for group in _wanted_groups(file, by_range):
         table = file.read_row_group(group, columns=list(COLUMNS))
         table = table.filter(pc.is_in(table["qid"].cast(pa.string()), value_set=value_set))
-        for qid, pid, score in zip(table["qid"].cast(pa.string()).to_pylist(),
-                                   table["pid"].cast(pa.string()).to_pylist(), table["score"].to_pylist()):
-            for slot in slots[qid].get(pid, ()):
-                out[slot] = score
+        pairs.fill_strings(table["qid"].cast(pa.string()).to_pylist(), table["pid"].cast(pa.string()).to_pylist(),
+                           table["score"].to_numpy())
         del table
         _POOL.release_unused()
-    return out

@@ -10,9 +10,9 @@ Layouts (gzip or not, decided by the file's first bytes; the layout by its name)
 - `.jsonl`: `{"qid": ..., "pid": ..., "score": ...}` lines.
 Ids are compared as strings (the public pickle uses ints).
 
-Memory: the Parquet and text layouts are streamed and only the wanted pairs are kept (a row group or a
-few bytes per line in flight); the pickle layout is one dict by construction and is held whole while
-it is read (measured and extrapolated to MS MARCO size in docs/internals.md, "Teacher scores and
+Memory: the Parquet and text layouts are streamed and only the wanted pairs are kept, as integer keys
+and a float each (`wanted_pairs.WantedPairs`; a row group or `BATCH` lines in flight); the pickle layout
+is one dict by construction and is held whole while it is read (measured and extrapolated to MS MARCO size in docs/internals.md, "Teacher scores and
 negatives from files"; bench/bench_scores_file.py for Parquet): convert it once.
 """
 from __future__ import annotations
@@ -24,11 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from trainables.config import is_pickle_path
-from trainables.data.scores_parquet import is_parquet_path, parquet_scores
+from trainables.data.doc_table import DocTable
+from trainables.data.scores_parquet import is_parquet_path, read_parquet_pairs
 from trainables.data.textfile import base_suffix, jsonl_records, open_binary, whitespace_rows
 from trainables.data.types import DataError
+from trainables.data.wanted_pairs import WantedPairs, lists_as_rows
 
 TEXT_SUFFIXES = {".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl"}
+BATCH = 1 << 16   # lines of a text layout matched at a time
 
 
 def scores_layout(path: str | Path) -> str:
@@ -47,73 +50,81 @@ def scores_layout(path: str | Path) -> str:
 def read_teacher_scores(
     path: str | Path, wanted: Mapping[str, Sequence[str]], *, allow_pickle: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """qid → pid → score for the `wanted` pairs (qid → pids) that the file holds; other pairs are skipped.
+    """qid → pid → score for the `wanted` pairs (qid → pids) that the file holds (small inputs: tests, tools)."""
+    queries = [str(q) for q in wanted]
+    passages = [[str(p) for p in wanted[q]] for q in wanted]
+    pairs = WantedPairs.from_lists(queries, passages)
+    read_pairs(path, pairs, allow_pickle=allow_pickle)
+    found: dict[str, dict[str, float]] = {}
+    for qid, pids, score in zip(queries, passages, np.split(pairs.flat(), np.cumsum([len(p) for p in passages])[:-1])):
+        for pid, value in zip(pids, score.tolist()):
+            if value == value:   # not NaN: the file holds the pair
+                found.setdefault(qid, {})[pid] = value
+    return found
 
-    Text layouts stream line by line; the pickle layout needs `allow_pickle` (it runs code).
+
+def read_pairs(path: str | Path, pairs: WantedPairs, *, allow_pickle: bool = False) -> None:
+    """Fill `pairs` from the scores file at `path`: streamed, only the wanted pairs kept.
+
+    The pickle layout needs `allow_pickle` (it runs code).
     """
     layout = scores_layout(path)
-    found: dict[str, dict[str, float]] = {}
     if layout == "parquet":
-        queries = [str(q) for q in wanted]
-        passages = [[str(p) for p in wanted[q]] for q in wanted]
-        flat = iter(parquet_scores(path, queries, passages).tolist())
-        for qid, pids in zip(queries, passages):
-            for pid, score in zip(pids, flat):
-                if score == score:   # not NaN: the file holds the pair
-                    found.setdefault(qid, {})[pid] = score
-        return found
-    wanted_sets = {str(q): {str(p) for p in pids} for q, pids in wanted.items()}
+        read_parquet_pairs(path, pairs)
+        return
     if layout == "pickle":
         if not allow_pickle:
             raise DataError(f"{path}: a pickle, and unpickling runs any code the file holds: pass allow_pickle "
                             "(teacher.allow_pickle: true) only for a trusted file, or convert it to TSV/JSONL")
-        for qid, pid, score in _pickle_pairs(Path(path), wanted_sets):
-            found.setdefault(qid, {})[pid] = score
-        return found
-    lines = _tsv_pairs(Path(path)) if layout == "tsv" else _jsonl_pairs(Path(path))
-    for qid, pid, score in lines:
-        pids = wanted_sets.get(qid)
-        if pids is not None and pid in pids:
-            found.setdefault(qid, {})[pid] = score
-    return found
+        triples = _pickle_pairs(Path(path), pairs.query_index)
+    else:
+        triples = _tsv_pairs(Path(path)) if layout == "tsv" else _jsonl_pairs(Path(path))
+    batch: tuple[list, list, list] = ([], [], [])
+    for qid, pid, score in triples:
+        if qid in pairs.query_index:
+            batch[0].append(qid), batch[1].append(pid), batch[2].append(score)
+            if len(batch[0]) == BATCH:
+                pairs.fill_strings(*batch)
+                batch = ([], [], [])
+    pairs.fill_strings(*batch)
+
+
+def pair_scores(path: str | Path, query_ids: Sequence[str], docs: DocTable, rows: np.ndarray, *,
+                allow_pickle: bool = False) -> np.ndarray:
+    """float32 [Q, W] teacher scores of the pairs (query_ids[i], rows[i, j]) (rows into `docs`, -1: none, NaN
+    there), read from the scores file at `path`.
+
+    Pairs the file lacks are one DataError naming how many are missing and one example (the first in
+    row order): distilling from a made-up score (0, the mean) would teach the student something the
+    teacher never said.
+    """
+    if len(query_ids) != rows.shape[0]:
+        raise ValueError(f"{len(query_ids)} queries but {rows.shape[0]} rows of passages")
+    pairs = WantedPairs(query_ids, docs, rows)
+    read_pairs(path, pairs, allow_pickle=allow_pickle)
+    scores = pairs.result()
+    holes = np.isnan(scores) & (rows >= 0)
+    if holes.any():
+        first = int(np.flatnonzero(holes.ravel())[0])
+        i, j = divmod(first, rows.shape[1])
+        raise DataError(f"{path}: {int(holes.sum())} of {len(pairs)} (query, passage) pairs have no teacher score, "
+                        f"e.g. query {query_ids[i]!r} passage {docs.strings([rows[i, j]])[0]!r}: use a scores file "
+                        "that covers the pools (data.candidates_file from the same source) or a teacher model")
+    return scores
 
 
 def scores_for(
     path: str | Path, queries: Sequence[str], passages: Sequence[Sequence[str]], *, allow_pickle: bool = False,
 ) -> list[np.ndarray]:
-    """One float32 array per query, aligned with its passages, read from the scores file at `path`.
-
-    Pairs the file lacks are one DataError naming how many are missing and one example: distilling
-    from a made-up score (0, the mean) would teach the student something the teacher never said.
-    """
+    """One float32 array per query, aligned with its passages (lists of pids): `pair_scores` for small inputs."""
     if len(queries) != len(passages):
         raise ValueError(f"{len(queries)} queries but {len(passages)} passage lists")
-    if scores_layout(path) == "parquet":   # straight into the arrays: no dict of the pairs
-        flat = parquet_scores(path, [str(q) for q in queries], passages)
-        rows = iter(np.split(flat, np.cumsum([len(p) for p in passages])[:-1]) if len(passages) else [])
-    else:
-        wanted: dict[str, list[str]] = {}
-        for qid, pids in zip(queries, passages):
-            wanted.setdefault(str(qid), []).extend(str(p) for p in pids)
-        found = read_teacher_scores(path, wanted, allow_pickle=allow_pickle)
-        rows = (np.array([found.get(str(q), {}).get(str(p), np.nan) for p in pids], dtype=np.float32)
-                for q, pids in zip(queries, passages))
-    out, missing, example = [], 0, None
-    for (qid, pids), scores in zip(zip(queries, passages), rows):
-        holes = np.flatnonzero(np.isnan(scores))
-        if holes.size:
-            missing += holes.size
-            example = example or (qid, pids[holes[0]])
-        out.append(scores)
-    if missing:
-        total = sum(len(p) for p in passages)
-        raise DataError(f"{path}: {missing} of {total} (query, passage) pairs have no teacher score, e.g. query "
-                        f"{example[0]!r} passage {example[1]!r}: use a scores file that covers the pools "
-                        "(data.candidates_file from the same source) or a teacher model")
-    return out
+    docs, rows = lists_as_rows(passages)
+    scores = pair_scores(path, queries, docs, rows, allow_pickle=allow_pickle)
+    return [scores[i, :len(plist)] for i, plist in enumerate(passages)]
 
 
-def _pickle_pairs(path: Path, wanted: dict[str, set[str]]) -> Iterator[tuple[str, str, float]]:
+def _pickle_pairs(path: Path, wanted: Mapping[str, object]) -> Iterator[tuple[str, str, float]]:
     with open_binary(path, "teacher scores file") as handle:
         try:
             scores = pickle.load(handle)   # noqa: S301 - opted in (allow_pickle): the layout is a pickle
@@ -128,8 +139,7 @@ def _pickle_pairs(path: Path, wanted: dict[str, set[str]]) -> Iterator[tuple[str
         if not isinstance(row, Mapping):
             raise DataError(f"{path}: query {qid!r}: expected {{pid: score}}, got {type(row).__name__}")
         for pid, score in row.items():
-            if str(pid) in pids:
-                yield str(qid), str(pid), float(score)
+            yield str(qid), str(pid), float(score)
 
 
 def _tsv_pairs(path: Path) -> Iterator[tuple[str, str, float]]:

@@ -12,10 +12,12 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -56,15 +58,22 @@ class TrainingSet:
 
     # ---- storage ------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write `path` (.npz) atomically with a sha256 sidecar so a partial file is never used.
+        """Write `path` (.npz, as `np.savez` lays it out) atomically with a sha256 sidecar so a partial file
+        is never used.
 
         Strings are stored as one UTF-8 buffer + offsets, never as pickled object arrays: loading
-        a cache file must not be able to run code.
+        a cache file must not be able to run code. They are written `CHUNK` at a time through a
+        scratch file (`LazyStrings` fetch them so), so the passages' texts are never held whole.
         """
-        arrays = {name: getattr(self, name) for name in _ARRAY_FIELDS}
-        for name in _STRING_FIELDS:
-            arrays[f"{name}_utf8"], arrays[f"{name}_offsets"] = _pack_strings(getattr(self, name))
-        save_npz_atomic(Path(path), arrays)
+        def write(tmp: Path) -> None:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name in _ARRAY_FIELDS:
+                    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asarray(getattr(self, name)), allow_pickle=False)
+                for name in _STRING_FIELDS:
+                    _write_strings(archive, name, getattr(self, name), tmp)
+
+        write_checksummed(Path(path), write, suffix=".tmp.npz")
 
     @classmethod
     def load(cls, path: str | Path, mapped: bool = True) -> "TrainingSet":
@@ -87,20 +96,56 @@ _ARRAY_FIELDS = ("positive_doc_idx", "pool_doc_idx", "teacher_positive_scores", 
                  "student_positive_scores", "student_pool_scores")
 
 
-def _pack_strings(strings: Sequence[str], chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """One uint8 buffer of UTF-8 bytes + int64 end offsets: compact for ragged texts, no pickle.
+CHUNK = 65536   # strings encoded and written at a time
 
-    Filled `chunk` strings at a time, so packing millions of passages holds one copy of their bytes
-    (the buffer) beside the strings, not a list of encoded copies and their join as well.
-    """
-    lengths = np.fromiter((len(text.encode("utf-8")) for text in strings), dtype=np.int64, count=len(strings))
-    offsets = np.cumsum(lengths)
-    buffer = np.empty(int(offsets[-1]) if len(offsets) else 0, dtype=np.uint8)
-    for start in range(0, len(strings), chunk):
-        block = "".join(strings[start:start + chunk]).encode("utf-8")
-        begin = int(offsets[start - 1]) if start else 0
-        buffer[begin:begin + len(block)] = np.frombuffer(block, dtype=np.uint8)
-    return buffer, offsets
+
+class LazyStrings(Sequence):
+    """n strings fetched on demand, `fetch(start, stop)` at a time (docids from a table, texts from a corpus):
+    what a training set is built from without a Python string per passage."""
+
+    def __init__(self, n: int, fetch: Callable[[int, int], list[str]]):
+        self.n, self.fetch = n, fetch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.n)
+            return self.fetch(start, stop)[::step] if start < stop else []
+        index = index + self.n if index < 0 else index
+        if not 0 <= index < self.n:
+            raise IndexError(f"string {index} of {self.n}")
+        return self.fetch(index, index + 1)[0]
+
+    def chunks(self, size: int) -> Iterator[list[str]]:
+        for start in range(0, self.n, size):
+            yield self.fetch(start, min(start + size, self.n))
+
+
+def _write_strings(archive: zipfile.ZipFile, name: str, strings: Sequence[str], beside: Path) -> None:
+    """Members `<name>_utf8` (uint8 UTF-8 bytes) and `<name>_offsets` (int64 end offsets) of `strings`,
+    encoded `CHUNK` at a time into a scratch file beside `beside`, then copied into the archive."""
+    scratch = beside.with_name(f"{beside.name}.{name}.raw")
+    ends, total = [], 0
+    try:
+        with open(scratch, "wb") as raw:
+            chunks = strings.chunks(CHUNK) if hasattr(strings, "chunks") else \
+                (strings[start:start + CHUNK] for start in range(0, len(strings), CHUNK))
+            for chunk in chunks:
+                encoded = [text.encode("utf-8") for text in chunk]
+                lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+                ends.append(total + np.cumsum(lengths))
+                total += int(lengths.sum())
+                raw.write(b"".join(encoded))
+        with archive.open(f"{name}_utf8.npy", "w", force_zip64=True) as member, open(scratch, "rb") as raw:
+            np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False, "shape": (total,)})
+            shutil.copyfileobj(raw, member, 1 << 22)
+    finally:
+        scratch.unlink(missing_ok=True)
+    offsets = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+    with archive.open(f"{name}_offsets.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, offsets, allow_pickle=False)
 
 
 def _unpack_strings(buffer: np.ndarray, offsets: np.ndarray) -> list[str]:

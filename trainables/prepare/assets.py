@@ -33,18 +33,20 @@ from filelock import FileLock
 from trainables.data.candidates import Pools, TrainQuery, build_pools, rank_by_teacher
 from trainables.config import ConfigError, ModelConfig, TrialConfig
 from trainables.data import training_queries as data_training_queries
-from trainables.data.teacher_scores import scores_for
-from trainables.data.types import DataError, RetrievalData
+from trainables.data.doc_table import first_occurrence
+from trainables.data.teacher_scores import pair_scores
+from trainables.data.types import Corpus, DataError, RetrievalData
 from trainables.hashing import file_sha256
 from trainables.models.encoders import PACKAGED_MINILM, PACKAGED_MPNET
 from trainables.models.student import BiEncoder
 from trainables.prepare.teacher_shards import ShardProgress, score_in_shards, shard_folder
-from trainables.data.training_set import Assets, TrainingSet, content_key, is_complete, load_npz_checked, save_npz_atomic
+from trainables.data.training_set import (Assets, LazyStrings, TrainingSet, content_key, is_complete, load_npz_checked,
+                                          save_npz_atomic)
 
 log = logging.getLogger(__name__)
 
 # Bump when the layout or meaning of a cached file changes.
-POOLS_VERSION = 2      # 2: random additions (random_counts)
+POOLS_VERSION = 3      # 2: random additions (random_counts); 3: a docid table + int32 rows, not docid strings
 TEACHER_VERSION = 1
 TRAINSET_VERSION = 2   # 2: strings as UTF-8 buffers, loadable without pickle
 # The training-query subset does not follow the trial seed: trials that differ only in seed share
@@ -98,7 +100,6 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
 
     # ---- teacher scores -----------------------------------------------------------------------
     started = time.perf_counter()
-    texts: dict[str, str] = {}
     teacher_path = cache / "teacher" / f"{keys['teacher']}.npz"
     stats["teacher_pairs_scored"] = stats["teacher_forward_passes"] = 0
     with entry_lock(teacher_path):
@@ -107,17 +108,17 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
             log.warning("%s: does not fit pools %s; rebuilding", teacher_path, keys["pools"])
             arrays, stats["teacher_cache_status"] = None, "corrupt"
         if arrays is None and cfg.teacher.scores_file:
-            scores = scores_for(cfg.teacher.scores_file, pools.query_ids,
-                                [pos + pool for pos, pool in zip(pools.positive_doc_ids, pools.doc_ids)],
-                                allow_pickle=cfg.teacher.allow_pickle)
-            stats["teacher_pairs_read"] = sum(len(s) for s in scores)
+            both = np.concatenate([pools.positive_idx, pools.pool_idx], axis=1)
+            scores = pair_scores(cfg.teacher.scores_file, pools.query_ids, pools.docs, both,
+                                 allow_pickle=cfg.teacher.allow_pickle)
+            stats["teacher_pairs_read"] = int((both >= 0).sum())
             arrays = _teacher_arrays(pools, scores)
+            del both, scores
             save_npz_atomic(teacher_path, arrays)
         elif arrays is None:
-            texts = _doc_texts(data, pools)
             sharded = score_in_shards(
                 cfg.teacher, cfg.cache_dir, pools.query_ids, [t for _, t, _ in queries],
-                [[texts[d] for d in pos + pool] for pos, pool in zip(pools.positive_doc_ids, pools.doc_ids)],
+                [data.corpus.get_many(pools.positive_doc_ids(i) + pools.doc_ids(i)) for i in range(len(pools))],
                 shard_folder(teacher_path, cfg.teacher.shard_queries), on_progress=on_teacher_progress,
                 progress=progress,
             )
@@ -131,8 +132,7 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
     stats["teacher_seconds"] = time.perf_counter() - started
     if cfg.data.effective_pool_source == "teacher":
         pools, arrays = _cut_to_teacher_top(pools, arrays, cfg.data.pool_depth)
-        texts = {}
-    sizes = np.array([len(p) for p in pools.doc_ids])
+    sizes = pools.pool_sizes()
     stats.update(pool_depth=cfg.data.pool_depth, pool_size_mean=float(sizes.mean()), pool_size_min=int(sizes.min()))
 
     # ---- training set ---------------------------------------------------------------------------
@@ -141,8 +141,7 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
     with entry_lock(trainset_path):
         reuse = stats["pool_cache_hit"] and stats["teacher_cache_hit"] and is_complete(trainset_path)
         if not reuse:
-            texts = texts or _doc_texts(data, pools)
-            assemble_training_set(queries, pools, arrays, texts).save(trainset_path)
+            assemble_training_set(queries, pools, arrays, data.corpus).save(trainset_path)
     stats["trainset_cache_hit"] = reuse
     stats["trainset_seconds"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -253,62 +252,59 @@ def _file_digest(path: Path, key: str) -> str:
 
 def _cut_to_teacher_top(pools: Pools, arrays: dict[str, np.ndarray], depth: int) -> tuple[Pools, dict[str, np.ndarray]]:
     """`pool_source: teacher`: pools and teacher arrays cut to the teacher's top `depth` (+ random additions)."""
-    per_query = [arrays["pool_scores"][i, :len(ids)] for i, ids in enumerate(pools.doc_ids)]
-    pools, pool_scores = rank_by_teacher(pools, per_query, depth)
-    positive = arrays["positive_scores"]
-    cut = _teacher_arrays(pools, [np.concatenate([positive[i, :len(p)], s])
-                                  for i, (p, s) in enumerate(zip(pools.positive_doc_ids, pool_scores))])
-    return pools, cut
+    pools, pool_scores = rank_by_teacher(pools, arrays["pool_scores"], depth)
+    return pools, {"query_ids": arrays["query_ids"], "positive_scores": arrays["positive_scores"],
+                   "pool_scores": pool_scores}
 
 
-def _teacher_arrays(pools: Pools, scores: list[np.ndarray]) -> dict[str, np.ndarray]:
-    n_pos = max(len(p) for p in pools.positive_doc_ids)
-    n_pool = max((len(p) for p in pools.doc_ids), default=0)
-    positive = np.full((len(pools), n_pos), np.nan, dtype=np.float32)
-    pool = np.full((len(pools), n_pool), np.nan, dtype=np.float32)
-    for i, (pos_ids, pool_ids, s) in enumerate(zip(pools.positive_doc_ids, pools.doc_ids, scores)):
-        positive[i, :len(pos_ids)] = s[:len(pos_ids)]
-        pool[i, :len(pool_ids)] = s[len(pos_ids):]
+def _teacher_arrays(pools: Pools, scores: np.ndarray | list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Teacher arrays [Q, P] and [Q, N] (NaN padded) from scores aligned with (positives, pool): one [Q, P + N]
+    array laid out as `positive_idx` beside `pool_idx`, or per query a list (positives, then pool)."""
+    n_pos = pools.positive_idx.shape[1]
+    if isinstance(scores, np.ndarray):
+        positive, pool = scores[:, :n_pos].astype(np.float32), scores[:, n_pos:].astype(np.float32)
+    else:
+        positive = np.full(pools.positive_idx.shape, np.nan, dtype=np.float32)
+        pool = np.full(pools.pool_idx.shape, np.nan, dtype=np.float32)
+        for i, (n_p, n_n, s) in enumerate(zip((pools.positive_idx >= 0).sum(axis=1).tolist(),
+                                              pools.pool_sizes().tolist(), scores)):
+            positive[i, :n_p], pool[i, :n_n] = s[:n_p], s[n_p:]
     return {"query_ids": np.array(pools.query_ids, dtype=str), "positive_scores": positive, "pool_scores": pool}
 
 
 def _teacher_arrays_fit(arrays: dict[str, np.ndarray], pools: Pools) -> bool:
     try:
-        n_pos = max(len(p) for p in pools.positive_doc_ids)
-        n_pool = max((len(p) for p in pools.doc_ids), default=0)
         return (arrays["query_ids"].tolist() == pools.query_ids
-                and arrays["positive_scores"].shape == (len(pools), n_pos)
-                and arrays["pool_scores"].shape == (len(pools), n_pool))
+                and arrays["positive_scores"].shape == pools.positive_idx.shape
+                and arrays["pool_scores"].shape == pools.pool_idx.shape)
     except KeyError:
         return False
 
 
-def _doc_texts(data: RetrievalData, pools: Pools) -> dict[str, str]:
-    ids = list(dict.fromkeys(d for pos, pool in zip(pools.positive_doc_ids, pools.doc_ids) for d in pos + pool))
-    return dict(zip(ids, data.corpus.get_many(ids)))
+def assemble_training_set(queries: list[TrainQuery], pools: Pools, teacher: dict[str, np.ndarray],
+                          corpus: Corpus) -> TrainingSet:
+    """Index positives and pools into one passage table (first-occurrence order over each query's positives,
+    then pool); teacher and initial-student scores aligned. Docids and texts are fetched from the pools' table
+    and the corpus while the set is written (`LazyStrings`), never held whole."""
+    both = np.concatenate([pools.positive_idx, pools.pool_idx], axis=1)
+    table_rows, _ = first_occurrence(both[both >= 0])
+    del both
+    row = np.full(len(pools.docs), -1, dtype=np.int64)
+    row[table_rows] = np.arange(len(table_rows))
 
+    def reindex(idx: np.ndarray) -> np.ndarray:
+        return np.where(idx >= 0, row[np.maximum(idx, 0)], -1).astype(np.int64)
 
-def assemble_training_set(queries: list[TrainQuery], pools: Pools, teacher: dict[str, np.ndarray], texts: dict[str, str]) -> TrainingSet:
-    """Index positives and pools into one passage table; teacher and initial-student scores aligned."""
-    doc_ids = list(texts)
-    row = {d: i for i, d in enumerate(doc_ids)}
-    n_q = len(pools)
-    n_pos, n_pool = teacher["positive_scores"].shape[1], teacher["pool_scores"].shape[1]
-    positive_idx = np.full((n_q, n_pos), -1, dtype=np.int64)
-    pool_idx = np.full((n_q, n_pool), -1, dtype=np.int64)
-    student_pos = np.full((n_q, n_pos), np.nan, dtype=np.float32)
-    student_pool = np.full((n_q, n_pool), np.nan, dtype=np.float32)
-    for i in range(n_q):
-        pos, pool = pools.positive_doc_ids[i], pools.doc_ids[i]
-        positive_idx[i, :len(pos)] = [row[d] for d in pos]
-        pool_idx[i, :len(pool)] = [row[d] for d in pool]
-        student_pos[i, :len(pos)] = pools.student_positive_scores[i]
-        student_pool[i, :len(pool)] = pools.student_scores[i]
+    def doc_ids(start: int, stop: int) -> list[str]:
+        return pools.docs.strings(table_rows[start:stop])
+
     return TrainingSet(
         query_ids=[q for q, _, _ in queries], query_texts=[t for _, t, _ in queries],
-        doc_ids=doc_ids, doc_texts=[texts[d] for d in doc_ids],
-        positive_doc_idx=positive_idx, pool_doc_idx=pool_idx,
+        doc_ids=LazyStrings(len(table_rows), doc_ids),
+        doc_texts=LazyStrings(len(table_rows), lambda start, stop: corpus.get_many(doc_ids(start, stop))),
+        positive_doc_idx=reindex(pools.positive_idx), pool_doc_idx=reindex(pools.pool_idx),
         teacher_positive_scores=teacher["positive_scores"].astype(np.float32),
         teacher_pool_scores=teacher["pool_scores"].astype(np.float32),
-        student_positive_scores=student_pos, student_pool_scores=student_pool,
+        student_positive_scores=pools.student_positive_scores.astype(np.float32),
+        student_pool_scores=pools.student_scores.astype(np.float32),
     )
