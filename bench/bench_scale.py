@@ -23,6 +23,7 @@ fraction 1.0 in the report, and say so.
 
     python bench/bench_scale.py --quick                 # fraction 0.001, 10k-query workers, 20 steps: minutes
     python bench/bench_scale.py --fraction 0.01 --steps 50 --out bench/results/scale.md
+    python bench/bench_scale.py --workers-only --worker-queries 100000 --steps 50   # worker + two-workers only
 """
 from __future__ import annotations
 
@@ -254,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     parser.add_argument("--reuse-driver", action="store_true",
                         help="take the driver stages from --work's last results.json, measure the workers again")
+    parser.add_argument("--workers-only", action="store_true",
+                        help="only the worker and two-workers stages (no driver stages, no load-lists contrast)")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--training-set", help=argparse.SUPPRESS)
     parser.add_argument("--loader-workers", type=int, default=0, help=argparse.SUPPRESS)
@@ -263,8 +266,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.quick:
         args.fraction, args.worker_queries, args.steps = 0.001, 10_000, 20
-    from report_scale import report
+    from report_scale import report, workers_report
 
+    if args.workers_only:                                   # minutes, not hours: the memory of the trial workers
+        workers = worker_stages(args.work / f"workers-{args.worker_queries}", args, contrast=False)
+        (args.work / "workers.json").write_text(json.dumps({"commit": _env.commit(), "steps": args.steps,
+                                                             "workers": workers}, indent=1))
+        text = "\n".join([f"Commit `{_env.commit()}`, {args.steps} steps.", "", *workers_report(workers)])
+        print(text)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+        return
     results: dict = {"fraction": args.fraction, "steps": args.steps, "commit": _env.commit(),
                      "cores": psutil.cpu_count(), "memory_gib": psutil.virtual_memory().total / (1 << 30),
                      "runs": {}}
@@ -305,8 +318,9 @@ def driver_stages(work: Path, fraction: float, args) -> dict:
     return out
 
 
-def worker_stages(work: Path, args) -> dict:
-    """The worker stages on a training set of `--worker-queries` written directly (`worker_training_set`)."""
+def worker_stages(work: Path, args, contrast: bool = True) -> dict:
+    """The worker stages on a training set of `--worker-queries` written directly (`worker_training_set`);
+    `contrast`: also today's list-of-strings load of it."""
     from synthetic_msmarco import worker_training_set
 
     passages = round(FULL["passages"] * args.worker_queries / FULL["train_queries"])
@@ -321,7 +335,8 @@ def worker_stages(work: Path, args) -> dict:
     print("bench_scale: two workers at once ...", file=sys.stderr, flush=True)
     pair = [run_stage("worker", work, args, ("--training-set", path)) for _ in range(2)]
     out["two-workers"] = [result_of(p) for p in pair]
-    out["load-lists"] = result_of(run_stage("load-lists", work, args, ("--training-set", path)))
+    if contrast:
+        out["load-lists"] = result_of(run_stage("load-lists", work, args, ("--training-set", path)))
     return out
 
 
