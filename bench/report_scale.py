@@ -100,27 +100,36 @@ def workers_report(workers: dict) -> list[str]:
         f"## Trial workers ({workers['queries']:,} queries, measured)",
         "",
         "Beyond model + optimiser = the peak during load + steps minus the peak during two warm-up steps on random"
-        " ids of full size (model, AdamW state, a step's activations). uss counts pages only this process (and its"
+        " ids of full size, padded like real batches (model, AdamW state, a step's activations). uss counts pages only this process (and its"
         " loader workers) holds; a mapped page another process also maps leaves everyone's uss. pss splits a shared"
         " page between its sharers, so the pss of two workers adds up to what they use together.",
         "",
+        "At the end of the steps, against after the warm-up: heap grown = anonymous memory added (the plan, the"
+        " allocator's retained free blocks); private file pages = mapped pages of the training set no other process"
+        " maps (shared, and out of uss, once a second worker maps them).",
+        "",
         "| worker | load s | first batch s | uss beyond after load MiB | peak uss beyond MiB | peak pss beyond MiB |"
-        " step s | waits for its batch ms | pipeline share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " heap grown MiB | private file pages MiB | step s | waits for its batch ms | pipeline share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [("alone, loader_workers 0", one)] + ([("alone, loader_workers 1", workers["worker-1"])]
                                                  if "worker-1" in workers else [])
     for label, w in (*rows, *((f"two at once: worker {i + 1}", w) for i, w in enumerate(two))):
         lines.append(f"| {label} | {w['load_seconds']:.2f} | {w['first_wait_seconds']:.2f} |"
                      f" {w['uss_beyond_after_load'] / MiB:,.1f} | {w['uss_beyond'] / MiB:,.1f} |"
-                     f" {w['pss_beyond'] / MiB:,.1f} | {w['step_seconds']:.3f} | {w['wait_seconds'] * 1000:.2f} |"
-                     f" {w['pipeline_share']:.2%} |")
+                     f" {w['pss_beyond'] / MiB:,.1f} | {_mib(w, 'anonymous_grown')} | {_mib(w, 'private_file_pages')} |"
+                     f" {w['step_seconds']:.3f} | {w['wait_seconds'] * 1000:.2f} | {w['pipeline_share']:.2%} |")
     return lines + [
         "",
         f"Two workers at once: uss beyond {pair_uss / MiB:,.1f} MiB together = {pair_uss / one['uss_beyond']:.2f}× one"
         f" worker alone; pss beyond {pair_pss / MiB:,.1f} MiB = {pair_pss / one['pss_beyond']:.2f}× one alone.",
         "",
     ]
+
+
+def _mib(worker: dict, key: str) -> str:
+    """`key` in MiB, or – for results written before the bench recorded it."""
+    return f"{worker[key] / MiB:,.1f}" if key in worker else "–"
 
 
 def _target(name: str, value: float, limit: float, unit: str, basis: str) -> str:
