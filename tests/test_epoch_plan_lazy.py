@@ -141,3 +141,15 @@ def test_pools_smaller_than_k_fail_when_the_epoch_is_planned_naming_how_many():
         [b.query_idx for b in eager_plan_epoch(ts, trial("stratified", k=5), 0, 0, 1)])])).sum(axis=1) < 5).sum())
     with pytest.raises(ConfigError, match=rf"pool of {n_small} of 20 queries \(smallest pool size: 3\)"):
         RankPlan(ts, cfg, 0, 1).batch(0)
+
+
+def test_a_plan_of_the_mapped_set_equals_the_eager_plan_of_the_set_in_memory(tmp_path, monkeypatch):
+    """Workers map the set and read its pools with pread (`read_rows`): the same candidates."""
+    ts = ragged_set(57, seed=4)
+    ts.save(tmp_path / "set.npz")
+    mapped = TrainingSet.load(tmp_path / "set.npz", mapped=True)
+    monkeypatch.setattr(epoch_plan, "PLAN_CHUNK", 6)
+    for cfg in (trial("stratified", on_small_pool="error", k=3), trial("teacher_top_n", k=3, max_positives=2)):
+        plan = RankPlan(mapped, cfg, 0, 2)
+        for step, expected in enumerate(eager_plan_epoch(ts, cfg, 0, 0, 2) + eager_plan_epoch(ts, cfg, 1, 0, 2)):
+            assert_same(plan.batch(step), expected)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trainables.config import TrialConfig
+from trainables.data.mapped import read_row_range, read_rows
 from trainables.registry import sampler_function
 from trainables.samplers import check_pools_fit, sample_candidates
 
@@ -149,7 +150,7 @@ class EpochPlan:
             self._next_chunk, self._chunks = 0, {}
         while self._next_chunk <= chunk:
             rows = self.mine[self._next_chunk * PLAN_CHUNK:(self._next_chunk + 1) * PLAN_CHUNK]
-            picked = sample_candidates(self._sampler, self.ts.teacher_pool_scores[rows], self.cfg.sampler.k,
+            picked = sample_candidates(self._sampler, read_rows(self.ts.teacher_pool_scores, rows), self.cfg.sampler.k,
                                        self._rng, self.cfg.sampler.on_small_pool)
             columns = np.full((len(rows), self.cfg.sampler.k), -1, dtype=np.int64)
             for row, picks in enumerate(picked):
@@ -161,9 +162,10 @@ class EpochPlan:
 
 
 def real_pool_sizes(ts: TrainingSet) -> np.ndarray:
-    """[Q] real (not NaN-padded) pool candidates per query, read PLAN_CHUNK rows at a time."""
+    """[Q] real (not NaN-padded) pool candidates per query, read PLAN_CHUNK rows at a time (not faulted in)."""
     scores = ts.teacher_pool_scores
-    return np.concatenate([(~np.isnan(scores[i:i + PLAN_CHUNK])).sum(axis=1) for i in range(0, len(scores), PLAN_CHUNK)])
+    return np.concatenate([(~np.isnan(read_row_range(scores, i, i + PLAN_CHUNK))).sum(axis=1)
+                           for i in range(0, len(scores), PLAN_CHUNK)])
 
 
 class RankPlan:
