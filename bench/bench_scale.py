@@ -13,7 +13,8 @@ other process shares), sampled every 0.1 s, and the process's peak RSS. Stages:
   tokenize      tokenise-once of the whole corpus (what an evaluation maps), passages/s
   worker        one trial worker: maps the training set + token ids, `--steps` training steps from
                 the input pipeline; uss beyond the model + optimiser (the peak of two warm-up steps on
-                random ids), and the time each step waited for its batch (the pipeline's share)
+                random ids, padded like real batches), and the time each step waited for its batch (the
+                pipeline's share); what it holds at the end: anonymous (heap) vs privately mapped file pages
   two-workers   two `worker` processes at once on this node, sharing the mapped files
   load-lists    for contrast: today's `TrainingSet.load` into Python lists (uss after load)
 
@@ -23,6 +24,7 @@ fraction 1.0 in the report, and say so.
 
     python bench/bench_scale.py --quick                 # fraction 0.001, 10k-query workers, 20 steps: minutes
     python bench/bench_scale.py --fraction 0.01 --steps 50 --out bench/results/scale.md
+    python bench/bench_scale.py --workers-only --worker-queries 100000 --steps 50   # worker + two-workers only
 """
 from __future__ import annotations
 
@@ -190,15 +192,14 @@ def worker_stage(cfg, args) -> dict:
     optimizer, scheduler = make_optimizer(model, cfg, args.steps + 1)
     b, n, length = cfg.optim.batch_size, cfg.data.max_positives + cfg.sampler.k, cfg.student.passage_max_length
     fake = StepInputs(
-        queries={"input_ids": torch.randint(1000, 2000, (b, 32)), "attention_mask": torch.ones(b, 32, dtype=torch.long)},
-        passages={"input_ids": torch.randint(1000, 2000, (b * n, length)),
-                  "attention_mask": torch.ones(b * n, length, dtype=torch.long)},
+        queries={"input_ids": torch.randint(1000, 2000, (b, 32)), "attention_mask": padded_mask(b, 32)},
+        passages={"input_ids": torch.randint(1000, 2000, (b * n, length)), "attention_mask": padded_mask(b * n, length)},
         n=n, teacher_scores=torch.randn(b, n), positive_mask=torch.zeros(b, n, dtype=torch.bool).index_fill_(1, torch.tensor([0]), True),
         valid_mask=torch.ones(b, n, dtype=torch.bool), student_ranks=None, sampled_teacher_scores=[], loss_weight=1.0)
-    with PeakUss(interval=0.02) as warm:   # model, Adam state and a full-size step's activations: the baseline
+    with PeakUss(interval=0.02) as warm:   # model, Adam state and a full-size padded step's activations: the baseline
         for _ in range(2):
             train_step(model, optimizer, scheduler, fake, cfg.loss, 0, 1.0, device)
-    baseline, baseline_pss = warm.peak, warm.peak_pss
+    baseline, baseline_pss, baseline_rollup = warm.peak, warm.peak_pss, _rollup()
     waits, computes = [], []
     with PeakUss() as peak:
         loading = time.perf_counter()
@@ -216,13 +217,37 @@ def worker_stage(cfg, args) -> dict:
             started = time.perf_counter()
             train_step(model, optimizer, scheduler, item[1], cfg.loss, len(computes) + 1, 1.0, device)
             computes.append(time.perf_counter() - started)
+    end_rollup = _rollup()
     wait, compute = np.array(waits[1:]), np.array(computes[1:])    # the first step starts the loader
     return {"baseline_uss": baseline, "load_seconds": load_seconds, "uss_beyond_after_load": after_load - baseline,
             "peak_uss": peak.peak, "uss_beyond": peak.peak - baseline, "pss_beyond": peak.peak_pss - baseline_pss,
             "first_wait_seconds": waits[0], "steps": len(computes),
             "step_seconds": float((wait + compute).mean()), "wait_seconds": float(wait.mean()),
             "pipeline_share": float(wait.sum() / (wait.sum() + compute.sum())), "queries": len(ts),
-            "loader_workers": cfg.resources.loader_workers}
+            "loader_workers": cfg.resources.loader_workers,
+            # after the steps, against after the warm-up: heap grown (anonymous), file pages only this process maps
+            "anonymous_grown": end_rollup["Anonymous"] - baseline_rollup["Anonymous"],
+            "private_file_pages": end_rollup["Private_Clean"]}
+
+
+def _rollup() -> dict[str, int]:
+    """This process's /proc/self/smaps_rollup sizes in bytes (Linux)."""
+    sizes = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        sizes[name.rstrip(":")] = int(value) * 1024
+    return sizes
+
+
+def padded_mask(rows: int, length: int):
+    """An attention mask of `rows` at full `length` with padding, as a real batch has: one row full, the others
+    shorter. An all-ones mask would let attention skip the mask (a cheaper kernel than real steps take),
+    and the baseline would under-count a step's activations."""
+    import torch
+
+    lengths = torch.randint(length // 8, length + 1, (rows,), generator=torch.Generator().manual_seed(0))
+    lengths[0] = length
+    return (torch.arange(length)[None, :] < lengths[:, None]).long()
 
 
 def _peak_rss() -> int:
@@ -257,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     parser.add_argument("--reuse-driver", action="store_true",
                         help="take the driver stages from --work's last results.json, measure the workers again")
+    parser.add_argument("--workers-only", action="store_true",
+                        help="only the worker and two-workers stages (no driver stages, no load-lists contrast)")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--training-set", help=argparse.SUPPRESS)
     parser.add_argument("--loader-workers", type=int, default=0, help=argparse.SUPPRESS)
@@ -266,8 +293,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.quick:
         args.fraction, args.worker_queries, args.steps = 0.001, 10_000, 20
-    from report_scale import report
+    from report_scale import report, workers_report
 
+    if args.workers_only:                                   # minutes, not hours: the memory of the trial workers
+        workers = worker_stages(args.work / f"workers-{args.worker_queries}", args, contrast=False)
+        (args.work / "workers.json").write_text(json.dumps({"commit": _env.commit(), "steps": args.steps,
+                                                             "workers": workers}, indent=1))
+        text = "\n".join([f"Commit `{_env.commit()}`, {args.steps} steps.", "", *workers_report(workers)])
+        print(text)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+        return
     results: dict = {"fraction": args.fraction, "steps": args.steps, "commit": _env.commit(),
                      "cores": psutil.cpu_count(), "memory_gib": psutil.virtual_memory().total / (1 << 30),
                      "runs": {}}
@@ -308,8 +345,9 @@ def driver_stages(work: Path, fraction: float, args) -> dict:
     return out
 
 
-def worker_stages(work: Path, args) -> dict:
-    """The worker stages on a training set of `--worker-queries` written directly (`worker_training_set`)."""
+def worker_stages(work: Path, args, contrast: bool = True) -> dict:
+    """The worker stages on a training set of `--worker-queries` written directly (`worker_training_set`);
+    `contrast`: also today's list-of-strings load of it."""
     from synthetic_msmarco import worker_training_set
 
     passages = round(FULL["passages"] * args.worker_queries / FULL["train_queries"])
@@ -324,7 +362,8 @@ def worker_stages(work: Path, args) -> dict:
     print("bench_scale: two workers at once ...", file=sys.stderr, flush=True)
     pair = [run_stage("worker", work, args, ("--training-set", path)) for _ in range(2)]
     out["two-workers"] = [result_of(p) for p in pair]
-    out["load-lists"] = result_of(run_stage("load-lists", work, args, ("--training-set", path)))
+    if contrast:
+        out["load-lists"] = result_of(run_stage("load-lists", work, args, ("--training-set", path)))
     return out
 
 

@@ -64,33 +64,11 @@ def report(r: dict) -> str:
         ("data_seconds", "pools_seconds", "teacher_seconds", "trainset_seconds", "tokenize_seconds")
         if build.get(k) is not None) + f"; peak RSS {build['peak_rss'] / MiB:,.0f} MiB.", ""]
 
-    one, loader, two = workers["worker-0"], workers["worker-1"], workers["two-workers"]
-    lists = workers["load-lists"]
+    one, two, lists = workers["worker-0"], workers["two-workers"], workers["load-lists"]
     pair_uss = sum(w["uss_beyond"] for w in two)
     pair_pss = sum(w["pss_beyond"] for w in two)
+    lines += workers_report(workers)
     lines += [
-        f"## Trial workers ({workers['queries']:,} queries, measured)",
-        "",
-        "Beyond model + optimiser = the peak during load + steps minus the peak during two warm-up steps on random"
-        " ids of full size (model, AdamW state, a step's activations). uss counts pages only this process (and its"
-        " loader workers) holds; a mapped page another process also maps leaves everyone's uss. pss splits a shared"
-        " page between its sharers, so the pss of two workers adds up to what they use together.",
-        "",
-        "| worker | load s | first batch s | uss beyond after load MiB | peak uss beyond MiB | peak pss beyond MiB |"
-        " step s | waits for its batch ms | pipeline share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for label, w in (("alone, loader_workers 0", one), ("alone, loader_workers 1", loader),
-                     *((f"two at once: worker {i + 1}", w) for i, w in enumerate(two))):
-        lines.append(f"| {label} | {w['load_seconds']:.2f} | {w['first_wait_seconds']:.2f} |"
-                     f" {w['uss_beyond_after_load'] / MiB:,.1f} | {w['uss_beyond'] / MiB:,.1f} |"
-                     f" {w['pss_beyond'] / MiB:,.1f} | {w['step_seconds']:.3f} | {w['wait_seconds'] * 1000:.2f} |"
-                     f" {w['pipeline_share']:.2%} |")
-    lines += [
-        "",
-        f"Two workers at once: uss beyond {pair_uss / MiB:,.1f} MiB together = {pair_uss / one['uss_beyond']:.2f}× one"
-        f" worker alone; pss beyond {pair_pss / MiB:,.1f} MiB = {pair_pss / one['pss_beyond']:.2f}× one alone.",
-        "",
         f"For contrast, today's `TrainingSet.load` into Python lists of the same set: +{lists['uss_beyond'] / MiB:,.0f}"
         f" MiB uss after load (peak +{lists['peak_uss_beyond'] / MiB:,.0f} MiB), texts empty; the driver-built set @"
         f" {f:g} (real texts): +{big['load-lists']['uss_beyond'] / MiB:,.0f} MiB for"
@@ -111,6 +89,47 @@ def report(r: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def workers_report(workers: dict) -> list[str]:
+    """The trial-worker section: one row per worker run, and two concurrent workers against one alone."""
+    one, two = workers["worker-0"], workers["two-workers"]
+    pair_uss = sum(w["uss_beyond"] for w in two)
+    pair_pss = sum(w["pss_beyond"] for w in two)
+    lines = [
+        f"## Trial workers ({workers['queries']:,} queries, measured)",
+        "",
+        "Beyond model + optimiser = the peak during load + steps minus the peak during two warm-up steps on random"
+        " ids of full size, padded like real batches (model, AdamW state, a step's activations). uss counts pages only this process (and its"
+        " loader workers) holds; a mapped page another process also maps leaves everyone's uss. pss splits a shared"
+        " page between its sharers, so the pss of two workers adds up to what they use together.",
+        "",
+        "At the end of the steps, against after the warm-up: heap grown = anonymous memory added (the plan, the"
+        " allocator's retained free blocks); private file pages = mapped pages of the training set no other process"
+        " maps (shared, and out of uss, once a second worker maps them).",
+        "",
+        "| worker | load s | first batch s | uss beyond after load MiB | peak uss beyond MiB | peak pss beyond MiB |"
+        " heap grown MiB | private file pages MiB | step s | waits for its batch ms | pipeline share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = [("alone, loader_workers 0", one)] + ([("alone, loader_workers 1", workers["worker-1"])]
+                                                 if "worker-1" in workers else [])
+    for label, w in (*rows, *((f"two at once: worker {i + 1}", w) for i, w in enumerate(two))):
+        lines.append(f"| {label} | {w['load_seconds']:.2f} | {w['first_wait_seconds']:.2f} |"
+                     f" {w['uss_beyond_after_load'] / MiB:,.1f} | {w['uss_beyond'] / MiB:,.1f} |"
+                     f" {w['pss_beyond'] / MiB:,.1f} | {_mib(w, 'anonymous_grown')} | {_mib(w, 'private_file_pages')} |"
+                     f" {w['step_seconds']:.3f} | {w['wait_seconds'] * 1000:.2f} | {w['pipeline_share']:.2%} |")
+    return lines + [
+        "",
+        f"Two workers at once: uss beyond {pair_uss / MiB:,.1f} MiB together = {pair_uss / one['uss_beyond']:.2f}× one"
+        f" worker alone; pss beyond {pair_pss / MiB:,.1f} MiB = {pair_pss / one['pss_beyond']:.2f}× one alone.",
+        "",
+    ]
+
+
+def _mib(worker: dict, key: str) -> str:
+    """`key` in MiB, or – for results written before the bench recorded it."""
+    return f"{worker[key] / MiB:,.1f}" if key in worker else "–"
 
 
 def _target(name: str, value: float, limit: float, unit: str, basis: str) -> str:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from trainables.config import LossSettings, TrialConfig
+from trainables.data.mapped import read_rows
 from trainables.train.epoch_plan import RankBatch
 from trainables.errors import Diverged
 from trainables.train.dispatch import compute_loss
@@ -77,11 +78,14 @@ def build_step_inputs(tokens: StepTokens, ts: TrainingSet, batch: RankBatch, wor
     m = pos.shape[1]
     valid_pos, valid_cand = pos >= 0, cand >= 0
     safe_pos, safe_cand = np.where(valid_pos, pos, 0), np.where(valid_cand, cand, 0)
-    docs = np.concatenate([ts.positive_doc_idx[q[:, None], safe_pos], ts.pool_doc_idx[q[:, None], safe_cand]], axis=1)
+
+    def pick(array: np.ndarray, columns: np.ndarray) -> np.ndarray:   # the step's rows read, not faulted in
+        return np.take_along_axis(read_rows(array, q), columns, axis=1)
+
+    docs = np.concatenate([pick(ts.positive_doc_idx, safe_pos), pick(ts.pool_doc_idx, safe_cand)], axis=1)
     valid = np.concatenate([valid_pos, valid_cand], axis=1)
-    teacher = np.concatenate(
-        [ts.teacher_positive_scores[q[:, None], safe_pos], ts.teacher_pool_scores[q[:, None], safe_cand]], axis=1
-    )
+    teacher = np.concatenate([pick(ts.teacher_positive_scores, safe_pos), pick(ts.teacher_pool_scores, safe_cand)],
+                             axis=1)
     teacher = np.where(valid, teacher, 0.0).astype(np.float32)
     positive_mask = np.zeros_like(valid)
     positive_mask[:, :m] = valid_pos
@@ -116,7 +120,7 @@ def in_batch_mask(ts: TrainingSet, query_idx: np.ndarray, docs: np.ndarray, vali
     """
     b, n = docs.shape
     flat_docs, flat_valid = docs.ravel(), valid.ravel()
-    positives = ts.positive_doc_idx[query_idx]                          # [b, P], -1 padded
+    positives = read_rows(ts.positive_doc_idx, query_idx)               # [b, P], -1 padded
     is_positive = (flat_docs[None, :, None] == positives[:, None, :]).any(axis=2)   # [b, b·n]
     mask = np.broadcast_to(flat_valid, (b, b * n)) & ~is_positive
     mask[np.arange(b), np.arange(b) * n] = True                          # the query's own positive
