@@ -53,6 +53,9 @@ class Pools:
     def pool_sizes(self) -> np.ndarray:
         return (self.pool_idx >= 0).sum(axis=1)
 
+    def positive_sizes(self) -> np.ndarray:
+        return (self.positive_idx >= 0).sum(axis=1)
+
     def doc_ids(self, i: int) -> list[str]:
         """Query i's pool docids, rank order."""
         return self.docs.strings(self.pool_idx[i][self.pool_idx[i] >= 0])

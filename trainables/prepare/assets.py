@@ -118,7 +118,9 @@ def prepare_assets(cfg: TrialConfig, progress: bool = True, *, data: RetrievalDa
         elif arrays is None:
             sharded = score_in_shards(
                 cfg.teacher, cfg.cache_dir, pools.query_ids, [t for _, t, _ in queries],
-                [data.corpus.get_many(pools.positive_doc_ids(i) + pools.doc_ids(i)) for i in range(len(pools))],
+                pools.positive_sizes() + pools.pool_sizes(),
+                lambda start, end: [data.corpus.get_many(pools.positive_doc_ids(i) + pools.doc_ids(i))
+                                    for i in range(start, end)],
                 shard_folder(teacher_path, cfg.teacher.shard_queries), on_progress=on_teacher_progress,
                 progress=progress,
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,16 +75,20 @@ def shard_folder(teacher_path: Path, shard_queries: int) -> Path:
 
 
 def score_in_shards(
-    cfg: TeacherConfig, cache_dir: str, query_ids: list[str], queries: list[str], passages: list[list[str]],
-    folder: Path, on_progress: Callable[[ShardProgress], None] | None = None, progress: bool = False,
+    cfg: TeacherConfig, cache_dir: str, query_ids: list[str], queries: list[str], lengths: np.ndarray,
+    passages: Callable[[int, int], list[list[str]]], folder: Path,
+    on_progress: Callable[[ShardProgress], None] | None = None, progress: bool = False,
 ) -> ShardedScores:
     """Teacher scores of every (query, passage) pair, reusing the shards in `folder` and writing the missing ones.
 
-    `on_progress` is called after each shard is written; an exception it raises stops the build with
-    the written shards kept (what a killed driver leaves). `progress`: the teacher's bars in-process.
+    `lengths[i]`: how many passages query i has; `passages(start, end)`: the texts of queries [start, end),
+    read when their shard is about to be scored, so the driver never holds every pool's texts at once
+    (15M passages at MS MARCO scale). `on_progress` is called after each shard is written; an exception
+    it raises stops the build with the written shards kept (what a killed driver leaves). `progress`:
+    the teacher's bars in-process.
     """
     bounds = shard_bounds(len(queries), cfg.shard_queries)
-    lengths = np.array([len(p) for p in passages], dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
     results: dict[int, np.ndarray] = {}
     for index, (start, end) in enumerate(bounds):
         arrays, _ = load_npz_checked(folder / f"{index:05d}.npz")
@@ -91,7 +96,7 @@ def score_in_shards(
             results[index] = arrays["scores"]
     missing = [i for i in range(len(bounds)) if i not in results]
     tracker = _Tracker(bounds, lengths, set(results), on_progress)
-    work = [(i, queries[s:e], passages[s:e]) for i in missing for s, e in [bounds[i]]]
+    work = [(i, queries[s:e], partial(passages, s, e)) for i in missing for s, e in [bounds[i]]]
 
     def keep(index: int, scores: np.ndarray, forward: int) -> None:
         start, end = bounds[index]
@@ -125,7 +130,7 @@ def score_shard(cfg: TeacherConfig, cache_dir: str, queries: list[str], passages
 
 
 # ---- where the shards run ------------------------------------------------------------------------
-Work = list[tuple[int, list[str], list[list[str]]]]
+Work = list[tuple[int, list[str], Callable[[], list[list[str]]]]]   # (shard, its queries, its texts when asked)
 
 
 def _run_here(cfg: TeacherConfig, cache_dir: str, work: Work, keep: Callable[[int, np.ndarray, int], None],
@@ -136,10 +141,10 @@ def _run_here(cfg: TeacherConfig, cache_dir: str, work: Work, keep: Callable[[in
         return "cache"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teacher = build_teacher(cfg, cache_dir, device)   # loaded once for all shards
-    for index, queries, passages in work:
+    for index, queries, texts in work:
         before = teacher.forward_passes
         with autocast(device, autocast_dtype("gpu-bf16", device)):
-            scores = teacher.score(queries, passages, progress=progress)
+            scores = teacher.score(queries, texts(), progress=progress)
         keep(index, np.concatenate(scores).astype(np.float32), teacher.forward_passes - before)
     return "in-process"
 
@@ -178,8 +183,8 @@ def _run_ray(cfg: TeacherConfig, cache_dir: str, work: Work, keep: Callable[[int
     try:
         while queue or pending:
             while queue and len(pending) < slots:
-                index, queries, passages = queue.pop(0)
-                pending[task.remote(cfg, cache_dir, queries, passages, None, threads)] = index
+                index, queries, texts = queue.pop(0)
+                pending[task.remote(cfg, cache_dir, queries, texts(), None, threads)] = index
             ready, _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(ready[0])
             scores, forward = ray.get(ready[0])
