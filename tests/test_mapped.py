@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from trainables.data.mapped import map_npz, read_row_range, read_rows
+from trainables.data.mapped import MappedStrings, map_npz, read_row_range, read_rows
 
 
 def resident_kib(path) -> int:
@@ -55,3 +55,19 @@ def test_scattered_rows_read_leave_no_page_of_the_file_mapped(mapped):
     assert resident_kib(path) == 0
     z["scores"][rows]                                          # what indexing the map does
     assert resident_kib(path) > 64 * 4
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_mapped_strings_chunks_are_the_strings_in_order_and_map_no_page(tmp_path):
+    """Tokenise-once walks every passage text of a training set: in chunks read from the file, none mapped."""
+    texts = ["", "a", "héllo wörld", "x" * 5000, "", "last"] * 40
+    encoded = [t.encode("utf-8") for t in texts]
+    np.savez(tmp_path / "s.npz", t_utf8=np.frombuffer(b"".join(encoded), dtype=np.uint8),
+             t_offsets=np.cumsum([len(e) for e in encoded]).astype(np.int64))
+    z = map_npz(tmp_path / "s.npz")
+    strings = MappedStrings(z["t_utf8"], z["t_offsets"])
+    for size in (1, 2, 5, 239, 240, 1000):
+        chunks = list(strings.chunks(size))
+        assert [s for chunk in chunks for s in chunk] == texts and max(map(len, chunks)) <= size
+    assert resident_kib(tmp_path / "s.npz") == 0
+    assert strings[3] == "x" * 5000                            # indexing decodes through the map, as before

@@ -85,10 +85,26 @@ def read_row_range(array: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.frombuffer(data, array.dtype).reshape(stop - start, array.shape[1]).copy()
 
 
-def _backing_file(array: np.ndarray) -> tuple[str, int] | None:
-    """(file, byte offset of row 0) of a C-ordered 2-d `np.memmap` as `map_npz` opens it; None for anything else."""
+def read_flat_range(array: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """`array[start:stop]` of a 1-d array, a file-mapped one read with one `os.pread` (see `read_rows`): a
+    sequential pass over a mapped buffer would otherwise leave every page it read mapped, counted in
+    the reader's unique memory (a training set's passage texts: GBs at MS MARCO scale)."""
+    file = _backing_file(array, ndim=1)
+    if file is None:
+        return np.asarray(array[start:stop])
+    path, offset = file
+    start, stop = max(start, 0), min(stop, len(array))
+    if stop <= start:
+        return np.zeros(0, dtype=array.dtype)
+    with open(path, "rb", buffering=0) as handle:
+        data = os.pread(handle.fileno(), (stop - start) * array.dtype.itemsize, offset + start * array.dtype.itemsize)
+    return np.frombuffer(data, array.dtype).copy()
+
+
+def _backing_file(array: np.ndarray, ndim: int = 2) -> tuple[str, int] | None:
+    """(file, byte offset of row 0) of a C-ordered `ndim`-d `np.memmap` as `map_npz` opens it; None for anything else."""
     if not (isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and array.filename
-            and array.ndim == 2 and array.flags.c_contiguous):
+            and array.ndim == ndim and array.flags.c_contiguous):
         return None                                    # a view of a map (a slice) keeps its parent's offset
     return array.filename, array.offset
 
@@ -123,9 +139,16 @@ class MappedStrings(Sequence):
         return bytes(self.buffer[start:int(self.offsets[index])]).decode("utf-8")
 
     def chunks(self, size: int) -> Iterator[list[str]]:
-        """The strings in order, `size` at a time: one chunk of Python strings alive at once."""
+        """The strings in order, `size` at a time: one chunk of Python strings alive at once, its bytes and
+        offsets read from the file (`read_flat_range`), so a pass over every text maps none of them."""
         for start in range(0, len(self), size):
-            yield self[start:start + size]
+            stop = min(start + size, len(self))
+            ends = read_flat_range(self.offsets, start - 1 if start else 0, stop)
+            first = int(ends[0]) if start else 0
+            ends = ends[1:] if start else ends
+            data = read_flat_range(self.buffer, first, int(ends[-1])).tobytes()
+            starts = np.concatenate([[first], ends[:-1]]) - first
+            yield [data[a:b].decode("utf-8") for a, b in zip(starts.tolist(), (ends - first).tolist())]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
