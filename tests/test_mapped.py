@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from trainables.data.mapped import MappedStrings, map_npz, read_row_range, read_rows
+from trainables.data.mapped import MappedStrings, map_npz, read_range, read_rows
 
 
 def resident_kib(path) -> int:
@@ -25,7 +25,8 @@ def resident_kib(path) -> int:
 @pytest.fixture
 def mapped(tmp_path):
     rng = np.random.default_rng(0)
-    arrays = {"scores": rng.normal(size=(4000, 150)).astype(np.float32), "idx": rng.integers(-1, 9, (4000, 3))}
+    arrays = {"scores": rng.normal(size=(4000, 150)).astype(np.float32), "idx": rng.integers(-1, 9, (4000, 3)),
+              "ends": rng.integers(0, 10**9, 4000)}   # 1-d, like a MappedStrings' offsets
     np.savez(tmp_path / "set.npz", **arrays)
     return tmp_path / "set.npz", arrays
 
@@ -36,7 +37,8 @@ def test_rows_read_equal_indexing_for_any_rows(mapped):
     rows = np.array([3999, 0, 17, 17, -1, 2048])
     for name, array in arrays.items():
         assert np.array_equal(read_rows(z[name], rows), array[rows]) and read_rows(z[name], rows).dtype == array.dtype
-        assert np.array_equal(read_row_range(z[name], 3990, 4100), array[3990:])
+        assert np.array_equal(read_range(z[name], 3990, 4100), array[3990:])
+        assert read_range(z[name], 50, 40).shape == array[50:40].shape          # empty, the array's row shape
     assert np.array_equal(read_rows(z["scores"][10:], [0]), arrays["scores"][[10]])   # a view: indexed as is
     assert np.array_equal(read_rows(arrays["idx"], rows), arrays["idx"][rows])         # in memory: indexed
     assert read_rows(z["idx"], np.zeros(0, dtype=np.int64)).shape == (0, 3)
@@ -51,7 +53,7 @@ def test_scattered_rows_read_leave_no_page_of_the_file_mapped(mapped):
     z = map_npz(path)
     rows = np.random.default_rng(1).integers(0, 4000, 64)
     read_rows(z["scores"], rows)
-    read_row_range(z["scores"], 0, 4000)
+    read_range(z["scores"], 0, 4000)
     assert resident_kib(path) == 0
     z["scores"][rows]                                          # what indexing the map does
     assert resident_kib(path) > 64 * 4

@@ -12,6 +12,7 @@ import os
 import struct
 import zipfile
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, overload
 
@@ -47,7 +48,7 @@ def map_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """`array[rows]` of a 2-d array; a file-mapped one's rows are read with `os.pread`, not faulted in.
+    """`array[rows]` along the first axis; a file-mapped array's rows are read with `os.pread`, not faulted in.
 
     A page fault on a mapping maps the neighbouring pages too (fault-around, 64 KiB): a step's 32
     scattered rows of a [100k, 150] array would map 2 MiB into the process, and an epoch the whole
@@ -61,52 +62,59 @@ def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     path, offset = file
     if rows.size and (rows.min() < -len(array) or rows.max() >= len(array)):
         raise IndexError(f"rows {rows.min()}..{rows.max()} of an array of {len(array)}")
-    row_bytes = array.shape[1] * array.dtype.itemsize
-    out = np.empty((len(rows), array.shape[1]), dtype=array.dtype)
+    row_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
+    out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
     fd = os.open(path, os.O_RDONLY)
     try:
         for i, row in enumerate(rows.tolist()):
-            out[i] = np.frombuffer(os.pread(fd, row_bytes, offset + (row % len(array)) * row_bytes), array.dtype)
+            out[i] = np.frombuffer(os.pread(fd, row_bytes, offset + (row % len(array)) * row_bytes), array.dtype).reshape(array.shape[1:])
     finally:
         os.close(fd)
     return out
 
 
-def read_row_range(array: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """`array[start:stop]` of a 2-d array, a file-mapped one read with one `os.pread` (see `read_rows`)."""
+def read_range(array: np.ndarray, start: int, stop: int, fd: int | None = None) -> np.ndarray:
+    """`array[start:stop]` along the first axis; a file-mapped array is read with one `os.pread` (see
+    `read_rows`): a sequential pass over a mapped buffer would otherwise leave every page it read mapped,
+    counted in the reader's unique memory (a training set's passage texts: GBs at MS MARCO scale).
+    `fd`: an open descriptor of the array's file, for callers that read many ranges of it."""
     file = _backing_file(array)
     if file is None:
         return np.asarray(array[start:stop])
     path, offset = file
-    start, stop = max(start, 0), min(stop, len(array))
-    row_bytes = array.shape[1] * array.dtype.itemsize
-    with open(path, "rb", buffering=0) as handle:
-        data = os.pread(handle.fileno(), (stop - start) * row_bytes, offset + start * row_bytes)
-    return np.frombuffer(data, array.dtype).reshape(stop - start, array.shape[1]).copy()
+    start, stop = max(start, 0), max(min(stop, len(array)), max(start, 0))
+    row_shape = array.shape[1:]
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * array.dtype.itemsize
+    if stop == start:
+        return np.zeros((0, *row_shape), dtype=array.dtype)
+    if fd is None:
+        with open(path, "rb", buffering=0) as handle:
+            data = os.pread(handle.fileno(), (stop - start) * row_bytes, offset + start * row_bytes)
+    else:
+        data = os.pread(fd, (stop - start) * row_bytes, offset + start * row_bytes)
+    return np.frombuffer(data, array.dtype).reshape(stop - start, *row_shape).copy()
 
 
-def read_flat_range(array: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """`array[start:stop]` of a 1-d array, a file-mapped one read with one `os.pread` (see `read_rows`): a
-    sequential pass over a mapped buffer would otherwise leave every page it read mapped, counted in
-    the reader's unique memory (a training set's passage texts: GBs at MS MARCO scale)."""
-    file = _backing_file(array, ndim=1)
-    if file is None:
-        return np.asarray(array[start:stop])
-    path, offset = file
-    start, stop = max(start, 0), min(stop, len(array))
-    if stop <= start:
-        return np.zeros(0, dtype=array.dtype)
-    with open(path, "rb", buffering=0) as handle:
-        data = os.pread(handle.fileno(), (stop - start) * array.dtype.itemsize, offset + start * array.dtype.itemsize)
-    return np.frombuffer(data, array.dtype).copy()
-
-
-def _backing_file(array: np.ndarray, ndim: int = 2) -> tuple[str, int] | None:
-    """(file, byte offset of row 0) of a C-ordered `ndim`-d `np.memmap` as `map_npz` opens it; None for anything else."""
+def _backing_file(array: np.ndarray) -> tuple[str, int] | None:
+    """(file, byte offset of element 0) of a C-ordered `np.memmap` as `map_npz` opens it; None for anything else."""
     if not (isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and array.filename
-            and array.ndim == ndim and array.flags.c_contiguous):
+            and array.ndim >= 1 and array.flags.c_contiguous):
         return None                                    # a view of a map (a slice) keeps its parent's offset
     return array.filename, array.offset
+
+
+@contextmanager
+def _open_backing(array: np.ndarray) -> Iterator[int | None]:
+    """An open descriptor of a mapped array's file for `read_range`, closed on exit; None for an in-memory array."""
+    file = _backing_file(array)
+    if file is None:
+        yield None
+        return
+    fd = os.open(file[0], os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 class MappedStrings(Sequence):
@@ -140,15 +148,16 @@ class MappedStrings(Sequence):
 
     def chunks(self, size: int) -> Iterator[list[str]]:
         """The strings in order, `size` at a time: one chunk of Python strings alive at once, its bytes and
-        offsets read from the file (`read_flat_range`), so a pass over every text maps none of them."""
-        for start in range(0, len(self), size):
-            stop = min(start + size, len(self))
-            ends = read_flat_range(self.offsets, start - 1 if start else 0, stop)
-            first = int(ends[0]) if start else 0
-            ends = ends[1:] if start else ends
-            data = read_flat_range(self.buffer, first, int(ends[-1])).tobytes()
-            starts = np.concatenate([[first], ends[:-1]]) - first
-            yield [data[a:b].decode("utf-8") for a, b in zip(starts.tolist(), (ends - first).tolist())]
+        offsets read from the file (`read_range`), so a pass over every text maps none of them."""
+        with _open_backing(self.offsets) as offsets_fd, _open_backing(self.buffer) as buffer_fd:
+            for start in range(0, len(self), size):
+                stop = min(start + size, len(self))
+                ends = read_range(self.offsets, start - 1 if start else 0, stop, offsets_fd)
+                first = int(ends[0]) if start else 0
+                ends = ends[1:] if start else ends
+                data = read_range(self.buffer, first, int(ends[-1]), buffer_fd).tobytes()
+                starts = np.concatenate([[first], ends[:-1]]) - first
+                yield [data[a:b].decode("utf-8") for a, b in zip(starts.tolist(), (ends - first).tolist())]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trainables.config import TrialConfig
-from trainables.data.mapped import read_row_range, read_rows
+from trainables.data.mapped import read_range, read_rows
 from trainables.registry import sampler_function
 from trainables.samplers import check_pools_fit, sample_candidates
 
@@ -164,7 +164,7 @@ class EpochPlan:
 def real_pool_sizes(ts: TrainingSet) -> np.ndarray:
     """[Q] real (not NaN-padded) pool candidates per query, read PLAN_CHUNK rows at a time (not faulted in)."""
     scores = ts.teacher_pool_scores
-    return np.concatenate([(~np.isnan(read_row_range(scores, i, i + PLAN_CHUNK))).sum(axis=1)
+    return np.concatenate([(~np.isnan(read_range(scores, i, i + PLAN_CHUNK))).sum(axis=1)
                            for i in range(0, len(scores), PLAN_CHUNK)])
 
 
