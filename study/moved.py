@@ -38,3 +38,11 @@ PACKAGES: dict[str, str] = {
     "study.cli": "study.cli.verbs",
     "study.console": "study.console.console",
 }
+# a module that still exists -> names that moved out of it -> where they live now. Tune pickled them by
+# the old module's path (the Tuner, the searcher state): a study started before they moved resumes
+# through these (study/run/runner.py's `__getattr__`).
+NAMES: dict[str, dict[str, str]] = {
+    "study.run.runner": {"StudySearch": "study.run.search", "StudyLimiter": "study.run.search",
+                         "TrialLines": "study.run.tuner", "trial_dirname": "study.run.tuner",
+                         "distil_trial": "study.run.trainable"},
+}

@@ -77,3 +77,10 @@ def moved_attr(package: str, name: str, packages: Mapping[str, str]) -> Any:
         if hasattr(module, name):
             return getattr(module, name)
     raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+
+def moved_name(module: str, name: str, names: Mapping[str, Mapping[str, str]]) -> Any:
+    """`module.name` as an old pickle means it, for a name that moved out of a module that still exists."""
+    if name in names.get(module, {}):
+        return getattr(importlib.import_module(names[module][name]), name)
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")

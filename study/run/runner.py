@@ -33,8 +33,6 @@ import contextlib
 import dataclasses
 import importlib
 import shutil
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,43 +47,12 @@ from study.run.preflight import (
 )
 from study.run.ray_session import check_fits_local_ray, driver_session, max_concurrent_trials, space_trial_cpus
 from study.run.assets import AssetsRecord, prepare_study_assets
+from study.run.context import StudyContext, StudyOptions
 from study.space.schema import SearchSpace, dump_space, load_space
 from study.run.storage import check_study_storage, on_storage
 from study.track.stale import close_dead_driver
 
 __all__ = ["StudyContext", "StudyError", "StudyOptions", "StudyOutcome", "resume_study", "run_study"]
-
-
-@dataclass
-class StudyOptions:
-    root: str | None = None
-    tracking_uri: str | None = None
-    ray_address: str | None = None
-    optuna_storage: str | None = None
-    experiment: str | None = None
-    log_models: bool = False
-    report: bool = True
-    num_cpus: int | None = None
-    storage: str | None = None   # shared storage root (study.storage): studies, checkpoints, asset cache
-    verbose: int = 1
-    hooks: Any = None            # a test's trainables.train.hooks.TrainHooks (faults in chosen trials); None
-    # called with a one-line status message (the CLI prints them)
-    say: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
-
-
-@dataclass(frozen=True)
-class StudyContext:
-    """Everything a running study's Tuner and its ending need, fixed once the parent run exists."""
-
-    space: SearchSpace           # base paths absolute
-    paths: StudyPaths
-    assets: AssetsRecord
-    opts: StudyOptions
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-    storage_url: str             # the Optuna RDB storage
-    datasets: list[dict[str, Any]] = field(default_factory=list)   # study.track.dataset_inputs records
 
 
 # ---- run / resume -------------------------------------------------------------------------------------
@@ -328,14 +295,9 @@ def _report(ctx: StudyContext, outcome: StudyOutcome) -> None:
         say(f"kd-study: best.yaml failed: {tracking.cause_line(str(error))} (retry with `kd-study export {space.name}`)")
 
 
-# ---- names that moved out of this module -------------------------------------------------------------
-# Tune pickles these by module path into a study's tune/ folder (the Tuner, the searcher state): a
-# study started before they moved resumes through these names.
-_MOVED = {"StudySearch": "study.run.search", "StudyLimiter": "study.run.search", "TrialLines": "study.run.tuner",
-          "trial_dirname": "study.run.tuner", "distil_trial": "study.run.trainable"}
-
-
 def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """Names that moved out of this module, for the pickles of studies started before (study/moved.py)."""
+    from study.moved import NAMES
+    from trainables.moved import moved_name
+
+    return moved_name(__name__, name, NAMES)

@@ -22,7 +22,7 @@ from study.run.trainable import distil_trial
 from study.track.trial_runs import NestedTrialRunsCallback
 
 if TYPE_CHECKING:
-    from study.run.runner import StudyContext
+    from study.run.context import StudyContext
 
 
 def runs_callback(ctx: StudyContext) -> NestedTrialRunsCallback:

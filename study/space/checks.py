@@ -9,7 +9,7 @@ grid, and `settle_study` returns it with the defaults that depend on them filled
 from __future__ import annotations
 
 import typing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -19,11 +19,30 @@ from trainables.registry import loss_entries, sampler_entries
 from trainables.outputs import BEIR_NDCG_AT_10_AVG, DEV_MRR_AT_10
 
 from study.space.contrasts import contrast_name, pair_points, same_value
-from study.space.params import ParamSpec, SearchParam, holds
+from study.space.params import ParamSpec, Scalar, SearchParam, holds
 
 if TYPE_CHECKING:
-    from study.space.schema import SearchSpace
+    from collections.abc import Mapping
+
     from study.space.settings import StudySettings
+
+
+class SearchSpace(Protocol):
+    """What the checks read of a space (study/space/schema.py's `SearchSpace`, which calls them while it loads)."""
+
+    source: str
+    base: TrialConfig
+    params: list[SearchParam]
+    study: StudySettings
+
+    @property
+    def param_names(self) -> list[str]: ...
+    def is_active(self, param: SearchParam, chosen: Mapping[str, Any]) -> bool: ...
+    def static_value(self, dotted: str) -> Any: ...
+    def trial_config(self, params: Mapping[str, Any], name: str | None = None) -> TrialConfig: ...
+    def grid_points(self) -> list[dict[str, Scalar]]: ...
+    def final_metric_keys(self) -> list[str]: ...
+
 
 # Fields that shape the shared assets (pools, teacher scores, training set; see trainables/prepare/assets.py).
 # A trial that searched one would need assets of its own, so they may only be fixed.
