@@ -6,13 +6,17 @@ loader, so with `resources.loader_workers` ≥ 1 the next steps' inputs are asse
 processes while this step computes (`prefetch_factor` each), pinned on a GPU host. Loader workers
 map the training set and the token ids again by path (nothing large is pickled to them). WKL's β
 ranks change at refreshes, so they are read when the step runs (`train_step.step_ranks`), never
-prefetched. `loader_workers: 0` assembles in the training process: on CPU, where a step takes
-seconds and assembly a millisecond, a second process only competes for the cores.
+prefetched. `loader_workers: 0` assembles in one background thread of the training process, the
+next `PREFETCH_FACTOR` steps ahead: assembly is reads (`os.pread`) and numpy, which release the GIL
+while the step's torch kernels run, so it overlaps the step without a second process (whose
+copy-on-write pages would cost memory, and which on a 2-core CPU host only competes for the cores).
 """
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -68,12 +72,71 @@ def training_batches(training_set_path: str | Path, ts: TrainingSet, student, cf
 
 def step_batches(dataset: StepDataset, first_step: int, steps: int, workers: int,
                  device: torch.device) -> Iterator[tuple[RankBatch, StepInputs]]:
-    """Steps `first_step`..`steps - 1` in order from a DataLoader over `dataset` (`workers` processes)."""
+    """Steps `first_step`..`steps - 1` in order from a DataLoader over `dataset` (`workers` processes, or
+    with 0 one prefetching thread)."""
     loader = DataLoader(dataset, batch_size=None, sampler=range(first_step, steps), num_workers=workers,
                         collate_fn=_as_is, pin_memory=device.type == "cuda",
                         prefetch_factor=PREFETCH_FACTOR if workers else None,
                         persistent_workers=False)
-    return iter(loader)
+    return iter(loader) if workers else Prefetched(iter(loader), PREFETCH_FACTOR)
+
+
+class Prefetched(Iterator):
+    """`source`'s items in order, the next `depth` produced ahead by a background thread.
+
+    An error in `source` is raised by the `next` that would have returned its item. A consumer that
+    stops early (a failed step) lets the thread go: dropping the iterator stops it within
+    `_POLL_SECONDS`, and the thread holds no reference to the iterator itself.
+    """
+
+    def __init__(self, source: Iterator[Any], depth: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._ended = False
+        threading.Thread(target=_fill, args=(source, self._queue, self._stop), name="kd-study-prefetch",
+                         daemon=True).start()
+
+    def __next__(self) -> Any:
+        if self._ended:
+            raise StopIteration
+        kind, value = self._queue.get()
+        if kind == "item":
+            return value
+        self._ended = True
+        if kind == "error":
+            raise value
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the thread (it ends at its next put); later `next` calls may still return what it queued."""
+        self._stop.set()
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+_POLL_SECONDS = 0.1
+
+
+def _fill(source: Iterator[Any], out: queue.Queue, stop: threading.Event) -> None:
+    """The prefetch thread: `source` into `out` as ("item", x) … ("end", None), or ("error", e) where it raises."""
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(entry, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for item in source:
+            if not put(("item", item)):
+                return
+    except BaseException as error:  # noqa: BLE001  (raised again in the consumer's thread)
+        put(("error", error))
+        return
+    put(("end", None))
 
 
 def _as_is(item):
