@@ -355,6 +355,7 @@ def worker_stages(work: Path, args, contrast: bool = True) -> dict:
     started = time.perf_counter()
     path = str(worker_training_set(work, work / "cache", args.worker_queries, passages, _tokenizer(work / "cache")))
     out: dict = {"queries": args.worker_queries, "passages": passages, "write_seconds": time.perf_counter() - started}
+    os.sync()   # the set's ~0.5 GB of dirty pages go to disk now, not during the first worker's timed steps
     for workers in (0, 1):
         print(f"bench_scale: worker (loader_workers={workers}) ...", file=sys.stderr, flush=True)
         out[f"worker-{workers}"] = result_of(run_stage("worker", work, args, (
