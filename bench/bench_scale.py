@@ -330,7 +330,7 @@ def driver_stages(work: Path, fraction: float, args) -> dict:
     import shutil
 
     sizes = Sizes.at(fraction)
-    out: dict = {"sizes": vars(sizes)}
+    out: dict = {"sizes": vars(sizes), "load_average": os.getloadavg()[0]}
     started = time.perf_counter()
     if not (work / "data" / "run.trec").is_file():
         generate(work / "data", sizes, _tokenizer(work / "cache"))
@@ -354,7 +354,8 @@ def worker_stages(work: Path, args, contrast: bool = True) -> dict:
     print(f"bench_scale: writing a {args.worker_queries:,}-query training set ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     path = str(worker_training_set(work, work / "cache", args.worker_queries, passages, _tokenizer(work / "cache")))
-    out: dict = {"queries": args.worker_queries, "passages": passages, "write_seconds": time.perf_counter() - started}
+    out: dict = {"queries": args.worker_queries, "passages": passages, "write_seconds": time.perf_counter() - started,
+                 "load_average": os.getloadavg()[0]}   # other jobs' load when the workers start (1-min average)
     os.sync()   # the set's ~0.5 GB of dirty pages go to disk now, not during the first worker's timed steps
     for workers in (0, 1):
         print(f"bench_scale: worker (loader_workers={workers}) ...", file=sys.stderr, flush=True)

@@ -19,8 +19,7 @@ def report(r: dict) -> str:
         "# Scale benchmark: synthetic MS MARCO-shaped collection (`bench/bench_scale.py`)",
         "",
         f"Commit `{r['commit']}`" + (f" (driver stages: `{r['driver_commit']}`)" if r.get("driver_commit") else "")
-        + f", {r['cores']} cores, {r['memory_gib']:.0f} GiB memory. **Busy machine**: the two"
-        " cores were shared with other jobs, so seconds are upper bounds (memory is not affected).",
+        + f", {r['cores']} cores, {r['memory_gib']:.0f} GiB memory. {_load_line(big, workers)}",
         "",
         "What was measured, and what extrapolated:",
         f"- **Driver stages: measured** at fractions {f_small:g} and **{f:g}** of MS MARCO passage ({sizes['passages']:,}"
@@ -89,6 +88,17 @@ def report(r: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _load_line(driver: dict, workers: dict) -> str:
+    """What else ran: the 1-min load average as each part started (runs before it was recorded: busy)."""
+    def said(part: dict) -> str:
+        load = part.get("load_average")
+        return "not recorded (a busy machine)" if load is None else f"{load:.2f}"
+
+    return (f"Load average (1 min) when the driver stages started: {said(driver)}; when the workers started:"
+            f" {said(workers)} (it counts the bench's own writing of the workers' set too). Well above 0.5, other"
+            " jobs shared the two cores, so seconds are upper bounds (memory is not affected).")
 
 
 def workers_report(workers: dict) -> list[str]:
