@@ -135,7 +135,8 @@ def derive_auxiliary_share(cfg: TrialConfig, ev: Evidence) -> Derived:
         return Derived(share, text, "warning", f"the in-batch NLL (loss.in_batch_weight={cfg.loss.in_batch_weight:g}) "
                                                f"carries {share:.0%} of the gradient on the student's scores: it, "
                                                f"not {cfg.loss.name}, trains the student, a confound of every arm "
-                                               "compared; set loss.in_batch_weight: 0, or state in the space's header why it stays")
+                                               "compared; set loss.in_batch_weight: 0, or state in the space's "
+                                               "header why it stays")
     return Derived(share, text)
 
 

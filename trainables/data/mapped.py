@@ -67,7 +67,8 @@ def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     fd = os.open(path, os.O_RDONLY)
     try:
         for i, row in enumerate(rows.tolist()):
-            out[i] = np.frombuffer(os.pread(fd, row_bytes, offset + (row % len(array)) * row_bytes), array.dtype).reshape(array.shape[1:])
+            data = os.pread(fd, row_bytes, offset + (row % len(array)) * row_bytes)
+            out[i] = np.frombuffer(data, array.dtype).reshape(array.shape[1:])
     finally:
         os.close(fd)
     return out
