@@ -91,14 +91,14 @@ def report(r: dict) -> str:
 
 
 def _load_line(driver: dict, workers: dict) -> str:
-    """What else ran: the 1-min load average as each part started (runs before it was recorded: busy)."""
+    """What else ran: the 1-min load average as each part started ("not recorded": a run from before it was)."""
     def said(part: dict) -> str:
         load = part.get("load_average")
-        return "not recorded (a busy machine)" if load is None else f"{load:.2f}"
+        return "not recorded" if load is None else f"{load:.2f}"
 
-    return (f"Load average (1 min) when the driver stages started: {said(driver)}; when the workers started:"
-            f" {said(workers)} (it counts the bench's own writing of the workers' set too). Well above 0.5, other"
-            " jobs shared the two cores, so seconds are upper bounds (memory is not affected).")
+    return (f"Load average (1 min) as the driver stages started: {said(driver)}; as the workers started:"
+            f" {said(workers)} (it counts the bench writing the workers' set, too). Well above 0.5, other jobs"
+            " shared the two cores, so seconds are upper bounds (memory is not affected).")
 
 
 def workers_report(workers: dict) -> list[str]:
