@@ -124,8 +124,8 @@ class ResourcesConfig(_Strict):
     always, `auto` where the device runs bf16 natively (a GPU with bf16, a CPU with avx512_bf16 or
     AMX). The legacy `mixed_precision: true|false` reads as `gpu-bf16|fp32`. `loader_workers`:
     processes per trial worker that assemble the next steps' batches from token ids while a step
-    computes (`input_pipeline.py`); 0 assembles them in the training process (CPU: a step takes
-    seconds, assembling one a millisecond); 1–2 on a GPU host.
+    computes (`input_pipeline.py`); 0 assembles them in one prefetching thread of the training
+    process (no second process's memory; the default, and enough on CPU), 1–2 on a GPU host.
     """
 
     num_workers: int = Field(2, ge=1)
