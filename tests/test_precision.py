@@ -14,8 +14,8 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 # ---- the knob -----------------------------------------------------------------------------------
-def test_precision_defaults_to_bf16_on_gpu_only_and_rejects_other_values_in_one_line():
-    assert TrialConfig().resources.precision == "gpu-bf16"
+def test_precision_defaults_to_auto_and_rejects_other_values_in_one_line():
+    assert TrialConfig().resources.precision == "auto"
     for value in PRECISIONS:
         assert TrialConfig.from_dict({"resources": {"precision": value}}).resources.precision == value
     with pytest.raises(ConfigError) as error:

@@ -51,6 +51,8 @@ def test_the_warm_start_is_built_once_and_reused_by_a_second_trial(tmp_path):
     # What the warm-up does is part of its key: another warm-up is another asset.
     longer = base.with_overrides({"init.warmup.steps": 4})
     assert warm_start_key(longer, training_set) != first.key
+    other = "fp32" if base.resources.precision != "fp32" else "bf16"   # the precision it trains at, too
+    assert warm_start_key(base.with_overrides({"resources.precision": other}), training_set) != first.key
     assert prepare_warm_start(longer, training_set).stats["warm_start_steps_trained"] == 4
 
     # The trial's student loads exactly the warmed-up weights (and they moved from the pretrained ones).

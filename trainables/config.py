@@ -120,9 +120,9 @@ class ResourcesConfig(_Strict):
     """Workers, devices and numeric precision of a trial.
 
     `precision`: bf16 autocast of the student's forward passes (training and corpus/query encoding)
-    — `gpu-bf16` on CUDA only (the default, as before the knob existed), `fp32` never, `bf16`
-    always, `auto` where the device runs bf16 natively (a GPU with bf16, a CPU with avx512_bf16 or
-    AMX). The legacy `mixed_precision: true|false` reads as `gpu-bf16|fp32`. `loader_workers`:
+    — `auto` (the default) where the device runs bf16 natively (a GPU with bf16, a CPU with
+    avx512_bf16 or AMX), `gpu-bf16` on CUDA only (the default before bench/results/precision.md's
+    study), `fp32` never, `bf16` always. The legacy `mixed_precision: true|false` reads as `gpu-bf16|fp32`. `loader_workers`:
     processes per trial worker that assemble the next steps' batches from token ids while a step
     computes (`input_pipeline.py`); 0 assembles them in one prefetching thread of the training
     process (no second process's memory; the default, and enough on CPU), 1–2 on a GPU host.
@@ -131,7 +131,7 @@ class ResourcesConfig(_Strict):
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
-    precision: Precision = Field("gpu-bf16", description="bf16 autocast: gpu-bf16 | fp32 | bf16 | auto")
+    precision: Precision = Field("auto", description="bf16 autocast: auto | gpu-bf16 | fp32 | bf16")
     loader_workers: int = Field(0, ge=0, le=16, description="input-pipeline processes per trial worker")
     custom: dict[str, float] = Field(
         default_factory=dict,

@@ -9,10 +9,10 @@ float32 only).
 
 | `resources.precision` | CUDA                         | CPU                               |
 |-----------------------|------------------------------|-----------------------------------|
-| `gpu-bf16` (default)  | bf16                         | fp32                              |
+| `gpu-bf16`            | bf16                         | fp32                              |
 | `fp32`                | fp32                         | fp32                              |
 | `bf16`                | bf16                         | bf16 (even where emulated)        |
-| `auto`                | bf16 if the GPU supports it  | bf16 with avx512_bf16 or AMX      |
+| `auto` (default)      | bf16 if the GPU supports it  | bf16 with avx512_bf16 or AMX      |
 """
 from __future__ import annotations
 

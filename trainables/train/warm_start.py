@@ -57,7 +57,7 @@ def warm_start_key(cfg: TrialConfig, training_set_path: str | Path) -> str:
     warm = warmup_config(cfg)
     return content_key("warm_start", WARM_START_VERSION, Path(training_set_path).stem,
                        warm.student.model_dump(mode="json"), cfg.init.warmup.model_dump(mode="json"),
-                       warm.data.max_positives)
+                       warm.data.max_positives, cfg.resources.precision)   # the warm-up trains at it
 
 
 def warm_start_path(cfg: TrialConfig, training_set_path: str | Path) -> Path:
