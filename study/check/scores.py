@@ -119,8 +119,10 @@ def sampled_scores(cfg: TrialConfig, data: RetrievalData, n_queries: int = SAMPL
     rng = np.random.default_rng(seed)
     chosen = [queries[i] for i in sorted(rng.choice(len(queries), min(n_queries, len(queries)), replace=False))]
     n_docs = len(data.corpus)
-    picks = set(rng.choice(n_docs, min(n_passages, n_docs), replace=False).tolist())
-    texts = {d: t for i, (d, t) in enumerate(data.corpus) if i in picks}   # one streamed pass
+    picks = sorted(rng.choice(n_docs, min(n_passages, n_docs), replace=False).tolist())
+    doc_ids = data.corpus.doc_ids()                  # by position: an indexed corpus reads only the picks
+    picked = [doc_ids[i] for i in picks]
+    texts = dict(zip(picked, data.corpus.get_many(picked)))
     positives = [d for _, _, pos in chosen for d in pos if d not in texts]
     texts.update(zip(positives, data.corpus.get_many(positives)))
     wanted = list(texts)
