@@ -131,3 +131,20 @@ def test_a_checkpoint_cut_short_by_a_full_disk_is_one_line_naming_it(tmp_path):
         (small / "raw.pt").unlink(missing_ok=True)
         with pytest.raises(DiskFull, match=rf"^no space left on device writing {small}/train_state.pt \("):
             save_train_state(str(small), state, steps_per_epoch=1, world=1)
+
+
+def test_a_tuner_state_cut_short_by_a_full_disk_is_not_resumed_from(tmp_path):
+    """Tune writes tuner.pkl as the study starts; a disk that fills then leaves it empty or cut short, and
+    `resume` must start afresh rather than fail unpickling it ("Ran out of input")."""
+    import pickle
+
+    from study.run.tuner import written_whole
+
+    whole = tmp_path / "tuner.pkl"
+    whole.write_bytes(pickle.dumps({"state": list(range(1000))}))
+    assert written_whole(whole)
+    for cut in (0, 1, len(whole.read_bytes()) // 2):
+        short = tmp_path / f"cut-{cut}.pkl"
+        short.write_bytes(whole.read_bytes()[:cut])
+        assert not written_whole(short)
+    assert written_whole(tmp_path / "remote-or-missing.pkl")   # not readable here: left to Tune

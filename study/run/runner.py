@@ -178,8 +178,8 @@ def _resume_study(paths: StudyPaths, opts: StudyOptions) -> StudyOutcome:
                 opts.say(f"kd-study: resuming study {name} from {paths.tune_dir} "
                          f"(MLflow {tracking.redact(tracking_uri)}, parent run {parent_run_id})")
                 return restore_tuner(ctx)
-            # Stopped before Tune saved anything (a kill, a full disk): start the search afresh.
-            opts.say(f"kd-study: no Tune state in {paths.tune_dir} yet; starting study {name} afresh")
+            # Stopped before Tune saved anything whole (a kill, a full disk): start the search afresh.
+            opts.say(f"kd-study: no whole Tune state in {paths.tune_dir} yet; starting study {name} afresh")
             delete_study(storage_url, name)
             shutil.rmtree(paths.tune_dir, ignore_errors=True)
             return new_tuner(ctx, max_concurrent_trials(space, ray, bool(opts.ray_address), opts.say))

@@ -71,7 +71,23 @@ def new_tuner(ctx: StudyContext, max_concurrent: int) -> tune.Tuner:
 
 
 def can_restore(ctx: StudyContext) -> bool:
-    return tune.Tuner.can_restore(str(ctx.paths.tune_dir))
+    """Tune saved a state to resume from: its `tuner.pkl` exists and was written to the end."""
+    tune_dir = str(ctx.paths.tune_dir)
+    return tune.Tuner.can_restore(tune_dir) and written_whole(Path(tune_dir) / "tuner.pkl")
+
+
+def written_whole(pickled: Path) -> bool:
+    """False for a pickle cut short, as a disk that fills while Tune writes `tuner.pkl` leaves it (empty, or
+    without the STOP opcode that ends every pickle); True where it cannot be read here (remote storage)."""
+    try:
+        with open(pickled, "rb") as handle:
+            size = handle.seek(0, 2)
+            if size == 0:
+                return False
+            handle.seek(size - 1)
+            return handle.read(1) == b"."
+    except OSError:
+        return True
 
 
 def restore_tuner(ctx: StudyContext) -> tune.Tuner:
