@@ -122,10 +122,11 @@ class ResourcesConfig(_Strict):
     `precision`: bf16 autocast of the student's forward passes (training and corpus/query encoding)
     — `auto` (the default) where the device runs bf16 natively (a GPU with bf16, a CPU with
     avx512_bf16 or AMX), `gpu-bf16` on CUDA only (the default before bench/results/precision.md's
-    study), `fp32` never, `bf16` always. The legacy `mixed_precision: true|false` reads as `gpu-bf16|fp32`. `loader_workers`:
-    processes per trial worker that assemble the next steps' batches from token ids while a step
-    computes (`input_pipeline.py`); 0 assembles them in one prefetching thread of the training
-    process (no second process's memory; the default, and enough on CPU), 1–2 on a GPU host.
+    study), `fp32` never, `bf16` always. The legacy `mixed_precision: true|false` reads as
+    `gpu-bf16|fp32`. `loader_workers`: processes per trial worker that assemble the next steps' batches
+    from token ids while a step computes (`input_pipeline.py`); 0 assembles them in one prefetching
+    thread of the training process (no second process's memory; the default, and enough on CPU), 1–2
+    on a GPU host.
     """
 
     num_workers: int = Field(2, ge=1)

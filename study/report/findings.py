@@ -116,7 +116,7 @@ def measured(finding: Finding, rows: pd.DataFrame, digits: int = 4) -> str:
         else:
             level = 1 - SIGNIFICANCE / r.family_size
             ci = (f" [{r.ci_low_corrected:+.{digits}f}, {r.ci_high_corrected:+.{digits}f}] "
-                  f"({level:.2%} CI, {int(r.family_size)} tests)")
+                  f"({level:.2%} CI, {int(r.family_size)} test{'s' if int(r.family_size) != 1 else ''})")
         parts.append(f"{label + ': ' if label else ''}Δ {r.difference:+.{digits}f}{ci}")
     return f"{finding.study}, {metric_label(finding.metric)}: " + "; ".join(parts)
 

@@ -56,21 +56,16 @@ def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     concurrent trials share, and keeps nothing mapped.
     """
     rows = np.asarray(rows, dtype=np.int64)
-    file = _backing_file(array)
-    if file is None:
+    if _backing_file(array) is None:
         return np.asarray(array[rows])
-    path, offset = file
     if rows.size and (rows.min() < -len(array) or rows.max() >= len(array)):
         raise IndexError(f"rows {rows.min()}..{rows.max()} of an array of {len(array)}")
-    row_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
+    offset, row_bytes = array.offset, _row_bytes(array)
     out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    with _open_backing(array) as fd:
         for i, row in enumerate(rows.tolist()):
             data = os.pread(fd, row_bytes, offset + (row % len(array)) * row_bytes)
             out[i] = np.frombuffer(data, array.dtype).reshape(array.shape[1:])
-    finally:
-        os.close(fd)
     return out
 
 
@@ -79,21 +74,22 @@ def read_range(array: np.ndarray, start: int, stop: int, fd: int | None = None) 
     `read_rows`): a sequential pass over a mapped buffer would otherwise leave every page it read mapped,
     counted in the reader's unique memory (a training set's passage texts: GBs at MS MARCO scale).
     `fd`: an open descriptor of the array's file, for callers that read many ranges of it."""
-    file = _backing_file(array)
-    if file is None:
+    if _backing_file(array) is None:
         return np.asarray(array[start:stop])
-    path, offset = file
+    if fd is None:
+        with _open_backing(array) as own:
+            return read_range(array, start, stop, own)
     start, stop = max(start, 0), max(min(stop, len(array)), max(start, 0))
-    row_shape = array.shape[1:]
-    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * array.dtype.itemsize
+    row_shape, row_bytes = array.shape[1:], _row_bytes(array)
     if stop == start:
         return np.zeros((0, *row_shape), dtype=array.dtype)
-    if fd is None:
-        with open(path, "rb", buffering=0) as handle:
-            data = os.pread(handle.fileno(), (stop - start) * row_bytes, offset + start * row_bytes)
-    else:
-        data = os.pread(fd, (stop - start) * row_bytes, offset + start * row_bytes)
+    data = os.pread(fd, (stop - start) * row_bytes, array.offset + start * row_bytes)
     return np.frombuffer(data, array.dtype).reshape(stop - start, *row_shape).copy()
+
+
+def _row_bytes(array: np.ndarray) -> int:
+    """Bytes of one row (one index of the first axis) of a C-ordered array."""
+    return int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
 
 
 def _backing_file(array: np.ndarray) -> tuple[str, int] | None:

@@ -112,7 +112,7 @@ class Prefetched(Iterator):
         self._stop.set()
 
     def __del__(self) -> None:
-        self._stop.set()
+        self.close()
 
 
 _POLL_SECONDS = 0.1
