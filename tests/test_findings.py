@@ -9,7 +9,7 @@ import yaml
 from study.report import ReportError
 from study.report.contrasts import declared_contrasts
 from study.report.findings import (INCONCLUSIVE, NOT_MEASURED, NOT_REPRODUCED, REPRODUCED, Finding, controls_table,
-                                   findings_table, load_findings, pair_verdict, verdict)
+                                   findings_table, load_findings, pair_verdict, studies_named, verdict)
 from test_contrasts import STRATIFIED_VS_RANDOM, STRATIFIED_VS_TOPK, crafted_study
 
 
@@ -94,6 +94,13 @@ def test_equivalence_within_the_margin_is_not_reproduced_and_failed_controls_can
     controls, unable = controls_table({"s": ["dev"]}, lambda study, metric: with_control)
     assert "A/A (must not be significant)" in controls and "| fail |" in controls and "| pass |" in controls
     assert len(unable) == 1 and "unable to decide" in unable[0]
+
+
+def test_controls_are_listed_on_every_reported_metric_after_the_ones_the_findings_read():
+    # a positive control that fails on an out-of-domain metric no finding reads must still reach the findings' controls
+    findings = [finding(study="a", metric="test"), finding(study="a", metric="dev"), finding(study="b", metric="dev")]
+    assert studies_named(findings, ["dev", "test", "dl19"]) == {"a": ["test", "dev", "dl19"], "b": ["dev", "test", "dl19"]}
+    assert studies_named(findings) == {"a": ["test", "dev"], "b": ["dev"]}
 
 
 def test_a_findings_file_is_validated_at_the_edge(tmp_path):

@@ -114,7 +114,7 @@ def write_document(spec_path: str | Path, tracking_uri: str, root: str | None = 
                                                                                  tracking_uri, measured))
         md += ["## Findings: the papers' claims and what kd-study measured", "", text, "",
                findings_legend(SIGNIFICANCE), ""]
-        controls, unable = controls_table(studies_named(findings), lambda study, metric: _contrasts_of(
+        controls, unable = controls_table(studies_named(findings, spec.metrics), lambda study, metric: _contrasts_of(
             by_name[study], metric, tracking_uri, measured))
         md += ["### Controls", "", controls or "_No study declares a control (`control: positive|aa` in "
                "`study.contrasts`): nothing shows that its tests can find an effect and reject noise._", ""]

@@ -198,11 +198,14 @@ def findings_legend(significance: float) -> str:
             "failed; not measured = no such pair in the store.")
 
 
-def studies_named(findings: list[Finding]) -> Mapping[str, list[str]]:
-    """Study → the metrics its findings read (in file order)."""
+def studies_named(findings: list[Finding], reported: list[str] = ()) -> Mapping[str, list[str]]:
+    """Study → the metrics its findings read (in file order), then the other `reported` metrics: a control
+    that fails on a metric no finding reads still says the study cannot decide on that metric."""
     out: dict[str, list[str]] = {}
     for finding in findings:
         out.setdefault(finding.study, [])
         if finding.metric not in out[finding.study]:
             out[finding.study].append(finding.metric)
+    for metrics in out.values():
+        metrics += [metric for metric in reported if metric not in metrics]
     return out
