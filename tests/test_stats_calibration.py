@@ -1,7 +1,7 @@
 """The contrast test calibrated over seeds: a seeded simulation with evidence v2's variance components.
 
 Per-query, per-seed differences D_ij = δ + a_i + b_j + e_ij (query, seed and residual effects), with
-the components docs/results.md measured (v2, 3 seeds): DL19 subset 43 queries, per-query SD of the
+the components docs/results_v2.md measured (v2, 3 seeds): DL19 subset 43 queries, per-query SD of the
 seed-averaged difference 0.0166, seed-to-seed SD 0.0038; SciFact test 300 queries, 0.0444 and
 0.0035. How that per-query SD splits between a_i and e_ij/√3 is not reported; half each here. At 80 %
 residual the test is conservative (2–5 %); at 20 % and 2 seeds it reaches 6–6.5 %, at 5 % ~7 % (busy

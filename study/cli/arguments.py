@@ -171,7 +171,7 @@ the best, heatmaps and trial timings; print the tables and write them to kd-stud
 (or --out).""", ray=False)
     report.add_argument("name", metavar="NAME", nargs="?", help="study (omit with --document)")
     report.add_argument("--document", metavar="SPEC.yaml",
-                        help="write a results document over several studies instead (e.g. docs/results.yaml: "
+                        help="write a results document over several studies instead (e.g. docs/results_v3.yaml: "
                              "studies, metrics, grid-vs-search comparisons, bench tables, discussion)")
     report.add_argument("--metric", help="metric of the tables (default: the study's)")
     report.add_argument("--correction", **CORRECTION_OPTION)
