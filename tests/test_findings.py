@@ -8,8 +8,9 @@ import yaml
 
 from study.report import ReportError
 from study.report.contrasts import declared_contrasts
+from study.report.figures import plot_findings
 from study.report.findings import (INCONCLUSIVE, NOT_MEASURED, NOT_REPRODUCED, REPRODUCED, Finding, controls_table,
-                                   findings_table, load_findings, pair_verdict, studies_named, verdict)
+                                   finding_pairs, findings_table, load_findings, pair_verdict, studies_named, verdict)
 from test_contrasts import STRATIFIED_VS_RANDOM, STRATIFIED_VS_TOPK, crafted_study
 
 
@@ -62,6 +63,21 @@ def test_the_table_cites_each_pairs_difference_and_the_corrected_ci_its_verdict_
     assert row["ci_low_corrected"] < row["ci_low"]
     assert frame.loc[1, "pairs"] == 2 and frame.loc[1, "kd-study"].count("Δ") == 2
     assert frame.loc[0, "TOST vs margin"] == "no margin declared"
+
+
+def test_the_forest_plot_reads_each_pair_in_the_papers_direction(contrasts, tmp_path):
+    kl = finding(claim="Stratified beats random (KL)", where={"loss.name": "kl"})
+    pairs = finding_pairs([kl, kl.model_copy(update={"expect": "worse"}), finding(claim="Not run", study="other")],
+                          lambda study, metric: contrasts if study == "s" else None)
+    row = contrasts.set_index(["contrast", "at"]).loc[("stratified_vs_random", "loss.name=kl, sampler.k=8")]
+    assert len(pairs) == 2 and pairs["verdict"].tolist() == [REPRODUCED, NOT_REPRODUCED]
+    # the same pair, once as the paper expects it (better) and once flipped (worse): Δ and its CI change sign
+    assert pairs.loc[0, ["toward", "low", "high"]].tolist() == pytest.approx(
+        [row["difference"], row["ci_low_corrected"], row["ci_high_corrected"]])
+    assert pairs.loc[1, ["toward", "low", "high"]].tolist() == pytest.approx(
+        [-row["difference"], -row["ci_high_corrected"], -row["ci_low_corrected"]])
+    path = plot_findings(pairs, tmp_path / "forest.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_an_uncorrected_ci_that_excludes_0_is_not_a_verdict():

@@ -37,8 +37,9 @@ from study.report.contrasts import contrasts_legend, contrasts_markdown, declare
 from study.report.document_parts import (DocumentStudy, SearchComparison, best_value, comparison_section,
                                          confirmations_section, included, power_section, read_assets,
                                          selection_metric, timing_section)
-from study.report.figures import plot_heatmap, plot_importances
-from study.report.findings import controls_table, findings_legend, findings_table, load_findings, studies_named
+from study.report.figures import plot_findings, plot_heatmap, plot_importances
+from study.report.findings import (controls_table, finding_pairs, findings_legend, findings_table, load_findings,
+                                   studies_named)
 from study.report.points import varying_params
 from study.report.runs import ReportError, load_per_query, load_study_runs, read_yaml_model
 from study.report.sensitivity import SIGNIFICANCE
@@ -110,12 +111,19 @@ def write_document(spec_path: str | Path, tracking_uri: str, root: str | None = 
     md += _contents(studies, spec)
     if findings:
         by_name = {s.name: s for s in studies}
-        text, _ = findings_table(findings, lambda study, metric: _contrasts_of(by_name[study], metric,
-                                                                                 tracking_uri, measured))
+
+        def contrasts_of(study: str, metric: str) -> pd.DataFrame | None:
+            return _contrasts_of(by_name[study], metric, tracking_uri, measured)
+
+        text, _ = findings_table(findings, contrasts_of)
         md += ["## Findings: the papers' claims and what kd-study measured", "", text, "",
                findings_legend(SIGNIFICANCE), ""]
-        controls, unable = controls_table(studies_named(findings, spec.metrics), lambda study, metric: _contrasts_of(
-            by_name[study], metric, tracking_uri, measured))
+        pairs = finding_pairs(findings, contrasts_of)
+        if not pairs.empty:
+            stem = f"{Path(spec.findings).stem}_forest"
+            plot_findings(pairs, figures / f"{stem}.png")
+            md += [f"![findings: each claim's difference in the paper's direction]({rel}/{stem}.png)", ""]
+        controls, unable = controls_table(studies_named(findings, spec.metrics), contrasts_of)
         md += ["### Controls", "", controls or "_No study declares a control (`control: positive|aa` in "
                "`study.contrasts`): nothing shows that its tests can find an effect and reject noise._", ""]
         md += [f"**{line}**" for line in unable] + ([""] if unable else [])

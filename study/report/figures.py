@@ -122,3 +122,43 @@ def plot_search_progress(curves: dict[str, pd.DataFrame], grid_best: float, metr
     ax.set_title("Search progress: best so far (dots: each trial)", fontsize=11)
     fig.savefig(path)
     return path
+
+
+VERDICT_COLOURS = {"reproduced": "#1a9850", "not reproduced": "#d73027", "inconclusive": "#7f7f7f",
+                   "unable to decide": "#fdae61"}
+
+
+def plot_findings(pairs: pd.DataFrame, path: str | Path) -> Path:
+    """Forest plot of the findings (`findings.finding_pairs`): each pair's Δ in the paper's direction with its
+    corrected CI, the declared margin shaded, coloured by the finding's verdict; right of 0 = the paper's way."""
+    import textwrap
+
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    n = len(pairs)
+    fig = Figure(figsize=(9.0, max(2.8, 1.4 + 0.62 * n)), dpi=130, layout="constrained")
+    ax = fig.subplots()
+    for i, r in enumerate(pairs.itertuples()):
+        y = n - 1 - i
+        colour = VERDICT_COLOURS.get(r.verdict, "#7f7f7f")
+        if not pd.isna(r.margin):
+            ax.fill_betweenx([y - 0.35, y + 0.35], -r.margin, r.margin, color="#deebf7", zorder=0)
+        if not (pd.isna(r.low) or pd.isna(r.high)):
+            ax.plot([r.low, r.high], [y, y], color=colour, linewidth=2.2, zorder=2)
+        ax.plot([r.toward], [y], "o", color=colour, markersize=6, zorder=3)
+    ax.axvline(0.0, color="#333333", linewidth=0.9)
+    labels = [textwrap.fill(f"{r.finding} [{metric_label(r.metric)}]", 58) for r in pairs.itertuples()]
+    ax.set_yticks(range(n), labels[::-1], fontsize=7.5)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlabel("Δ in the paper's direction (right of 0: as the paper found), with its family-corrected CI",
+                  fontsize=8.5)
+    shown = [v for v in VERDICT_COLOURS if v in set(pairs["verdict"])]
+    handles = [Patch(color=VERDICT_COLOURS[v], label=v) for v in shown]
+    if pairs["margin"].notna().any():
+        handles.append(Patch(color="#deebf7", label="± declared margin (TOST)"))
+    ax.legend(handles=handles, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title("Findings: kd-study's measurement of each claim", fontsize=11)
+    path = Path(path)
+    fig.savefig(path)
+    return path

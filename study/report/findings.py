@@ -154,6 +154,27 @@ def findings_table(findings: list[Finding],
     return text, frame
 
 
+def finding_pairs(findings: list[Finding],
+                  contrasts_of: Callable[[str, str], pd.DataFrame | None]) -> pd.DataFrame:
+    """One row per pair a finding reads, oriented the paper's way (`toward` = Δ when the paper expects
+    `better`, −Δ when `worse`; so is the corrected CI): finding, metric, verdict, toward, low, high, margin."""
+    records = []
+    for finding in findings:
+        table = contrasts_of(finding.study, finding.metric)
+        rows = finding_rows(finding, table)
+        if rows.empty:
+            continue
+        word = verdict(finding, rows, controls_verdict(table)[0]).split(" (")[0]
+        sign = 1.0 if finding.expect == "better" else -1.0
+        for label, r in zip(_labels(rows), rows.itertuples()):
+            low, high = sorted((sign * r.ci_low_corrected, sign * r.ci_high_corrected))
+            records.append({"finding": finding.claim + (f" ({label})" if label else ""), "metric": finding.metric,
+                            "verdict": word, "toward": sign * r.difference, "low": low, "high": high,
+                            "margin": r.margin})
+    return pd.DataFrame.from_records(records, columns=["finding", "metric", "verdict", "toward", "low", "high",
+                                                       "margin"])
+
+
 def controls_table(studies: Mapping[str, list[str]],
                    contrasts_of: Callable[[str, str], pd.DataFrame | None], digits: int = 4) -> tuple[str, list[str]]:
     """(Markdown table of every declared control of the studies on the metrics their findings read, one line per
