@@ -69,6 +69,19 @@ def test_document_has_every_section_and_its_figures(document, monkeypatch):
     assert "not reached" in text
 
 
+def test_a_document_of_named_points_tabulates_each_point_not_two_param_tables(document, monkeypatch):
+    root, store = document
+    monkeypatch.chdir(root)
+    spec = {"title": "Points", "output": "points/results.md", "studies": [STUDY], "metrics": ["dev_mrr_at_10"],
+            "study_tables": "points"}
+    (root / "points.yaml").write_text(yaml.safe_dump(spec))
+    text = write_document("points.yaml", store.uri).read_text()
+    section = text[text.index("### Points: Dev MRR@10"):]
+    assert "| point | seeds | mean | 95% CI |" in section and "by γ1 × α" not in text and "by sampler × K" not in text
+    rows = [line for line in section.splitlines() if line.startswith("| loss.")]
+    assert len(rows) >= 2 and sum("**" in row for row in rows) == 1   # every point once, the best in bold
+
+
 def test_document_spec_errors_are_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.yaml").write_text("title: x\nstudies: []\noutput: o.md\n")
@@ -115,6 +128,7 @@ def test_document_holds_declared_contrasts_findings_power_and_confirmations(tmp_
     findings = text[text.index("## Findings"):text.index("## Power")]
     assert "| finding | paper | kd-study: Δ [corrected CI] | TOST vs margin | verdict |" in findings
     assert "### Controls" in findings and "No study declares a control" in findings
+    assert "(results/findings_forest.png)" in findings and (root / "out" / "results" / "findings_forest.png").exists()
     lines = [line for line in findings.splitlines() if line.startswith("| Stratified beats top-K")]
     assert len(lines) == 3 and "Dev MRR@10: loss.name=kl, sampler.k=4: Δ +" in lines[0]
     assert "Dev nDCG@10: loss.name=kl, sampler.k=4: Δ +" in lines[1]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,7 +43,7 @@ from study.report.findings import (controls_table, finding_pairs, findings_legen
 from study.report.points import varying_params
 from study.report.runs import ReportError, load_per_query, load_study_runs, read_yaml_model
 from study.report.sensitivity import SIGNIFICANCE
-from study.report.text import frame_to_markdown, metric_label, slug
+from study.report.text import frame_to_markdown, is_missing, markdown_table, metric_label, slug
 from study.track.tracking import redact
 
 
@@ -62,6 +62,10 @@ class DocumentSpec(BaseModel):
     discussion: str | None = None
     findings: str | None = None
     confirmations: list[str] = Field(default_factory=list)
+    # `sensitivity`: each study's tables over two params (sampler × K, γ1 × α), pooling the other varying params;
+    # `points`: one row per configuration point, for studies built of named points (arms, controls, references)
+    # whose other params differ from point to point, so a two-param table would pool unlike runs
+    study_tables: Literal["sensitivity", "points"] = "sensitivity"
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "DocumentSpec":
@@ -195,7 +199,10 @@ def _study_section(study: DocumentStudy, spec: DocumentSpec, tracking_uri: str, 
             md += [f"{len(df)} finished trials; best by {metric_label(metric)}: `{best['trial_id']}` = "
                    f"{best[metric]:.4f}.", ""]
             md += [f"- {n}" for n in report.notes] + ([""] if report.notes else [])
-        for key, table in report.tables.items():
+        if spec.study_tables == "points" and report.points is not None:
+            md += [f"### Points: {metric_label(metric)}", "",
+                   _points_markdown(report.points, report.point_params, df), "", POINTS_LEGEND, ""]
+        for key, table in report.tables.items() if spec.study_tables == "sensitivity" else ():
             if table.mean.shape == (1, 1):
                 continue  # one configuration on both axes (e.g. the WKL study's fixed sampler and K): no table
             stem = f"{study.name}_{key}_{slug(metric)}"
@@ -222,6 +229,28 @@ def _study_section(study: DocumentStudy, spec: DocumentSpec, tracking_uri: str, 
                        frame_to_markdown(report.sampler_diagnostics), ""]
         first = False
     return md
+
+
+POINTS_LEGEND = ("Each configuration point of the study by the values that tell it apart (unset: the field does not "
+                 "apply to that point); mean over its seeds of the per-query metric, with the 95% bootstrap CI over "
+                 "queries and seeds. The tests the study was run for are its declared contrasts.")
+
+
+def _points_markdown(points: pd.DataFrame, params: list[str], trials: pd.DataFrame) -> str:
+    """One row per point: its values, its seeds (an A/A control differs from its arm only there), mean and 95% CI;
+    the best in bold."""
+    key = "point" if "point" in trials.columns else "trial_id"
+    seeds = (trials.groupby(key)["seed"].agg(lambda s: f"{int(s.min())}..{int(s.max())}" if s.nunique() > 1
+                                              else str(int(s.iloc[0])))
+             if "seed" in trials.columns else pd.Series(dtype=str))
+    rows = []
+    for r in points.to_dict("records"):
+        values = ", ".join(f"{p}={r[p]}" for p in params if not is_missing(r[p]) and str(r[p]) not in ("None", "nan"))
+        mean = f"{r['mean']:.4f}"
+        rows.append([values or str(r["point"]), f"{r['n_seeds']} ({seeds.get(r['point'], '?')})",
+                     f"**{mean}**" if r["best"] else mean,
+                     "—" if is_missing(r["ci_low"]) else f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"])
+    return markdown_table(["point", "seeds", "mean", "95% CI"], rows)
 
 
 def _power_row(name: str, metric: str, report) -> dict[str, Any]:
