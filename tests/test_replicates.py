@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import pandas as pd
 import yaml
 
 from study.space.replicates import REPLICATE_KEY, bootstrap_interval, point_id
@@ -300,6 +301,29 @@ def test_confirm_reruns_the_top_points_and_prints_the_rank_correlation(workdir):
     assert len(sweep.trials) == 4                                         # the child study is not a trial
     artifacts = {a.path for a in client.list_artifacts(sweep.parent_run_id, "confirm")}
     assert f"confirm/{name}-confirm.md" in artifacts
+
+
+def test_a_searched_seed_is_the_points_own_not_the_seed_its_replicate_trained_with(tmp_path):
+    """An A/A control searches `seed` (0 vs 100): its replicate r trains with seed + r and logs that. The confirm
+    must read the point back as seed 0 or 100 with all its replicates, not one point per trained seed."""
+    from types import SimpleNamespace
+
+    from study.run.confirm import point_means
+
+    path = tmp_path / "aa.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": {"data": {"pool_depth": 10}, "sampler": {"k": 4}},
+        "search": {"loss.name": {"type": "categorical", "choices": ["kl"]},
+                   "seed": {"type": "categorical", "choices": [0, 100]}},
+        "study": {"name": "aa", "algorithm": "grid", "replicates": 3}}))
+    space = load_space(path)
+    assert [space.trial_config({"loss.name": "kl", "seed": 100, REPLICATE_KEY: r}).seed for r in (0, 1, 2)] == \
+        [100, 101, 102]
+    trials = pd.DataFrame([{"run_id": f"{seed}-{r}", "loss.name": "kl", "seed": seed + r, "replicate": r,
+                            "dev": 0.1 * (seed > 0) + 0.01 * r} for seed in (0, 100) for r in (0, 1, 2)])
+    points = point_means(SimpleNamespace(trials=trials), space, "dev")
+    assert sorted(p["params"]["seed"] for p in points.values()) == [0, 100]
+    assert {p["n"] for p in points.values()} == {3}
 
 
 def test_compare_ranks_points_of_a_sweep_and_its_confirmation(tmp_path):

@@ -26,7 +26,7 @@ from trainables.config import ConfigError, check_name
 
 from study.track import tags
 from study.paths import StudyPaths
-from study.space.replicates import point_id
+from study.space.replicates import base_seed_of, point_id
 from study.report.ranking import kendall_tau
 from study.report.stats import ALPHA
 
@@ -114,6 +114,8 @@ def point_means(study_runs, space, metric: str, exclude: set[str] = frozenset())
         for param in space.params:
             if param.name in row.index and space.is_active(param, chosen):
                 chosen[param.name] = _plain(row[param.name])
+        if "seed" in chosen and "replicate" in row.index:   # a run logs the seed it trained with, not the point's
+            chosen["seed"] = base_seed_of(chosen["seed"], row["replicate"])
         params = {k: v for k, v in chosen.items() if k not in exclude}
         value = row[metric]
         if value is None or (isinstance(value, float) and not math.isfinite(value)):

@@ -36,6 +36,12 @@ def replicate_seed(base_seed: int, replicate: int) -> int:
     return base_seed + replicate
 
 
+def base_seed_of(trained_seed: int, replicate: int) -> int:
+    """The point's own seed (a searched `seed`, e.g. an A/A control's block) from the seed replicate r trained
+    with, as a run logs it: `replicate_seed` undone."""
+    return int(trained_seed) - int(replicate)
+
+
 def point_id(config: Mapping[str, Any]) -> str:
     """A stable id of a configuration point: a hash of its searched values (numbers compared by value).
 
