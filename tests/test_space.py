@@ -170,6 +170,14 @@ def test_a_field_is_searched_by_its_alias_and_a_conditional_seed_counts_from_the
     search["seed"]["choices"] = [0, 2]   # the base seed's 0..2 and 2..4 overlap
     with pytest.raises(ConfigError, match=r"search.seed: with study.replicates: 3"):
         load_space(write_space(tmp_path, search=search, study={"algorithm": "grid", "replicates": 3}))
+    # a confirmation runs just its listed points (random + points_to_evaluate): their seeds are known, so allowed
+    listed = [{"loss.name": "kl", "init.from": "warmup", "seed": 0}, {"loss.name": "kl", "init.from": "warmup",
+                                                                      "seed": 100}]
+    search["seed"]["choices"] = [0, 100]
+    confirm = {"algorithm": "random", "replicates": 3, "num_samples": 2, "points_to_evaluate": listed}
+    assert load_space(write_space(tmp_path, search=search, study=confirm)).num_trials == 6
+    with pytest.raises(ConfigError, match=r"search.seed: .* where every point is listed"):   # Optuna would pick seeds
+        load_space(write_space(tmp_path, search=search, study={**confirm, "num_samples": 3}))
 
 
 def test_grid_shorthand_in_study_section(tmp_path):

@@ -219,17 +219,19 @@ def _check_points_to_evaluate(space: SearchSpace) -> None:
 
 
 def _check_replicates(space: SearchSpace) -> None:
-    """Replicates vary the seed: a searched seed (an A/A control's points) only on a grid whose seeds are
-    ≥ `replicates` apart, so each point's seeds (its seed + 0..N-1) are its own; the baseline names searched values."""
+    """Replicates vary the seed: a searched seed (an A/A control's points) only where every point is listed (a grid,
+    or a search that runs just its `points_to_evaluate`, as a confirmation does) and the seeds are ≥ `replicates`
+    apart, so each point's seeds (its seed + 0..N-1) are its own; the baseline names searched values."""
     src, study = space.source, space.study
     if study.replicates > 1 and "seed" in space.param_names:
+        listed = study.algorithm == "grid" or 0 < study.num_samples <= len(study.points_to_evaluate)
         # a conditional seed (only the A/A arm's points search it): the other points run from the base seed
-        seeds = sorted({int(p.get("seed", space.base.seed)) for p in space.grid_points()}) \
-            if study.algorithm == "grid" else []
+        seeds = sorted({int(p.get("seed", space.base.seed)) for p in space.initial_points()}) if listed else []
         if not seeds or any(b - a < study.replicates for a, b in zip(seeds, seeds[1:])):
             raise ConfigError(f"{src}: search.seed: with study.replicates: {study.replicates} each point runs seeds "
-                              f"seed + 0..N-1; search the seed only on a grid with seeds ≥ {study.replicates} apart "
-                              "(an A/A control), else not at all")
+                              f"seed + 0..N-1; search the seed only where every point is listed (a grid, or "
+                              f"points_to_evaluate) with seeds ≥ {study.replicates} apart (an A/A control), else not "
+                              "at all")
     by_name = {p.name: p for p in space.params}
     for dotted, value in (study.baseline or {}).items():
         _check_searched_value(f"{src}: study.baseline.{dotted}", dotted, value, by_name)
