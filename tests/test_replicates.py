@@ -326,6 +326,32 @@ def test_a_searched_seed_is_the_points_own_not_the_seed_its_replicate_trained_wi
     assert {p["n"] for p in points.values()} == {3}
 
 
+def test_a_searched_training_length_the_confirmation_fixes_is_not_part_of_a_point(tmp_path):
+    """The v3 arms search `optim.epochs: [1]` (the control trains 2): confirmed at 3 epochs, a point must keep its id."""
+    from types import SimpleNamespace
+
+    from study.run.confirm import point_means, training_length
+
+    assert training_length({"epochs": 2}, None, None) == {"optim.epochs": 4}
+    assert training_length({"epochs": 2, "max_steps": 50}, None, None) == {"optim.max_steps": 100}
+    assert training_length({"epochs": 2}, 3, None) == {"optim.epochs": 3}
+    path = tmp_path / "arms.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": {"data": {"pool_depth": 10}, "sampler": {"k": 4}},
+        "search": {"loss.name": {"type": "categorical", "choices": ["kl", "labels"]},
+                   "optim.epochs": {"type": "categorical", "choices": [1]}},
+        "study": {"name": "arms", "algorithm": "grid", "replicates": 1}}))
+    space = load_space(path)
+    sweep = pd.DataFrame([{"run_id": f"s-{loss}", "loss.name": loss, "optim.epochs": 1, "dev": 0.3}
+                          for loss in ("kl", "labels")])
+    child = sweep.assign(run_id=lambda f: "c" + f["run_id"], **{"optim.epochs": 3})
+    pinned = set(training_length({"epochs": 2}, 3, None))
+    before, after = (point_means(SimpleNamespace(trials=t), space, "dev", exclude=pinned) for t in (sweep, child))
+    assert set(before) == set(after) and len(before) == 2
+    unpinned = [set(point_means(SimpleNamespace(trials=t), space, "dev")) for t in (sweep, child)]
+    assert unpinned[0].isdisjoint(unpinned[1])                            # the old mismatch: no point in common
+
+
 def test_compare_ranks_points_of_a_sweep_and_its_confirmation(tmp_path):
     """The confirmation table from two studies in the store (runs made by the real MLflow callback)."""
     import math

@@ -62,16 +62,7 @@ def confirm_space_file(name: str, root: str | None, top_points: list[dict[str, A
     base = raw["base"]
     fixed = dict(raw.get("fixed") or {})
     fixed["eval.subset_distractors"] = None
-    optim = base.get("optim", {})
-    if epochs is not None or max_steps is not None:
-        if epochs is not None:
-            fixed["optim.epochs"] = epochs
-        if max_steps is not None:
-            fixed["optim.max_steps"] = max_steps
-    elif optim.get("max_steps") is not None:
-        fixed["optim.max_steps"] = 2 * int(optim["max_steps"])
-    else:
-        fixed["optim.epochs"] = 2 * int(optim.get("epochs", 1))
+    fixed.update(training_length(base.get("optim", {}), epochs, max_steps))
     fixed.update(pins)
     search = dict(raw.get("search") or {})
     study = dict(raw["study"])
@@ -90,6 +81,17 @@ def confirm_space_file(name: str, root: str | None, top_points: list[dict[str, A
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     return out
+
+
+def training_length(optim: dict[str, Any], epochs: int | None, max_steps: int | None) -> dict[str, int]:
+    """The confirmation's training length, as fields it fixes: --epochs / --max-steps, else twice the sweep's
+    max_steps (when its base sets them) or epochs. `optim`: the sweep's base `optim` section."""
+    if epochs is not None or max_steps is not None:
+        return {key: value for key, value in (("optim.epochs", epochs), ("optim.max_steps", max_steps))
+                if value is not None}
+    if optim.get("max_steps") is not None:
+        return {"optim.max_steps": 2 * int(optim["max_steps"])}
+    return {"optim.epochs": 2 * int(optim.get("epochs", 1))}
 
 
 def unsuffixed(metric: str, suffix: str) -> str:
@@ -197,7 +199,11 @@ def confirm_study(name: str, opts, *, top: int, replicates: int | None = None, p
     sweep_space = load_space(paths.space_resolved)
     sweep = load_study_runs(name, tracking_uri)
     metric, mode = (sweep.objectives[0] if sweep.objectives else (sweep_space.metrics[0], sweep_space.modes[0]))
-    points = point_means(sweep, sweep_space, metric, exclude=set(pins))
+    # a field the confirmation fixes (a --set pin, or a searched training length such as the arms' optim.epochs) is
+    # not part of a point: the sweep's point and its confirmation, trained longer, must share an id
+    raw_base = yaml.safe_load(paths.space_resolved.read_text())["base"]
+    pinned = set(pins) | set(training_length(raw_base.get("optim", {}), epochs, max_steps))
+    points = point_means(sweep, sweep_space, metric, exclude=pinned)
     if len(points) < 2:
         raise ConfigError(f"study {name!r} has {len(points)} finished point(s) with {metric}; confirm needs 2")
     chosen = top_points(points, top, mode)
@@ -218,7 +224,7 @@ def confirm_study(name: str, opts, *, top: int, replicates: int | None = None, p
         if outcome.interrupted or not outcome.finished:
             nan = float("nan")
             return Confirmation(name, child, metric, confirm_metric, mode, [], nan, nan, nan, nan, "", outcome=outcome)
-    result = compare(name, child, tracking_uri, sweep_space, points, chosen, metric, confirm_metric, mode, set(pins))
+    result = compare(name, child, tracking_uri, sweep_space, points, chosen, metric, confirm_metric, mode, pinned)
     result.outcome = outcome
     result.files = write_confirmation(result, paths.dir / "confirm")
     try:
