@@ -240,12 +240,16 @@ def test_tied_with_best_holm_corrects_paired_tests():
     base = rng.uniform(0, 1, 60)
     per_point = {"best": base + 0.2, "close": base + 0.19 + rng.normal(0, 0.05, 60),
                  "far": base - 0.1 + rng.normal(0, 0.05, 60)}
-    per_point = {p: {f"q{i}": float(v) for i, v in enumerate(vals)} for p, vals in per_point.items()}
-    means = {p: float(np.mean(list(v.values()))) for p, v in per_point.items()}
-    tied, test, n = tied_with_best(per_point, means, "max")
-    assert tied == {"best": True, "close": True, "far": False} and n == 60 and "Holm" in test
-    raw = [ttest_rel(list(per_point["best"].values()), list(per_point[p].values())).pvalue for p in ("close", "far")]
+    frames = {p: pd.DataFrame({0: vals}, index=[f"q{i}" for i in range(60)]) for p, vals in per_point.items()}
+    means = {p: float(np.mean(v)) for p, v in per_point.items()}
+    tied, test, n = tied_with_best(frames, means, "max")
+    assert tied == {"best": True, "close": True, "far": False} and n == 60 and "Holm" in test and "one seed" in test
+    raw = [ttest_rel(per_point["best"], per_point[p]).pvalue for p in ("close", "far")]
     assert raw[0] > 0.05 and raw[1] < 1e-6
+    # two seeds, paired by replicate: the test generalises over queries and seeds, as the report's contrasts do
+    seeds = {p: pd.DataFrame({0: v, 1: v + rng.normal(0, 0.02, 60)}, index=frames[p].index) for p, v in per_point.items()}
+    tied, test, _ = tied_with_best(seeds, means, "max")
+    assert tied["far"] is False and "60 queries × 2 seeds" in test
 
 
 def test_the_confirmation_space_runs_the_top_points_at_full_fidelity(tmp_path):

@@ -147,32 +147,33 @@ def ranks(values: list[float], mode: str) -> list[int]:
 
 
 # ---- statistics -------------------------------------------------------------------------------------
-def tied_with_best(per_point: dict[str, dict[str, float]], means: dict[str, float], mode: str,
+def tied_with_best(per_point: dict[str, Any], means: dict[str, float], mode: str,
                    alpha: float = ALPHA) -> tuple[dict[str, bool], str, int]:
-    """Points statistically tied with the best: paired t-tests over queries vs the best, Holm-corrected.
+    """Points statistically tied with the best: each point against the best, Holm-corrected.
 
-    `per_point[p] = {qid: value}` (seeds averaged per query). Returns ({point: tied}, the test's
-    description, n queries). The best is tied with itself. The tests and the correction are
-    `study.report.stats`'s, as in the sweep's report.
+    `per_point[p]`: its queries × seeds values (`cells.cell_values`: one column per replicate), paired with
+    the best's on shared queries and replicates. The test is the report's (`stats.paired_contrast`): over
+    queries and seeds, and over queries only with one seed. Returns ({point: tied}, the test's description,
+    n queries). The best is tied with itself.
     """
-    import numpy as np
-
     import study.report.stats as stats
+    from study.report.cells import paired_values
 
     best = max(means, key=means.get) if mode == "max" else min(means, key=means.get)
     tied = {p: p == best for p in means}
     others = [p for p in means if p != best and p in per_point and best in per_point]
-    qids = sorted(set(per_point.get(best, {})).intersection(*(per_point[p] for p in others))) if others else []
-    if not others or len(qids) < 2:
+    contrasts = [stats.paired_contrast(*paired_values(per_point[p], per_point[best])) for p in others]
+    n_queries = min((c.n_queries for c in contrasts), default=0)
+    if not others or n_queries < 2:
         for p in means:   # no per-query scores: nothing can be separated from the best
             tied[p] = True
-        return tied, "no per-query scores: every point counted as tied", len(qids)
-    b = np.array([per_point[best][q] for q in qids])
-    pvalues = [stats.paired_contrast(b, np.array([per_point[p][q] for q in qids])).p_value for p in others]
-    adjusted = stats.adjust_p_values(pvalues, "holm")
+        return tied, "no per-query scores: every point counted as tied", n_queries
+    adjusted = stats.adjust_p_values([c.p_value for c in contrasts], "holm")
     for p, is_tied in zip(others, stats.tied_with_best(adjusted, [False] * len(others), alpha)):
         tied[p] = bool(is_tied)
-    return tied, f"paired t-test over {len(qids)} queries vs the best, Holm-corrected, α = {alpha}", len(qids)
+    n_seeds = min(c.n_seeds for c in contrasts)
+    over = f"{n_queries} queries × {n_seeds} seeds" if n_seeds > 1 else f"{n_queries} queries (one seed)"
+    return tied, f"paired test over {over} vs the best, Holm-corrected, α = {alpha}", n_queries
 
 
 # ---- the whole verb ---------------------------------------------------------------------------------
@@ -239,6 +240,7 @@ def confirm_study(name: str, opts, *, top: int, replicates: int | None = None, p
 def compare(name: str, child: str, tracking_uri: str, sweep_space, sweep_points: dict, chosen: list[str],
             metric: str, confirm_metric: str, mode: str, pinned: set[str]) -> Confirmation:
     """The confirmation table of finished child study `child`: both means per point, τ, the tied-best set."""
+    from study.report.cells import cell_values
     from study.report.runs import load_per_query, load_study_runs
 
     confirmed = load_study_runs(child, tracking_uri)
@@ -248,9 +250,9 @@ def compare(name: str, child: str, tracking_uri: str, sweep_space, sweep_points:
     confirm_values = [got[p]["mean"] for p in both]
     tau, low, high, pvalue = kendall_tau(sweep_values, confirm_values)
     per_query = load_per_query(tracking_uri, [r for p in both for r in got[p]["run_ids"]], [confirm_metric])
-    per_point = {p: _seed_average([per_query.get(r, {}).get(confirm_metric, {}) for r in got[p]["run_ids"]])
-                 for p in both}
-    tied, test, n_queries = tied_with_best({p: q for p, q in per_point.items() if q},
+    trials = confirmed.trials.set_index("run_id", drop=False)
+    per_point = {p: cell_values(trials.loc[got[p]["run_ids"]], per_query, confirm_metric) for p in both}
+    tied, test, n_queries = tied_with_best({p: v for p, v in per_point.items() if v is not None},
                                            {p: got[p]["mean"] for p in both}, mode)
     sweep_ranks, confirm_ranks = ranks(sweep_values, mode), ranks(confirm_values, mode)
     rows = [{"point": p, "params": sweep_points[p]["params"], "sweep_mean": sweep_points[p]["mean"],
@@ -258,12 +260,6 @@ def compare(name: str, child: str, tracking_uri: str, sweep_space, sweep_points:
              "confirm_n": got[p]["n"], "confirm_rank": confirm_ranks[i], "tied": tied.get(p, False)}
             for i, p in enumerate(both)]
     return Confirmation(name, child, metric, confirm_metric, mode, rows, tau, low, high, pvalue, test, n_queries)
-
-
-def _seed_average(per_seed: list[dict[str, float]]) -> dict[str, float]:
-    """Per query, the mean over the seeds that scored it (all seeds score the same queries)."""
-    qids = set.intersection(*(set(s) for s in per_seed)) if per_seed and all(per_seed) else set()
-    return {q: sum(s[q] for s in per_seed) / len(per_seed) for q in qids}
 
 
 # ---- output -----------------------------------------------------------------------------------------
