@@ -80,6 +80,7 @@ def test_a_document_of_named_points_tabulates_each_point_not_two_param_tables(do
     assert "| point | seeds | mean | 95% CI |" in section and "by γ1 × α" not in text and "by sampler × K" not in text
     rows = [line for line in section.splitlines() if line.startswith("| loss.")]
     assert len(rows) >= 2 and sum("**" in row for row in rows) == 1   # every point once, the best in bold
+    assert "importances" not in text                                   # no fANOVA over named points
 
 
 def test_document_spec_errors_are_one_line(tmp_path, monkeypatch):

@@ -64,7 +64,8 @@ class DocumentSpec(BaseModel):
     confirmations: list[str] = Field(default_factory=list)
     # `sensitivity`: each study's tables over two params (sampler × K, γ1 × α), pooling the other varying params;
     # `points`: one row per configuration point, for studies built of named points (arms, controls, references)
-    # whose other params differ from point to point, so a two-param table would pool unlike runs
+    # whose other params differ from point to point, so a two-param table would pool unlike runs (and no
+    # parameter importances: fANOVA apportions a search space, not a list of points)
     study_tables: Literal["sensitivity", "points"] = "sensitivity"
 
     @classmethod
@@ -215,7 +216,9 @@ def _study_section(study: DocumentStudy, spec: DocumentSpec, tracking_uri: str, 
                 md += [f"### Declared contrasts: {metric_label(metric)}", "", contrasts_markdown(report.contrasts), "",
                        contrasts_legend(report.contrasts), ""]
         measured.power.append(_power_row(study.name, metric, report))
-        if first:
+        # named points (arms, controls, a reference) are no search space for fANOVA to apportion
+        importances = spec.study_tables == "sensitivity"
+        if first and importances:
             if report.importances is not None:
                 plot_importances(report.importances, figures / f"{study.name}_importances.png", study.name)
                 md += ["### Parameter importances (Optuna fANOVA, selection metric)", "",
@@ -223,10 +226,10 @@ def _study_section(study: DocumentStudy, spec: DocumentSpec, tracking_uri: str, 
                        frame_to_markdown(report.importances), ""]
             elif report.importance_notes:
                 md += ["### Parameter importances", "", *[f"- {n}" for n in report.importance_notes], ""]
-            if report.sampler_diagnostics is not None:
-                md += ["### Sampled teacher scores per sampler", "",
-                       "Mean over trials of the per-query variance and entropy of the K sampled teacher scores.", "",
-                       frame_to_markdown(report.sampler_diagnostics), ""]
+        if first and report.sampler_diagnostics is not None:
+            md += ["### Sampled teacher scores per sampler", "",
+                   "Mean over trials of the per-query variance and entropy of the K sampled teacher scores.", "",
+                   frame_to_markdown(report.sampler_diagnostics), ""]
         first = False
     return md
 
