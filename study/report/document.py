@@ -191,10 +191,12 @@ def _study_section(study: DocumentStudy, spec: DocumentSpec, tracking_uri: str, 
     metrics = [m for m in (spec.metrics or [selection_metric(study, spec.metrics, df)]) if m in df.columns]
     storage = study.state.get("optuna_storage")
     per_query = load_per_query(tracking_uri, df["run_id"], metrics=metrics)  # once for every metric's tables
+    # named points (arms, controls, a reference) are no search space for fANOVA to apportion: no importances
+    importances = spec.study_tables == "sensitivity"
     first = True
     for metric in metrics:
-        report = build_report(study.name, tracking_uri, metric, storage if first else None, runs=study.runs,
-                              per_query=per_query)
+        report = build_report(study.name, tracking_uri, metric, storage if first and importances else None,
+                              runs=study.runs, per_query=per_query)
         if first:
             best = report.best
             md += [f"{len(df)} finished trials; best by {metric_label(metric)}: `{best['trial_id']}` = "
@@ -216,9 +218,7 @@ def _study_section(study: DocumentStudy, spec: DocumentSpec, tracking_uri: str, 
                 md += [f"### Declared contrasts: {metric_label(metric)}", "", contrasts_markdown(report.contrasts), "",
                        contrasts_legend(report.contrasts), ""]
         measured.power.append(_power_row(study.name, metric, report))
-        # named points (arms, controls, a reference) are no search space for fANOVA to apportion
-        importances = spec.study_tables == "sensitivity"
-        if first and importances:
+        if first:
             if report.importances is not None:
                 plot_importances(report.importances, figures / f"{study.name}_importances.png", study.name)
                 md += ["### Parameter importances (Optuna fANOVA, selection metric)", "",
@@ -226,10 +226,10 @@ def _study_section(study: DocumentStudy, spec: DocumentSpec, tracking_uri: str, 
                        frame_to_markdown(report.importances), ""]
             elif report.importance_notes:
                 md += ["### Parameter importances", "", *[f"- {n}" for n in report.importance_notes], ""]
-        if first and report.sampler_diagnostics is not None:
-            md += ["### Sampled teacher scores per sampler", "",
-                   "Mean over trials of the per-query variance and entropy of the K sampled teacher scores.", "",
-                   frame_to_markdown(report.sampler_diagnostics), ""]
+            if report.sampler_diagnostics is not None:
+                md += ["### Sampled teacher scores per sampler", "",
+                       "Mean over trials of the per-query variance and entropy of the K sampled teacher scores.", "",
+                       frame_to_markdown(report.sampler_diagnostics), ""]
         first = False
     return md
 

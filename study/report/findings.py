@@ -24,7 +24,7 @@ findings say so instead of a verdict.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -219,7 +219,7 @@ def findings_legend(significance: float) -> str:
             "failed; not measured = no such pair in the store.")
 
 
-def studies_named(findings: list[Finding], reported: list[str] = ()) -> Mapping[str, list[str]]:
+def studies_named(findings: list[Finding], reported: Sequence[str] = ()) -> Mapping[str, list[str]]:
     """Study → the metrics its findings read (in file order), then the other `reported` metrics: a control
     that fails on a metric no finding reads still says the study cannot decide on that metric."""
     out: dict[str, list[str]] = {}

@@ -202,8 +202,7 @@ def confirm_study(name: str, opts, *, top: int, replicates: int | None = None, p
     metric, mode = (sweep.objectives[0] if sweep.objectives else (sweep_space.metrics[0], sweep_space.modes[0]))
     # a field the confirmation fixes (a --set pin, or a searched training length such as the arms' optim.epochs) is
     # not part of a point: the sweep's point and its confirmation, trained longer, must share an id
-    raw_base = yaml.safe_load(paths.space_resolved.read_text())["base"]
-    pinned = set(pins) | set(training_length(raw_base.get("optim", {}), epochs, max_steps))
+    pinned = set(pins) | set(training_length(sweep_space.base.optim.model_dump(), epochs, max_steps))
     points = point_means(sweep, sweep_space, metric, exclude=pinned)
     if len(points) < 2:
         raise ConfigError(f"study {name!r} has {len(points)} finished point(s) with {metric}; confirm needs 2")
